@@ -1,0 +1,86 @@
+"""The `ichviewer evaluate` subcommand: case-level metrics with confidence intervals, as JSON and HTML."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate `ichviewer infer` predictions against a labels CSV",
+        description=(
+            "Compare the case-level predictions written by `ichviewer infer` with reference labels: ROC AUC and "
+            "average precision with bootstrap 95 % CIs, sensitivity/specificity/PPV/NPV with exact binomial CIs, "
+            "sensitivity by bleed size, false positives on mimics and the triage curve. The JSON keys are documented "
+            "in ichviewer.evaluation.summary."
+        ),
+    )
+    p.add_argument("--predictions", required=True, metavar="INFER.json", help="output of `ichviewer infer --json`")
+    p.add_argument(
+        "--labels",
+        required=True,
+        metavar="LABELS.csv",
+        help="study_uid or series_uid column, 0/1 columns any (required), iph, ivh, sdh, edh, sah; optional volume_ml, mimic",
+    )
+    p.add_argument("--json", required=True, metavar="OUT.json", help="where to write the metrics")
+    p.add_argument("--report", metavar="OUT.html", help="also write a self-contained HTML report")
+    p.add_argument(
+        "--compare",
+        metavar="OTHER.json",
+        help="a second `ichviewer infer` JSON on the same studies: DeLong's test of the AUC difference per label",
+    )
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ichviewer.evaluation.inputs import EvaluationInputError, evaluate_files
+    from ichviewer.evaluation.report import write_json, write_report
+
+    if args.bootstrap < 1:
+        print(f"ichviewer evaluate: --bootstrap must be at least 1, got {args.bootstrap}", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate_files(
+            args.predictions, args.labels, n_boot=args.bootstrap, seed=args.seed, compare_path=args.compare
+        )
+    except EvaluationInputError as exc:
+        print(f"ichviewer evaluate: {exc}", file=sys.stderr)
+        return 2
+    try:
+        write_json(result, args.json)
+        if args.report:
+            write_report(result, args.report)
+    except OSError as exc:
+        print(f"ichviewer evaluate: cannot write output: {exc}", file=sys.stderr)
+        return 1
+    inputs = result["inputs"]
+    print(f"{inputs['n_matched']} studies evaluated (matched on {inputs['match_key']})")
+    for label, e in result["labels"].items():
+        auc, sens, spec = e["auc"], e["operating_point"]["sensitivity"], e["operating_point"]["specificity"]
+        print(
+            f"  {label:<4} AUC {_fmt(auc['value'])} ({_fmt(auc['ci'][0])}-{_fmt(auc['ci'][1])})"
+            f"  sensitivity {_fmt(sens['value'])}  specificity {_fmt(spec['value'])}"
+        )
+    comparison = result.get("comparison")
+    if comparison:
+        print(f"compared with {comparison['predictions_b']} on {comparison['n_cases']} studies (DeLong):")
+        for label, test in comparison["labels"].items():
+            if test:
+                print(f"  {label:<4} AUC difference {test['difference']:+.3f}  p = {test['p_value']:.3g}")
+    for what, key in (("labelled studies without a prediction", "unmatched_labels"),
+                      ("predicted studies without a label", "unmatched_predictions"),
+                      ("studies inference could not read", "failed")):
+        if inputs[key]:
+            print(f"  note: {len(inputs[key])} {what} (listed in the JSON)", file=sys.stderr)
+    print(f"metrics written to {args.json}" + (f", report to {args.report}" if args.report else ""))
+    return 0
+
+
+def _fmt(v: object) -> str:
+    import math
+
+    return f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else "n/a"

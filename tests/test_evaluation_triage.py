@@ -1,0 +1,148 @@
+"""Triage curve and operating points chosen on validation data, worked by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ichviewer.evaluation import (
+    assign_triage,
+    choose_operating_points,
+    choose_sensitivity_threshold,
+    choose_triage_thresholds,
+    evaluate_cases,
+    triage_curve,
+    triage_operating_point,
+)
+
+# Six studies, ANY probability and truth. Auto-reporting everything below a threshold, which
+# sits halfway to the next probability up (p < 0.15 takes the same studies as p <= 0.1):
+#   p < 0.15: 1 study,  0 bleeds -> fraction 1/6, miss rate 0
+#   p < 0.25: 3 studies, 1 bleed -> fraction 3/6, miss rate 1/3   (the two 0.2s go together)
+#   p < 0.40: 4 studies, 1 bleed -> fraction 4/6, miss rate 1/4   (miss rate falls again)
+#   p < 0.65: 5 studies, 2 bleeds -> 5/6, 2/5
+#   p < 0.8+: 6 studies, 3 bleeds -> 1, 1/2
+P = np.array([0.1, 0.2, 0.2, 0.3, 0.5, 0.8])
+Y = np.array([0, 0, 1, 0, 1, 1])
+
+
+def test_triage_curve_by_hand() -> None:
+    c = triage_curve(Y, P)
+    np.testing.assert_allclose(c.negative_below[:4], [0.15, 0.25, 0.40, 0.65])
+    assert c.negative_below[4] > 0.8 and c.negative_below[4] == pytest.approx(0.8)
+    np.testing.assert_array_equal(c.highest_included, [0.1, 0.2, 0.3, 0.5, 0.8])
+    np.testing.assert_array_equal(c.n_auto, [1, 3, 4, 5, 6])
+    np.testing.assert_array_equal(c.n_missed, [0, 1, 1, 2, 3])
+    np.testing.assert_allclose(c.fraction, [1 / 6, 3 / 6, 4 / 6, 5 / 6, 1])
+    np.testing.assert_allclose(c.miss_rate, [0, 1 / 3, 1 / 4, 2 / 5, 1 / 2])
+    # The curve is independent of the order the studies come in.
+    order = np.array([5, 2, 0, 4, 1, 3])
+    np.testing.assert_array_equal(triage_curve(Y[order], P[order]).n_missed, c.n_missed)
+
+
+def test_triage_operating_point_reports_the_most_studies_within_the_target() -> None:
+    c = triage_curve(Y, P)
+    zero = triage_operating_point(c, 0.0)
+    assert (zero.negative_below, zero.n_auto, zero.n_missed) == (pytest.approx(0.15), 1, 0)
+    # p < 0.25 misses 1/3 > 0.30, but p < 0.4 misses only 1/4: the larger auto-reported set qualifies.
+    thirty = triage_operating_point(c, 0.30)
+    assert (thirty.negative_below, thirty.n_auto, thirty.n_missed) == (pytest.approx(0.4), 4, 1)
+    assert thirty.fraction_auto == pytest.approx(4 / 6)
+    assert thirty.miss_rate_ci[0] < 0.25 < thirty.miss_rate_ci[1]
+    # With the exact upper bound required, one study with no miss is far from proving 0 %.
+    strict = triage_operating_point(c, 0.30, use_upper_bound=True)
+    assert strict.negative_below is None and strict.n_auto == 0
+    # If the lowest-scored study bleeds, no threshold reaches a zero miss rate.
+    none = triage_operating_point(triage_curve([1, 0, 0], [0.1, 0.2, 0.3]), 0.0)
+    assert none.negative_below is None and math.isnan(none.miss_rate)
+
+
+def test_choose_triage_thresholds_and_assign_categories() -> None:
+    t = choose_triage_thresholds(Y, P, target_miss_rate=0.0)
+    # Negative side: only the 0.1 study. Positive side: 0.5 and 0.8 are two bleeds and no normal;
+    # going down to 0.3 would flag a normal. Cuts lie halfway to the neighbouring probability.
+    assert t.negative_below == pytest.approx(0.15) and t.positive_above == pytest.approx(0.4)
+    assert t.negative_reached and t.positive_reached
+    assert t.fraction_negative == pytest.approx(1 / 6) and t.miss_rate == 0.0
+    assert t.fraction_positive == pytest.approx(2 / 6) and t.false_positive_rate == 0.0
+    assert t.classify(P) == [
+        "confident negative",
+        "refer",
+        "refer",
+        "refer",
+        "confident positive",
+        "confident positive",
+    ]
+    # Same rule as inference: strictly below / strictly above; a switched-off side never fires.
+    assert assign_triage([0.0, 0.15, 0.4, 1.0], 0.15, 0.4) == ["confident negative", "refer", "refer", "confident positive"]
+    assert assign_triage([0.0, 1.0], 0.0, 1.0) == ["refer", "refer"]
+
+
+def test_loose_targets_never_make_a_study_both_negative_and_positive() -> None:
+    t = choose_triage_thresholds(Y, P, target_miss_rate=0.5, target_false_positive_rate=0.5)
+    assert t.fraction_negative == 1.0  # everything is "negative" at a 50 % miss rate
+    assert t.positive_above >= t.negative_below and not t.positive_reached
+    cats = t.classify(P)
+    assert cats.count("confident negative") == 6
+    # Unreachable targets switch a side off instead of inventing a threshold.
+    # The lowest-scored study bleeds (no miss-free negative set); the highest is a bleed, the next is not.
+    off = choose_triage_thresholds([1, 0, 1, 0], [0.1, 0.2, 0.3, 0.25], target_miss_rate=0.0, target_false_positive_rate=0.0)
+    assert (off.negative_below, off.negative_reached) == (0.0, False)
+    assert 0.25 < off.positive_above < 0.3 and off.fraction_positive == 0.25 and off.false_positive_rate == 0.0
+
+
+def test_sensitivity_threshold_reaches_the_target_with_best_specificity() -> None:
+    # 20 positives scored 0.31..0.50, 10 negatives scored 0.05..0.50 (one tie with a positive).
+    pos = np.linspace(0.50, 0.31, 20)
+    neg = np.r_[np.linspace(0.05, 0.30, 9), 0.50]
+    y = np.r_[np.ones(20), np.zeros(10)].astype(int)
+    p = np.r_[pos, neg]
+    op = choose_sensitivity_threshold(y, p, 0.95, label="ANY")
+    # 0.95 * 20 = 19 positives must be caught: the threshold lies between the 19th highest
+    # positive score and the next score below it (the 20th positive, 0.31).
+    assert op.threshold == pytest.approx((pos[18] + pos[19]) / 2)
+    assert op.sensitivity == pytest.approx(19 / 20)
+    assert op.specificity == pytest.approx(9 / 10)
+    assert op.achieved
+    # Any threshold above the 19th positive misses the target.
+    assert np.mean(p[y == 1] >= np.nextafter(pos[18], 1)) < 0.95
+
+
+def test_operating_points_for_every_label_and_unreachable_label() -> None:
+    y = {"ANY": np.array([1, 1, 0, 0]), "EDH": np.array([0, 0, 0, 0])}
+    p = {"ANY": np.array([0.9, 0.6, 0.7, 0.1]), "EDH": np.array([0.1, 0.2, 0.3, 0.4])}
+    ops = choose_operating_points(y, p, 0.95)
+    # Both bleeds caught: between the lower bleed (0.6) and the next score down (0.1).
+    assert ops["ANY"].threshold == pytest.approx(0.35)
+    assert ops["ANY"].sensitivity == 1.0 and ops["ANY"].specificity == 0.5
+    assert ops["EDH"].threshold is None and not ops["EDH"].achieved
+    # The chosen thresholds feed straight back into the evaluation.
+    r = evaluate_cases({"ANY": y["ANY"]}, {"ANY": p["ANY"]}, {"ANY": ops["ANY"].threshold}, n_boot=50)
+    assert r["labels"]["ANY"]["operating_point"]["sensitivity"]["value"] == 1.0
+
+
+def test_evaluate_cases_size_mimic_and_observed_triage_tables() -> None:
+    y_any = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    p_any = np.array([0.2, 0.9, 0.6, 0.99, 0.8, 0.7, 0.1, 0.02, 0.6, 0.3, 0.01])
+    volume = np.array([0.05, 0.08, 3.0, 40.0, np.nan, np.nan, 0, 0, 0, 0, 0])
+    mimic = [None, None, None, None, None, "calcification", "calcification", "metal", "beam hardening", "", None]
+    triage = assign_triage(p_any, 0.05, 0.95)
+    r = evaluate_cases({"ANY": y_any}, {"ANY": p_any}, {"ANY": 0.5}, volume_ml=volume, mimic=mimic,
+                       n_boot=100, triage=triage)
+    bins = {b["name"]: b["sensitivity"] for b in r["by_size"]["bins"]}
+    assert (bins["punctate"]["k"], bins["punctate"]["n"]) == (1, 2)  # 0.2 missed, 0.9 found
+    assert (bins["small"]["k"], bins["small"]["n"]) == (1, 1)
+    assert (bins["larger"]["k"], bins["larger"]["n"]) == (1, 1)
+    assert r["by_size"]["n_positive_unknown_volume"] == 1
+    kinds = {k["mimic"]: k["false_positive_rate"] for k in r["mimics"]["kinds"]}
+    assert (kinds["calcification"]["k"], kinds["calcification"]["n"]) == (1, 2)
+    assert (kinds["metal"]["k"], kinds["metal"]["n"]) == (0, 1)
+    assert (kinds["beam-hardening"]["k"], kinds["beam-hardening"]["n"]) == (1, 1)
+    assert (kinds["none"]["k"], kinds["none"]["n"]) == (0, 2)
+    obs = r["triage"]["observed"]
+    assert obs["counts"] == {"confident negative": 2, "refer": 8, "confident positive": 1}
+    assert obs["miss_rate"]["k"] == 0 and obs["false_positive_rate"]["k"] == 0
+    with pytest.raises(ValueError, match="unknown mimic"):
+        evaluate_cases({"ANY": y_any}, {"ANY": p_any}, {"ANY": 0.5}, mimic=["blood"] * 11, n_boot=10)
