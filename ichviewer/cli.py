@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ichviewer.commands.evaluate",
     "ichviewer.commands.review",
     "ichviewer.commands.infer",
+    "ichviewer.commands.train",
 )
 
 

@@ -22,6 +22,7 @@ from ichviewer.review.imports import (
     import_infer_json,
     import_labels_csv,
     read_labels_csv,
+    record_study_result,
 )
 from ichviewer.review.panels import (
     CaseView,
@@ -43,11 +44,14 @@ from ichviewer.review.panels import (
 from ichviewer.review.queues import (
     QUEUE_KINDS,
     QueueItem,
+    QueueData,
     QueueThresholds,
     build_queue,
+    build_queues,
     difficult_for_ai,
     difficult_for_humans,
     discordant,
+    load_queue_data,
     queue_counts,
 )
 from ichviewer.review.schema import AI_ACTIONS, READ_STATUSES, ROLES, VOTE_VALUES
@@ -57,11 +61,11 @@ from ichviewer.review.store import LabelVersion, Read, Reader, ReviewError, Revi
 __all__ = [
     "AI_ACTIONS", "QUEUE_KINDS", "READ_STATUSES", "ROLES", "VOTE_VALUES",
     "CaseView", "ConsensusOutcome", "ConsensusRule", "DiagnosticMetrics", "LabelImport", "LabelVersion",
-    "Panel", "QueueItem", "QueueThresholds", "Read", "Reader", "ReviewError", "ReviewStore", "RunImport",
-    "add_member", "build_queue", "cast_vote", "close_panel", "cohen_kappa", "compute_statistics",
+    "Panel", "QueueData", "QueueItem", "QueueThresholds", "Read", "Reader", "ReviewError", "ReviewStore", "RunImport",
+    "add_member", "build_queue", "build_queues", "cast_vote", "close_panel", "cohen_kappa", "compute_statistics",
     "create_panel", "diagnostic_metrics", "difficult_for_ai", "difficult_for_humans", "discordant",
     "evaluate_consensus", "export_json", "fleiss_kappa", "get_panel", "import_infer_json",
-    "import_labels_csv", "list_panels", "member_view", "members", "open_store", "panel_cases",
-    "queue_counts", "ratings_to_counts", "read_labels_csv", "reads_csv", "summarize_panel",
+    "import_labels_csv", "list_panels", "load_queue_data", "member_view", "members", "open_store", "panel_cases",
+    "queue_counts", "ratings_to_counts", "read_labels_csv", "reads_csv", "record_study_result", "summarize_panel",
     "write_reads_csv",
 ]

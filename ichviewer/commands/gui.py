@@ -1,0 +1,130 @@
+"""`ichviewer open` and `ichviewer demo`: start the workstation on a path or on a synthetic haemorrhage case."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+#: Bump when the demo case recipe changes, so a cached case is rewritten.
+DEMO_VERSION = 1
+DEMO_SEED = 2
+DEMO_SUBTYPE = "IPH"
+#: Large enough to see at once on the middle slices (a hypertensive basal-ganglia bleed size).
+DEMO_VOLUME_ML = 20.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "open",
+        help="open the workstation on a DICOM folder, file or DICOMDIR",
+        description="Open the reading workstation on PATH; every CT series found is listed, the largest is shown.",
+    )
+    p.add_argument("path", metavar="PATH", nargs="?", help="folder, file or DICOMDIR (omit to start empty)")
+    _common(p)
+    p.set_defaults(func=run_open)
+
+    d = subparsers.add_parser(
+        "demo",
+        help="open the workstation on a synthetic head CT with a haemorrhage",
+        description="Write (or reuse) a synthetic head CT with an intraparenchymal haemorrhage as DICOM in the "
+        "per-user cache folder ($XDG_CACHE_HOME/ichviewer/demo or ~/.cache/ichviewer/demo) and open it.",
+    )
+    d.add_argument("--cache-dir", metavar="DIR", help="where to write the demo case (default: the per-user cache)")
+    d.add_argument("--rebuild", action="store_true", help="write the case again even if a cached copy exists")
+    _common(d)
+    d.set_defaults(func=run_demo)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--settings-dir", metavar="DIR", help="settings folder (recent studies, keymap.json override); "
+                   "default $ICHVIEWER_SETTINGS_DIR or ~/.config/ichviewer")
+    p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window once the study is shown, then quit")
+
+
+def run_open(args: argparse.Namespace) -> int:
+    if args.path is not None and not os.path.exists(args.path):
+        print(f"ichviewer open: {args.path}: no such file or folder", file=sys.stderr)
+        return 2
+    return _start(args.path, args.settings_dir, args.screenshot)
+
+
+def demo_cache_dir(explicit: str | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ichviewer" / "demo"
+
+
+def ensure_demo_case(folder: Path, rebuild: bool = False) -> Path:
+    """The demo series folder: reused when a complete case of this DEMO_VERSION exists, else written."""
+    marker = folder / "demo.json"
+    series_dir = folder / "series"
+    if not rebuild and marker.is_file():
+        try:
+            info = json.loads(marker.read_text("utf-8"))
+        except ValueError:
+            info = {}
+        if info.get("version") == DEMO_VERSION and series_dir.is_dir() and any(series_dir.iterdir()):
+            return series_dir
+    from ichviewer.core.phantom import generate_case
+    from ichviewer.io.writer import write_ct_series
+
+    case = generate_case(DEMO_SEED, subtype=DEMO_SUBTYPE, volume_ml=DEMO_VOLUME_ML)
+    folder.mkdir(parents=True, exist_ok=True)
+    if series_dir.exists():
+        for f in series_dir.iterdir():
+            if f.is_file():
+                f.unlink()
+    write_ct_series(case.volume, series_dir, series_description=f"DEMO synthetic head CT, {DEMO_SUBTYPE} {DEMO_VOLUME_ML:g} mL")
+    # Ground truth beside (not inside) the series folder, so the scanner never meets it.
+    (folder / "labels.json").write_text(json.dumps(case.labels_json(), indent=1), "utf-8")
+    marker.write_text(json.dumps({"version": DEMO_VERSION, "seed": DEMO_SEED, "subtype": DEMO_SUBTYPE}), "utf-8")
+    return series_dir
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    folder = demo_cache_dir(args.cache_dir)
+    try:
+        series_dir = ensure_demo_case(folder, rebuild=args.rebuild)
+    except ImportError as exc:
+        print(f"ichviewer demo: the synthetic case generator is not available ({exc})", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"ichviewer demo: {exc.filename or folder}: cannot write the demo case ({exc.strerror or exc})", file=sys.stderr)
+        return 1
+    print(f"demo case: {series_dir}")
+    return _start(str(series_dir), args.settings_dir, args.screenshot)
+
+
+def _start(path: str | None, settings: str | None, screenshot: str | None) -> int:
+    from ichviewer.qt.app import run_viewer
+
+    if screenshot is None:
+        return run_viewer(path, settings)
+    result = {"code": 0}
+
+    def arm(window) -> None:
+        from PySide6.QtCore import QTimer
+
+        def save() -> None:
+            if result.get("saved"):
+                return
+            result["saved"] = 1
+            window.grab().save(screenshot)
+            print(f"screenshot: {screenshot}")
+            window.close()
+
+        def on_error(message: str) -> None:
+            result["code"] = 1
+            QTimer.singleShot(300, save)
+
+        window.sig_reformats_ready.connect(lambda _v: QTimer.singleShot(300, save))
+        window.sig_error.connect(on_error)
+        if path is None:
+            QTimer.singleShot(300, save)
+
+    code = run_viewer(path, settings, on_shown=arm)
+    return result["code"] or code

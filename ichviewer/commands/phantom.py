@@ -1,0 +1,122 @@
+"""`ichviewer phantom`: write a synthetic head CT with labelled haemorrhage as a DICOM series plus labels.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+#: Files a previous `ichviewer phantom` run leaves in its folder (the only ones --overwrite removes).
+_OWN_PATTERNS = ("IM*.dcm", "labels.json")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "phantom",
+        help="write a synthetic head CT (DICOM series + labels.json)",
+        description="Generate a seeded synthetic non-contrast head CT with an optional haemorrhage "
+        "or high-density mimic and write it as a DICOM CT series into OUT_DIR, with "
+        "OUT_DIR/labels.json holding the per-slice labels (ascending, inferior to superior) "
+        "and the lesion volume in mL. The same arguments always give the same files.",
+    )
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--seed", type=int, required=True, help="case seed (non-negative integer)")
+    p.add_argument(
+        "--subtype",
+        choices=("IPH", "IVH", "SDH", "EDH", "SAH", "mixed", "none"),
+        default=None,
+        help="haemorrhage subtype; default: drawn from the seed",
+    )
+    p.add_argument("--volume-ml", type=float, default=None, help="target lesion volume in mL (total for mixed)")
+    p.add_argument("--mimic", choices=("calcification", "metal", "beam-hardening"), default=None)
+    p.add_argument("--slice-mm", type=float, default=5.0, help="slice thickness and spacing in mm (5 routine, 1 thin)")
+    p.add_argument("--age", choices=("adult", "child"), default="adult")
+    p.add_argument("--matrix", type=int, default=512, help="in-plane matrix (field of view stays 220-250 mm)")
+    p.add_argument(
+        "--transfer-syntax",
+        choices=("explicit", "rle", "jpeg-ls", "jpeg2000"),
+        default="explicit",
+        help="pixel encoding of the files (all lossless)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a phantom already written in OUT_DIR")
+    p.set_defaults(func=run_phantom)
+
+
+def write_phantom(out_dir: str | Path, case, transfer_syntax: str = "1.2.840.10008.1.2.1") -> list[Path]:
+    """Write a `PhantomCase` as DICOM plus labels.json into `out_dir`; returns the DICOM paths."""
+    from ichviewer.io.writer import write_ct_series
+
+    out = Path(out_dir)
+    paths = write_ct_series(
+        case.volume,
+        out,
+        series_description=case.volume.series_description,
+        patient_id=f"PHANTOM{case.seed}",
+        patient_name=f"PHANTOM^SEED{case.seed}",
+        patient_age=case.volume.metadata.get("patient_age"),
+        study_description="SYNTHETIC HEAD CT (ICH Viewer phantom)",
+        transfer_syntax=transfer_syntax,
+    )
+    (out / "labels.json").write_text(format_labels_json(case.labels_json()), encoding="utf-8")
+    return paths
+
+
+def format_labels_json(doc: dict) -> str:
+    """labels.json text: one key per line and one line per slice, so a diff shows which slice changed."""
+    lines = []
+    for key, value in doc.items():
+        if key == "slices":
+            rows = ",\n".join("  " + json.dumps(s) for s in value)
+            lines.append(f' "slices": [\n{rows}\n ]')
+        else:
+            lines.append(f" {json.dumps(key)}: {json.dumps(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def run_phantom(args: argparse.Namespace) -> int:
+    from ichviewer.core.phantom import generate_case
+    from ichviewer.io import writer
+
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        print(f"ichviewer phantom: {out} exists and is not a folder", file=sys.stderr)
+        return 2
+    if out.is_dir():
+        own = {f for pat in _OWN_PATTERNS for f in out.glob(pat)}
+        others = [f for f in out.iterdir() if f not in own]
+        if others:
+            print(f"ichviewer phantom: {out} holds other files ({others[0].name}, ...); choose an empty folder", file=sys.stderr)
+            return 2
+        if own and not args.overwrite:
+            print(f"ichviewer phantom: {out} already holds a phantom; pass --overwrite to replace it", file=sys.stderr)
+            return 2
+        for f in own:
+            f.unlink()
+    ts = {
+        "explicit": writer.EXPLICIT_VR_LITTLE_ENDIAN,
+        "rle": writer.RLE_LOSSLESS,
+        "jpeg-ls": writer.JPEG_LS_LOSSLESS,
+        "jpeg2000": writer.JPEG_2000_LOSSLESS,
+    }[args.transfer_syntax]
+    try:
+        case = generate_case(
+            args.seed,
+            subtype=args.subtype,
+            volume_ml=args.volume_ml,
+            mimic=args.mimic,
+            slice_mm=args.slice_mm,
+            age=args.age,
+            matrix=args.matrix,
+        )
+        paths = write_phantom(out, case, ts)
+    except (ValueError, OSError) as exc:
+        print(f"ichviewer phantom: {out}: {exc}", file=sys.stderr)
+        return 2
+    vol = case.volume_ml
+    present = ", ".join(f"{s} {vol[s]:.2f} mL" for s in case.present) or "no haemorrhage"
+    print(
+        f"wrote {len(paths)} slices to {out} ({case.volume.shape[1]}x{case.volume.shape[2]}, {case.slice_mm:g} mm, "
+        f"{case.age}): {present}" + (f"; mimic {case.mimic_detail}" if case.mimic else "")
+    )
+    return 0

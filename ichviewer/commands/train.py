@@ -1,0 +1,131 @@
+"""The `ichviewer train` subcommand: train, export and describe an ensemble (needs the `train` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+TRAIN_EXTRA_HINT = "install the train extra: pip install -e '.[train]'"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a four-model ensemble (synthetic phantoms or your own labelled DICOM)",
+        description=(
+            "Train the Lee et al. 2019 recipe (weighted BCE, multi-window input, slice interpolation, "
+            "augmentation, model selection on validation mAP) for four small CNN families on the CPU, export "
+            "them to ONNX (verified against PyTorch), fit ensemble weights and operating points on validation, "
+            "and write DIR/manifest.json, DIR/SHA256SUMS and DIR/training_log.json. Caches and checkpoints go "
+            "to DIR/work (delete it when done). Needs PyTorch: " + TRAIN_EXTRA_HINT + "."
+        ),
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="ensemble directory to write")
+    p.add_argument("--source", choices=("phantoms", "dicom"), default="phantoms", help="training data (default phantoms)")
+    p.add_argument("--data", metavar="DIR", help="folder of DICOM studies (with --source dicom)")
+    p.add_argument(
+        "--labels",
+        metavar="CSV",
+        help="labels for --source dicom: series_uid or study_uid, optional slice_index (per-slice, ascending along "
+        "the slice normal as `ichviewer info` lists them) and patient_id, 0/1 columns any (required), iph, ivh, "
+        "sdh, edh, sah (case-insensitive)",
+    )
+    p.add_argument("--epochs", type=int, default=6, help="epochs per member (default 6)")
+    p.add_argument("--seed", type=int, default=0, help="run seed: phantom seeds, splits, initialisation (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in DIR/work")
+    p.add_argument(
+        "--n-cases",
+        type=int,
+        nargs=2,
+        metavar=("TRAIN", "VALIDATION"),
+        default=(400, 100),
+        help="phantom cases for training and validation (default 400 100)",
+    )
+    p.add_argument("--input-size", type=int, default=128, help="model input in pixels, square (default 128)")
+    p.add_argument("--width", type=int, default=16, help="channel width of the networks (default 16)")
+    p.add_argument("--batch-size", type=int, default=16, help="slices per step, x3 with interpolation (default 16)")
+    p.add_argument("--steps-per-epoch", type=int, help="steps per epoch (default: one pass over the slices)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule (default 2e-3)")
+    p.add_argument("--matrix", type=int, default=256, help="phantom in-plane matrix (default 256)")
+    p.add_argument(
+        "--thin-every", type=int, default=1, help="keep every k-th planned 1 mm phantom thin, the rest 5 mm (default 1)"
+    )
+    p.add_argument("--families", default="vgg,resnet,inception,mobilenet", help="comma-separated member families")
+    p.add_argument(
+        "--specialists", default="", help="extra subtype-specialist members (Kang et al.): comma list of IPH..SAH, small"
+    )
+    p.add_argument("--ensemble", choices=("mean", "weighted"), default="mean", help="member weights (default mean)")
+    p.add_argument("--min-sensitivity", type=float, default=0.95, help="per-label validation sensitivity target")
+    p.add_argument("--target-miss-rate", type=float, default=0.01, help="triage: miss rate among confident negatives")
+    p.add_argument("--workers", type=int, default=2, help="processes generating phantoms (default 2)")
+    p.add_argument("--threads", type=int, help="PyTorch threads (default: PyTorch's choice)")
+    p.add_argument("--max-steps", type=int, help="stop each member after this many steps (timing runs)")
+    p.add_argument("--name", default="ichviewer-default", help="ensemble name in the manifest")
+    p.set_defaults(func=run_train)
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def run_train(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print(f"ichviewer train: PyTorch is not installed; {TRAIN_EXTRA_HINT}", file=sys.stderr)
+        return 2
+    from ichviewer.training.data import TrainingDataError
+    from ichviewer.training.export import ExportMismatchError
+    from ichviewer.training.recipe import RecipeConfig, run_recipe
+    from ichviewer.training.trainer import CheckpointError
+
+    specialists = tuple(s.upper() if s.lower() != "small" else "small" for s in _split(args.specialists))
+    try:
+        config = RecipeConfig(
+            out=args.out,
+            source=args.source,
+            data_dir=args.data,
+            labels_csv=args.labels,
+            families=_split(args.families),
+            specialists=specialists,
+            epochs=args.epochs,
+            seed=args.seed,
+            n_train=args.n_cases[0],
+            n_validation=args.n_cases[1],
+            thin_every=args.thin_every,
+            matrix=args.matrix,
+            input_size=args.input_size,
+            width=args.width,
+            batch_size=args.batch_size,
+            steps_per_epoch=args.steps_per_epoch,
+            lr=args.lr,
+            ensemble=args.ensemble,
+            min_sensitivity=args.min_sensitivity,
+            target_miss_rate=args.target_miss_rate,
+            workers=args.workers,
+            threads=args.threads,
+            resume=args.resume,
+            max_steps=args.max_steps,
+            name=args.name,
+        )
+    except ValueError as exc:
+        print(f"ichviewer train: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = run_recipe(config, stream=sys.stderr)
+    except (TrainingDataError, CheckpointError, ValueError) as exc:
+        print(f"ichviewer train: {exc}", file=sys.stderr)
+        return 2
+    except ExportMismatchError as exc:
+        print(f"ichviewer train: export check failed: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"ichviewer train: cannot write {getattr(exc, 'filename', '') or args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    ens = result.log["ensemble"]
+    print(f"wrote {result.manifest_path}")
+    print(
+        f"validation: mAP {ens['validation_map']:.4f}, case AUC(ANY) {ens['validation_case_auc_any']:.4f}; "
+        f"{result.log['seconds_total'] / 60:.1f} min; log {result.log_path}"
+    )
+    return 0

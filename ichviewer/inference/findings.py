@@ -1,0 +1,150 @@
+"""Findings: per-slice probabilities -> case probabilities, decisions at the operating points, triage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ichviewer import LABELS
+from ichviewer.inference.manifest import Aggregation, OperatingPoints
+from ichviewer.inference.model import ModelInfo
+
+CONFIDENT_NEGATIVE = "confident negative"
+CONFIDENT_POSITIVE = "confident positive"
+REFER = "refer"
+TRIAGE_CLASSES = (CONFIDENT_NEGATIVE, CONFIDENT_POSITIVE, REFER)
+POSITIVE, NEGATIVE = "positive", "negative"
+
+
+def aggregate(slice_probabilities: np.ndarray, aggregation: Aggregation = Aggregation()) -> np.ndarray:
+    """(z, 6) slice probabilities -> (6,) case probabilities, ignoring slices not yet computed (NaN).
+
+    All-NaN (nothing computed yet) gives NaN.
+    """
+    p = np.asarray(slice_probabilities, dtype=np.float64)
+    done = ~np.isnan(p).any(axis=1)
+    p = p[done]
+    if p.shape[0] == 0:
+        return np.full(len(LABELS), np.nan)
+    if aggregation.method == "max":
+        return p.max(axis=0)
+    if aggregation.method == "mean":
+        return p.mean(axis=0)
+    k = min(aggregation.k, p.shape[0])
+    return np.sort(p, axis=0)[-k:].mean(axis=0)  # top_k_mean
+
+
+def triage(case_probabilities: np.ndarray, op: OperatingPoints) -> str:
+    """DeepRadiologyNet-style triage on the case probability of `op.triage_label`."""
+    p = float(np.asarray(case_probabilities)[LABELS.index(op.triage_label)])
+    if np.isnan(p):
+        return REFER
+    if p < op.negative_below:
+        return CONFIDENT_NEGATIVE
+    if p > op.positive_above:
+        return CONFIDENT_POSITIVE
+    return REFER
+
+
+@dataclass(frozen=True)
+class LabelFinding:
+    """Case-level result for one label: probability, decision ("positive"/"negative") and its threshold."""
+
+    label: str
+    probability: float
+    threshold: float
+
+    @property
+    def positive(self) -> bool:
+        return bool(self.probability >= self.threshold)
+
+    @property
+    def decision(self) -> str:
+        return POSITIVE if self.positive else NEGATIVE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"probability": float(self.probability), "decision": self.decision, "threshold": float(self.threshold)}
+
+
+@dataclass(frozen=True, eq=False)
+class StudyResult:
+    """The ensemble's findings for one series: an immutable snapshot (partial while running).
+
+    `slice_probabilities` (z, 6) in LABELS order and ascending slice order; rows of
+    slices not yet computed are NaN. `member_probabilities` (n_models, z, 6) holds
+    each model's interpolation-combined probabilities. `case`, `triage` and the
+    decisions are computed from the slices done so far.
+    """
+
+    study_uid: str
+    series_uid: str
+    slice_probabilities: np.ndarray
+    member_probabilities: np.ndarray
+    operating_points: OperatingPoints
+    aggregation: Aggregation
+    models: tuple[ModelInfo, ...]
+    provider: str
+    seconds: float
+    request_id: Any = None
+    complete: bool = False
+    case_probabilities: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        p = np.array(self.slice_probabilities, dtype=np.float64)
+        if p.ndim != 2 or p.shape[1] != len(LABELS):
+            raise ValueError(f"slice probabilities must be (z, {len(LABELS)}), got {p.shape}")
+        p.setflags(write=False)
+        m = np.array(self.member_probabilities, dtype=np.float64)
+        m.setflags(write=False)
+        object.__setattr__(self, "slice_probabilities", p)
+        object.__setattr__(self, "member_probabilities", m)
+        case = aggregate(p, self.aggregation)
+        case.setflags(write=False)
+        object.__setattr__(self, "case_probabilities", case)
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.slice_probabilities.shape[0])
+
+    @property
+    def slices_done(self) -> int:
+        return int((~np.isnan(self.slice_probabilities).any(axis=1)).sum())
+
+    @property
+    def case(self) -> dict[str, LabelFinding]:
+        th = self.operating_points.thresholds
+        return {label: LabelFinding(label, float(self.case_probabilities[i]), th[label]) for i, label in enumerate(LABELS)}
+
+    @property
+    def triage(self) -> str:
+        return triage(self.case_probabilities, self.operating_points)
+
+    def slice_decisions(self, label: str) -> np.ndarray:
+        """(z,) bool: slices whose probability for `label` reaches its threshold (False where not computed)."""
+        col = self.slice_probabilities[:, LABELS.index(label)]
+        with np.errstate(invalid="ignore"):
+            return np.nan_to_num(col, nan=-1.0) >= self.operating_points.thresholds[label]
+
+    def positive_slices(self, label: str = "ANY") -> list[int]:
+        return [int(i) for i in np.flatnonzero(self.slice_decisions(label))]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The per-study object of the `ichviewer.infer/1` JSON schema (without "path")."""
+        if not self.complete:
+            raise ValueError("only a complete result can be written (this one is partial or cancelled)")
+        return {
+            "study_uid": self.study_uid,
+            "series_uid": self.series_uid,
+            "n_slices": self.n_slices,
+            "case": {label: f.to_dict() for label, f in self.case.items()},
+            "triage": self.triage,
+            "slices": [
+                {"index": i, **{label: float(self.slice_probabilities[i, j]) for j, label in enumerate(LABELS)}}
+                for i in range(self.n_slices)
+            ],
+            "models": [m.to_dict() for m in self.models],
+            "provider": self.provider,
+            "seconds": round(float(self.seconds), 3),
+        }

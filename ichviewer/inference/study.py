@@ -1,0 +1,150 @@
+"""Run an ensemble over one CT series: the plain, Qt-free function the GUI worker, CLI and tests call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ichviewer import LABELS
+from ichviewer.inference.ensemble import Ensemble
+from ichviewer.inference.errors import Cancelled
+from ichviewer.inference.findings import StudyResult
+from ichviewer.inference.interpolation import combine, interpolated_images, neighbours
+from ichviewer.inference.preprocessing import geometry_for, preprocess_slices
+
+#: progress(done_slices, total_slices, partial_result)
+ProgressCallback = Callable[[int, int, StudyResult], None]
+
+
+@dataclass(frozen=True, eq=False)
+class InferenceRequest:
+    """An immutable snapshot of what a run needs; `request_id` lets a GUI drop stale results."""
+
+    request_id: Any
+    volume: Any
+    ensemble: Ensemble
+    chunk: int = 8
+
+
+def _chunks(n: int, chunk: int, first_chunk: int) -> list[tuple[int, int]]:
+    out, a = [], 0
+    size = max(1, min(first_chunk, chunk))
+    while a < n:
+        b = min(n, a + size)
+        out.append((a, b))
+        a, size = b, chunk
+    return out
+
+
+def run_study(
+    volume: Any,
+    ensemble: Ensemble,
+    *,
+    progress: ProgressCallback | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+    chunk: int = 8,
+    first_chunk: int = 1,
+    request_id: Any = None,
+) -> StudyResult:
+    """Per-slice, per-label ensemble probabilities for a CTVolume, filled in ascending slice order.
+
+    Slices run in chunks (the first of `first_chunk` slices so a finding shows up
+    fast, then `chunk` at a time). Per chunk, each model gets one batch holding all
+    its images: every slice plus its Lee et al. Eq. 4 interpolated images. After
+    each chunk `progress(done, total, partial)` receives an immutable snapshot whose
+    unfinished slices are NaN. `is_cancelled()` is polled before each chunk and each
+    model; when it returns True, `Cancelled` is raised with the snapshot of the
+    finished chunks as `.partial`. Errors from ONNX Runtime propagate unchanged.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    t0 = time.perf_counter()
+    n = int(volume.hu.shape[0])
+    members = ensemble.models
+    weights = ensemble.weights
+    member_p = np.full((len(members), n, len(LABELS)), np.nan)
+    slice_p = np.full((n, len(LABELS)), np.nan)
+
+    def snapshot(complete: bool = False) -> StudyResult:
+        return StudyResult(
+            study_uid=str(getattr(volume, "study_uid", "")),
+            series_uid=str(getattr(volume, "series_uid", "")),
+            slice_probabilities=slice_p,
+            member_probabilities=member_p,
+            operating_points=ensemble.manifest.operating_points,
+            aggregation=ensemble.manifest.aggregation,
+            models=ensemble.infos,
+            provider=ensemble.provider,
+            seconds=time.perf_counter() - t0,
+            request_id=request_id,
+            complete=complete,
+        )
+
+    def check_cancel() -> None:
+        if is_cancelled is not None and is_cancelled():
+            raise Cancelled(snapshot())
+
+    # Members sharing input size and channel recipe share one preprocessing.
+    recipes: dict[tuple, Any] = {}
+    member_recipe = []
+    for m in members:
+        s = m.spec
+        key = (s.input_size, s.windows, s.mean, s.std)
+        if key not in recipes:
+            recipes[key] = geometry_for(volume, s.input_size)
+        member_recipe.append(key)
+
+    # Preprocessed slices carried over between chunks, so each slice is resampled once per recipe.
+    carried: dict[tuple, tuple[int, np.ndarray]] = {}
+
+    def prepared(key: tuple, lo: int, hi: int) -> np.ndarray:
+        start, have = carried.get(key, (lo, np.empty((0,))))
+        keep = have[max(0, lo - start) :] if have.size and start <= lo < start + len(have) else None
+        first_new = lo + (len(keep) if keep is not None else 0)
+        geom = recipes[key]
+        new = preprocess_slices(volume.hu[first_new:hi], geom, key[1], key[2], key[3]) if first_new < hi else None
+        parts = [p for p in (keep, new) if p is not None and len(p)]
+        x = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        carried[key] = (lo, x)
+        return x
+
+    for a, b in _chunks(n, chunk, first_chunk):
+        check_cancel()
+        idx = np.arange(a, b)
+        lower, upper = neighbours(idx, n)
+        lo = int(min(lower.min(), a))
+        hi = int(max(upper.max(), b - 1)) + 1
+        inputs = {key: prepared(key, lo, hi) for key in recipes}
+        for mi, m in enumerate(members):
+            if mi:
+                check_cancel()
+            x = inputs[member_recipe[mi]]
+            degree = m.spec.interpolation_degree
+            images = interpolated_images(x[idx - lo], x[lower - lo], x[upper - lo], degree)
+            flat = images.reshape((-1,) + images.shape[2:])
+            probs = m.probabilities(flat).reshape(images.shape[0], b - a, len(LABELS))
+            member_p[mi, a:b] = combine(probs, degree)
+        slice_p[a:b] = np.tensordot(weights, member_p[:, a:b], axes=(0, 0))  # weighted mean of members
+        if progress is not None:
+            progress(b, n, snapshot())
+    return snapshot(complete=True)
+
+
+def run_request(
+    request: InferenceRequest,
+    progress: ProgressCallback | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+) -> StudyResult:
+    """`run_study` for a GUI request; the result (and every partial) carries `request.request_id`."""
+    return run_study(
+        request.volume,
+        request.ensemble,
+        progress=progress,
+        is_cancelled=is_cancelled,
+        chunk=request.chunk,
+        request_id=request.request_id,
+    )

@@ -1,0 +1,47 @@
+"""Start the workstation: one QApplication, one MainWindow, a clean exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from ichviewer.qt.main_window import MainWindow
+
+
+def ensure_app() -> QApplication:
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+        app.setApplicationName("ICH Viewer")
+        app.setOrganizationName("ichviewer")
+    return app  # type: ignore[return-value]
+
+
+def run_viewer(
+    path: str | os.PathLike[str] | None = None,
+    settings_path: str | os.PathLike[str] | None = None,
+    on_shown: Callable[[MainWindow], None] | None = None,
+) -> int:
+    """Open the main window (on `path` if given) and run the event loop until it closes.
+
+    `on_shown` is called once the event loop runs (screenshots, scripted demos).
+    """
+    app = ensure_app()
+    window = MainWindow(settings_path)
+    window.show()
+    if path is not None:
+        window.open_path(path)
+    if on_shown is not None:
+        QTimer.singleShot(0, lambda: on_shown(window))
+    code = app.exec()
+    # Tear down while the interpreter is intact: stop workers, then delete the widgets,
+    # so nothing Qt-owned is left for Python's final garbage collection.
+    window.shutdown()
+    window.deleteLater()
+    app.processEvents()
+    del window
+    return int(code)

@@ -1,0 +1,280 @@
+"""FindingsPanel: the AI's case-level findings per label, decision, triage badge, models, provider and progress."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ichviewer import LABELS
+from ichviewer.qt.inference_controller import provider_display_name
+
+#: What the label abbreviations mean, for tooltips.
+LABEL_NAMES = {
+    "IPH": "intraparenchymal haemorrhage",
+    "IVH": "intraventricular haemorrhage",
+    "SDH": "subdural haemorrhage",
+    "EDH": "epidural haemorrhage",
+    "SAH": "subarachnoid haemorrhage",
+    "ANY": "any intracranial haemorrhage",
+}
+
+#: Triage badge colours (background, text), as DeepRadiologyNet's three outcomes read at a glance.
+TRIAGE_STYLE = {
+    "confident negative": ("#2e7d32", "#ffffff"),
+    "confident positive": ("#c62828", "#ffffff"),
+    "refer": ("#ffb300", "#000000"),
+}
+_IDLE_BADGE = ("#3a3a3a", "#bbbbbb")
+_POSITIVE_TEXT = QColor("#ff6b6b")
+_NEGATIVE_TEXT = QColor("#9ccc9c")
+
+
+def _badge_css(bg: str, fg: str) -> str:
+    return f"QLabel {{ background: {bg}; color: {fg}; border-radius: 4px; padding: 4px 8px; font-weight: bold; }}"
+
+
+class FindingsPanel(QWidget):
+    """Per label (IPH ... ANY): case probability and decision at the manifest's operating point; the study's triage class.
+
+    Fills in while the ensemble runs (probabilities of the slices done so far, a
+    progress bar); the triage badge is given only once every slice is done, since a
+    study cannot be "confidently negative" on half its slices. Selecting a row
+    selects that label for the slice plot and the attention overlay.
+    """
+
+    sig_label_selected = Signal(str)
+    sig_run_requested = Signal()
+    sig_auto_infer_changed = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.status = QLabel("No study open.")
+        self.status.setWordWrap(True)
+        self.triage_badge = QLabel("")
+        self.triage_badge.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.triage_badge.setToolTip(
+            "Triage of the study on the ensemble's ANY probability (DeepRadiologyNet):\n"
+            "confident negative / confident positive: the ensemble is sure;\n"
+            "refer: a radiologist must decide."
+        )
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("%v / %m slices")
+        self.progress.setVisible(False)
+
+        self.table = QTableWidget(len(LABELS), 3)
+        self.table.setHorizontalHeaderLabels(["Finding", "Probability", "Decision"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrow keys stay with slice scrolling
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        for row, label in enumerate(LABELS):
+            item = QTableWidgetItem(label)
+            item.setToolTip(LABEL_NAMES[label])
+            item.setData(Qt.ItemDataRole.UserRole, label)
+            self.table.setItem(row, 0, item)
+            self.table.setItem(row, 1, QTableWidgetItem("\u2013"))
+            self.table.setItem(row, 2, QTableWidgetItem(""))
+            self.table.item(row, 1).setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.table.setMinimumHeight(self.table.verticalHeader().defaultSectionSize() * (len(LABELS) + 1) + 6)
+
+        self.models_label = QLabel("")
+        self.models_label.setWordWrap(True)
+        self.provider_label = QLabel("")
+        self.elapsed_label = QLabel("")
+
+        self.auto_infer_check = QCheckBox("Analyse studies when opened")
+        self.auto_infer_check.setChecked(True)
+        self.run_button = QPushButton("Analyse this study")
+        self.run_button.setEnabled(False)
+
+        layout = QVBoxLayout(self)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Triage:"))
+        top.addWidget(self.triage_badge, 1)
+        layout.addLayout(top)
+        layout.addWidget(self.status)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.table)
+        layout.addWidget(self.models_label)
+        layout.addWidget(self.provider_label)
+        layout.addWidget(self.elapsed_label)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.auto_infer_check)
+        buttons.addStretch(1)
+        buttons.addWidget(self.run_button)
+        layout.addLayout(buttons)
+        layout.addStretch(1)
+
+        self._thresholds: dict[str, float] = {}
+        self.provider = ""
+        self._selected: str | None = None
+        self.table.itemSelectionChanged.connect(self._on_selection_changed)
+        self.run_button.clicked.connect(self.sig_run_requested)
+        self.auto_infer_check.toggled.connect(self.sig_auto_infer_changed)
+        self._set_badge(None)
+
+    # -- what the panel shows -------------------------------------------------------------
+    def show_unavailable(self, reason: str) -> None:
+        """No models to run (e.g. "No AI models installed (models/default missing)"); the viewer works without AI."""
+        self.clear_results()
+        self.status.setText(f"{reason}. The images can be read as usual.")
+        self.run_button.setEnabled(False)
+        self.auto_infer_check.setEnabled(False)
+
+    def show_idle(self, can_run: bool) -> None:
+        """A study is open and not analysed (automatic analysis is off)."""
+        self.clear_results()
+        self.status.setText("Not analysed. Press \u201cAnalyse this study\u201d to run the AI models.")
+        self.run_button.setEnabled(can_run)
+
+    def begin(self, n_slices: int) -> None:
+        """A new analysis started: forget the previous study's results."""
+        self.clear_results()
+        self.status.setText(f"Analysing {n_slices} slices\u2026")
+        self.progress.setRange(0, max(1, n_slices))
+        self.progress.setValue(0)
+        self.progress.setVisible(True)
+        self.run_button.setEnabled(False)
+
+    def set_ensemble(self, ensemble: Any) -> None:
+        """The models that are running, with their versions, and the provider ONNX Runtime really chose."""
+        infos = getattr(ensemble, "infos", ())
+        self.models_label.setText("Models: " + ", ".join(f"{m.name} {m.version}" for m in infos))
+        self.models_label.setToolTip("\n".join(f"{m.name} {m.version}  SHA-256 {m.sha256[:16]}\u2026" for m in infos))
+        self.set_provider(getattr(ensemble, "provider", ""))
+        self._thresholds = dict(ensemble.manifest.operating_points.thresholds)
+
+    def set_provider(self, provider: str) -> None:
+        self.provider_label.setText(f"Ran on: {provider_display_name(provider)}")
+        self.provider_label.setToolTip(f"ONNX Runtime execution provider: {provider}")
+        self.provider = provider
+
+    def update_result(self, result: Any) -> None:
+        """A partial (or final) StudyResult: case probabilities and decisions over the slices done so far."""
+        self._thresholds = dict(result.operating_points.thresholds)
+        for row, label in enumerate(LABELS):
+            finding = result.case[label]
+            p = finding.probability
+            prob_item, dec_item = self.table.item(row, 1), self.table.item(row, 2)
+            if math.isnan(p):
+                prob_item.setText("\u2013")
+                dec_item.setText("")
+                continue
+            prob_item.setText(f"{p:.2f}")
+            prob_item.setToolTip(f"{p:.4f} (threshold {finding.threshold:.2f})")
+            dec_item.setText(finding.decision)
+            dec_item.setForeground(_POSITIVE_TEXT if finding.positive else _NEGATIVE_TEXT)
+            dec_item.setToolTip(f"positive when probability \u2265 {finding.threshold:.2f} (manifest operating point)")
+        done, total = result.slices_done, result.n_slices
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+        self.elapsed_label.setText(f"Elapsed: {result.seconds:.1f} s")
+        self.set_provider(result.provider)
+        self.models_label.setText("Models: " + ", ".join(f"{m.name} {m.version}" for m in result.models))
+        if not result.complete:
+            self.status.setText(f"Analysing\u2026 {done} of {total} slices done")
+
+    def finish(self, result: Any) -> None:
+        """All slices done: final values and the triage badge."""
+        self.update_result(result)
+        self.progress.setVisible(False)
+        self._set_badge(result.triage)
+        positives = [label for label in LABELS if result.case[label].positive]
+        verdict = ("Positive for " + ", ".join(positives)) if positives else "No haemorrhage found by the AI"
+        self.status.setText(f"{verdict}. {result.n_slices} slices in {result.seconds:.1f} s.")
+        self.run_button.setEnabled(True)
+
+    def show_cancelled(self) -> None:
+        self.progress.setVisible(False)
+        self.status.setText("Analysis stopped.")
+        self.run_button.setEnabled(True)
+
+    def show_error(self, message: str) -> None:
+        self.progress.setVisible(False)
+        self._set_badge(None)
+        self.status.setText(message)
+        self.run_button.setEnabled(True)
+
+    def clear_results(self) -> None:
+        for row in range(len(LABELS)):
+            self.table.item(row, 1).setText("\u2013")
+            self.table.item(row, 1).setToolTip("")
+            self.table.item(row, 2).setText("")
+        self.progress.setVisible(False)
+        self.models_label.setText("")
+        self.provider_label.setText("")
+        self.elapsed_label.setText("")
+        self._set_badge(None)
+
+    def set_auto_infer(self, on: bool) -> None:
+        self.auto_infer_check.blockSignals(True)
+        self.auto_infer_check.setChecked(bool(on))
+        self.auto_infer_check.blockSignals(False)
+
+    # -- selection ------------------------------------------------------------------------
+    @property
+    def selected_label(self) -> str | None:
+        return self._selected
+
+    def set_selected_label(self, label: str | None) -> None:
+        """Show `label` as selected without emitting `sig_label_selected` (the change came from elsewhere)."""
+        self._selected = label if label in LABELS else None
+        self.table.blockSignals(True)
+        try:
+            self.table.clearSelection()
+            if self._selected is not None:
+                self.table.selectRow(LABELS.index(self._selected))
+        finally:
+            self.table.blockSignals(False)
+
+    def select_label(self, label: str) -> None:
+        """Select a row as the reader would (emits `sig_label_selected`)."""
+        self.table.selectRow(LABELS.index(label))
+
+    def _on_selection_changed(self) -> None:
+        rows = {i.row() for i in self.table.selectedItems()}
+        if len(rows) != 1:
+            return
+        label = LABELS[rows.pop()]
+        if label != self._selected:
+            self._selected = label
+            self.sig_label_selected.emit(label)
+
+    # -- read-back for tests and linked panels ---------------------------------------------------
+    def probability_text(self, label: str) -> str:
+        return self.table.item(LABELS.index(label), 1).text()
+
+    def decision_text(self, label: str) -> str:
+        return self.table.item(LABELS.index(label), 2).text()
+
+    @property
+    def triage_text(self) -> str:
+        return self.triage_badge.text()
+
+    def _set_badge(self, triage: str | None) -> None:
+        if triage is None:
+            self.triage_badge.setText("\u2013")
+            self.triage_badge.setStyleSheet(_badge_css(*_IDLE_BADGE))
+            return
+        bg, fg = TRIAGE_STYLE.get(triage, _IDLE_BADGE)
+        self.triage_badge.setText(triage)
+        self.triage_badge.setStyleSheet(_badge_css(bg, fg))

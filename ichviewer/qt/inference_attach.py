@@ -1,0 +1,250 @@
+"""attach_inference: installs the AI findings panel, slice plot, positive-slice strip and attention overlay in a MainWindow."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from ichviewer import LABELS
+from ichviewer.qt.attention_overlay import AttentionControlsPanel, AttentionOverlay
+from ichviewer.qt.findings_panel import FindingsPanel
+from ichviewer.qt.inference_controller import InferenceController, provider_display_name
+from ichviewer.qt.inference_settings import InferenceSettings
+from ichviewer.qt.slice_plot import PositiveSliceStrip, SliceProbabilityPlot
+
+log = logging.getLogger(__name__)
+
+#: Keymap action that shows/hides the attention overlay, and its key when the keymap has no entry.
+TOGGLE_ATTENTION = "toggle_attention"
+DEFAULT_TOGGLE_KEYS = ("A",)
+
+
+class InferenceUI(QObject):
+    """Everything the AI adds to one main window, wired together and to the window's ViewState.
+
+    Attributes: `controller`, `panel` (FindingsPanel), `plot` (SliceProbabilityPlot),
+    `strip` (PositiveSliceStrip), `overlay` (AttentionOverlay), `attention_panel`
+    (AttentionControlsPanel), `toggle_attention_action` (key A), `settings`.
+    """
+
+    def __init__(self, main_window: Any, ensemble_dir: str | Path | None = None, *, settings: InferenceSettings | None = None, chunk: int = 8) -> None:
+        super().__init__(main_window)
+        self.main_window = main_window
+        self.state = main_window.state
+        self.settings_folder = Path(getattr(main_window, "settings_dir", "."))
+        self.settings = settings if settings is not None else InferenceSettings.load(self.settings_folder)
+        if ensemble_dir is None and self.settings.ensemble_dir:
+            ensemble_dir = self.settings.ensemble_dir
+        providers = None if self.settings.providers == "auto" else self.settings.providers
+        self.controller = InferenceController(ensemble_dir, providers=providers, chunk=chunk, parent=self)
+        self._closed = False
+
+        # -- widgets -----------------------------------------------------------------------
+        self.panel = FindingsPanel()
+        self.panel.set_auto_infer(self.settings.auto_infer)
+        self.plot = SliceProbabilityPlot()
+        self.strip = PositiveSliceStrip(Qt.Orientation.Horizontal)
+        self.overlay = AttentionOverlay(self.controller, main_window.axial, self.state, parent=self, colormap=self.settings.colormap)
+        keys = tuple(main_window.keymap.keys_for(TOGGLE_ATTENTION)) if hasattr(main_window, "keymap") else ()
+        keys = keys or DEFAULT_TOGGLE_KEYS
+        self.attention_panel = AttentionControlsPanel(self.overlay, self.state, shortcut_text=", ".join(keys))
+        self.bottom = QWidget()
+        bottom_layout = QVBoxLayout(self.bottom)
+        bottom_layout.setContentsMargins(0, 0, 0, 0)
+        bottom_layout.setSpacing(1)
+        bottom_layout.addWidget(self.plot, 1)
+        bottom_layout.addWidget(self.strip)
+
+        self.findings_dock = main_window.add_panel(self.panel, "AI findings")
+        self.attention_dock = main_window.add_panel(self.attention_panel, "Attention map")
+        main_window.add_axial_bottom_widget(self.bottom)
+
+        # -- key A and the AI menu -------------------------------------------------------
+        self.toggle_attention_action = QAction("Show attention map", main_window)
+        self.toggle_attention_action.setCheckable(True)
+        self.toggle_attention_action.setShortcuts([QKeySequence(k) for k in keys])
+        self.toggle_attention_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        self.toggle_attention_action.toggled.connect(self.overlay.set_enabled)
+        self.overlay.sig_enabled_changed.connect(self._on_overlay_enabled_changed)
+        main_window.addAction(self.toggle_attention_action)
+        if isinstance(getattr(main_window, "actions_by_name", None), dict):
+            main_window.actions_by_name.setdefault(TOGGLE_ATTENTION, self.toggle_attention_action)
+        self.run_action = QAction("Analyse this study", main_window)
+        self.run_action.triggered.connect(self.analyse)
+        self.auto_action = QAction("Analyse studies when opened", main_window)
+        self.auto_action.setCheckable(True)
+        self.auto_action.setChecked(self.settings.auto_infer)
+        self.auto_action.toggled.connect(self.set_auto_infer)
+        menu = main_window.menuBar().addMenu("&AI")
+        for act in (self.run_action, self.auto_action, self.toggle_attention_action):
+            menu.addAction(act)
+        menu.addSeparator()
+        menu.addAction(self.findings_dock.toggleViewAction())
+        menu.addAction(self.attention_dock.toggleViewAction())
+
+        # -- wiring ------------------------------------------------------------------------
+        c = self.controller
+        main_window.sig_volume_opened.connect(self._on_volume_opened)
+        c.sig_started.connect(self._on_started)
+        c.sig_ensemble_loaded.connect(self._on_ensemble_loaded)
+        c.sig_slices_updated.connect(self._on_slices_updated)
+        c.sig_partial.connect(self._on_partial)
+        c.sig_finished.connect(self._on_finished)
+        c.sig_failed.connect(self._on_failed)
+        c.sig_cancelled.connect(self._on_cancelled)
+        c.sig_error.connect(self._notify)
+        self.panel.sig_label_selected.connect(self._on_label_selected)
+        self.panel.sig_run_requested.connect(self.analyse)
+        self.panel.sig_auto_infer_changed.connect(self.set_auto_infer)
+        self.plot.sig_slice_clicked.connect(self.state.set_slice_index)
+        self.plot.sig_data_margins.connect(self.strip.set_margins)
+        self.strip.sig_slice_clicked.connect(self.state.set_slice_index)
+        self.state.sig_slice_changed.connect(self._on_slice_changed)
+        self.state.sig_selected_label_changed.connect(self._on_state_label_changed)
+        main_window.installEventFilter(self)
+
+        label = self.state.selected_label if self.state.selected_label in LABELS else "ANY"
+        self._apply_label(str(label))
+        if not c.available:
+            self.panel.show_unavailable(c.unavailable_reason)
+            self.run_action.setEnabled(False)
+            self.attention_panel.status.setText(c.unavailable_reason + ".")
+        if getattr(main_window, "volume", None) is not None:
+            self._on_volume_opened(main_window.volume)
+
+    # -- public ----------------------------------------------------------------------------
+    def analyse(self) -> int:
+        """Run the models on the study on screen now (the menu item and the panel's button)."""
+        volume = getattr(self.main_window, "volume", None)
+        if volume is None or not self.controller.available:
+            return 0
+        return self.controller.start(volume)
+
+    def set_auto_infer(self, on: bool) -> None:
+        on = bool(on)
+        self.panel.set_auto_infer(on)
+        self.auto_action.blockSignals(True)
+        self.auto_action.setChecked(on)
+        self.auto_action.blockSignals(False)
+        if on != self.settings.auto_infer:
+            self.settings = self.settings.with_changes(auto_infer=on)
+            try:
+                self.settings.save(self.settings_folder)
+            except OSError as exc:
+                log.warning("could not save the AI settings: %s", exc)
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Bounded: cancel the analysis, wait for running jobs, disconnect."""
+        if self._closed:
+            return True
+        self._closed = True
+        return self.controller.shutdown(timeout_ms)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        # The viewer's closeEvent stops its own workers; ours stop here, just before.
+        if obj is self.main_window and event.type() == QEvent.Type.Close:
+            self.shutdown()
+        return False
+
+    # -- slots -----------------------------------------------------------------------------
+    def _notify(self, message: str) -> None:
+        notify = getattr(self.main_window, "notify_error", None)
+        if callable(notify):
+            notify(message)
+        else:
+            log.error("%s", message)
+            self.main_window.statusBar().showMessage(message)
+
+    def _on_volume_opened(self, volume: Any) -> None:
+        n = int(volume.n_slices)
+        self.plot.set_n_slices(n)
+        self.plot.set_current_slice(self.state.slice_index)
+        self.strip.set_n_slices(n)
+        self.strip.set_current(self.state.slice_index)
+        if not self.controller.available:
+            return
+        request_id = self.controller.open_volume(volume, run=self.settings.auto_infer)
+        if request_id and not self.settings.auto_infer:
+            self.panel.show_idle(True)
+
+    def _on_started(self, request_id: int, n_slices: int) -> None:
+        self.panel.begin(n_slices)
+        self.plot.set_n_slices(n_slices)
+        self.plot.set_current_slice(self.state.slice_index)
+        self.strip.set_n_slices(n_slices)
+        ensemble = self.controller.cache.peek(self.controller.ensemble_dir) if self.controller.ensemble_dir else None
+        if ensemble is not None:
+            self._on_ensemble_loaded(request_id, ensemble)
+
+    def _on_ensemble_loaded(self, _request_id: int, ensemble: Any) -> None:
+        self.panel.set_ensemble(ensemble)
+        self.plot.set_thresholds(ensemble.manifest.operating_points.thresholds)
+
+    def _on_slices_updated(self, _request_id: int, first: int, last: int, probs: Any) -> None:
+        self.plot.update_slices(first, last, probs)
+        self.strip.set_positive(self.plot.positive_slices())
+
+    def _on_partial(self, _request_id: int, result: Any) -> None:
+        self.panel.update_result(result)
+
+    def _on_finished(self, _request_id: int, result: Any) -> None:
+        self.panel.finish(result)
+        self.plot.set_probabilities(result.slice_probabilities, result.operating_points.thresholds)
+        self.strip.set_positive(self.plot.positive_slices())
+        self.main_window.statusBar().showMessage(
+            f"AI: {result.triage} ({result.n_slices} slices in {result.seconds:.1f} s on {provider_display_name(result.provider)})", 8000
+        )
+
+    def _on_failed(self, _request_id: int, message: str) -> None:
+        self.panel.show_error(message)
+
+    def _on_cancelled(self, _request_id: int) -> None:
+        self.panel.show_cancelled()
+
+    def _on_label_selected(self, label: str) -> None:
+        self.state.set_selected_label(label)
+        self._apply_label(label)
+
+    def _on_state_label_changed(self, label: object) -> None:
+        if label in LABELS:
+            self._apply_label(str(label))
+
+    def _apply_label(self, label: str) -> None:
+        self.panel.set_selected_label(label)
+        self.plot.set_label(label)
+        self.overlay.set_label(label)
+        self.strip.set_positive(self.plot.positive_slices())
+
+    def _on_slice_changed(self, index: int) -> None:
+        self.plot.set_current_slice(index)
+        self.strip.set_current(index)
+
+    def _on_overlay_enabled_changed(self, on: bool) -> None:
+        self.toggle_attention_action.blockSignals(True)
+        self.toggle_attention_action.setChecked(on)
+        self.toggle_attention_action.blockSignals(False)
+
+
+def attach_inference(
+    main_window: Any,
+    ensemble_dir: str | Path | None = None,
+    *,
+    settings: InferenceSettings | None = None,
+    chunk: int = 8,
+) -> InferenceUI:
+    """Install the AI in `main_window` (docks on the right, plot under the axial view, overlay, key A, AI menu).
+
+    `ensemble_dir` None means the settings' model directory, else the bundled
+    models/default; when there is none the findings panel says so and the viewer
+    works as before. The returned InferenceUI exposes the controller and widgets
+    and is kept alive as a child of the window; it stops its workers when the
+    window closes (or call `shutdown()`).
+    """
+    ui = InferenceUI(main_window, ensemble_dir, settings=settings, chunk=chunk)
+    main_window.inference = ui  # one obvious place to find it (tests, later panels)
+    return ui

@@ -1,0 +1,62 @@
+"""AI settings of the workstation as data: analyse on open, providers, model directory, overlay colour map."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: File in the settings folder holding these settings.
+INFERENCE_SETTINGS_FILE = "inference.json"
+PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """What the reader chose for the AI.
+
+    auto_infer     analyse every study as soon as it is opened
+    providers      "auto" (GPU when it really works, else CPU), "cpu", "cuda" or "tensorrt"
+    ensemble_dir   a model directory, or None for the bundled models/default
+    colormap       pyqtgraph colour map of the attention overlay
+    """
+
+    auto_infer: bool = True
+    providers: str = "auto"
+    ensemble_dir: str | None = None
+    colormap: str = "turbo"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.auto_infer, bool):
+            raise ValueError(f"auto_infer must be true or false, got {self.auto_infer!r}")
+        if self.providers not in PROVIDER_CHOICES:
+            raise ValueError(f"providers must be one of {PROVIDER_CHOICES}, got {self.providers!r}")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> InferenceSettings:
+        """Settings from `<folder>/inference.json`; defaults when the file is missing, with a log line when it is invalid."""
+        path = Path(folder) / INFERENCE_SETTINGS_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            data = json.loads(path.read_text("utf-8"))
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            # A damaged settings file must not stop the viewer: defaults, and say why.
+            log.warning("%s: ignored (%s); using the default AI settings", path, exc)
+            return cls()
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / INFERENCE_SETTINGS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", "utf-8")
+        tmp.replace(path)
+        return path
+
+    def with_changes(self, **changes: Any) -> InferenceSettings:
+        return replace(self, **changes)

@@ -1,0 +1,485 @@
+"""MainWindow: the reading workstation (study browser, axial view, reformats, status bar, panel docks)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QByteArray, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ichviewer.core.volume import CTVolume
+from ichviewer.io import LoadResult
+from ichviewer.qt.browser import SeriesRow, StudyBrowserPanel
+from ichviewer.qt.display import Orientation, apply_window, series_label
+from ichviewer.qt.settings import Keymap, RecentStudies, load_keymap, settings_dir
+from ichviewer.qt.slice_view import AxialView, HoverInfo, ReformatView
+from ichviewer.qt.state import ViewState
+from ichviewer.qt.workers import LoadRequest, ReformatRequest, StudyLoader
+
+log = logging.getLogger(__name__)
+#: Window size, position and splitter sizes, kept in the settings folder.
+LAYOUT_FILE = "window.json"
+
+_DARK_STYLE = """
+QMainWindow, QDockWidget, QWidget { background: #1e1e1e; color: #dcdcdc; }
+QTreeWidget, QListWidget { background: #141414; border: 1px solid #333; }
+QTreeWidget::item:selected, QListWidget::item:selected { background: #2d4f73; }
+QHeaderView::section { background: #262626; color: #bbb; border: 0; padding: 2px 4px; }
+QPushButton { background: #2b2b2b; border: 1px solid #444; padding: 4px 8px; }
+QPushButton:hover { background: #383838; }
+QStatusBar { background: #161616; color: #cfcfcf; }
+QMenuBar, QMenu { background: #202020; color: #dcdcdc; }
+QMenu::item:selected, QMenuBar::item:selected { background: #2d4f73; }
+QSplitter::handle { background: #333; }
+QDockWidget::title { background: #262626; padding: 3px; }
+"""
+
+
+class MainWindow(QMainWindow):
+    """The workstation window.
+
+    Integration points for later panels:
+      * `state` (ViewState): slice, window, zoom/pan, overlay opacity, selected label, crosshair.
+      * `sig_volume_opened(CTVolume)`: a volume is on screen (before its reformats).
+      * `sig_reformats_ready(CTVolume)`: the regular (MPR) volume the reformats show.
+      * `sig_study_loaded(str, object)`: path and LoadResult of an opened study.
+      * `sig_error(str)`: every message the notifier showed.
+      * `add_panel(widget, title)`: a dock on the right (findings, adjudication).
+      * `add_axial_bottom_widget(widget)`: under the axial view (per-slice probability plot).
+      * `axial.set_overlay(rgba_or_callable)`: an RGBA overlay on the axial view.
+      * `open_path(path)`, `show_volume(volume)`: for code and the CLI.
+    """
+
+    sig_volume_opened = Signal(object)  # CTVolume
+    sig_reformats_ready = Signal(object)  # regular CTVolume
+    sig_study_loaded = Signal(str, object)  # path, LoadResult
+    sig_error = Signal(str)
+
+    def __init__(self, settings_path: str | os.PathLike[str] | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings_dir = settings_dir(settings_path)
+        self.recent = RecentStudies(self.settings_dir)
+        self.keymap: Keymap = load_keymap(self.settings_dir)
+        self.state = ViewState(self)
+        self.loader = StudyLoader(self)
+        self.volume: CTVolume | None = None
+        self.regular_volume: CTVolume | None = None
+        self.volumes: dict[str, CTVolume] = {}
+        #: Resampled MPR volumes of this study by series UID, so PageUp/PageDown back is instant.
+        self._regular_cache: dict[str, CTVolume] = {}
+        self.study_path: str | None = None
+        self._series_problems: dict[str, str] = {}
+        self._error_box: QMessageBox | None = None
+        self._warnings_box: QMessageBox | None = None
+        self._load_request: LoadRequest | None = None
+
+        self.setWindowTitle("ICH Viewer")
+        self.setStyleSheet(_DARK_STYLE)
+        self.resize(1500, 950)
+
+        # -- views -----------------------------------------------------------------
+        self.axial = AxialView(self.state, self.keymap.mouse)
+        self.sagittal = ReformatView("sagittal", self.state, self.keymap.mouse)
+        self.coronal = ReformatView("coronal", self.state, self.keymap.mouse)
+        self.axial_bottom = QWidget()
+        self.axial_bottom_layout = QVBoxLayout(self.axial_bottom)
+        self.axial_bottom_layout.setContentsMargins(0, 0, 0, 0)
+        self.axial_bottom.setVisible(False)
+        self.axial_column = QSplitter(Qt.Orientation.Vertical)
+        self.axial_column.addWidget(self.axial)
+        self.axial_column.addWidget(self.axial_bottom)
+        self.axial_column.setStretchFactor(0, 5)
+        self.axial_column.setStretchFactor(1, 1)
+        self.reformat_column = QSplitter(Qt.Orientation.Vertical)
+        self.reformat_column.addWidget(self.sagittal)
+        self.reformat_column.addWidget(self.coronal)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.axial_column)
+        self.splitter.addWidget(self.reformat_column)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([900, 330])
+        self.setCentralWidget(self.splitter)
+
+        # -- study browser ---------------------------------------------------------
+        self.browser = StudyBrowserPanel()
+        self.browser_dock = QDockWidget("Studies", self)
+        self.browser_dock.setObjectName("studies_dock")
+        self.browser_dock.setWidget(self.browser)
+        self.browser_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.browser_dock)
+        self.resizeDocks([self.browser_dock], [260], Qt.Orientation.Horizontal)
+        self.browser.set_recent(self.recent.paths())
+
+        # -- status bar ------------------------------------------------------------
+        self.status_series = QLabel("")
+        self.status_window = QLabel("")
+        self.statusBar().addPermanentWidget(self.status_series)
+        self.statusBar().addPermanentWidget(self.status_window)
+        self.statusBar().showMessage("Open a folder or file (Ctrl+O) to start reading.")
+
+        # -- wiring ------------------------------------------------------------------
+        self.browser.sig_open_folder_requested.connect(self.choose_folder)
+        self.browser.sig_open_file_requested.connect(self.choose_file)
+        self.browser.sig_recent_activated.connect(self._on_recent_changed)
+        self.browser.sig_series_activated.connect(self._on_series_changed)
+        self.loader.sig_loaded.connect(self._on_study_loaded)
+        self.loader.sig_load_failed.connect(self._on_load_failed)
+        self.loader.sig_reformatted.connect(self._on_reformat_ready)
+        self.loader.sig_reformat_failed.connect(self._on_reformat_failed)
+        self.state.sig_window_changed.connect(self._on_window_changed)
+        self.state.sig_view_reset.connect(self._on_view_reset)
+        self.axial.sig_warnings_requested.connect(self.show_warnings)
+        self.axial.sig_hover.connect(self._on_hover_changed)
+        self._build_actions()
+        self._on_window_changed(self.state.window)
+        self._restore_layout()
+
+    # -- actions from the keymap -------------------------------------------------------
+    def _build_actions(self) -> None:
+        km = self.keymap
+        handlers = {
+            "slice_next": ("Next slice", lambda: self.state.step_slice(1)),
+            "slice_previous": ("Previous slice", lambda: self.state.step_slice(-1)),
+            "slice_first": ("First slice", lambda: self.state.set_slice_index(0)),
+            "slice_last": ("Last slice", lambda: self.state.set_slice_index(self.state.n_slices - 1)),
+            "series_next": ("Next series", lambda: self.step_series(1)),
+            "series_previous": ("Previous series", lambda: self.step_series(-1)),
+            "reset_view": ("Reset view", self.state.reset_view),
+            "open_folder": ("Open folder\u2026", self.choose_folder),
+            "open_file": ("Open file\u2026", self.choose_file),
+            "show_warnings": ("Series warnings\u2026", self.show_warnings),
+            "toggle_crosshair": ("Show reference lines", self._toggle_crosshair),
+            "quit": ("Quit", self.close),
+        }
+        self.actions_by_name: dict[str, QAction] = {}
+        for name, (text, fn) in handlers.items():
+            act = QAction(text, self)
+            act.setShortcuts([QKeySequence(k) for k in km.keys_for(name)])
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            act.triggered.connect(fn)
+            self.addAction(act)
+            self.actions_by_name[name] = act
+        self.actions_by_name["toggle_crosshair"].setCheckable(True)
+        self.actions_by_name["toggle_crosshair"].setChecked(True)
+        self.preset_actions: list[QAction] = []
+        for number, preset in enumerate(self.state.presets, start=1):
+            act = QAction(f"{preset.name}  (W {preset.width:g} / L {preset.level:g})", self)
+            if number <= len(km.presets):
+                act.setShortcut(QKeySequence(km.presets[number - 1]))
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            act.triggered.connect(lambda _checked=False, n=number: self.state.choose_preset(n))
+            self.addAction(act)
+            self.preset_actions.append(act)
+
+        a = self.actions_by_name
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(a["open_folder"])
+        file_menu.addAction(a["open_file"])
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addSeparator()
+        file_menu.addAction(a["quit"])
+        view_menu = self.menuBar().addMenu("&View")
+        presets_menu = view_menu.addMenu("Window &presets")
+        for act in self.preset_actions:
+            presets_menu.addAction(act)
+        for name in ("reset_view", "toggle_crosshair", "show_warnings"):
+            view_menu.addAction(a[name])
+        view_menu.addSeparator()
+        for name in ("slice_next", "slice_previous", "slice_first", "slice_last", "series_next", "series_previous"):
+            view_menu.addAction(a[name])
+        view_menu.addSeparator()
+        view_menu.addAction(self.browser_dock.toggleViewAction())
+        help_menu = self.menuBar().addMenu("&Help")
+        keys_action = QAction("Keys and mouse\u2026", self)
+        keys_action.triggered.connect(self.show_bindings)
+        help_menu.addAction(keys_action)
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for p in self.recent.paths():
+            act = self.recent_menu.addAction(p)
+            act.triggered.connect(lambda _c=False, path=p: self.open_path(path))
+        if self.recent_menu.isEmpty():
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    # -- public API ----------------------------------------------------------------------
+    def open_path(self, path: str | os.PathLike[str]) -> LoadRequest:
+        """Load every CT series under `path` off the GUI thread; the largest is shown when it arrives."""
+        path = os.fspath(path)
+        self._load_request = self.loader.open(path)
+        self.statusBar().showMessage(f"Loading {path}\u2026")
+        return self._load_request
+
+    def show_volume(self, volume: CTVolume) -> None:
+        """Put `volume` on screen now (axial first; reformats follow from a worker when resampling is needed)."""
+        self.volume = volume
+        if volume.series_uid:
+            self.volumes.setdefault(volume.series_uid, volume)
+        self.state.set_crosshair_mm(None)
+        self.state.set_view_range(None)
+        self.state.set_n_slices(volume.n_slices)
+        self.axial.set_volume(volume)
+        self.browser.set_current_series(volume.series_uid)
+        self.setWindowTitle(f"ICH Viewer \u2014 {series_label(volume)}")
+        self.status_series.setText(
+            f"{series_label(volume)}: {volume.n_slices} images, "
+            f"{volume.spacing[0]:.2f} mm" + ("  \u26a0" if volume.warnings else "")
+        )
+        self.sig_volume_opened.emit(volume)
+        self.regular_volume = None
+        if volume.is_regular:
+            self._apply_reformats(volume)
+        elif volume.series_uid and volume.series_uid in self._regular_cache:
+            self._apply_reformats(self._regular_cache[volume.series_uid])
+        else:
+            self.sagittal.set_volume(None)
+            self.coronal.set_volume(None)
+            self.sagittal.corners.set_text("bl", "resampling for MPR\u2026")
+            request_id = self._load_request.request_id if self._load_request else self.loader.current_request_id
+            self.loader.reformat(request_id, volume)
+
+    def step_series(self, steps: int) -> None:
+        """PageUp/PageDown: the previous/next showable series in the browser's order."""
+        uids = [u for u in self.browser.series_uids() if u in self.volumes]
+        if not uids or self.volume is None:
+            return
+        i = uids.index(self.volume.series_uid) if self.volume.series_uid in uids else 0
+        j = max(0, min(len(uids) - 1, i + steps))
+        if j != i:
+            self.show_volume(self.volumes[uids[j]])
+
+    def add_panel(self, widget: QWidget, title: str, area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea) -> QDockWidget:
+        """Dock a panel (findings, adjudication) on the right; returns the dock."""
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock_{title.lower().replace(' ', '_')}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def add_axial_bottom_widget(self, widget: QWidget) -> None:
+        """Put a widget (e.g. the per-slice probability plot) under the axial view."""
+        self.axial_bottom_layout.addWidget(widget)
+        self.axial_bottom.setVisible(True)
+        self.axial_column.setSizes([800, 160])
+
+    def notify_error(self, message: str) -> None:
+        """The one error path: status bar, log and a non-modal message box; the window stays usable."""
+        log.error("%s", message)
+        self.statusBar().showMessage(message)
+        if self._error_box is None:
+            self._error_box = QMessageBox(QMessageBox.Icon.Warning, "ICH Viewer", "", QMessageBox.StandardButton.Ok, self)
+            self._error_box.setWindowModality(Qt.WindowModality.NonModal)
+        self._error_box.setText(message)
+        self._error_box.show()
+        self.sig_error.emit(message)
+
+    def show_warnings(self) -> None:
+        if self.volume is None:
+            return
+        warnings = list(self.volume.warnings)
+        if self.regular_volume is not None and self.regular_volume is not self.volume:
+            warnings += [w for w in self.regular_volume.warnings if w not in warnings]
+        if not warnings:
+            self.statusBar().showMessage("No warnings for this series.", 4000)
+            return
+        if self._warnings_box is None:
+            self._warnings_box = QMessageBox(QMessageBox.Icon.Information, "Series warnings", "", QMessageBox.StandardButton.Ok, self)
+            self._warnings_box.setWindowModality(Qt.WindowModality.NonModal)
+        self._warnings_box.setText("\n\n".join(f"\u2022 {w}" for w in warnings))
+        self._warnings_box.show()
+
+    def show_bindings(self) -> None:
+        km = self.keymap
+        rows = [f"<tr><td>{act.text()}</td><td>{', '.join(km.keys_for(name))}</td></tr>" for name, act in self.actions_by_name.items()]
+        rows += [f"<tr><td>{p.name}</td><td>{km.presets[i] if i < len(km.presets) else ''}</td></tr>" for i, p in enumerate(self.state.presets)]
+        m = km.mouse
+        rows += [
+            f"<tr><td>Window / level</td><td>{m.window_level} drag (fine with {m.fine_modifier})</td></tr>",
+            f"<tr><td>Pan</td><td>{m.pan} drag</td></tr>",
+            f"<tr><td>Zoom</td><td>{m.zoom_wheel_modifier} + wheel</td></tr>",
+            "<tr><td>Slice</td><td>wheel</td></tr>",
+            f"<tr><td>Reference point</td><td>{m.crosshair} click</td></tr>",
+        ]
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keys and mouse", "", QMessageBox.StandardButton.Ok, self)
+        box.setText(f"<table>{''.join(rows)}</table><p>Bindings: {km.source}; override in {self.settings_dir / 'keymap.json'}</p>")
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.show()
+
+    def choose_folder(self) -> None:
+        start = self.study_path or str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Open DICOM folder", start)
+        if folder:
+            self.open_path(folder)
+
+    def choose_file(self) -> None:
+        start = self.study_path or str(Path.home())
+        file, _ = QFileDialog.getOpenFileName(self, "Open DICOM file or DICOMDIR", start, "All files (*)")
+        if file:
+            self.open_path(file)
+
+    def shutdown(self, timeout_ms: int = 10000) -> None:
+        """Bounded: drop queued work, wait for the running job, close message boxes."""
+        self.loader.shutdown(timeout_ms)
+        for box in (self._error_box, self._warnings_box):
+            if box is not None:
+                box.close()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        self.shutdown()
+        self._save_layout()
+        super().closeEvent(event)
+
+    # -- window layout in the settings folder ---------------------------------------------
+    def _save_layout(self) -> None:
+        data = {
+            "geometry": bytes(self.saveGeometry().toBase64()).decode("ascii"),
+            "splitter": self.splitter.sizes(),
+            "reformat_column": self.reformat_column.sizes(),
+        }
+        try:
+            (self.settings_dir / LAYOUT_FILE).write_text(json.dumps(data), "utf-8")
+        except OSError as exc:  # a read-only settings folder must not block closing
+            log.warning("could not save the window layout: %s", exc)
+
+    def _restore_layout(self) -> None:
+        try:
+            data = json.loads((self.settings_dir / LAYOUT_FILE).read_text("utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(data.get("geometry"), str):
+            self.restoreGeometry(QByteArray.fromBase64(data["geometry"].encode("ascii")))
+        for name in ("splitter", "reformat_column"):
+            sizes = data.get(name)
+            if isinstance(sizes, list) and len(sizes) == 2 and all(isinstance(v, int) and v >= 0 for v in sizes):
+                getattr(self, name).setSizes(sizes)
+
+    # -- slots -----------------------------------------------------------------------------
+    def _on_study_loaded(self, request: LoadRequest, result: LoadResult) -> None:
+        if not result.volumes:
+            reasons = [str(e) for e in result.failed]
+            if not reasons:
+                counts = Counter(s.reason for s in result.skipped)
+                summary = "; ".join(f"{n} file(s): {r}" for r, n in counts.most_common(3))
+                reasons = [f"{request.path}: no CT image series found" + (f" ({summary})" if summary else "")]
+            self.notify_error("\n".join(reasons))
+            return
+        self.study_path = request.path
+        self.volumes = {v.series_uid: v for v in result.volumes}
+        self._regular_cache = {}
+        rows = []
+        for s in result.series:
+            v = self.volumes.get(s.series_uid)
+            problem = ""
+            if v is None:
+                where = set(s.paths) | {s.folder}
+                problem = next(
+                    (
+                        str(e)
+                        for e in result.failed
+                        if getattr(getattr(e, "series", None), "series_uid", None) == s.series_uid or getattr(e, "path", None) in where
+                    ),
+                    "could not be loaded",
+                )
+            rows.append(
+                SeriesRow(
+                    series_uid=s.series_uid,
+                    description=series_label(v) if v is not None else s.series_description,
+                    n_images=v.n_slices if v is not None else len(s.paths),
+                    modality=s.modality,
+                    study_uid=s.study_uid,
+                    folder=s.folder,
+                    problem=problem,
+                    thumbnail=None if v is None else self._thumbnail(v),
+                )
+            )
+        self._series_problems = {r.series_uid: r.problem for r in rows if r.problem}
+        self.browser.set_study(request.path, rows)
+        self.browser.set_recent(self.recent.add(request.path))
+        self.show_volume(result.volumes[0])
+        notes = []
+        if result.failed:
+            notes.append(f"{len(result.failed)} series could not be shown")
+        if result.skipped:
+            notes.append(f"{len(result.skipped)} file(s) skipped")
+        self.statusBar().showMessage(
+            f"Opened {request.path}: {len(result.volumes)} CT series" + (f" ({'; '.join(notes)})" if notes else ""), 8000
+        )
+        self.sig_study_loaded.emit(request.path, result)
+
+    def _thumbnail(self, volume: CTVolume, size: int = 64) -> np.ndarray:
+        """The middle slice in the current window, in screen orientation, about `size` pixels across."""
+        plane = Orientation.for_direction(volume.direction).plane(volume.hu[volume.n_slices // 2])
+        step = max(1, max(plane.shape) // size)
+        return apply_window(np.ascontiguousarray(plane[::step, ::step]), self.state.window)
+
+    def _on_load_failed(self, _request: LoadRequest, message: str) -> None:
+        self.notify_error(message)
+
+    def _on_reformat_ready(self, request: ReformatRequest, regular: CTVolume) -> None:
+        if request.series_uid in self.volumes and self.volumes[request.series_uid] is request.volume:
+            self._regular_cache[request.series_uid] = regular
+        if self.volume is None or request.volume is not self.volume:
+            return  # the reader moved on to another series
+        self._apply_reformats(regular)
+
+    def _on_reformat_failed(self, _request: ReformatRequest, message: str) -> None:
+        self.notify_error(f"Reformats unavailable: {message}")
+
+    def _apply_reformats(self, regular: CTVolume) -> None:
+        self.regular_volume = regular
+        self.sagittal.set_volume(regular, self.volume)
+        self.coronal.set_volume(regular, self.volume)
+        if regular is not self.volume:
+            tip = "\n".join(regular.warnings)
+            self.sagittal.setToolTip(tip)
+            self.coronal.setToolTip(tip)
+            # The badge lists what the reader must know, including the resampling.
+            n = len(set(self.volume.warnings) | set(regular.warnings))
+            self.axial.badge.setText(f"\u26a0 {n} warning{'s' if n > 1 else ''}")
+            self.axial.badge.setToolTip("\n".join(f"\u2022 {w}" for w in dict.fromkeys(self.volume.warnings + regular.warnings)))
+            self.axial.badge.setVisible(True)
+            self.axial.corners.relayout()
+        self.sig_reformats_ready.emit(regular)
+
+    def _on_recent_changed(self, path: str) -> None:
+        self.open_path(path)
+
+    def _on_series_changed(self, series_uid: str) -> None:
+        volume = self.volumes.get(series_uid)
+        if volume is not None:
+            self.show_volume(volume)
+        elif series_uid in self._series_problems:
+            self.notify_error(self._series_problems[series_uid])
+
+    def _on_window_changed(self, window) -> None:
+        name = f" {window.name}" if window.name else ""
+        self.status_window.setText(f"W {window.width:g} / L {window.level:g}{name}")
+
+    def _on_view_reset(self) -> None:
+        for view in (self.sagittal, self.coronal):
+            view.fit()
+
+    def _on_hover_changed(self, hover: HoverInfo | None) -> None:
+        if hover is not None and self.volume is not None:
+            loc = self.volume.slice_locations_mm[hover.z]
+            self.statusBar().showMessage(f"x {hover.x}, y {hover.y}, slice {hover.z + 1} ({loc:.1f} mm): {hover.hu:.0f} HU")
+
+    def _toggle_crosshair(self) -> None:
+        self.axial.set_crosshair_visible(self.actions_by_name["toggle_crosshair"].isChecked())

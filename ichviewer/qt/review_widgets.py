@@ -1,0 +1,746 @@
+"""Review widgets: adjudication panel, difficult-case worklist, reader identity, panel voting, dashboard."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QCompleter,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ichviewer import LABELS
+from ichviewer.review import (
+    AI_ACTIONS,
+    QUEUE_KINDS,
+    READ_STATUSES,
+    ROLES,
+    QueueItem,
+    QueueThresholds,
+    Read,
+    Reader,
+    ReviewError,
+    ReviewStore,
+    build_queues,
+)
+
+_NOT_SET = "—"
+_ERROR_CSS = "QLabel { color: #ff6b6b; font-weight: bold; }"
+_OK_CSS = "QLabel { color: #9ccc9c; }"
+QUEUE_TITLES = {"ai": "Difficult for AI", "human": "Difficult for humans", "discordant": "AI vs me"}
+
+
+class AdjudicationPanel(QWidget):
+    """The reader's verdict on the open series: per label present/absent/uncertain, confidence
+    (1-5), accept/reject/supplement of each AI finding (IHE AI Results), and a note.
+
+    Ctrl+Enter (or the Save button) writes the read to the review database;
+    `sig_read_saved(read_id)` is emitted only after the store has committed it.
+    If saving fails the error is shown and every entered value stays.
+    """
+
+    sig_read_saved = Signal(int)
+    sig_save_failed = Signal(str)
+
+    def __init__(self, store: ReviewStore | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._store = store
+        self._reader: Reader | None = None
+        self._series_uid: str | None = None
+        self._study_uid: str | None = None
+        self._model_run_id: int | None = None
+        self._started = time.monotonic()
+        self._last_saved: tuple[Any, int] | None = None
+
+        self.case_label = QLabel("No study open.")
+        self.case_label.setWordWrap(True)
+        self.reader_label = QLabel("Reader: not chosen")
+        grid = QGridLayout()
+        for col, title in enumerate(("", "Finding", "Confidence", "AI", "AI finding")):
+            grid.addWidget(QLabel(f"<b>{title}</b>"), 0, col)
+        self.status_boxes: dict[str, QComboBox] = {}
+        self.confidence_boxes: dict[str, QSpinBox] = {}
+        self.ai_boxes: dict[str, QComboBox] = {}
+        self.ai_labels: dict[str, QLabel] = {}
+        for row, label in enumerate(LABELS, start=1):
+            name = QLabel(f"<b>{label}</b>" if label == "ANY" else label)
+            status = QComboBox()
+            status.addItems([_NOT_SET, *READ_STATUSES])
+            status.setAccessibleName(f"{label} finding")
+            confidence = QSpinBox()
+            confidence.setRange(0, 5)
+            confidence.setSpecialValueText(_NOT_SET)  # 0 = not given
+            confidence.setToolTip("Confidence, 1 (guess) to 5 (certain)")
+            confidence.setAccessibleName(f"{label} confidence")
+            ai = QComboBox()
+            ai.addItems([_NOT_SET, *AI_ACTIONS])
+            ai.setToolTip("The AI finding for this label: accept, reject, or supplement (modify/add to) it")
+            ai.setAccessibleName(f"{label} AI finding")
+            ai_text = QLabel("")
+            grid.addWidget(name, row, 0)
+            grid.addWidget(status, row, 1)
+            grid.addWidget(confidence, row, 2)
+            grid.addWidget(ai, row, 3)
+            grid.addWidget(ai_text, row, 4)
+            self.status_boxes[label] = status
+            self.confidence_boxes[label] = confidence
+            self.ai_boxes[label] = ai
+            self.ai_labels[label] = ai_text
+        self.note_edit = QPlainTextEdit()
+        self.note_edit.setPlaceholderText("Note (optional)")
+        self.note_edit.setMaximumHeight(80)
+        self.save_button = QPushButton("Save read (Ctrl+Enter)")
+        self.save_button.clicked.connect(self.submit)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.case_label)
+        layout.addWidget(self.reader_label)
+        layout.addLayout(grid)
+        layout.addWidget(self.note_edit)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.save_button)
+        layout.addLayout(buttons)
+        layout.addWidget(self.message)
+        layout.addStretch(1)
+
+        # Both Return and the keypad's Enter, wherever the focus is inside the panel.
+        self._shortcuts = []
+        for seq in ("Ctrl+Return", "Ctrl+Enter"):
+            sc = QShortcut(QKeySequence(seq), self)
+            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            sc.activated.connect(self.submit)
+            self._shortcuts.append(sc)
+        self._update_enabled()
+
+    # -- inputs from the window ------------------------------------------------------------
+
+    def set_store(self, store: ReviewStore | None) -> None:
+        self._store = store
+        self._update_enabled()
+
+    def set_reader(self, reader: Reader | None) -> None:
+        self._reader = reader
+        self.reader_label.setText(f"Reader: {reader.name} ({reader.role})" if reader else "Reader: not chosen")
+        self._update_enabled()
+
+    def set_case(
+        self,
+        series_uid: str | None,
+        *,
+        study_uid: str | None = None,
+        ai_findings: Mapping[str, float] | None = None,
+        model_run_id: int | None = None,
+        description: str = "",
+    ) -> None:
+        """Show an empty form for a new series; `ai_findings` ({LABEL: probability}) enables the AI column."""
+        self._series_uid = series_uid
+        self._study_uid = study_uid
+        self._model_run_id = model_run_id
+        self._started = time.monotonic()
+        self._last_saved = None
+        self.clear_form()
+        findings = dict(ai_findings or {})
+        for label in LABELS:
+            p = findings.get(label)
+            self.ai_boxes[label].setEnabled(p is not None)
+            self.ai_labels[label].setText("" if p is None else f"p = {p:.2f}")
+        self.case_label.setText(description or (f"Series {series_uid}" if series_uid else "No study open."))
+        self._set_message("", ok=True)
+        self._update_enabled()
+
+    def set_ai_findings(self, ai_findings: Mapping[str, float] | None, model_run_id: int | None = None) -> None:
+        """Fill in the AI column when the model's results arrive after the case was opened."""
+        self._model_run_id = model_run_id
+        findings = dict(ai_findings or {})
+        for label in LABELS:
+            p = findings.get(label)
+            self.ai_boxes[label].setEnabled(p is not None)
+            if p is None:
+                self.ai_boxes[label].setCurrentIndex(0)
+            self.ai_labels[label].setText("" if p is None else f"p = {p:.2f}")
+
+    def clear_form(self) -> None:
+        for label in LABELS:
+            self.status_boxes[label].setCurrentIndex(0)
+            self.confidence_boxes[label].setValue(0)
+            self.ai_boxes[label].setCurrentIndex(0)
+        self.note_edit.setPlainText("")
+
+    # -- what the reader entered -----------------------------------------------------------
+
+    def set_status(self, label: str, status: str | None) -> None:
+        box = self.status_boxes[label]
+        box.setCurrentIndex(0 if status is None else box.findText(status))
+
+    def entered_read(self) -> Read:
+        """The form as a Read (raises ReviewError if it is not a valid read)."""
+        if not self._series_uid:
+            raise ReviewError("no study is open")
+        statuses, confidence, ai = {}, {}, {}
+        for label in LABELS:
+            s = self.status_boxes[label].currentText()
+            if s != _NOT_SET:
+                statuses[label] = s
+            c = self.confidence_boxes[label].value()
+            if c:
+                confidence[label] = c
+            a = self.ai_boxes[label].currentText()
+            if a != _NOT_SET and self.ai_boxes[label].isEnabled():
+                ai[label] = a
+        return Read(self._series_uid, statuses, confidence, ai, note=self.note_edit.toPlainText().strip(),
+                    seconds_spent=round(time.monotonic() - self._started, 3), study_uid=self._study_uid,
+                    model_run_id=self._model_run_id)
+
+    # -- saving ----------------------------------------------------------------------------
+
+    def submit(self) -> int | None:
+        """Save the read; return its id, or None (with the error shown) if it could not be saved."""
+        if self._store is None:
+            return self._fail("No review database is open.")
+        if self._reader is None:
+            return self._fail("Choose who is reading (name and role) before saving.")
+        try:
+            read = self.entered_read()
+            key = (self._reader.name, read.series_uid, dict(read.statuses), dict(read.confidence), dict(read.ai),
+                   read.note)
+            if self._last_saved is not None and self._last_saved[0] == key:
+                # A second Ctrl+Enter on an unchanged form must not log a duplicate read.
+                self._set_message(f"Already saved as read #{self._last_saved[1]}.", ok=True)
+                return self._last_saved[1]
+            read_id = self._store.log_read(self._reader, read)  # committed to disk when this returns
+        except ReviewError as exc:
+            return self._fail(f"Not saved: {exc}")
+        except Exception as exc:  # disk full, database locked too long, file removed...
+            return self._fail(f"Not saved: the review database could not be written ({exc}).")
+        self._last_saved = (key, read_id)
+        self._set_message(f"Saved read #{read_id} at {time.strftime('%H:%M:%S')}.", ok=True)
+        self.sig_read_saved.emit(read_id)
+        return read_id
+
+    def _fail(self, message: str) -> None:
+        self._set_message(message, ok=False)
+        self.sig_save_failed.emit(message)
+        return None
+
+    def _set_message(self, text: str, *, ok: bool) -> None:
+        self.message.setText(text)
+        self.message.setStyleSheet(_OK_CSS if ok else _ERROR_CSS)
+
+    def message_text(self) -> str:
+        return self.message.text()
+
+    def _update_enabled(self) -> None:
+        self.save_button.setEnabled(bool(self._series_uid))
+
+
+class WorklistPanel(QWidget):
+    """The difficult-case queues as tabs with counts, filters (label, reference, text) and a table.
+
+    Activating a row (double-click or Enter) emits `sig_open_study(series_uid, path)`;
+    `open_next()` opens the case after the current one.
+    """
+
+    sig_open_study = Signal(str, str)
+
+    COLUMNS = ("Series UID", "Reference", "P(model)", "Reason")
+
+    def __init__(self, store: ReviewStore | None = None, parent: QWidget | None = None,
+                 thresholds: QueueThresholds = QueueThresholds()) -> None:
+        super().__init__(parent)
+        self._store = store
+        self._reader: str | None = None
+        self._thresholds = thresholds
+        self._items: dict[str, list[QueueItem]] = {k: [] for k in QUEUE_KINDS}
+        self._shown: list[QueueItem] = []
+        self._current: str | None = None
+
+        self.tabs = QTabBar()
+        for kind in QUEUE_KINDS:
+            self.tabs.addTab(QUEUE_TITLES[kind])
+        self.tabs.currentChanged.connect(self._on_tab_changed)
+        self.label_filter = QComboBox()
+        self.label_filter.addItems(list(LABELS[::-1]))  # ANY first
+        self.label_filter.setToolTip("Label the queues are computed on")
+        self.label_filter.currentTextChanged.connect(lambda _t: self.refresh())
+        self.reference_filter = QComboBox()
+        self.reference_filter.addItems(["All", "Labelled positive", "Labelled negative", "Unlabelled"])
+        self.reference_filter.currentIndexChanged.connect(lambda _i: self._fill_table())
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Filter by UID or reason")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(lambda _t: self._fill_table())
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh)
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table.cellActivated.connect(self._on_row_activated)
+        self.table.cellDoubleClicked.connect(self._on_row_activated)
+        self.status = QLabel("")
+
+        filters = QHBoxLayout()
+        filters.addWidget(QLabel("Label"))
+        filters.addWidget(self.label_filter)
+        filters.addWidget(self.reference_filter)
+        filters.addWidget(self.search, 1)
+        filters.addWidget(self.refresh_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs)
+        layout.addLayout(filters)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.status)
+        self.refresh()
+
+    def set_store(self, store: ReviewStore | None) -> None:
+        self._store = store
+        self.refresh()
+
+    def set_reader(self, reader: Reader | str | None) -> None:
+        self._reader = reader.name if isinstance(reader, Reader) else reader
+        self.refresh()
+
+    def current_kind(self) -> str:
+        return QUEUE_KINDS[max(self.tabs.currentIndex(), 0)]
+
+    def set_kind(self, kind: str) -> None:
+        self.tabs.setCurrentIndex(QUEUE_KINDS.index(kind))
+
+    def counts(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self._items.items()}
+
+    def shown_items(self) -> list[QueueItem]:
+        return list(self._shown)
+
+    def refresh(self) -> None:
+        """Recompute every queue from the database (after a read is saved, a panel closes...)."""
+        label = self.label_filter.currentText() or "ANY"
+        self._items = {k: [] for k in QUEUE_KINDS}
+        message = ""
+        if self._store is None:
+            message = "No review database open."
+        else:
+            try:
+                self._items = build_queues(self._store, reader=self._reader, label=label,
+                                           thresholds=self._thresholds)
+            except ReviewError as exc:
+                message = str(exc)
+        for i, kind in enumerate(QUEUE_KINDS):
+            self.tabs.setTabText(i, f"{QUEUE_TITLES[kind]} ({len(self._items[kind])})")
+        self._fill_table()
+        if message:
+            self.status.setText(message)
+
+    def _on_tab_changed(self, _index: int) -> None:
+        self._fill_table()
+
+    def _passes(self, item: QueueItem) -> bool:
+        ref = self.reference_filter.currentIndex()
+        if ref == 1 and item.label_value != 1:
+            return False
+        if ref == 2 and item.label_value != 0:
+            return False
+        if ref == 3 and item.label_value is not None:
+            return False
+        text = self.search.text().strip().lower()
+        return not text or text in item.series_uid.lower() or text in item.reason.lower()
+
+    def _fill_table(self) -> None:
+        kind = self.current_kind()
+        self._shown = [it for it in self._items.get(kind, []) if self._passes(it)]
+        self.table.setRowCount(len(self._shown))
+        for row, it in enumerate(self._shown):
+            ref = "" if it.label_value is None else ("positive" if it.label_value else "negative")
+            p = "" if it.probability is None else f"{it.probability:.3f}"
+            for col, text in enumerate((it.series_uid, ref, p, it.reason)):
+                cell = QTableWidgetItem(text)
+                cell.setToolTip(text)
+                self.table.setItem(row, col, cell)
+        total = len(self._items.get(kind, []))
+        extra = "" if kind != "discordant" or self._reader else " (choose a reader to see your discordant cases)"
+        self.status.setText(f"{len(self._shown)} of {total} case(s) shown{extra}")
+
+    def _on_row_activated(self, row: int, _column: int = 0) -> None:
+        if 0 <= row < len(self._shown):
+            item = self._shown[row]
+            self._current = item.series_uid
+            self.sig_open_study.emit(item.series_uid, item.path or "")
+
+    def open_next(self) -> bool:
+        """Open the case after the current one in the shown list; False at the end."""
+        uids = [it.series_uid for it in self._shown]
+        start = uids.index(self._current) + 1 if self._current in uids else 0
+        # A saved read may have taken the current case off the queue: start from the top then.
+        if start >= len(uids):
+            return False
+        self.table.selectRow(start)
+        self._on_row_activated(start)
+        return True
+
+
+class ReaderIdentityDialog(QDialog):
+    """Who is reading: a name (existing readers are offered) and a role. No passwords yet."""
+
+    def __init__(self, store: ReviewStore | None = None, parent: QWidget | None = None,
+                 name: str = "", role: str = "resident") -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Who is reading?")
+        self._store = store
+        self.selected_reader: Reader | None = None
+        self.name_edit = QLineEdit(name)
+        self.name_edit.setPlaceholderText("e.g. Dr Kim")
+        self.role_box = QComboBox()
+        self.role_box.addItems(list(ROLES))
+        self.role_box.setCurrentText(role)
+        self._known: dict[str, str] = {}
+        if store is not None:
+            self._known = {r.name: r.role for r in store.readers()}
+            completer = QCompleter(sorted(self._known))
+            completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+            self.name_edit.setCompleter(completer)
+        self.name_edit.textChanged.connect(self._on_name_changed)
+        self.error = QLabel("")
+        self.error.setStyleSheet(_ERROR_CSS)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        form = QFormLayout(self)
+        form.addRow("Name", self.name_edit)
+        form.addRow("Role", self.role_box)
+        form.addRow(self.error)
+        form.addRow(self.buttons)
+        self._on_name_changed(self.name_edit.text())
+
+    def _on_name_changed(self, text: str) -> None:
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(bool(text.strip()))
+        if text.strip() in self._known:
+            self.role_box.setCurrentText(self._known[text.strip()])
+
+    def identity(self) -> tuple[str, str]:
+        return self.name_edit.text().strip(), self.role_box.currentText()
+
+    def accept(self) -> None:
+        name, role = self.identity()
+        if not name:
+            self.error.setText("Enter your name.")
+            return
+        if self._store is not None:
+            try:
+                self.selected_reader = self._store.add_reader(name, role)
+            except Exception as exc:
+                self.error.setText(f"Could not record the reader: {exc}")
+                return
+        else:
+            self.selected_reader = Reader(0, name, role)
+        super().accept()
+
+
+def choose_reader(store: ReviewStore | None, parent: QWidget | None = None, **kwargs: Any) -> Reader | None:
+    """Ask who is reading (modal); the Reader recorded in the store, or None if cancelled."""
+    dialog = ReaderIdentityDialog(store, parent, **kwargs)
+    return dialog.selected_reader if dialog.exec() == QDialog.DialogCode.Accepted else None
+
+
+class ReviewDashboard(QWidget):
+    """Accuracy of each reader and the model before and after amendment, and agreement (kappas).
+
+    Scope "All reads" uses every reader's newest reads; a panel scope uses the
+    members' votes on that panel's cases (Kang et al., Results). Bars: accuracy
+    before (grey) and after (blue) amendment per rater.
+    """
+
+    METRICS = ("n", "sensitivity", "specificity", "accuracy")
+
+    def __init__(self, store: ReviewStore | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        import pyqtgraph as pg
+
+        self._store = store
+        self._stats: dict[str, Any] | None = None
+        self.scope = QComboBox()
+        self.scope.currentIndexChanged.connect(lambda _i: self._show())
+        self.threshold = QSpinBox()
+        self.threshold.setRange(1, 99)
+        self.threshold.setValue(50)
+        self.threshold.setSuffix(" %")
+        self.threshold.setToolTip("Model decision threshold on the ANY probability")
+        self.threshold.valueChanged.connect(lambda _v: self.refresh())
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.table = QTableWidget(0, 1 + 2 * len(self.METRICS))
+        headers = ["Rater"] + [f"{m} ({w})" for w in ("before", "after") for m in self.METRICS]
+        self.table.setHorizontalHeaderLabels(headers)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.plot = pg.PlotWidget(background="#141414")
+        self.plot.setLabel("left", "accuracy")
+        self.plot.setYRange(0, 1)
+        self.plot.setMinimumHeight(160)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Scope"))
+        top.addWidget(self.scope, 1)
+        top.addWidget(QLabel("Model threshold"))
+        top.addWidget(self.threshold)
+        top.addWidget(self.refresh_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.table, 1)
+        self.refresh()
+
+    def set_store(self, store: ReviewStore | None) -> None:
+        self._store = store
+        self.refresh()
+
+    def statistics(self) -> dict[str, Any] | None:
+        return self._stats
+
+    def refresh(self) -> None:
+        from ichviewer.review import compute_statistics
+
+        self._stats = None
+        if self._store is not None:
+            try:
+                self._stats = compute_statistics(self._store, threshold=self.threshold.value() / 100)
+            except ReviewError as exc:
+                self.summary.setText(str(exc))
+        previous = self.scope.currentIndex()
+        self.scope.blockSignals(True)
+        self.scope.clear()
+        self.scope.addItem("All reads")
+        for p in (self._stats or {}).get("panels", []):
+            self.scope.addItem(f"Panel {p['panel_id']}: {p['name']} ({p['status']})")
+        self.scope.setCurrentIndex(previous if 0 <= previous < self.scope.count() else 0)
+        self.scope.blockSignals(False)
+        self._show()
+
+    def rows(self) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """(rater, metrics before, metrics after) for the chosen scope, the model last."""
+        st = self._stats
+        if not st:
+            return []
+        i = self.scope.currentIndex()
+        if i <= 0:
+            before = {r["reader"]: r for r in st["readers"]["before"]}
+            after = {r["reader"]: r for r in st["readers"]["after"]}
+            model = st["model"]
+        else:
+            p = st["panels"][i - 1]
+            if "members_metrics" not in p:
+                return []
+            before = {r["reader"]: r for r in p["members_metrics"]["before"]}
+            after = {r["reader"]: r for r in p["members_metrics"]["after"]}
+            model = p["model"]
+        out = [(name, before.get(name, {}), after.get(name, {})) for name in sorted(set(before) | set(after))]
+        out.append(("Model", model["before"], model["after"]))
+        return out
+
+    def _show(self) -> None:
+        import pyqtgraph as pg
+
+        rows = self.rows()
+        self.table.setRowCount(len(rows))
+        for r, (name, before, after) in enumerate(rows):
+            self.table.setItem(r, 0, QTableWidgetItem(name))
+            for w, metrics in enumerate((before, after)):
+                for m, key in enumerate(self.METRICS):
+                    v = metrics.get(key)
+                    text = "–" if v is None else (str(v) if key == "n" else f"{v:.3f}")
+                    self.table.setItem(r, 1 + w * len(self.METRICS) + m, QTableWidgetItem(text))
+        self.plot.clear()
+        if rows:
+            x = np.arange(len(rows), dtype=float)
+            acc_b = [row[1].get("accuracy") or 0.0 for row in rows]
+            acc_a = [row[2].get("accuracy") or 0.0 for row in rows]
+            self.plot.addItem(pg.BarGraphItem(x=x - 0.2, height=acc_b, width=0.38, brush="#8a8a8a"))
+            self.plot.addItem(pg.BarGraphItem(x=x + 0.2, height=acc_a, width=0.38, brush="#4f8fd6"))
+            self.plot.getAxis("bottom").setTicks([[(float(i), row[0]) for i, row in enumerate(rows)]])
+        st = self._stats
+        if not st:
+            if self._store is None:
+                self.summary.setText("No review database open.")
+            return
+        i = self.scope.currentIndex()
+        if i <= 0:
+            text = (f"{st['n_labelled']} labelled series, {st['n_amended']} amended. "
+                    f"Grey: before amendment, blue: after.")
+        else:
+            p = st["panels"][i - 1]
+            fk = p.get("fleiss_kappa")
+            text = (f"{p['n_cases']} case(s), {p.get('n_complete', 0)} voted by every member, "
+                    f"{p.get('n_amended', 0)} amended. Fleiss' kappa: {'–' if fk is None else f'{fk:.3f}'}.")
+        self.summary.setText(text)
+
+
+class PanelVotePanel(QWidget):
+    """A panel member's work: the panel's cases, a present/absent vote per panel label, a note.
+
+    Blinded panels show the model's output and the other votes only after the
+    member's own vote is in. Ctrl+Enter submits; `sig_vote_saved(series_uid)` after
+    the commit; `sig_open_study(series_uid, path)` when a case is chosen.
+    """
+
+    sig_vote_saved = Signal(str)
+    sig_open_study = Signal(str, str)
+
+    def __init__(self, store: ReviewStore, panel_id: int, reader: Reader | str,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from ichviewer.review import get_panel
+
+        self._store = store
+        self._panel = get_panel(store, panel_id)
+        self._reader = reader.name if isinstance(reader, Reader) else reader
+        self._series: str | None = None
+        self.title = QLabel(f"<b>Panel {self._panel.id}: {self._panel.name}</b>"
+                            f"{' (blinded)' if self._panel.blinded else ''}")
+        self.cases = QTableWidget(0, 2)
+        self.cases.setHorizontalHeaderLabels(["Series UID", "My vote"])
+        self.cases.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.cases.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.cases.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.cases.verticalHeader().setVisible(False)
+        self.cases.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.cases.cellActivated.connect(self._on_case_activated)
+        self.cases.cellDoubleClicked.connect(self._on_case_activated)
+        self.vote_boxes: dict[str, QComboBox] = {}
+        form = QFormLayout()
+        for label in self._panel.labels:
+            box = QComboBox()
+            box.addItems([_NOT_SET, "present", "absent"])
+            box.setAccessibleName(f"{label} vote")
+            self.vote_boxes[label] = box
+            form.addRow(label, box)
+        self.note_edit = QLineEdit()
+        self.note_edit.setPlaceholderText("Note (optional)")
+        form.addRow("Note", self.note_edit)
+        self.revealed = QLabel("")
+        self.revealed.setWordWrap(True)
+        self.save_button = QPushButton("Cast vote (Ctrl+Enter)")
+        self.save_button.clicked.connect(self.submit)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.title)
+        layout.addWidget(self.cases, 1)
+        layout.addLayout(form)
+        layout.addWidget(self.save_button)
+        layout.addWidget(self.revealed)
+        layout.addWidget(self.message)
+        for seq in ("Ctrl+Return", "Ctrl+Enter"):
+            sc = QShortcut(QKeySequence(seq), self)
+            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            sc.activated.connect(self.submit)
+        self.refresh()
+
+    def refresh(self) -> None:
+        from ichviewer.review import panel_cases
+
+        rows = panel_cases(self._store, self._panel.id, reader=self._reader)
+        self._rows = rows
+        self.cases.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            self.cases.setItem(r, 0, QTableWidgetItem(row["series_uid"]))
+            self.cases.setItem(r, 1, QTableWidgetItem("voted" if row.get("voted") else ""))
+        if self._series:
+            self._show_case(self._series)
+
+    def current_series(self) -> str | None:
+        return self._series
+
+    def _on_case_activated(self, row: int, _column: int = 0) -> None:
+        if 0 <= row < len(self._rows):
+            uid = self._rows[row]["series_uid"]
+            self._show_case(uid)
+            self.sig_open_study.emit(uid, self._rows[row].get("path") or "")
+
+    def open_case(self, series_uid: str) -> None:
+        self._show_case(series_uid)
+
+    def _show_case(self, series_uid: str) -> None:
+        from ichviewer.review import member_view
+
+        view = member_view(self._store, self._panel.id, self._reader, series_uid)
+        self._series = series_uid
+        for label, box in self.vote_boxes.items():
+            own = view.own_votes.get(label)
+            box.setCurrentIndex(0 if own is None else box.findText(own))
+            box.setEnabled(not view.voted)
+        self.note_edit.setEnabled(not view.voted)
+        self.save_button.setEnabled(not view.voted and self._panel.status == "open")
+        self.revealed.setText(self.revealed_text(view))
+
+    @staticmethod
+    def revealed_text(view: Any) -> str:
+        if view.blinded:
+            return "Blinded: the model's output and the other votes appear after your vote."
+        parts = []
+        if view.model:
+            parts.append("Model: " + ", ".join(f"{k} {v:.2f}" for k, v in view.model.items() if k in view.labels))
+        if view.reference:
+            parts.append("Reference: " + ", ".join(f"{k} {'positive' if v else 'negative'}"
+                                                   for k, v in view.reference.items()))
+        if view.votes is not None:
+            parts.append(f"Other votes: {len(view.votes)}" + (": " + "; ".join(
+                f"{v['reader']} {v['label']} {v['value']}" for v in view.votes) if view.votes else ""))
+        return "\n".join(parts)
+
+    def message_text(self) -> str:
+        return self.message.text()
+
+    def submit(self) -> bool:
+        from ichviewer.review import cast_vote
+
+        if not self._series:
+            self.message.setText("Choose a case first.")
+            self.message.setStyleSheet(_ERROR_CSS)
+            return False
+        values = {label: box.currentText() for label, box in self.vote_boxes.items()}
+        missing = [label for label, v in values.items() if v == _NOT_SET]
+        if missing:
+            self.message.setText(f"Not saved: vote on {', '.join(missing)}.")
+            self.message.setStyleSheet(_ERROR_CSS)
+            return False
+        try:
+            cast_vote(self._store, self._panel.id, self._reader, self._series, values, note=self.note_edit.text())
+        except Exception as exc:  # ReviewError, or the database could not be written
+            self.message.setText(f"Not saved: {exc}")
+            self.message.setStyleSheet(_ERROR_CSS)
+            return False
+        self.message.setText("Vote saved.")
+        self.message.setStyleSheet(_OK_CSS)
+        uid = self._series
+        self.refresh()
+        self.sig_vote_saved.emit(uid)
+        return True

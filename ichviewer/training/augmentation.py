@@ -1,0 +1,130 @@
+"""Training-time slice interpolation (Lee et al. 2019, Eq. 4) and real-time augmentation (Methods)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Lee et al. 2019: beta is drawn from 0.5 < beta < 1.0 on every training batch.
+BETA_RANGE = (0.5, 1.0)
+#: Lee et al. 2019 augmentation ranges at 512 x 512: rotation -10..10 deg in 1 deg steps,
+#: scaling 90..100 % in 1 % steps, translation -12..12 px in 1 px steps, median filter 3.
+ROTATION_DEG = 10
+SCALE_RANGE_PERCENT = (90, 100)
+PAPER_SIZE = 512
+PAPER_TRANSLATION_PX = 12
+
+
+def draw_beta(rng: np.random.Generator) -> float:
+    """One beta strictly inside (0.5, 1.0) (Lee et al. 2019, Eq. 4)."""
+    lo, hi = BETA_RANGE
+    while True:
+        b = float(rng.uniform(lo, hi))
+        if lo < b < hi:
+            return b
+
+
+def interpolate_slices(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_lower: np.ndarray,
+    y_lower: np.ndarray,
+    x_upper: np.ndarray,
+    y_upper: np.ndarray,
+    is_edge: np.ndarray,
+    beta: float,
+    beta2: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Originals plus their two interpolated images and labels: (3n, ...) and (3n, L).
+
+    Lee et al. 2019, Eq. 4: x_{s,s-1} = beta x_s + (1 - beta) x_{s-1} and
+    x_{s,s+1} = beta x_s + (1 - beta) x_{s+1}, labels likewise. For the first or last
+    slice of a scan (`is_edge`), whose missing neighbour the caller has replaced by the
+    existing one, the two interpolated images use two different ratios, beta and beta2.
+    Output order: [originals; lower interpolations; upper interpolations].
+    """
+    n = x.shape[0]
+    edge = np.asarray(is_edge, dtype=bool)
+    b_lo = np.full(n, beta, dtype=np.float32)
+    b_hi = np.where(edge, np.float32(beta2), np.float32(beta)).astype(np.float32)
+    bx_lo = b_lo.reshape((n,) + (1,) * (x.ndim - 1))
+    bx_hi = b_hi.reshape((n,) + (1,) * (x.ndim - 1))
+    x_lo = bx_lo * x + (1.0 - bx_lo) * x_lower
+    x_hi = bx_hi * x + (1.0 - bx_hi) * x_upper
+    y_lo = b_lo[:, None] * y + (1.0 - b_lo[:, None]) * y_lower
+    y_hi = b_hi[:, None] * y + (1.0 - b_hi[:, None]) * y_upper
+    images = np.concatenate([x, x_lo, x_hi]).astype(np.float32, copy=False)
+    labels = np.concatenate([y, y_lo, y_hi]).astype(np.float32, copy=False)
+    return images, labels
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Per-image augmentation draws (degrees, scale factor, translation in input pixels, denoise)."""
+
+    rotation_deg: np.ndarray
+    scale: np.ndarray
+    shift_px: np.ndarray  # (n, 2) as (x, y)
+    denoise: np.ndarray
+
+
+def translation_px(input_size: int) -> int:
+    """The paper's +-12 px at 512 px, scaled to the model input (e.g. +-3 px at 128)."""
+    return max(1, int(round(PAPER_TRANSLATION_PX * input_size / PAPER_SIZE)))
+
+
+def draw_augmentation(n: int, input_size: int, rng: np.random.Generator) -> AugmentParams:
+    """Random draws on the paper's grids: 1 deg, 1 %, 1 px steps; median filter on half the images."""
+    t = translation_px(input_size)
+    return AugmentParams(
+        rotation_deg=rng.integers(-ROTATION_DEG, ROTATION_DEG + 1, n).astype(np.float64),
+        scale=rng.integers(SCALE_RANGE_PERCENT[0], SCALE_RANGE_PERCENT[1] + 1, n) / 100.0,
+        shift_px=rng.integers(-t, t + 1, (n, 2)).astype(np.float64),
+        denoise=rng.random(n) < 0.5,
+    )
+
+
+def median3x3(images):
+    """3x3 median filter of (n, C, H, W) torch images, edges replicated (Lee et al.: window size 3)."""
+    import torch.nn.functional as F
+
+    n, c, h, w = images.shape
+    padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
+    patches = F.unfold(padded, kernel_size=3)  # (n, c*9, h*w)
+    return patches.view(n, c, 9, h * w).median(dim=2).values.view(n, c, h, w)
+
+
+def augment_images(images, params: AugmentParams):
+    """Rotate, scale and translate each (n, C, H, W) torch image about its centre, then median-filter some.
+
+    Pixels brought in from outside the image are 0, which is air in every Lee window
+    (air is below every window's lower edge), so the head is never clipped with a
+    bright border. Bilinear sampling keeps values inside the input's range.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = images.shape
+    theta_rad = np.deg2rad(params.rotation_deg)
+    # Output pixel p samples input at A^-1 p: zooming out by `scale` means sampling a
+    # larger area, i.e. dividing by the scale in the sampling matrix.
+    inv = 1.0 / params.scale
+    cos, sin = np.cos(theta_rad) * inv, np.sin(theta_rad) * inv
+    mats = np.zeros((n, 2, 3), dtype=np.float32)
+    mats[:, 0, 0], mats[:, 0, 1] = cos, -sin * h / w
+    mats[:, 1, 0], mats[:, 1, 1] = sin * w / h, cos
+    # translation in normalised coordinates: 2 px / size per pixel, sign so +x moves content right
+    mats[:, 0, 2] = -2.0 * params.shift_px[:, 0] / w
+    mats[:, 1, 2] = -2.0 * params.shift_px[:, 1] / h
+    grid = F.affine_grid(torch.from_numpy(mats), list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    mask = torch.from_numpy(params.denoise)
+    if bool(mask.any()):
+        out[mask] = median3x3(out[mask])
+    return out
+
+
+def degrees_to_radians(deg: float) -> float:
+    return deg * math.pi / 180.0

@@ -1,0 +1,516 @@
+"""Training data: case plans, phantom and DICOM sources, and the slice cache at model input size.
+
+A `SliceCache` holds every slice of every case already converted to the model input
+(the inference engine's own `preprocess_slices`: keep-aspect pad with air,
+antialiased resize, Lee et al. multi-window channels), quantised to 8 bits per
+channel as in the paper's 8-bit window images. Slices of one case are contiguous and
+in ascending order along the slice normal, so the neighbours needed for slice
+interpolation (Lee et al. 2019, Eq. 4) are the previous and next rows. Splits are
+always by case (phantoms: disjoint seed ranges) or by patient / study (DICOM),
+never by slice.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ichviewer import LABELS, SUBTYPES
+
+#: Split names, and the seed-range offset of each for phantoms (cases never share a seed).
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+SPLIT_SEED_OFFSET = {"train": 0, "validation": 1_000_000, "test": 2_000_000}
+#: Phantom seed blocks per run seed, so runs with different `--seed` use different cases.
+SEED_BLOCK = 10_000_000
+
+ProgressFn = Callable[[int, int], None]
+
+
+class TrainingDataError(ValueError):
+    """The training data cannot be used; the message names the file and the problem."""
+
+
+# --------------------------------------------------------------------------- case plans
+
+
+@dataclass(frozen=True)
+class CasePlan:
+    """Arguments of one `generate_case` call."""
+
+    seed: int
+    subtype: str | None  # IPH.. SAH, "mixed", "none"
+    mimic: str | None = None
+    slice_mm: float = 5.0
+    age: str = "adult"
+    volume_ml: float | None = None
+    kind: str = ""  # a short tag for logs ("SDH child", "none 1mm metal", ...)
+
+
+#: One cycle of the balanced mix (half with haemorrhage). Every subtype, mixed bleeds,
+#: small bleeds, mimic-only negatives (calcification, metal, beam hardening), normal
+#: heads, children, and thin (1 mm) slices appear in every 20 consecutive cases.
+_CYCLE: tuple[tuple[str, str | None, float, str, str], ...] = (
+    # (subtype, mimic, slice_mm, age, volume: "default" | "small")
+    ("IPH", None, 5.0, "adult", "default"),
+    ("none", None, 5.0, "adult", "default"),
+    ("SDH", None, 5.0, "adult", "default"),
+    ("none", "calcification", 5.0, "adult", "default"),
+    ("SAH", None, 5.0, "adult", "default"),
+    ("none", "metal", 5.0, "adult", "default"),
+    ("IVH", None, 5.0, "adult", "default"),
+    ("none", "beam-hardening", 5.0, "adult", "default"),
+    ("EDH", None, 5.0, "adult", "default"),
+    ("none", None, 5.0, "child", "default"),
+    ("mixed", None, 5.0, "adult", "default"),
+    ("none", None, 1.0, "adult", "default"),
+    ("IPH", None, 5.0, "adult", "small"),
+    ("none", "calcification", 5.0, "child", "default"),
+    ("SDH", None, 5.0, "child", "default"),
+    ("none", None, 5.0, "adult", "default"),
+    ("SAH", None, 1.0, "adult", "default"),
+    ("none", "calcification", 5.0, "adult", "default"),
+    ("IPH", "calcification", 5.0, "adult", "default"),
+    ("none", "beam-hardening", 5.0, "child", "default"),
+)
+
+
+def plan_phantom_cases(n: int, split: str, seed: int = 0, thin_every: int = 1) -> list[CasePlan]:
+    """`n` balanced case plans for `split`, with seeds disjoint between splits and run seeds.
+
+    The mix cycles through `_CYCLE` (every subtype, mixed, small bleeds, mimic-only
+    negatives, normal heads, children, 1 mm slices). `thin_every` > 1 keeps only every
+    k-th 1 mm entry thin (the others become 5 mm), because a 1 mm phantom costs about
+    ten 5 mm ones to generate and its slices are strongly redundant.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if n < 0:
+        raise ValueError(f"number of cases must be >= 0, got {n}")
+    base = seed * SEED_BLOCK + SPLIT_SEED_OFFSET[split]
+    out: list[CasePlan] = []
+    thin_seen = 0
+    for i in range(n):
+        subtype, mimic, slice_mm, age, vol = _CYCLE[i % len(_CYCLE)]
+        if slice_mm < 5.0:
+            thin_seen += 1
+            if thin_every > 1 and thin_seen % thin_every:
+                slice_mm = 5.0
+        s = base + i
+        volume = None
+        if vol == "small":
+            rng = np.random.default_rng([s, 99])
+            volume = float(np.exp(rng.uniform(np.log(0.03), np.log(5.0))))
+        tags = [subtype, f"{slice_mm:g}mm"] + ([age] if age != "adult" else []) + ([mimic] if mimic else [])
+        tags += ["small"] if vol == "small" else []
+        out.append(CasePlan(s, subtype, mimic, slice_mm, age, volume, " ".join(tags)))
+    return out
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+@dataclass
+class CaseRecord:
+    """One case (study) in a cache: rows [start, stop) of the slice arrays."""
+
+    case_id: str
+    start: int
+    stop: int
+    labels: list[int]  # case-level 0/1 in LABELS order (max over slices, or the study labels)
+    slice_labelled: bool = True
+    patient_id: str = ""
+    kind: str = ""
+    volume_ml: float = 0.0
+    mimic: str | None = None
+    age: str = ""
+    slice_mm: float = 0.0
+
+    @property
+    def n_slices(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class SliceCache:
+    """Model inputs of many cases at one input size: images uint8 (N, C, H, W), labels (N, L).
+
+    `known` (N, L) is 1 where a label is known; a study-level CSV without subtype
+    columns leaves the subtypes unknown, and the loss ignores those entries.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    known: np.ndarray
+    cases: list[CaseRecord]
+    input_size: int
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {self.images.shape}")
+        if self.labels.shape != (n, len(LABELS)) or self.known.shape != (n, len(LABELS)):
+            raise ValueError(f"labels and known must be ({n}, {len(LABELS)})")
+        expected = 0
+        for c in self.cases:
+            if c.start != expected or c.stop <= c.start:
+                raise ValueError(f"case {c.case_id}: rows [{c.start}, {c.stop}) are not contiguous")
+            expected = c.stop
+        if expected != n:
+            raise ValueError(f"cases cover {expected} rows, the arrays have {n}")
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def slice_labelled(self) -> bool:
+        return all(c.slice_labelled for c in self.cases)
+
+    def case_of_row(self) -> np.ndarray:
+        out = np.empty(self.n_slices, dtype=np.int64)
+        for i, c in enumerate(self.cases):
+            out[c.start : c.stop] = i
+        return out
+
+    def neighbours(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lower, upper, is_edge) rows of each row within its case; an end slice uses its one neighbour twice."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.asarray([c.start for c in self.cases])
+        stops = np.asarray([c.stop for c in self.cases])
+        ci = self.case_of_row()[rows]
+        first, last = rows == starts[ci], rows == stops[ci] - 1
+        single = first & last
+        lower = np.where(first, rows + 1, rows - 1)
+        upper = np.where(last, rows - 1, rows + 1)
+        lower = np.where(single, rows, lower)
+        upper = np.where(single, rows, upper)
+        return lower, upper, first | last
+
+    def case_labels(self) -> np.ndarray:
+        return np.asarray([c.labels for c in self.cases], dtype=np.int8)
+
+    def float_images(self, rows) -> np.ndarray:
+        return self.images[rows].astype(np.float32) * np.float32(1.0 / 255.0)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            images=self.images,
+            labels=self.labels,
+            known=self.known,
+            cases=np.asarray(json.dumps([asdict(c) for c in self.cases])),
+            meta=np.asarray(json.dumps({**self.meta, "input_size": self.input_size})),
+        )
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SliceCache:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            cases = [CaseRecord(**c) for c in json.loads(str(z["cases"]))]
+            return cls(z["images"], z["labels"], z["known"], cases, int(meta.pop("input_size")), meta)
+
+
+def concat_caches(parts: Sequence[SliceCache]) -> SliceCache:
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    offset, cases = 0, []
+    for p in parts:
+        for c in p.cases:
+            cases.append(CaseRecord(**{**asdict(c), "start": c.start + offset, "stop": c.stop + offset}))
+        offset += p.n_slices
+    return SliceCache(
+        np.concatenate([p.images for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        np.concatenate([p.known for p in parts]),
+        cases,
+        parts[0].input_size,
+        dict(parts[0].meta),
+    )
+
+
+def volume_to_inputs(volume, input_size: int) -> np.ndarray:
+    """A CTVolume's slices as the inference engine feeds them, quantised to uint8 (n, 3, S, S)."""
+    from ichviewer.core.windowing import LEE_WINDOWS
+    from ichviewer.inference.preprocessing import geometry_for, preprocess_slices
+
+    geom = geometry_for(volume, (input_size, input_size))
+    x = preprocess_slices(volume.hu, geom, LEE_WINDOWS)
+    return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- phantoms
+
+
+def _phantom_part(args: tuple[CasePlan, int, int]) -> tuple[np.ndarray, np.ndarray, dict]:
+    from ichviewer.core.phantom import generate_case
+
+    plan, input_size, matrix = args
+    case = generate_case(
+        plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
+        slice_mm=plan.slice_mm, age=plan.age, matrix=matrix,
+    )
+    images = volume_to_inputs(case.volume, input_size)
+    labels = np.asarray([[int(d[lab]) for lab in LABELS] for d in case.slice_labels], dtype=np.float32)
+    info = {
+        "case_id": f"phantom-{plan.seed}",
+        "kind": plan.kind,
+        "volume_ml": float(case.volume_ml.get("total", 0.0)),
+        "mimic": case.mimic,
+        "age": case.age,
+        "slice_mm": float(case.slice_mm),
+    }
+    return images, labels, info
+
+
+def build_phantom_cache(
+    plans: Sequence[CasePlan],
+    input_size: int,
+    matrix: int = 256,
+    workers: int = 1,
+    progress: ProgressFn | None = None,
+) -> SliceCache:
+    """Generate every planned phantom, convert its slices to model inputs and keep only those.
+
+    `matrix` is the phantom's in-plane size; the field of view is the same at every
+    matrix, so at a model input of 128-192 pixels a 256 matrix gives nearly the same
+    inputs as 512 at a quarter of the generation time. `workers` > 1 generates in
+    separate processes.
+    """
+    if not plans:
+        raise ValueError("no cases planned")
+    jobs = [(p, int(input_size), int(matrix)) for p in plans]
+    results: list = []
+    if workers > 1:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # never fork a process that may hold torch threads
+        with ctx.Pool(workers) as pool:
+            for r in pool.imap(_phantom_part, jobs, chunksize=1):
+                results.append(r)
+                if progress:
+                    progress(len(results), len(jobs))
+    else:
+        for job in jobs:
+            results.append(_phantom_part(job))
+            if progress:
+                progress(len(results), len(jobs))
+    images, labels, cases, start = [], [], [], 0
+    for im, lab, info in results:
+        n = im.shape[0]
+        cases.append(
+            CaseRecord(start=start, stop=start + n, labels=[int(v) for v in lab.max(axis=0)], patient_id=info["case_id"], **info)
+        )
+        images.append(im)
+        labels.append(lab)
+        start += n
+    lab = np.concatenate(labels)
+    return SliceCache(np.concatenate(images), lab, np.ones_like(lab), cases, int(input_size), {"source": "phantoms", "matrix": matrix})
+
+
+def plans_fingerprint(plans: Sequence[CasePlan], input_size: int, matrix: int) -> str:
+    from ichviewer.core import phantom
+
+    text = json.dumps([asdict(p) for p in plans]) + f"|{input_size}|{matrix}|{phantom.__file__ and _file_digest(phantom.__file__)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- DICOM + CSV
+
+
+@dataclass(frozen=True)
+class LabelRows:
+    """A labels CSV read for training: per-slice rows or per-study rows."""
+
+    path: str
+    key: str  # "series_uid" or "study_uid"
+    per_slice: bool
+    labels_present: tuple[str, ...]  # LABELS with a column (ANY always)
+    # per_slice: {uid: {slice_index: [0/1 per present label]}}; per study: {uid: {-1: [...]}}
+    rows: dict[str, dict[int, list[int]]]
+    patient: dict[str, str]
+
+
+def read_training_labels(path: str | Path) -> LabelRows:
+    """Read `series_uid` or `study_uid`, optional `slice_index`, `patient_id`, and 0/1 label columns.
+
+    Columns are case-insensitive; `any` is required, subtype columns (`iph`, `ivh`,
+    `sdh`, `edh`, `sah`) are optional. With `slice_index` the file is per slice
+    (RSNA style; indices count from 0 in ascending order along the slice normal, as
+    `ichviewer info` lists slices), otherwise per study.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
+    except FileNotFoundError:
+        raise TrainingDataError(f"{path}: no such labels file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise TrainingDataError(f"{path}: cannot read labels ({exc})") from None
+    if len(rows) < 2:
+        raise TrainingDataError(f"{path}: needs a header and at least one row")
+    header = [h.strip().lower() for h in rows[0]]
+    col = {h: i for i, h in enumerate(header)}
+    key = "series_uid" if "series_uid" in col else "study_uid" if "study_uid" in col else None
+    if key is None:
+        raise TrainingDataError(f"{path}: no 'series_uid' or 'study_uid' column (columns: {', '.join(header)})")
+    if "any" not in col:
+        raise TrainingDataError(f"{path}: no 'any' column; it is required (columns: {', '.join(header)})")
+    present = tuple(lab for lab in LABELS if lab.lower() in col)
+    per_slice = "slice_index" in col
+    out: dict[str, dict[int, list[int]]] = {}
+    patient: dict[str, str] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        row = row + [""] * (len(header) - len(row))
+        uid = row[col[key]].strip()
+        if not uid:
+            raise TrainingDataError(f"{path}, line {line}: empty {key}")
+        idx = -1
+        if per_slice:
+            raw = row[col["slice_index"]].strip()
+            try:
+                idx = int(raw)
+            except ValueError:
+                raise TrainingDataError(f"{path}, line {line}, column slice_index: not an integer: {raw!r}") from None
+            if idx < 0:
+                raise TrainingDataError(f"{path}, line {line}, column slice_index: must be >= 0, got {idx}")
+        values = []
+        for lab in present:
+            raw = row[col[lab.lower()]].strip()
+            try:
+                v = float(raw)
+            except ValueError:
+                v = math.nan
+            if v not in (0.0, 1.0):
+                raise TrainingDataError(f"{path}, line {line}, column {lab.lower()}: expected 0 or 1, got {raw!r}")
+            values.append(int(v))
+        if idx in out.setdefault(uid, {}):
+            what = f"slice {idx} of {uid}" if per_slice else f"{key} {uid}"
+            raise TrainingDataError(f"{path}, line {line}: {what} is listed twice")
+        out[uid][idx] = values
+        if "patient_id" in col and row[col["patient_id"]].strip():
+            patient[uid] = row[col["patient_id"]].strip()
+    return LabelRows(str(path), key, per_slice, present, out, patient)
+
+
+def build_dicom_cache(
+    data_dir: str | Path, labels_csv: str | Path, input_size: int, progress: ProgressFn | None = None
+) -> SliceCache:
+    """Load every CT series under `data_dir` that the labels CSV names and cache its model inputs.
+
+    Per-slice files must label every slice of a series (0..n-1); per-study files give
+    the same labels to the whole series and the cache is marked study-labelled, which
+    the trainer handles by multiple-instance learning (max over slices). Series of one
+    study (or one `patient_id`) share a split unit. Labels without a column are unknown.
+    """
+    from ichviewer.io import DicomInputError, load_path
+
+    table = read_training_labels(labels_csv)
+    try:
+        result = load_path(data_dir)
+    except DicomInputError as exc:
+        raise TrainingDataError(str(exc)) from None
+    known_row = np.asarray([1.0 if lab in table.labels_present else 0.0 for lab in LABELS], dtype=np.float32)
+    images, labels, knowns, cases, start = [], [], [], [], 0
+    used: set[str] = set()
+    volumes = list(result.volumes)
+    for i, vol in enumerate(volumes):
+        uid = vol.series_uid if table.key == "series_uid" else vol.study_uid
+        if uid not in table.rows or (table.key == "study_uid" and uid in used):
+            continue  # unlabelled series; with study keys only the largest series (listed first) is used
+        used.add(uid)
+        entries = table.rows[uid]
+        n = vol.n_slices
+        lab = np.zeros((n, len(LABELS)), dtype=np.float32)
+        if table.per_slice:
+            missing = sorted(set(range(n)) - set(entries))
+            extra = sorted(set(entries) - set(range(n)))
+            if missing or extra:
+                raise TrainingDataError(
+                    f"{table.path}: series {uid} has {n} slices; the CSV "
+                    + (f"misses slice indices {missing[:5]}" if missing else f"has indices beyond it {extra[:5]}")
+                )
+            for s in range(n):
+                for j, labn in enumerate(table.labels_present):
+                    lab[s, LABELS.index(labn)] = entries[s][j]
+        else:
+            for j, labn in enumerate(table.labels_present):
+                lab[:, LABELS.index(labn)] = entries[-1][j]
+        # ANY is the union of the subtypes wherever the subtypes are given.
+        sub_cols = [LABELS.index(s) for s in SUBTYPES if s in table.labels_present]
+        if sub_cols and table.per_slice:
+            lab[:, LABELS.index("ANY")] = np.maximum(lab[:, LABELS.index("ANY")], lab[:, sub_cols].max(axis=1))
+        im = volume_to_inputs(vol, input_size)
+        images.append(im)
+        labels.append(lab)
+        knowns.append(np.tile(known_row, (n, 1)))
+        cases.append(
+            CaseRecord(
+                case_id=uid, start=start, stop=start + n, labels=[int(v) for v in lab.max(axis=0)],
+                slice_labelled=table.per_slice, patient_id=table.patient.get(uid, vol.study_uid or uid),
+                kind="dicom", slice_mm=float(vol.spacing[0]),
+            )
+        )
+        start += n
+        if progress:
+            progress(i + 1, len(volumes))
+    missing = sorted(set(table.rows) - used)
+    if not cases:
+        raise TrainingDataError(f"{data_dir}: none of the series named in {table.path} was found ({len(table.rows)} listed)")
+    lab_all = np.concatenate(labels)
+    cache = SliceCache(np.concatenate(images), lab_all, np.concatenate(knowns), cases, int(input_size), {"source": "dicom"})
+    cache.meta["missing_in_folder"] = missing
+    return cache
+
+
+def split_by_patient(cache: SliceCache, seed: int, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> dict[str, SliceCache]:
+    """Split a cache into train/validation/test by patient (all of a patient's studies together).
+
+    The assignment is a seeded shuffle of patients, stratified by case-level ANY so
+    each split gets positives and negatives when there are enough of both.
+    """
+    patients: dict[str, list[int]] = {}
+    for i, c in enumerate(cache.cases):
+        patients.setdefault(c.patient_id or c.case_id, []).append(i)
+    rng = np.random.default_rng(seed)
+    assign: dict[str, str] = {}
+    any_col = LABELS.index("ANY")
+    for positive in (True, False):
+        group = sorted(p for p, idx in patients.items() if any(cache.cases[i].labels[any_col] for i in idx) == positive)
+        rng.shuffle(group)
+        n = len(group)
+        n_val = max(1 if n >= 3 else 0, int(round(fractions[1] * n)))
+        n_test = max(1 if n >= 3 else 0, int(round(fractions[2] * n)))
+        for k, p in enumerate(group):
+            assign[p] = "validation" if k < n_val else "test" if k < n_val + n_test else "train"
+    out = {}
+    for split in SPLITS:
+        idx = sorted(i for p, ids in patients.items() if assign[p] == split for i in ids)
+        out[split] = subset_cases(cache, idx) if idx else None
+    return out
+
+
+def subset_cases(cache: SliceCache, case_indices: Sequence[int]) -> SliceCache:
+    rows, cases, start = [], [], 0
+    for i in case_indices:
+        c = cache.cases[i]
+        rows.append(np.arange(c.start, c.stop))
+        cases.append(CaseRecord(**{**asdict(c), "start": start, "stop": start + c.n_slices}))
+        start += c.n_slices
+    r = np.concatenate(rows)
+    return SliceCache(cache.images[r], cache.labels[r], cache.known[r], cases, cache.input_size, dict(cache.meta))

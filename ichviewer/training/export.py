@@ -1,0 +1,148 @@
+"""Export a trained member to ONNX under the inference contract, verified against PyTorch before it is listed.
+
+Contract (`ichviewer.inference.manifest`, models/README.md): one float32 input
+"image" (N, 3, H, W) with a dynamic batch axis; outputs "logits" (N, 6) in
+`ichviewer.LABELS` order (sigmoid applied by the engine) and "features" (N, K, h, w),
+the last convolutional block; a `<name>_cam.npz` holding the classifier
+`weight` (6, K) and `bias` (6,), so logits == weight @ mean_hw(features) + bias
+(Lee et al. 2019, Eq. 5 class activation maps).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ichviewer import LABELS
+from ichviewer.core.windowing import LEE_WINDOWS
+
+#: ONNX must reproduce the PyTorch logits to this max absolute difference (and features
+#: to this times max(1, |features|)) before the model is written into a manifest.
+LOGITS_TOLERANCE = 1e-4
+OPSET = 17
+
+
+class ExportMismatchError(RuntimeError):
+    """The ONNX file does not reproduce the PyTorch model within tolerance."""
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    max_logit_diff: float
+    max_feature_diff: float
+    n_images: int
+
+
+def export_onnx(model, path: str | Path, input_size: int) -> None:
+    """Write `model` (forward -> (logits, features)) as ONNX with a dynamic batch axis."""
+    import torch
+
+    model.eval()
+    dummy = torch.zeros(1, len(LEE_WINDOWS), input_size, input_size)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is the one that needs no onnxscript; torch flags it as legacy.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(path),
+            input_names=["image"],
+            output_names=["logits", "features"],
+            dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}, "features": {0: "N"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def verify_onnx(model, path: str | Path, images: np.ndarray) -> ExportCheck:
+    """Run `images` (n, 3, H, W) through PyTorch and ONNX Runtime (CPU) and compare both outputs."""
+    import onnxruntime as ort
+    import torch
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    x = np.ascontiguousarray(images, dtype=np.float32)
+    model.eval()
+    with torch.inference_mode():
+        t_logits, t_feats = (t.numpy() for t in model(torch.from_numpy(x)))
+    o_logits, o_feats = sess.run(["logits", "features"], {"image": x})
+    d_logits = float(np.max(np.abs(o_logits - t_logits)))
+    d_feats = float(np.max(np.abs(o_feats - t_feats)))
+    scale = max(1.0, float(np.max(np.abs(t_feats))))
+    if not d_logits <= LOGITS_TOLERANCE or not d_feats <= LOGITS_TOLERANCE * 10 * scale:
+        raise ExportMismatchError(
+            f"{path}: ONNX differs from PyTorch (max |logits| diff {d_logits:.3g}, features {d_feats:.3g}); "
+            f"tolerance {LOGITS_TOLERANCE:g}"
+        )
+    return ExportCheck(d_logits, d_feats, int(x.shape[0]))
+
+
+def write_cam_weights(model, path: str | Path) -> None:
+    """The classifier of the GAP + linear head as `weight` (6, K) and `bias` (6,), LABELS order."""
+    w = model.classifier.weight.detach().cpu().numpy().astype(np.float32)
+    b = model.classifier.bias.detach().cpu().numpy().astype(np.float32)
+    with open(path, "wb") as fh:  # np.savez on an open file keeps the exact name
+        np.savez(fh, weight=w, bias=b)
+
+
+def export_member(
+    model,
+    directory: str | Path,
+    name: str,
+    input_size: int,
+    check_images: np.ndarray,
+    interpolation_degree: int = 3,
+    weight: float = 1.0,
+    version: str = "1",
+):
+    """Export, verify and describe one member; returns (ModelSpec, ExportCheck).
+
+    The ModelSpec carries both SHA-256s; it is only made after `verify_onnx` passed.
+    """
+    from ichviewer.inference.manifest import ModelSpec, file_sha256
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    onnx_path = directory / f"{name}.onnx"
+    cam_path = directory / f"{name}_cam.npz"
+    export_onnx(model, onnx_path, input_size)
+    rng = np.random.default_rng(0)
+    probe = rng.random((2, len(LEE_WINDOWS), input_size, input_size), dtype=np.float32)
+    imgs = np.concatenate([np.asarray(check_images, dtype=np.float32), probe]) if len(check_images) else probe
+    check = verify_onnx(model, onnx_path, imgs)
+    write_cam_weights(model, cam_path)
+    spec = ModelSpec(
+        name=name,
+        file=onnx_path.name,
+        sha256=file_sha256(onnx_path),
+        version=version,
+        input_name="image",
+        input_size=(input_size, input_size),
+        windows=LEE_WINDOWS,
+        logits_output="logits",
+        activation="sigmoid",
+        output_labels=LABELS,
+        features_output="features",
+        cam_weights_file=cam_path.name,
+        cam_weights_sha256=file_sha256(cam_path),
+        interpolation_degree=interpolation_degree,
+        weight=weight,
+    )
+    return spec, check
+
+
+def write_checksums(directory: str | Path, files: list[str]) -> Path:
+    """`SHA256SUMS` in the `sha256sum -c` format for the listed files (relative names)."""
+    from ichviewer.inference.manifest import file_sha256
+
+    directory = Path(directory)
+    lines = [f"{file_sha256(directory / f)}  {f}" for f in sorted(files)]
+    out = directory / "SHA256SUMS"
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out

@@ -1,0 +1,40 @@
+"""Class-weighted binary cross-entropy (Lee et al. 2019, Eq. 2-3) and its per-label weights."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def class_weights(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-label (alpha_P, alpha_N) from training labels (n, L) of 0/1 (soft labels are rounded).
+
+    Lee et al. 2019, Eq. 3: alpha_P = (|P| + |N|) / (2 |P|), alpha_N = (|P| + |N|) / (2 |N|),
+    so a rare label's positives weigh as much in total as its negatives. A label with no
+    positive (or no negative) training example gets weight 1 on both sides: Eq. 3 is
+    undefined there and the missing side contributes no loss anyway.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    if y.ndim != 2 or y.shape[0] == 0:
+        raise ValueError(f"labels must be a non-empty (n, labels) array, got shape {y.shape}")
+    pos = (y >= 0.5).sum(axis=0).astype(np.float64)
+    neg = y.shape[0] - pos
+    total = pos + neg
+    ok = (pos > 0) & (neg > 0)
+    alpha_p = np.where(ok, total / (2.0 * np.maximum(pos, 1.0)), 1.0)
+    alpha_n = np.where(ok, total / (2.0 * np.maximum(neg, 1.0)), 1.0)
+    return alpha_p, alpha_n
+
+
+def weighted_bce(logits, targets, alpha_p, alpha_n):
+    """Lee et al. 2019, Eq. 2, summed over labels and averaged over the batch (torch tensors).
+
+    L = -sum_c [alpha_P^c y^c ln s(z^c) + alpha_N^c (1 - y^c) ln(1 - s(z^c))]. Written with
+    log-sigmoid of the logits z for numerical stability; `targets` may be soft (Eq. 4
+    interpolated labels).
+    """
+    import torch.nn.functional as F
+
+    log_p = F.logsigmoid(logits)
+    log_not_p = F.logsigmoid(-logits)
+    per_label = -(alpha_p * targets * log_p + alpha_n * (1.0 - targets) * log_not_p)
+    return per_label.sum(dim=1).mean()

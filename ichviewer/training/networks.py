@@ -1,0 +1,193 @@
+"""Four small CNN families (VGG-, ResNet-, Inception-, MobileNet-style) with the Lee et al. 2019 head.
+
+Lee et al. fine-tuned ImageNet-pretrained VGG16, ResNet-50, Inception-v3 and
+Inception-ResNet-v2 at 512 x 512. Nothing pretrained can be downloaded here and
+training runs on a 2-core CPU, so each family is kept as its characteristic
+building block (stacked 3x3 convolutions; residual blocks; parallel multi-scale
+branches; depthwise-separable inverted residuals) in a network of a few hundred
+thousand parameters, trained from scratch. Every network ends as in the paper's
+Methods ("Network training"): global average pooling, one fully connected layer
+and an element-wise sigmoid (applied in the loss and by the inference engine), six
+outputs in `ichviewer.LABELS` order.
+
+`forward(x)` returns `(logits (N, 6), features (N, K, h, w))`: the features are the
+last convolutional block, so logits == linear(mean_hw(features)) exactly, which
+is what the class activation maps (Lee et al. Eq. 5) and the inference contract need.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ichviewer import LABELS
+
+#: Network families in the order the bundled ensemble lists them.
+FAMILIES: tuple[str, ...] = ("vgg", "resnet", "inception", "mobilenet")
+
+
+def _conv_bn(c_in: int, c_out: int, k: int = 3, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+    ]
+    if act:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class _Classifier(nn.Module):
+    """Backbone + GAP + linear head; subclasses set `self.body` and the feature width."""
+
+    family = ""
+
+    def __init__(self, n_features: int, n_labels: int = len(LABELS)) -> None:
+        super().__init__()
+        self.n_features = n_features
+        self.classifier = nn.Linear(n_features, n_labels)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return self.classifier(f.mean(dim=(2, 3))), f
+
+
+class SmallVGG(_Classifier):
+    """VGG-style: pairs of 3x3 conv + BN + ReLU, max-pooling between stages (stride 8 overall)."""
+
+    family = "vgg"
+
+    def __init__(self, width: int = 16) -> None:
+        w = width
+        super().__init__(6 * w)
+        self.body = nn.Sequential(
+            _conv_bn(3, w, stride=2),
+            _conv_bn(w, w),
+            nn.MaxPool2d(2),
+            _conv_bn(w, 2 * w),
+            _conv_bn(2 * w, 2 * w),
+            nn.MaxPool2d(2),
+            _conv_bn(2 * w, 4 * w),
+            _conv_bn(4 * w, 4 * w),
+            _conv_bn(4 * w, 6 * w),
+        )
+
+
+class _Residual(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.a = _conv_bn(c_in, c_out, stride=stride)
+        self.b = _conv_bn(c_out, c_out, act=False)
+        self.skip = nn.Identity() if stride == 1 and c_in == c_out else _conv_bn(c_in, c_out, k=1, stride=stride, act=False)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.b(self.a(x)) + self.skip(x))
+
+
+class SmallResNet(_Classifier):
+    """ResNet-style: a strided stem and basic residual blocks (He et al.), stride 8."""
+
+    family = "resnet"
+
+    def __init__(self, width: int = 16) -> None:
+        w = width
+        super().__init__(6 * w)
+        self.body = nn.Sequential(
+            _conv_bn(3, w, stride=2),
+            _Residual(w, w, 1),
+            _Residual(w, 2 * w, 2),
+            _Residual(2 * w, 4 * w, 2),
+            _Residual(4 * w, 6 * w, 1),
+        )
+
+
+class _InceptionBlock(nn.Module):
+    """Parallel 1x1, 3x3, double-3x3 (5x5 receptive field) and pooled branches, concatenated."""
+
+    def __init__(self, c_in: int, b: int) -> None:
+        super().__init__()
+        self.b1 = _conv_bn(c_in, b, k=1)
+        self.b3 = nn.Sequential(_conv_bn(c_in, b, k=1), _conv_bn(b, b))
+        self.b5 = nn.Sequential(_conv_bn(c_in, b // 2, k=1), _conv_bn(b // 2, b), _conv_bn(b, b))
+        self.bp = nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1), _conv_bn(c_in, b, k=1))
+        self.out_channels = 4 * b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.b1(x), self.b3(x), self.b5(x), self.bp(x)], dim=1)
+
+
+class SmallInception(_Classifier):
+    """Inception-style: a strided stem, then multi-branch blocks with a grid reduction between them, stride 8."""
+
+    family = "inception"
+
+    def __init__(self, width: int = 16) -> None:
+        w = width
+        super().__init__(6 * w)
+        block1 = _InceptionBlock(2 * w, w // 2 * 2)
+        block2 = _InceptionBlock(4 * w, 3 * w // 2)
+        self.body = nn.Sequential(
+            _conv_bn(3, w, stride=2),
+            _conv_bn(w, 2 * w, stride=2),
+            block1,
+            _conv_bn(block1.out_channels, 4 * w, stride=2),
+            block2,
+        )
+        self.n_features = block2.out_channels
+        self.classifier = nn.Linear(self.n_features, len(LABELS))
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expansion, 3x3 depthwise, linear 1x1 projection, skip when shapes match."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, expand: int = 4) -> None:
+        super().__init__()
+        hidden = c_in * expand
+        self.block = nn.Sequential(
+            _conv_bn(c_in, hidden, k=1),
+            _conv_bn(hidden, hidden, stride=stride, groups=hidden),
+            _conv_bn(hidden, c_out, k=1, act=False),
+        )
+        self.use_skip = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return x + y if self.use_skip else y
+
+
+class SmallMobileNet(_Classifier):
+    """MobileNetV2-style: depthwise-separable inverted residuals, a final 1x1 expansion, stride 8."""
+
+    family = "mobilenet"
+
+    def __init__(self, width: int = 16) -> None:
+        w = width
+        super().__init__(8 * w)
+        self.body = nn.Sequential(
+            _conv_bn(3, w, stride=2),
+            _InvertedResidual(w, w, 1),
+            _InvertedResidual(w, 2 * w, 2),
+            _InvertedResidual(2 * w, 2 * w, 1),
+            _InvertedResidual(2 * w, 3 * w, 2),
+            _InvertedResidual(3 * w, 3 * w, 1),
+            _conv_bn(3 * w, 8 * w, k=1),
+        )
+
+
+_BUILDERS = {"vgg": SmallVGG, "resnet": SmallResNet, "inception": SmallInception, "mobilenet": SmallMobileNet}
+
+
+def build_network(family: str, width: int = 16) -> _Classifier:
+    """A fresh network of `family` (one of FAMILIES); `width` scales every layer's channels."""
+    if family not in _BUILDERS:
+        raise ValueError(f"unknown network family {family!r}; choose from {', '.join(FAMILIES)}")
+    if width < 2 or width % 2:
+        raise ValueError(f"network width must be an even number >= 2, got {width}")
+    return _BUILDERS[family](width)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

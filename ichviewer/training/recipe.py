@@ -1,0 +1,314 @@
+"""The training recipe end to end: data, four members, export, ensemble weights, operating points, manifest, log."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ichviewer import LABELS, __version__
+from ichviewer.training.data import (
+    SliceCache,
+    build_dicom_cache,
+    build_phantom_cache,
+    plan_phantom_cases,
+    plans_fingerprint,
+    split_by_patient,
+)
+from ichviewer.training.networks import FAMILIES
+from ichviewer.training.progress import ProgressBar
+
+SOURCES = ("phantoms", "dicom")
+SPECIALISTS = ("IPH", "IVH", "SDH", "EDH", "SAH", "small")
+LOG_NAME = "training_log.json"
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """Everything `ichviewer train` controls. Defaults are the bundled ensemble's recipe."""
+
+    out: Path
+    source: str = "phantoms"
+    data_dir: Path | None = None
+    labels_csv: Path | None = None
+    families: tuple[str, ...] = FAMILIES
+    specialists: tuple[str, ...] = ()
+    specialist_family: str = "resnet"
+    epochs: int = 6
+    seed: int = 0
+    n_train: int = 400
+    n_validation: int = 100
+    thin_every: int = 1
+    matrix: int = 256
+    input_size: int = 128
+    width: int = 16
+    batch_size: int = 16
+    steps_per_epoch: int | None = None
+    lr: float = 2e-3
+    ensemble: str = "mean"
+    min_sensitivity: float = 0.95
+    target_miss_rate: float = 0.01
+    workers: int = 2
+    threads: int | None = None
+    resume: bool = False
+    max_steps: int | None = None  # stop each member early (timing runs and tests)
+    name: str = "ichviewer-default"
+    work_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if self.source == "dicom" and (self.data_dir is None or self.labels_csv is None):
+            raise ValueError("the dicom source needs a data folder (--data) and a labels CSV (--labels)")
+        bad = [f for f in self.families if f not in FAMILIES]
+        if bad or not self.families:
+            raise ValueError(f"families must be among {FAMILIES}, got {list(self.families)}")
+        if len(set(self.families)) != len(self.families):
+            raise ValueError(f"families must not repeat, got {list(self.families)}")
+        if self.specialist_family not in FAMILIES:
+            raise ValueError(f"specialist family must be one of {FAMILIES}, got {self.specialist_family!r}")
+        bad = [s for s in self.specialists if s not in SPECIALISTS]
+        if bad:
+            raise ValueError(f"specialists must be among {SPECIALISTS}, got {bad}")
+        for key, lo in (("epochs", 1), ("n_train", 2), ("n_validation", 2), ("input_size", 32), ("batch_size", 1), ("matrix", 64)):
+            if int(getattr(self, key)) < lo:
+                raise ValueError(f"{key.replace('_', ' ')} must be at least {lo}, got {getattr(self, key)}")
+        if not 0.0 < self.min_sensitivity <= 1.0:
+            raise ValueError(f"min sensitivity must be in (0, 1], got {self.min_sensitivity}")
+        if not 0.0 <= self.target_miss_rate < 1.0:
+            raise ValueError(f"target miss rate must be in [0, 1), got {self.target_miss_rate}")
+
+    @property
+    def work(self) -> Path:
+        return Path(self.work_dir) if self.work_dir else self.out / "work"
+
+    def members(self) -> list[tuple[str, str, str | None]]:
+        """(name, family, specialist) of every member, in manifest order."""
+        out = [(f, f, None) for f in self.families]
+        out += [(f"{self.specialist_family}-{s.lower()}", self.specialist_family, s) for s in self.specialists]
+        return out
+
+
+@dataclass
+class RecipeResult:
+    manifest_path: Path
+    log_path: Path
+    log: dict = field(default_factory=dict)
+
+
+def _progress_fn(label: str, stream: TextIO | None):
+    bar: dict[str, ProgressBar] = {}
+
+    def update(done: int, total: int) -> None:
+        if "b" not in bar:
+            bar["b"] = ProgressBar(total, label, stream)
+        bar["b"].update(done)
+        if done >= total:
+            bar["b"].close()
+
+    return update
+
+
+def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[SliceCache, SliceCache, dict]:
+    """Training and validation caches, built once and reused from the work folder (keyed by content)."""
+    work = config.work
+    (work / "cache").mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any] = {"source": config.source}
+    t0 = time.perf_counter()
+    if config.source == "phantoms":
+        caches = {}
+        for split, n in (("train", config.n_train), ("validation", config.n_validation)):
+            plans = plan_phantom_cases(n, split, config.seed, config.thin_every)
+            path = work / "cache" / f"{split}-{plans_fingerprint(plans, config.input_size, config.matrix)}.npz"
+            if path.exists():
+                caches[split] = SliceCache.load(path)
+            else:
+                caches[split] = build_phantom_cache(
+                    plans, config.input_size, config.matrix, config.workers, _progress_fn(f"phantoms ({split})", stream)
+                )
+                caches[split].save(path)
+            kinds: dict[str, int] = {}
+            for p in plans:
+                kinds[p.kind] = kinds.get(p.kind, 0) + 1
+            info[split] = {
+                "cases": n,
+                "seeds": [plans[0].seed, plans[-1].seed] if plans else [],
+                "slices": caches[split].n_slices,
+                "kinds": kinds,
+            }
+        info["matrix"] = config.matrix
+        train, val = caches["train"], caches["validation"]
+    else:
+        path = work / "cache" / f"dicom-{config.input_size}.npz"
+        if path.exists() and config.resume:
+            cache = SliceCache.load(path)
+        else:
+            cache = build_dicom_cache(config.data_dir, config.labels_csv, config.input_size, _progress_fn("DICOM", stream))
+            cache.save(path)
+        splits = split_by_patient(cache, config.seed)
+        if splits["train"] is None or splits["validation"] is None:
+            raise ValueError(
+                f"{config.labels_csv}: too few labelled studies to split by patient into training and validation "
+                f"({len(cache.cases)} found)"
+            )
+        train, val = splits["train"], splits["validation"]
+        info.update(
+            {
+                "per_slice_labels": cache.slice_labelled,
+                "missing_in_folder": cache.meta.get("missing_in_folder", []),
+                **{s: {"cases": len(c.cases), "slices": c.n_slices} for s, c in splits.items() if c is not None},
+                "test_case_ids": [c.case_id for c in splits["test"].cases] if splits["test"] is not None else [],
+            }
+        )
+    info["seconds"] = time.perf_counter() - t0
+    for name, c in (("train", train), ("validation", val)):
+        info.setdefault(name, {})["positive_cases"] = {
+            lab: int(v) for lab, v in zip(LABELS, c.case_labels().sum(axis=0))
+        }
+    return train, val, info
+
+
+def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> RecipeResult:
+    """Train, export and describe an ensemble in `config.out` (see `ichviewer.training` for the recipe).
+
+    Writes `<member>.onnx`, `<member>_cam.npz`, `manifest.json`, `SHA256SUMS` and
+    `training_log.json`; caches and checkpoints go to `config.work` (default
+    `out/work`, safe to delete once done; `resume=True` continues from it).
+    """
+    import torch
+
+    from ichviewer.inference.manifest import Aggregation, EnsembleManifest
+    from ichviewer.training.ensembling import choose_operating_points, combine_members, fit_ensemble_weights
+    from ichviewer.training.export import export_member, write_checksums
+    from ichviewer.training.trainer import TrainConfig, case_auc, choose_interpolation_degree, train_member, validation_map
+
+    t_all = time.perf_counter()
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.work / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    train, val, data_info = load_data(config, stream)
+    if stream is not None:
+        stream.write(
+            f"data: {len(train.cases)} training cases ({train.n_slices} slices), "
+            f"{len(val.cases)} validation cases ({val.n_slices} slices), {data_info['seconds']:.0f} s\n"
+        )
+    members_log = []
+    trained = []
+    for i, (name, family, specialist) in enumerate(config.members()):
+        tc = TrainConfig(
+            name=name, family=family, width=config.width, input_size=config.input_size, epochs=config.epochs,
+            batch_size=config.batch_size, steps_per_epoch=config.steps_per_epoch, lr=config.lr,
+            seed=config.seed * 1000 + i, specialist=specialist, threads=config.threads,
+        )
+        result = train_member(
+            tc, train, val, config.work / "checkpoints" / f"{name}.pt", resume=config.resume, stream=stream,
+            max_steps=config.max_steps,
+        )
+        t0 = time.perf_counter()
+        degree, degree_scores, probs = choose_interpolation_degree(result.model, val)
+        trained.append((name, result, degree, probs))
+        members_log.append(
+            {
+                "name": name,
+                "family": family,
+                "specialist": specialist,
+                "parameters": int(sum(p.numel() for p in result.model.parameters())),
+                "best_epoch": result.best_epoch + 1,
+                "validation_map": result.best_map,
+                "interpolation_degree": degree,
+                "validation_map_by_degree": degree_scores,
+                "validation_case_auc_any": case_auc(val, probs),
+                "history": [asdict(h) for h in result.history],
+                "train_seconds": result.seconds,
+                "steps": result.steps,
+                "degree_selection_seconds": time.perf_counter() - t0,
+                "config": tc.fingerprint(),
+            }
+        )
+    # Ensemble weights and operating points on validation, then export.
+    member_probs = [p for _, _, _, p in trained]
+    weights, weight_info = fit_ensemble_weights(member_probs, val, config.ensemble)
+    ens_probs = combine_members(member_probs, weights)
+    ops, op_report = choose_operating_points(val, ens_probs, config.min_sensitivity, config.target_miss_rate)
+    ens_map, ens_ap = validation_map(val, ens_probs)
+    specs, files, checks = [], [], {}
+    check_rows = np.linspace(0, val.n_slices - 1, num=min(8, val.n_slices)).astype(int)
+    for (name, result, degree, _), w, log in zip(trained, weights, members_log):
+        spec, check = export_member(
+            result.model, config.out, name, config.input_size, val.float_images(check_rows),
+            interpolation_degree=degree, weight=float(w), version=f"{__version__}+seed{config.seed}",
+        )
+        specs.append(spec)
+        files += [spec.file, spec.cam_weights_file]
+        log["weight"] = float(w)
+        log["onnx_bytes"] = (config.out / spec.file).stat().st_size
+        log["onnx_check"] = asdict(check)
+    description = (
+        f"{len(specs)}-member ensemble trained by `ichviewer train` ({config.source}, seed {config.seed}); "
+        f"{config.ensemble} ensemble; input {config.input_size}x{config.input_size}, Lee et al. 2019 windows. "
+        "Not for clinical use."
+    )
+    manifest = EnsembleManifest(
+        name=config.name, models=tuple(specs), operating_points=ops, aggregation=Aggregation("max"),
+        attention_model=specs[0].name, description=description, directory=config.out,
+    )
+    manifest_path = manifest.write()
+    log = {
+        "ichviewer_version": __version__,
+        "command_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "hardware": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "data": data_info,
+        "members": members_log,
+        "ensemble": {
+            **weight_info,
+            "weights": [float(w) for w in weights],
+            "validation_map": ens_map,
+            "validation_ap": ens_ap,
+            "validation_case_auc_any": case_auc(val, ens_probs),
+            "validation_case_auc": {lab: case_auc(val, ens_probs, lab) for lab in LABELS},
+        },
+        "operating_points": op_report,
+        "seconds_total": time.perf_counter() - t_all,
+    }
+    log_path = config.out / LOG_NAME
+    log_path.write_text(json.dumps(_jsonable(log), indent=2) + "\n", encoding="utf-8")
+    write_checksums(config.out, files + [manifest_path.name, LOG_NAME])
+    if stream is not None:
+        stream.write(
+            f"ensemble: validation mAP {ens_map:.4f}, case AUC(ANY) {log['ensemble']['validation_case_auc_any']:.4f}; "
+            f"wrote {manifest_path} in {log['seconds_total'] / 60:.1f} min\n"
+        )
+    return RecipeResult(manifest_path, log_path, log)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def with_overrides(config: RecipeConfig, **kw: Any) -> RecipeConfig:
+    return replace(config, **kw)

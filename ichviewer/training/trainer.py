@@ -1,0 +1,387 @@
+"""Training one ensemble member: weighted BCE, slice interpolation, augmentation, mAP model selection, resumable checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ichviewer import LABELS
+from ichviewer.training.augmentation import augment_images, draw_augmentation, draw_beta, interpolate_slices
+from ichviewer.training.data import SliceCache
+from ichviewer.training.losses import class_weights
+from ichviewer.training.progress import ProgressBar
+
+#: Bump when the checkpoint layout changes; an older checkpoint is then not resumed.
+CHECKPOINT_VERSION = 1
+#: MIL bags (study-level labels): at most this many slices per study per step.
+MIL_MAX_SLICES = 32
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be resumed (other settings or an unreadable file); the message says which."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one member. Departures from Lee et al. 2019 are documented in `ichviewer.training`."""
+
+    name: str
+    family: str
+    width: int = 16
+    input_size: int = 128
+    epochs: int = 6
+    batch_size: int = 16  # slices per step; x3 images with slice interpolation
+    steps_per_epoch: int | None = None  # None: one pass over the training slices
+    lr: float = 2e-3
+    weight_decay: float = 5e-5  # Lee et al. 2019, Methods
+    seed: int = 0
+    interpolate: bool = True  # Lee et al. 2019, Eq. 4
+    augment: bool = True
+    specialist: str | None = None  # a subtype or "small": train on those positives plus all negatives
+    threads: int | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("threads")
+        return d
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_map: float
+    val_ap: dict[str, float]
+    val_case_auc_any: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """A trained member: its best state (by validation mAP) and the history that chose it."""
+
+    config: TrainConfig
+    model: Any  # torch.nn.Module holding the best weights, in eval mode
+    best_epoch: int
+    best_map: float
+    history: list[EpochRecord] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def slice_map(labels: np.ndarray, probs: np.ndarray, known: np.ndarray | None = None) -> tuple[float, dict[str, float]]:
+    """Mean average precision over the labels with positives (Lee et al. 2019 model selection).
+
+    Uses `ichviewer.evaluation.average_precision` (scikit-learn's step-wise AP).
+    """
+    from ichviewer.evaluation import average_precision, mean_average_precision
+
+    ap = {}
+    for j, lab in enumerate(LABELS):
+        sel = np.ones(labels.shape[0], bool) if known is None else known[:, j] > 0
+        y = (labels[sel, j] >= 0.5).astype(np.int8)
+        ap[lab] = average_precision(y, probs[sel, j]) if y.size and y.any() else math.nan
+    return mean_average_precision(ap), ap
+
+
+def case_probabilities(cache: SliceCache, slice_probs: np.ndarray) -> np.ndarray:
+    """Case-level probabilities as the inference engine aggregates them by default: the max over slices."""
+    return np.stack([slice_probs[c.start : c.stop].max(axis=0) for c in cache.cases])
+
+
+def case_auc(cache: SliceCache, slice_probs: np.ndarray, label: str = "ANY") -> float:
+    from ichviewer.evaluation import roc_auc
+
+    y = cache.case_labels()[:, LABELS.index(label)]
+    if y.min() == y.max():
+        return math.nan
+    return float(roc_auc(y, case_probabilities(cache, slice_probs)[:, LABELS.index(label)]))
+
+
+def validation_map(cache: SliceCache, slice_probs: np.ndarray) -> tuple[float, dict[str, float]]:
+    """Slice-level mAP for slice-labelled data; case-level (max over slices) mAP for study labels."""
+    if cache.slice_labelled:
+        return slice_map(cache.labels, slice_probs, cache.known)
+    known = np.stack([cache.known[c.start] for c in cache.cases])
+    return slice_map(cache.case_labels().astype(np.float32), case_probabilities(cache, slice_probs), known)
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def predict_slices(model, cache: SliceCache, degree: int = 1, batch: int = 96, progress: ProgressBar | None = None) -> np.ndarray:
+    """Per-slice probabilities (N, L) exactly as the inference engine combines them for `degree`.
+
+    Uses the engine's own `interpolated_images` and `combine` (Lee et al. 2019, Eq. 4 and
+    "Slice interpolation" at inference), with neighbours inside each case.
+    """
+    import torch
+
+    from ichviewer.inference.interpolation import combine, interpolated_images
+
+    model.eval()
+    n = cache.n_slices
+    out = np.empty((n, len(LABELS)), dtype=np.float64)
+    rows_all = np.arange(n)
+    lower_all, upper_all, _ = cache.neighbours(rows_all)
+    with torch.inference_mode():
+        for a in range(0, n, batch):
+            rows = rows_all[a : a + batch]
+            x = cache.float_images(rows)
+            if degree > 1:
+                imgs = interpolated_images(x, cache.float_images(lower_all[rows]), cache.float_images(upper_all[rows]), degree)
+            else:
+                imgs = x[None]
+            flat = torch.from_numpy(np.ascontiguousarray(imgs.reshape((-1,) + x.shape[1:])))
+            logits, _ = model(flat)
+            p = torch.sigmoid(logits.double()).numpy().reshape(imgs.shape[0], rows.size, len(LABELS))
+            out[rows] = combine(p, degree) if degree > 1 else p[0]
+            if progress is not None:
+                progress.update(min(n, a + batch))
+    return out
+
+
+# --------------------------------------------------------------------------- training
+
+
+def specialist_rows(cache: SliceCache, specialist: str | None) -> np.ndarray:
+    """Training rows of a member: all, or for a specialist (Kang et al.) its positive cases plus every negative case.
+
+    `specialist` is a subtype (e.g. "SDH") or "small" (cases of at most 5 mL).
+    """
+    if not specialist:
+        return np.arange(cache.n_slices)
+    any_col = LABELS.index("ANY")
+    keep = []
+    for c in cache.cases:
+        negative = c.labels[any_col] == 0
+        if specialist == "small":
+            chosen = not negative and 0 < c.volume_ml <= 5.0
+        else:
+            chosen = c.labels[LABELS.index(specialist)] == 1
+        if negative or chosen:
+            keep.append(np.arange(c.start, c.stop))
+    if not keep:
+        raise ValueError(f"specialist {specialist!r}: no training cases")
+    return np.concatenate(keep)
+
+
+def _set_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _loss(logits, targets, known, alpha_p, alpha_n):
+    """Lee et al. 2019, Eq. 2 with unknown labels (study CSV without subtype columns) masked out."""
+    import torch.nn.functional as F
+
+    per = -(alpha_p * targets * F.logsigmoid(logits) + alpha_n * (1.0 - targets) * F.logsigmoid(-logits))
+    return (per * known).sum(dim=1).mean()
+
+
+def _slice_batch(cache: SliceCache, rows: np.ndarray, config: TrainConfig, rng: np.random.Generator):
+    """Images, soft labels and known-mask for one step of slice-level training."""
+    x = cache.float_images(rows)
+    y = cache.labels[rows]
+    k = cache.known[rows]
+    if config.interpolate:
+        lower, upper, edge = cache.neighbours(rows)
+        beta = draw_beta(rng)  # one beta per batch (Lee et al. 2019, Eq. 4)
+        beta2 = draw_beta(rng)  # the second ratio for first/last slices
+        x, y = interpolate_slices(
+            x, y, cache.float_images(lower), cache.labels[lower], cache.float_images(upper), cache.labels[upper],
+            edge, beta, beta2,
+        )
+        k = np.concatenate([k, np.minimum(k, cache.known[lower]), np.minimum(k, cache.known[upper])])
+    return x, y, k
+
+
+def _mil_bags(cache: SliceCache, case_ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[slice]]:
+    """Rows of each study's bag: all slices, or MIL_MAX_SLICES evenly spaced with a random phase."""
+    rows, spans, start = [], [], 0
+    for ci in case_ids:
+        c = cache.cases[int(ci)]
+        if c.n_slices <= MIL_MAX_SLICES:
+            r = np.arange(c.start, c.stop)
+        else:
+            step = c.n_slices / MIL_MAX_SLICES
+            r = c.start + np.floor(rng.uniform(0, step) + step * np.arange(MIL_MAX_SLICES)).astype(np.int64)
+        rows.append(r)
+        spans.append(slice(start, start + r.size))
+        start += r.size
+    return np.concatenate(rows), spans
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    import torch
+
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def train_member(
+    config: TrainConfig,
+    train: SliceCache,
+    validation: SliceCache,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    stream: TextIO | None = None,
+    max_steps: int | None = None,
+) -> TrainResult:
+    """Train one network; keep the epoch with the best validation mAP (Lee et al. 2019, "Model selection").
+
+    With `checkpoint`, model, optimiser, scheduler, epoch, RNG states, best weights and
+    history are saved after every epoch; `resume=True` continues from it (a finished
+    member returns at once). `max_steps` stops early (timing runs, tests).
+    Slice-labelled caches train on slices with Eq. 4 interpolation; study-labelled
+    caches train by multiple-instance learning: per study, the max of the slice logits
+    meets the study labels.
+    """
+    import torch
+
+    from ichviewer.training.networks import build_network
+
+    t_start = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    _set_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = build_network(config.family, config.width)
+    rows = specialist_rows(train, config.specialist)
+    mil = not train.slice_labelled
+    if mil:
+        ap, an = class_weights(train.case_labels())  # Eq. 3 from study counts
+        n_units = len(train.cases)
+        per_step = max(1, config.batch_size // 8)  # studies per step (each a bag of slices)
+    else:
+        ap, an = class_weights(train.labels[rows])  # Eq. 3 from the member's training slices
+        n_units = rows.size
+        per_step = config.batch_size
+    steps = config.steps_per_epoch or max(1, n_units // per_step)
+    total_steps = steps * config.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps, pct_start=0.15)
+    alpha_p = torch.as_tensor(ap, dtype=torch.float32)
+    alpha_n = torch.as_tensor(an, dtype=torch.float32)
+    history: list[EpochRecord] = []
+    best_state, best_map, best_epoch, first_epoch = None, -math.inf, -1, 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and resume and ckpt.exists():
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise CheckpointError(f"{ckpt}: cannot read the checkpoint ({exc})") from None
+        if state.get("version") != CHECKPOINT_VERSION or state.get("config") != config.fingerprint():
+            raise CheckpointError(
+                f"{ckpt}: the checkpoint was made with other settings; resume with the same options or use a new --out"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        history = [EpochRecord(**h) for h in state["history"]]
+        best_state, best_map, best_epoch = state["best_state"], state["best_map"], state["best_epoch"]
+        first_epoch = state["epoch"] + 1
+    step_count = first_epoch * steps
+    for epoch in range(first_epoch, config.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        bar = ProgressBar(steps, f"{config.name} epoch {epoch + 1}/{config.epochs}", stream)
+        order = rng.permutation(n_units) if mil else rng.permutation(rows)
+        losses = []
+        for s in range(steps):
+            pick = np.take(order, np.arange(s * per_step, (s + 1) * per_step), mode="wrap")
+            if mil:
+                bag_rows, spans = _mil_bags(train, pick, rng)
+                x = train.float_images(bag_rows)
+                y = train.case_labels()[pick].astype(np.float32)
+                k = np.stack([train.known[train.cases[int(c)].start] for c in pick])
+            else:
+                x, y, k = _slice_batch(train, np.sort(pick), config, rng)
+            xt = torch.from_numpy(np.ascontiguousarray(x))
+            if config.augment:
+                xt = augment_images(xt, draw_augmentation(xt.shape[0], config.input_size, rng))
+            logits, _ = model(xt)
+            if mil:
+                logits = torch.stack([logits[sp].max(dim=0).values for sp in spans])
+            loss = _loss(logits, torch.from_numpy(y), torch.from_numpy(k), alpha_p, alpha_n)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step_count += 1
+            losses.append(float(loss.detach()))
+            bar.update(s + 1, f"loss {np.mean(losses[-20:]):.3f}")
+            if max_steps is not None and step_count >= max_steps:
+                break
+        bar.close()
+        vbar = ProgressBar(validation.n_slices, f"{config.name} validation", stream)
+        probs = predict_slices(model, validation, degree=1, progress=vbar)
+        vbar.close()
+        vmap, vap = validation_map(validation, probs)
+        rec = EpochRecord(epoch, float(np.mean(losses)), vmap, vap, case_auc(validation, probs), time.perf_counter() - t0)
+        history.append(rec)
+        if stream is not None:
+            stream.write(
+                f"{config.name} epoch {epoch + 1}: loss {rec.train_loss:.4f}  validation mAP {vmap:.4f}"
+                f"  case AUC(ANY) {rec.val_case_auc_any:.4f}  {rec.seconds:.0f} s\n"
+            )
+        score = vmap if math.isfinite(vmap) else -rec.train_loss
+        if score > best_map:
+            best_map, best_epoch = score, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        if ckpt is not None:
+            _save_checkpoint(
+                ckpt,
+                {
+                    "version": CHECKPOINT_VERSION,
+                    "config": config.fingerprint(),
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "numpy_rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                    "history": [asdict(h) for h in history],
+                    "best_state": best_state,
+                    "best_map": best_map,
+                    "best_epoch": best_epoch,
+                },
+            )
+        if max_steps is not None and step_count >= max_steps:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(config, model, best_epoch, best_map, history, time.perf_counter() - t_start, step_count)
+
+
+def choose_interpolation_degree(
+    model, validation: SliceCache, degrees: Sequence[int] = (1, 3, 5)
+) -> tuple[int, dict[int, float], np.ndarray]:
+    """The inference interpolation degree with the best validation mAP (Lee et al. 2019 chose 3 or 5 per model).
+
+    Returns (degree, {degree: mAP}, slice probabilities at that degree).
+    """
+    scores: dict[int, float] = {}
+    best = (None, -math.inf, None)
+    for d in degrees:
+        p = predict_slices(model, validation, degree=d)
+        m, _ = validation_map(validation, p)
+        scores[d] = m
+        if m > best[1] or best[0] is None:
+            best = (d, m, p)
+    return int(best[0]), scores, best[2]

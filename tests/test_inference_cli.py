@@ -1,0 +1,100 @@
+"""`ichviewer infer`: real DICOM series in, the ichviewer.infer/1 JSON and CSV out, failures recorded."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from ichviewer import LABELS
+from ichviewer.cli import COMMAND_MODULES, main
+from ichviewer.inference import load_ensemble, run_study
+from ichviewer.inference.manifest import file_sha256
+from inference_fixtures import add_member, make_volume, write_dicom_series, write_manifest
+
+STUDY_KEYS = {"path", "study_uid", "series_uid", "n_slices", "case", "triage", "slices", "models", "provider", "seconds"}
+
+
+def run_cli(argv: list[str]) -> int:
+    return main(argv)  # the real `ichviewer` entry point
+
+
+@pytest.fixture
+def models(tmp_path):
+    directory = tmp_path / "models"
+    a = add_member(directory, "alpha", seed=1, version="2.1")[0]
+    b = add_member(directory, "beta", seed=2, degree=5)[0]
+    write_manifest(directory, [a, b])
+    return directory
+
+
+def test_infer_writes_the_documented_json_and_csv_and_records_failures(tmp_path, models, capsys):
+    rng = np.random.default_rng(5)
+    good = make_volume(rng.integers(-40, 90, (4, 24, 20)).astype(np.int16), spacing=(5.0, 0.5, 0.5))
+    write_dicom_series(good, tmp_path / "data" / "good")
+    broken = write_dicom_series(make_volume(np.zeros((3, 24, 20), np.int16)), tmp_path / "data" / "broken")
+    broken[1].write_bytes(broken[1].read_bytes()[:-200])  # truncated pixel data: this series cannot load
+
+    out_json, out_csv = tmp_path / "out.json", tmp_path / "out.csv"
+    code = run_cli(["infer", str(tmp_path / "data"), "--models", str(models), "--json", str(out_json), "--csv", str(out_csv)])
+    err = capsys.readouterr().err
+    assert code == 1  # one study failed
+    assert "4/4 slices" in err and "FAILED" in err and "broken" in err
+
+    report = json.loads(out_json.read_text())
+    assert set(report) == {"schema", "studies", "failed"} and report["schema"] == "ichviewer.infer/1"
+    (study,) = report["studies"]
+    assert set(study) == STUDY_KEYS
+    assert study["path"] == str(tmp_path / "data" / "good")
+    assert study["n_slices"] == 4 and study["study_uid"] and study["series_uid"]
+    assert list(study["case"]) == list(LABELS)
+    for label, finding in study["case"].items():
+        assert set(finding) == {"probability", "decision", "threshold"}
+        assert finding["decision"] == ("positive" if finding["probability"] >= finding["threshold"] else "negative")
+    assert study["triage"] in ("confident negative", "confident positive", "refer")
+    assert [s["index"] for s in study["slices"]] == [0, 1, 2, 3]
+    assert all(set(s) == {"index", *LABELS} for s in study["slices"])
+    assert study["models"] == [
+        {"name": "alpha", "version": "2.1", "sha256": file_sha256(models / "alpha.onnx")},
+        {"name": "beta", "version": "1.0", "sha256": file_sha256(models / "beta.onnx")},
+    ]
+    assert study["provider"] == "CPUExecutionProvider" and study["seconds"] >= 0
+    # Same numbers as calling the engine directly, in ascending slice order.
+    direct = run_study(good, load_ensemble(models))
+    got = np.array([[s[label] for label in LABELS] for s in study["slices"]])
+    np.testing.assert_allclose(got, direct.slice_probabilities, rtol=1e-5)
+    assert study["case"]["ANY"]["probability"] == pytest.approx(got[:, 5].max())
+    (fail,) = report["failed"]
+    assert "broken" in fail["path"] and "truncated" in fail["reason"]
+
+    with open(out_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["ok", "failed"]
+    assert float(rows[0]["ANY_probability"]) == pytest.approx(study["case"]["ANY"]["probability"], abs=1e-6)
+    assert rows[0]["SDH_decision"] == study["case"]["SDH"]["decision"] and rows[0]["triage"] == study["triage"]
+    assert "truncated" in rows[1]["reason"]
+
+
+def test_infer_exit_zero_when_all_studies_run(tmp_path, models, capsys):
+    write_dicom_series(make_volume(np.full((3, 16, 16), 40, np.int16)), tmp_path / "one")
+    assert run_cli(["infer", str(tmp_path / "one"), "--models", str(models), "--json", str(tmp_path / "o.json"), "--quiet"]) == 0
+    report = json.loads((tmp_path / "o.json").read_text())
+    assert len(report["studies"]) == 1 and report["failed"] == []
+
+
+def test_infer_reports_missing_input_and_missing_models_without_traceback(tmp_path, models, capsys, monkeypatch):
+    code = run_cli(["infer", str(tmp_path / "nothing-here"), "--models", str(models), "--json", str(tmp_path / "o.json")])
+    assert code == 1
+    report = json.loads((tmp_path / "o.json").read_text())
+    assert report["studies"] == [] and "nothing-here" in report["failed"][0]["path"]
+    monkeypatch.setenv("ICHVIEWER_MODELS_DIR", str(tmp_path / "no-models"))
+    code = run_cli(["infer", str(tmp_path), "--json", str(tmp_path / "o2.json")])
+    err = capsys.readouterr().err
+    assert code == 1 and "models/default is missing" in err and "Traceback" not in err
+    assert not (tmp_path / "o2.json").exists()
+
+
+def test_infer_is_wired_into_the_ichviewer_command():
+    assert "ichviewer.commands.infer" in COMMAND_MODULES

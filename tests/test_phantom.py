@@ -1,0 +1,290 @@
+"""Synthetic head CT: anatomy in the REFERENCE ranges, lesions where the masks say, volumes, mimics, labels."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from ichviewer import LABELS, SUBTYPES
+from ichviewer.core.phantom import TISSUE_CODES, generate_case
+
+T = TISSUE_CODES
+
+
+@lru_cache(maxsize=None)
+def case(seed: int, subtype=None, volume_ml=None, mimic=None, slice_mm=5.0, age="adult", matrix=128):
+    return generate_case(seed, subtype=subtype, volume_ml=volume_ml, mimic=mimic, slice_mm=slice_mm, age=age, matrix=matrix)
+
+
+def eroded(mask: np.ndarray, n: int = 1) -> np.ndarray:
+    """In-plane erosion: keeps voxels well inside a tissue, away from partial volume."""
+    return ndimage.binary_erosion(mask, structure=np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool), iterations=n)
+
+
+# ----------------------------------------------------------------------------- determinism
+def test_same_seed_same_case_and_different_seed_different_case():
+    a = generate_case(7, subtype="IPH", volume_ml=3.0, matrix=96)
+    b = generate_case(7, subtype="IPH", volume_ml=3.0, matrix=96)
+    c = generate_case(8, subtype="IPH", volume_ml=3.0, matrix=96)
+    assert a.volume.hu.tobytes() == b.volume.hu.tobytes()
+    assert (a.volume.study_uid, a.volume.series_uid) == (b.volume.study_uid, b.volume.series_uid)
+    assert all(np.array_equal(a.masks[s], b.masks[s]) for s in SUBTYPES)
+    assert a.slice_labels == b.slice_labels
+    assert a.volume.series_uid != c.volume.series_uid and a.volume.study_uid != c.volume.study_uid
+    assert a.volume.hu.shape != c.volume.hu.shape or not np.array_equal(a.volume.hu, c.volume.hu)
+
+
+def test_mimic_and_lesion_do_not_change_the_anatomy_of_a_seed():
+    plain = case(4, "none")
+    with_mimic = case(4, "none", mimic="calcification")
+    assert np.array_equal(plain.tissue, with_mimic.tissue)
+    changed = plain.volume.hu != with_mimic.volume.hu
+    assert 0 < changed.mean() < 0.01  # only the calcifications differ (noise is seeded separately)
+
+
+# ----------------------------------------------------------------------------- geometry
+def test_volume_geometry_is_axial_ascending_with_physical_head_size():
+    small, big = case(2, "none", matrix=96), case(2, "none", matrix=192)
+    for c in (small, big):
+        v = c.volume
+        assert v.hu.dtype == np.int16
+        assert np.allclose(v.direction, np.eye(3))
+        assert np.all(np.diff(v.slice_locations_mm) > 0)  # slice 0 is the lowest
+        assert v.spacing[0] == 5.0
+        fov = v.spacing[2] * v.shape[2]
+        assert 220 <= fov <= 250
+    assert small.volume.spacing[1] == pytest.approx(2 * big.volume.spacing[1])
+    # The head keeps its physical size whatever the matrix: intracranial volume agrees.
+    icv = [np.isin(c.tissue, [T[k] for k in ("grey_matter", "white_matter", "ventricle", "csf", "deep_grey_nuclei", "cerebellum", "brainstem")]).sum() * c.volume.voxel_volume_ml for c in (small, big)]
+    assert icv[0] == pytest.approx(icv[1], rel=0.05)
+    assert 1100 < icv[1] < 1800  # adult intracranial volume, mL
+
+
+def test_thin_slices_have_more_slices_and_more_noise():
+    thick, thin = case(5, "none", slice_mm=5.0, matrix=96), case(5, "none", slice_mm=1.0, matrix=96)
+    assert thin.volume.spacing[0] == 1.0
+    assert thin.volume.n_slices >= 4 * thick.volume.n_slices
+    # Noise: the SD of white matter well inside the region.
+    sd = [c.volume.hu[eroded(c.tissue == T["white_matter"], 2)].std() for c in (thick, thin)]
+    assert 2.0 < sd[0] < 6.0
+    assert sd[1] > 1.5 * sd[0]
+
+
+# ----------------------------------------------------------------------------- anatomy HU
+def test_tissue_hu_in_reference_ranges():
+    c = case(11, "none", matrix=256)
+    hu = c.volume.hu
+    wm = hu[eroded(c.tissue == T["white_matter"], 2)].mean()
+    gm = hu[eroded(c.tissue == T["grey_matter"], 1)].mean()
+    csf = hu[eroded(c.tissue == T["ventricle"], 1)].mean()
+    bone = hu[c.tissue == T["bone"]]
+    assert 20 <= wm <= 30
+    assert 35 <= gm <= 45
+    assert 0 <= csf <= 15
+    assert 1000 <= np.percentile(bone, 90) <= 1800  # inner and outer tables
+    assert np.mean((bone > 300) & (bone < 700)) > 0.1  # diploe between them
+    assert hu.min() >= -1024 and hu[0:3, :3, :3].mean() < -950  # air around the head
+
+
+def test_lateral_ventricles_have_adult_volume_and_sulci_reach_the_convexity():
+    c = case(12, "none", matrix=256)
+    vent_ml = (c.tissue == T["ventricle"]).sum() * c.volume.voxel_volume_ml
+    assert 15 <= vent_ml <= 35
+    # Sulcal CSF on the upper slices, where the convexity is.
+    top = c.volume.n_slices * 3 // 4
+    assert (c.tissue[top - 3 : top] == T["csf"]).sum() > 500
+    # Posterior fossa and basal cisterns on the low slices only.
+    low = c.tissue[: c.volume.n_slices // 3]
+    assert (low == T["cerebellum"]).any() and not (c.tissue[top:] == T["cerebellum"]).any()
+
+
+def test_child_head_is_smaller_with_thinner_skull_and_less_grey_white_contrast():
+    adult, child = case(21, "none", matrix=256), case(21, "none", age="child", matrix=256)
+
+    def icv(c):
+        return np.isin(c.tissue, [T["grey_matter"], T["white_matter"], T["ventricle"], T["csf"]]).sum() * c.volume.voxel_volume_ml
+
+    def frontal_skull_mm(c):
+        # Bone along the column through the head centre, on the slice 3/5 of the way up.
+        k = c.volume.n_slices * 3 // 5
+        bone = c.tissue[k] == T["bone"]
+        col = int(np.mean(np.nonzero(bone.any(0))[0]))
+        run = bone[: bone.shape[0] // 2, col - 2 : col + 3]
+        return run.sum(0).mean() * c.volume.spacing[1]
+
+    def contrast(c):
+        hu = c.volume.hu
+        return hu[eroded(c.tissue == T["grey_matter"])].mean() - hu[eroded(c.tissue == T["white_matter"], 2)].mean()
+
+    assert icv(child) < 0.8 * icv(adult)
+    assert frontal_skull_mm(child) < 3.6 < 4.5 < frontal_skull_mm(adult)
+    assert contrast(child) < contrast(adult) - 3
+
+
+# ----------------------------------------------------------------------------- lesions
+VOLUMES = (0.05, 2.0, 35.0)
+
+
+@pytest.mark.parametrize("subtype", SUBTYPES)
+@pytest.mark.parametrize("volume_ml", VOLUMES)
+def test_lesion_volume_density_and_labels(subtype, volume_ml):
+    c = case(31, subtype, volume_ml, matrix=256)
+    m = c.masks[subtype]
+    assert c.volume_ml[subtype] == pytest.approx(volume_ml, rel=0.10)
+    assert c.volume_ml["total"] == pytest.approx(c.volume_ml[subtype])
+    assert m.sum() * c.volume.voxel_volume_ml == pytest.approx(c.volume_ml[subtype])
+    assert 50 <= c.volume.hu[m].mean() <= 90
+    assert all(not c.masks[s].any() for s in SUBTYPES if s != subtype)
+    for k, labels in enumerate(c.slice_labels):
+        assert list(labels) == list(LABELS)
+        assert labels[subtype] == int(m[k].any())
+        assert labels["ANY"] == labels[subtype]
+
+
+def _touches_inner_table(c, m):
+    grown = ndimage.binary_dilation(m, structure=np.ones((1, 5, 5), bool))
+    return (grown & (c.tissue == T["bone"])).any(axis=(1, 2))
+
+
+@pytest.mark.parametrize("subtype", ["EDH", "SDH"])
+def test_extra_axial_blood_lies_against_the_inner_table_on_one_side(subtype):
+    c = case(32, subtype, 20.0, matrix=256)
+    m = c.masks[subtype]
+    slices = np.nonzero(m.any(axis=(1, 2)))[0]
+    assert _touches_inner_table(c, m)[slices].mean() > 0.8
+    sides = c.hemisphere[None].repeat(m.shape[0], 0)[m]
+    assert abs(np.sign(sides.sum())) == 1 and (np.sign(sides) == np.sign(sides.sum())).mean() == 1.0  # never crosses the midline
+    # Shape: an EDH is thick for its extent (lens), an SDH thin and wide (crescent).
+    dist = ndimage.distance_transform_edt(m, sampling=(100.0, c.volume.spacing[1], c.volume.spacing[2]))
+    thickness = 2 * dist.max()
+    area_mm2 = m.sum(axis=(1, 2)).max() * c.volume.spacing[1] * c.volume.spacing[2]
+    if subtype == "EDH":
+        assert thickness >= 12.0 and area_mm2 / thickness < 60
+    else:
+        assert thickness <= 14.0 and area_mm2 / thickness > 40
+
+
+def test_ivh_is_inside_the_ventricles_and_layers_posteriorly_when_small():
+    c = case(33, "IVH", 1.5, matrix=256)
+    m = c.masks["IVH"]
+    assert np.all(c.tissue[m] == T["ventricle"])
+    assert c.sites["IVH"] in ("layering", "cast")
+    big = case(33, "IVH", 40.0, matrix=256)
+    assert np.all(big.tissue[big.masks["IVH"]] == T["ventricle"])
+    assert big.volume_ml["IVH"] == pytest.approx(40.0, rel=0.1)
+
+
+def test_iph_is_a_compact_parenchymal_blob():
+    c = case(34, "IPH", 15.0, matrix=256)
+    m = c.masks["IPH"]
+    parenchyma = np.isin(c.tissue, [T[k] for k in ("grey_matter", "white_matter", "deep_grey_nuclei", "cerebellum", "brainstem")])
+    assert parenchyma[m].mean() > 0.9 and not (c.tissue[m] == T["ventricle"]).any()
+    labels, _ = ndimage.label(m)
+    assert np.bincount(labels.ravel())[1:].max() >= 0.95 * m.sum()
+    _, yy, xx = np.nonzero(m)
+    extent_mm = max(np.ptp(yy), np.ptp(xx)) * c.volume.spacing[1]
+    assert extent_mm < 60  # a 15 mL ball is about 3 cm across
+
+
+def test_sah_is_thin_and_in_the_subarachnoid_spaces():
+    c = case(35, "SAH", 10.0, matrix=256)
+    m = c.masks["SAH"]
+    assert np.all(c.tissue[m] == T["csf"])
+    dist = ndimage.distance_transform_edt(m, sampling=(100.0, c.volume.spacing[1], c.volume.spacing[2]))
+    # Thin sheets in sulci and fissures; only the basal cisterns hold thicker blood.
+    assert np.median(dist[m]) <= 1.5 and np.percentile(dist[m], 95) <= 4.5
+    assert m.any(axis=(1, 2)).sum() >= 4  # spreads over several slices
+
+
+def test_mixed_cases_have_two_subtypes_with_disjoint_masks():
+    seen = set()
+    for seed in range(40, 46):
+        c = case(seed, "mixed", 12.0, matrix=128)
+        present = c.present
+        assert len(present) == 2
+        seen.add(present)
+        a, b = (c.masks[s] for s in present)
+        assert not (a & b).any()
+        assert c.volume_ml["total"] == pytest.approx(12.0, rel=0.1)
+        for k, labels in enumerate(c.slice_labels):
+            assert labels["ANY"] == int(a[k].any() or b[k].any())
+    assert len(seen) >= 2
+
+
+def test_default_volume_covers_punctate_to_large():
+    vols = [generate_case(s, "IPH", matrix=64).volume_ml["IPH"] for s in range(60, 72)]
+    assert min(vols) <= 0.15 and max(vols) > 5.0
+
+
+def test_normal_case_has_no_labels():
+    c = case(3, "none")
+    assert c.volume_ml["total"] == 0 and not any(l["ANY"] for l in c.slice_labels)
+
+
+# ----------------------------------------------------------------------------- mimics
+def test_calcifications_are_dense_in_expected_places_without_labels():
+    kinds = set()
+    for seed in range(50, 55):
+        c, plain = case(seed, "none", mimic="calcification"), case(seed, "none")
+        kind = c.mimic_detail.split(":")[1]
+        kinds.add(kind)
+        assert not any(l["ANY"] for l in c.slice_labels) and c.volume_ml["total"] == 0
+        new = (c.volume.hu >= 100) & (plain.volume.hu < 100)
+        inside = new & ~np.isin(c.tissue, [T["bone"], T["scalp"], T["skull_base_soft_tissue"], T["air"]])
+        assert inside.sum() >= 1
+        sides = c.hemisphere[None].repeat(c.volume.n_slices, 0)[inside]
+        if kind == "choroid":
+            assert (sides > 0).any() and (sides < 0).any()  # bilateral, in the atria
+            assert (c.tissue[inside] == T["ventricle"]).mean() > 0.5
+        else:
+            _, yy, xx = np.nonzero(inside)
+            assert np.all(np.abs(np.asarray(sides, float)) <= 1)
+            # pineal and falx sit on the midline: within ~6 mm of the midsagittal plane
+            mid_cols = [np.nonzero(c.hemisphere[y] == 0)[0] for y in yy]
+            off = [np.abs(x - cols).min() * c.volume.spacing[2] if cols.size else 0 for x, cols in zip(xx, mid_cols)]
+            assert np.max(off) <= 6.0
+    assert len(kinds) >= 2
+
+
+def test_metal_saturates_with_streaks_and_sets_no_label():
+    c, plain = case(61, "none", mimic="metal"), case(61, "none")
+    assert c.mimic_detail.startswith("metal:")
+    assert not any(l["ANY"] for l in c.slice_labels)
+    sat = c.volume.hu == 3071
+    assert sat.any()
+    k = int(np.argmax(sat.sum(axis=(1, 2))))
+    brain = np.isin(c.tissue[k], [T["grey_matter"], T["white_matter"], T["csf"], T["ventricle"], T["deep_grey_nuclei"]])
+    diff = c.volume.hu[k].astype(float) - plain.volume.hu[k]
+    assert np.abs(diff[brain]).mean() > 10  # streaks cross the brain on the metal's slice
+    assert (diff[brain] > 50).any() and (diff[brain] < -50).any()  # bright and dark
+
+
+def test_beam_hardening_is_in_the_posterior_fossa_and_sets_no_label():
+    c, plain = case(62, "none", mimic="beam-hardening"), case(62, "none")
+    assert not any(l["ANY"] for l in c.slice_labels)
+    new = (c.volume.hu >= 100) & (plain.volume.hu < 100)
+    pf = np.isin(c.tissue, [T["cerebellum"], T["brainstem"]])
+    assert (new & pf).sum() > 5
+    assert not (new & np.isin(c.tissue, [T["white_matter"], T["grey_matter"]]))[c.volume.n_slices // 2 :].any()
+
+
+# ----------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"subtype": "XYZ"}, "subtype"),
+        ({"volume_ml": -1.0}, "volume_ml"),
+        ({"volume_ml": 500.0}, "volume_ml"),
+        ({"subtype": "none", "volume_ml": 2.0}, "none"),
+        ({"mimic": "plastic"}, "mimic"),
+        ({"slice_mm": 0.1}, "slice_mm"),
+        ({"age": "elderly"}, "age"),
+        ({"matrix": 8}, "matrix"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        generate_case(1, **kwargs)

@@ -1,0 +1,147 @@
+"""Tests of the AI widgets and worker bridge on their own: messages, settings, strip, colour map, controller lifecycle."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from inference_fixtures import add_member, make_volume, write_manifest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
+
+from ichviewer.inference import EnsembleNotFoundError, ModelContractError
+from ichviewer.qt.attention_overlay import ALPHA_FLOOR, attention_rgba, colormap_lut
+from ichviewer.qt.findings_panel import FindingsPanel
+from ichviewer.qt.inference_controller import InferenceController, describe_inference_error, provider_display_name
+from ichviewer.qt.inference_settings import INFERENCE_SETTINGS_FILE, InferenceSettings
+from ichviewer.qt.slice_plot import PositiveSliceStrip
+
+pytestmark = pytest.mark.gui
+WAIT_MS = 20000
+
+
+def test_error_messages_are_in_words_a_radiologist_can_act_on():
+    damaged = ModelContractError("alpha", "/m/alpha.onnx", "SHA-256 mismatch: manifest says aa, file has bb")
+    assert describe_inference_error(damaged) == (
+        "The AI models could not be loaded: model 'alpha' file is damaged (checksum mismatch). Reading continues without AI."
+    )
+    missing = ModelContractError("beta", "/m/beta.onnx", "model file is missing")
+    assert "model 'beta' file is missing" in describe_inference_error(missing)
+    assert describe_inference_error(EnsembleNotFoundError(None, "no models")).startswith(
+        "No AI models installed (models/default missing)."
+    )
+    oom = describe_inference_error(MemoryError())
+    assert "ran out of memory" in oom and oom.endswith("Reading continues without AI.")
+    failure = describe_inference_error(RuntimeError("CUDA failure 2: out of device memory\ntrace"), provider="CUDAExecutionProvider")
+    assert failure == "The AI analysis failed on GPU (CUDA): CUDA failure 2: out of device memory. Reading continues without AI."
+
+
+def test_provider_names_never_claim_a_gpu_for_the_cpu():
+    assert provider_display_name("CPUExecutionProvider") == "CPU"
+    assert provider_display_name("CUDAExecutionProvider, CPUExecutionProvider") == "GPU (CUDA), CPU"
+    assert provider_display_name("") == "unknown"
+
+
+def test_settings_round_trip_and_a_damaged_file_falls_back_to_defaults(tmp_path):
+    s = InferenceSettings(auto_infer=False, providers="cpu")
+    s.save(tmp_path)
+    assert InferenceSettings.load(tmp_path) == s
+    (tmp_path / INFERENCE_SETTINGS_FILE).write_text("{not json", "utf-8")
+    assert InferenceSettings.load(tmp_path) == InferenceSettings()
+    (tmp_path / INFERENCE_SETTINGS_FILE).write_text(json.dumps({"providers": "quantum"}), "utf-8")
+    assert InferenceSettings.load(tmp_path).providers == "auto"
+    with pytest.raises(ValueError, match="providers must be one of"):
+        InferenceSettings(providers="quantum")
+
+
+def test_overlay_colours_are_transparent_below_the_floor_and_opaque_at_the_peak():
+    lut = colormap_lut("turbo")
+    assert lut.shape == (256, 4) and lut.dtype == np.uint8
+    m = np.array([[0.0, ALPHA_FLOOR * 0.9], [0.6, 1.0]])
+    rgba = attention_rgba(m, lut)
+    assert rgba.shape == (2, 2, 4)
+    assert rgba[0, 0, 3] == 0 and rgba[0, 1, 3] == 0
+    assert 0 < rgba[1, 0, 3] < 255 and rgba[1, 1, 3] == 255
+    assert rgba[1, 1, 0] > rgba[1, 1, 2]  # hot is red, not blue (Lee et al. Fig. 2b)
+
+
+def test_strip_maps_slices_to_ticks_both_ways(qtbot):
+    strip = PositiveSliceStrip(Qt.Orientation.Vertical, inverted=True)
+    qtbot.addWidget(strip)
+    strip.resize(8, 200)
+    strip.set_n_slices(10)
+    strip.set_positive([0, 7])
+    # Slice 1 at the bottom (inverted), the last at the top.
+    assert strip.position_of(0) > strip.position_of(9)
+    for i in range(10):
+        assert strip.index_at(strip.position_of(i)) == i
+    with qtbot.waitSignal(strip.sig_slice_clicked) as blocker:
+        QTest.mouseClick(strip, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(4, int(strip.position_of(7))))
+    assert blocker.args == [7]
+    strip.grab()  # paints without error
+
+
+def test_panel_shows_unavailable_models_and_selection_does_not_loop(qtbot):
+    panel = FindingsPanel()
+    qtbot.addWidget(panel)
+    panel.show_unavailable("No AI models installed (models/default missing)")
+    assert panel.status.text().startswith("No AI models installed (models/default missing)")
+    assert not panel.run_button.isEnabled()
+    emitted: list[str] = []
+    panel.sig_label_selected.connect(emitted.append)
+    panel.set_selected_label("SAH")  # from elsewhere: shown, not echoed
+    assert emitted == [] and panel.selected_label == "SAH"
+    panel.select_label("EDH")  # by the reader
+    assert emitted == ["EDH"]
+
+
+def _tiny_ensemble(directory):
+    e, _ = add_member(directory, "solo", seed=3)
+    write_manifest(directory, [e])
+    return directory
+
+
+def test_controller_caches_the_ensemble_and_shuts_down_within_its_bound(qtbot, tmp_path):
+    ens = _tiny_ensemble(tmp_path / "ens")
+    controller = InferenceController(ens, chunk=1)
+    rng = np.random.default_rng(0)
+    vol = make_volume(rng.integers(-50, 80, size=(6, 16, 16)).astype(np.int16))
+    with qtbot.waitSignal(controller.sig_finished, timeout=WAIT_MS):
+        controller.open_volume(vol)
+    loaded = controller.cache.peek(ens)
+    assert loaded is not None and controller.ensemble is loaded
+    with qtbot.waitSignal(controller.sig_finished, timeout=WAIT_MS) as blocker:
+        controller.start()  # the same study again: no reload
+    assert controller.cache.peek(ens) is loaded
+    assert blocker.args[1].n_slices == 6 and np.isfinite(blocker.args[1].slice_probabilities).all()
+
+    big = make_volume(rng.integers(-50, 80, size=(300, 16, 16)).astype(np.int16))
+    late: list[int] = []
+    controller.sig_finished.connect(lambda rid, _r: late.append(rid))
+    controller.sig_slices_updated.connect(lambda rid, *_: late.append(rid))
+    controller.open_volume(big)
+    assert controller.shutdown(5000)
+    qtbot.wait(20)
+    assert late == []  # nothing of the cancelled study reaches the GUI after shutdown
+    assert controller.open_volume(vol) == 0  # closed controllers start nothing
+
+
+def test_attention_failure_is_reported_once_per_study(qtbot, tmp_path):
+    d = tmp_path / "nocam"
+    e, _ = add_member(d, "plain", cam=False)
+    write_manifest(d, [e])
+    controller = InferenceController(d)
+    errors: list[str] = []
+    controller.sig_error.connect(errors.append)
+    vol = make_volume(np.zeros((4, 16, 16), dtype=np.int16))
+    controller.open_volume(vol, run=False)
+    for z in (0, 1):
+        with qtbot.waitSignal(controller.sig_attention_failed, timeout=WAIT_MS) as blocker:
+            controller.request_attention(z, "ANY")
+        assert "no member has a CAM head" in blocker.args[1]
+    assert errors == [
+        "Attention maps are not available: no member has a CAM head, so there are no attention maps. "
+        "The findings are not affected."
+    ]
+    assert controller.shutdown(5000)

@@ -1,0 +1,199 @@
+"""GUI tests of the review widgets: a read saved by keyboard lands in the SQLite file; worklist; reader dialog."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtWidgets import QApplication, QDialogButtonBox  # noqa: E402
+from review_fixtures import seed, series_uid  # noqa: E402
+
+from ichviewer.qt.review_widgets import AdjudicationPanel, ReaderIdentityDialog, WorklistPanel  # noqa: E402
+from ichviewer.review import Read, ReviewStore  # noqa: E402
+
+pytestmark = pytest.mark.gui
+CTRL = Qt.KeyboardModifier.ControlModifier
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with ReviewStore(tmp_path / "review.sqlite", actor="tester", busy_timeout_ms=200) as s:
+        yield s
+
+
+def _show(qtbot, widget) -> None:
+    qtbot.addWidget(widget)
+    widget.show()
+    qtbot.waitExposed(widget)
+    widget.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is widget)
+
+
+@pytest.fixture
+def panel(qtbot, store: ReviewStore) -> AdjudicationPanel:
+    p = AdjudicationPanel(store)
+    p.set_reader(store.add_reader("Dr Keyboard", "attending"))
+    p.set_case(series_uid(1), study_uid="1.2.3", ai_findings={"ANY": 0.82, "SDH": 0.77}, description="Head CT")
+    _show(qtbot, p)
+    return p
+
+
+def test_read_entered_and_submitted_by_keyboard_is_in_the_file(qtbot, panel: AdjudicationPanel,
+                                                               store: ReviewStore) -> None:
+    panel.status_boxes["ANY"].setFocus()
+    qtbot.keyClick(panel.status_boxes["ANY"], Qt.Key.Key_P)           # present
+    qtbot.keyClick(panel.status_boxes["SDH"], Qt.Key.Key_U)           # uncertain
+    for _ in range(4):
+        qtbot.keyClick(panel.confidence_boxes["ANY"], Qt.Key.Key_Up)  # confidence 4
+    qtbot.keyClick(panel.ai_boxes["ANY"], Qt.Key.Key_A)               # accept the AI's ANY
+    qtbot.keyClick(panel.ai_boxes["SDH"], Qt.Key.Key_S)               # supplement the SDH finding
+    panel.note_edit.setFocus()
+    qtbot.keyClicks(panel.note_edit, "thin left SDH")
+    # Ctrl+Enter from inside the note box submits (the text box does not swallow it).
+    with qtbot.waitSignal(panel.sig_read_saved, timeout=5000) as saved:
+        qtbot.keyClick(panel.note_edit, Qt.Key.Key_Return, CTRL)
+    read_id = saved.args[0]
+    conn = sqlite3.connect(store.path)  # another connection: the read is committed
+    row = conn.execute("SELECT series_uid, any_status, sdh_status, any_confidence, any_ai, sdh_ai, note,"
+                       " created_by FROM reads WHERE id = ?", (read_id,)).fetchone()
+    conn.close()
+    assert row == (series_uid(1), "present", "uncertain", 4, "accept", "supplement", "thin left SDH",
+                   "Dr Keyboard")
+    assert f"#{read_id}" in panel.message_text()
+    # Pressing Ctrl+Enter again on the unchanged form does not log a duplicate.
+    with qtbot.assertNotEmitted(panel.sig_read_saved):
+        qtbot.keyClick(panel.note_edit, Qt.Key.Key_Return, CTRL)
+    assert store.read_count() == 1 and "Already saved" in panel.message_text()
+    # A changed verdict is a new read (reads are append-only; the newest counts).
+    qtbot.keyClick(panel.status_boxes["SDH"], Qt.Key.Key_Up)  # uncertain -> absent
+    assert panel.status_boxes["SDH"].currentText() == "absent"
+    with qtbot.waitSignal(panel.sig_read_saved, timeout=5000):
+        qtbot.keyClick(panel.status_boxes["SDH"], Qt.Key.Key_Return, CTRL)
+    assert store.read_count() == 2 and store.reads()[-1]["sdh_status"] == "absent"
+
+
+def test_failed_save_shows_error_and_keeps_values_then_saves(qtbot, panel: AdjudicationPanel,
+                                                             store: ReviewStore) -> None:
+    panel.set_status("ANY", "absent")
+    panel.note_edit.setPlainText("no bleed")
+    # Another process holds the write lock longer than this store's busy timeout.
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    with qtbot.waitSignal(panel.sig_save_failed, timeout=5000):
+        qtbot.keyClick(panel.status_boxes["ANY"], Qt.Key.Key_Return, CTRL)
+    assert "Not saved" in panel.message_text() and "locked" in panel.message_text()
+    assert panel.status_boxes["ANY"].currentText() == "absent"
+    assert panel.note_edit.toPlainText() == "no bleed"
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    with qtbot.waitSignal(panel.sig_read_saved, timeout=5000) as saved:
+        qtbot.keyClick(panel.status_boxes["ANY"], Qt.Key.Key_Enter, CTRL)  # keypad Enter works too
+    assert store.reads()[0]["id"] == saved.args[0] and store.reads()[0]["note"] == "no bleed"
+
+
+def test_read_without_any_is_refused_and_nothing_is_written(qtbot, panel: AdjudicationPanel,
+                                                            store: ReviewStore) -> None:
+    panel.set_status("SDH", "present")
+    with qtbot.waitSignal(panel.sig_save_failed, timeout=5000):
+        qtbot.keyClick(panel.status_boxes["SDH"], Qt.Key.Key_Return, CTRL)
+    assert "ANY" in panel.message_text()
+    assert panel.status_boxes["SDH"].currentText() == "present"
+    assert store.read_count() == 0
+
+
+def test_worklist_counts_filters_and_opens_a_study_by_keyboard(qtbot, store: ReviewStore, tmp_path: Path) -> None:
+    uids = [series_uid(i) for i in range(4)]
+    seed(store, tmp_path, dict(zip(uids, [1, 1, 0, 0])), dict(zip(uids, [0.3, 0.9, 0.5, 0.1])))
+    me = store.add_reader("Dr Me", "resident")
+    store.log_read(me, Read(uids[1], {"ANY": "absent"}))
+    w = WorklistPanel(store)
+    w.set_reader(me)
+    _show(qtbot, w)
+    assert w.counts() == {"ai": 2, "human": 1, "discordant": 1}
+    assert w.tabs.tabText(0) == "Difficult for AI (2)"
+    assert {it.series_uid for it in w.shown_items()} == {uids[0], uids[2]}
+    w.reference_filter.setCurrentText("Labelled negative")
+    assert [it.series_uid for it in w.shown_items()] == [uids[2]]
+    w.reference_filter.setCurrentText("All")
+    w.set_kind("discordant")
+    assert [it.series_uid for it in w.shown_items()] == [uids[1]]
+    w.set_kind("ai")
+    w.table.setFocus()
+    w.table.setCurrentCell(0, 0)
+    with qtbot.waitSignal(w.sig_open_study, timeout=5000) as opened:
+        qtbot.keyClick(w.table, Qt.Key.Key_Return)
+    first = w.shown_items()[0]
+    assert opened.args == [first.series_uid, f"/data/ct/{first.series_uid}"]
+    with qtbot.waitSignal(w.sig_open_study, timeout=5000) as opened:
+        assert w.open_next()
+    assert opened.args[0] == w.shown_items()[1].series_uid
+    assert not w.open_next()
+
+
+def test_reader_dialog_records_name_and_role(qtbot, store: ReviewStore) -> None:
+    d = ReaderIdentityDialog(store)
+    qtbot.addWidget(d)
+    ok = d.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    assert not ok.isEnabled()
+    qtbot.keyClicks(d.name_edit, "Dr New")
+    d.role_box.setCurrentText("panel")
+    assert ok.isEnabled()
+    qtbot.mouseClick(ok, Qt.MouseButton.LeftButton)
+    assert d.result() == d.DialogCode.Accepted
+    assert d.selected_reader.name == "Dr New" and store.reader("Dr New").role == "panel"
+
+
+def test_panel_member_votes_blinded_by_keyboard_then_sees_the_rest(qtbot, store: ReviewStore, tmp_path: Path) -> None:
+    from ichviewer.qt.review_widgets import PanelVotePanel
+    from ichviewer.review import add_member, cast_vote, create_panel
+
+    uids = [series_uid(i) for i in range(2)]
+    seed(store, tmp_path, dict(zip(uids, [1, 0])), dict(zip(uids, [0.3, 0.8])))
+    panel = create_panel(store, "AI review", queue="ai")
+    for name in ("E1", "E2"):
+        add_member(store, panel.id, name)
+    cast_vote(store, panel.id, "E1", uids[0], "absent", note="calcification")
+    w = PanelVotePanel(store, panel.id, "E2")
+    _show(qtbot, w)
+    w.cases.setFocus()
+    row = next(r for r in range(w.cases.rowCount()) if w.cases.item(r, 0).text() == uids[0])
+    w.cases.setCurrentCell(row, 0)
+    with qtbot.waitSignal(w.sig_open_study, timeout=5000) as opened:
+        qtbot.keyClick(w.cases, Qt.Key.Key_Return)
+    assert opened.args[0] == w.current_series() == uids[0]
+    assert "Blinded" in w.revealed.text() and "0.3" not in w.revealed.text()
+    qtbot.keyClick(w.vote_boxes["ANY"], Qt.Key.Key_P)
+    with qtbot.waitSignal(w.sig_vote_saved, timeout=5000):
+        qtbot.keyClick(w.vote_boxes["ANY"], Qt.Key.Key_Return, CTRL)
+    votes = store.conn.execute("SELECT rd.name, v.value FROM votes v JOIN readers rd ON rd.id = v.reader_id"
+                               " WHERE v.series_uid = ? ORDER BY v.id", (w.current_series(),)).fetchall()
+    assert votes[-1] == ("E2", "present")
+    assert "E1 ANY absent" in w.revealed.text() and "Model: ANY 0.30" in w.revealed.text()
+    assert not w.save_button.isEnabled()  # votes are final
+
+
+def test_dashboard_shows_accuracy_before_and_after_amendment(qtbot, store: ReviewStore, tmp_path: Path) -> None:
+    from ichviewer.qt.review_widgets import ReviewDashboard
+    from ichviewer.review import add_member, cast_vote, close_panel, create_panel
+
+    uid = series_uid(0)
+    seed(store, tmp_path, {uid: 0}, {uid: 0.8})
+    panel = create_panel(store, "AI review", queue="ai")
+    for i in range(3):
+        add_member(store, panel.id, f"E{i}")
+        cast_vote(store, panel.id, f"E{i}", uid, "present")
+    close_panel(store, panel.id)
+    d = ReviewDashboard(store)
+    _show(qtbot, d)
+    model = d.rows()[-1]
+    assert model[0] == "Model" and model[1]["accuracy"] == 0.0 and model[2]["accuracy"] == 1.0
+    d.scope.setCurrentIndex(1)
+    assert "Fleiss" in d.summary.text() and "1 amended" in d.summary.text()
+    assert [r[0] for r in d.rows()] == ["E0", "E1", "E2", "Model"]
+    assert d.table.item(3, 4).text() == "0.000" and d.table.item(3, 8).text() == "1.000"

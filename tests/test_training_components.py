@@ -1,0 +1,295 @@
+"""Training recipe parts: Lee et al. Eq. 2-3 weights, Eq. 4 interpolation, augmentation, networks, data sources."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ichviewer import LABELS
+from ichviewer.core.phantom import generate_case
+from ichviewer.training.augmentation import (
+    AugmentParams,
+    augment_images,
+    draw_augmentation,
+    draw_beta,
+    interpolate_slices,
+    median3x3,
+    translation_px,
+)
+from ichviewer.training.data import (
+    SPLITS,
+    CaseRecord,
+    SliceCache,
+    TrainingDataError,
+    build_dicom_cache,
+    build_phantom_cache,
+    plan_phantom_cases,
+    read_training_labels,
+    split_by_patient,
+)
+from ichviewer.training.losses import class_weights, weighted_bce
+from ichviewer.training.networks import FAMILIES, build_network
+
+
+# --------------------------------------------------------------------------- Eq. 2-3
+
+
+def test_class_weights_match_lee_eq3_by_hand():
+    # 10 slices: IPH 2 positives, IVH 5, SDH 1, EDH none, SAH 9, ANY 6.
+    y = np.zeros((10, 6))
+    y[:2, 0] = 1
+    y[:5, 1] = 1
+    y[:1, 2] = 1
+    y[:9, 4] = 1
+    y[:6, 5] = 1
+    ap, an = class_weights(y)
+    # alpha_P = (|P|+|N|) / (2|P|), alpha_N = (|P|+|N|) / (2|N|)
+    assert ap[0] == pytest.approx(10 / 4) and an[0] == pytest.approx(10 / 16)
+    assert ap[1] == pytest.approx(1.0) and an[1] == pytest.approx(1.0)
+    assert ap[2] == pytest.approx(10 / 2) and an[2] == pytest.approx(10 / 18)
+    assert ap[4] == pytest.approx(10 / 18) and an[4] == pytest.approx(10 / 2)
+    assert ap[5] == pytest.approx(10 / 12) and an[5] == pytest.approx(10 / 8)
+    # no positive EDH: Eq. 3 is undefined, both weights fall back to 1
+    assert ap[3] == 1.0 and an[3] == 1.0
+
+
+def test_weighted_bce_is_lee_eq2_summed_over_labels():
+    logits = torch.tensor([[0.3, -1.2, 2.0, 0.0, -0.5, 1.0]])
+    targets = torch.tensor([[1.0, 0.0, 1.0, 0.0, 0.6, 1.0]])  # 0.6: an Eq. 4 soft label
+    ap = torch.tensor([2.0, 1.0, 3.0, 1.0, 1.5, 0.8])
+    an = torch.tensor([0.5, 1.0, 0.6, 1.0, 0.7, 1.2])
+    p = 1 / (1 + np.exp(-logits.numpy()[0]))
+    t, a_p, a_n = targets.numpy()[0], ap.numpy(), an.numpy()
+    by_hand = -np.sum(a_p * t * np.log(p) + a_n * (1 - t) * np.log(1 - p))
+    assert float(weighted_bce(logits, targets, ap, an)) == pytest.approx(by_hand, rel=1e-5)
+
+
+# --------------------------------------------------------------------------- Eq. 4
+
+
+def test_slice_interpolation_images_and_labels_follow_eq4():
+    rng = np.random.default_rng(1)
+    x, lo, hi = (rng.random((2, 3, 4, 4)).astype(np.float32) for _ in range(3))
+    y = np.array([[1, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0]], np.float32)
+    y_lo = np.array([[0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 1]], np.float32)
+    y_hi = np.array([[1, 0, 0, 0, 1, 1], [0, 1, 0, 0, 0, 1]], np.float32)
+    beta, beta2 = 0.7, 0.9
+    imgs, labs = interpolate_slices(x, y, lo, y_lo, hi, y_hi, np.array([False, True]), beta, beta2)
+    assert imgs.shape == (6, 3, 4, 4) and labs.shape == (6, 6)
+    np.testing.assert_array_equal(imgs[:2], x)
+    np.testing.assert_allclose(imgs[2], beta * x[0] + (1 - beta) * lo[0], rtol=1e-6)
+    np.testing.assert_allclose(imgs[4], beta * x[0] + (1 - beta) * hi[0], rtol=1e-6)
+    np.testing.assert_allclose(labs[2], beta * y[0] + (1 - beta) * y_lo[0], rtol=1e-6)
+    np.testing.assert_allclose(labs[4], beta * y[0] + (1 - beta) * y_hi[0], rtol=1e-6)
+    # an end slice: its two interpolations use two different ratios
+    np.testing.assert_allclose(imgs[3], beta * x[1] + (1 - beta) * lo[1], rtol=1e-6)
+    np.testing.assert_allclose(imgs[5], beta2 * x[1] + (1 - beta2) * hi[1], rtol=1e-6)
+    np.testing.assert_allclose(labs[5], beta2 * y[1] + (1 - beta2) * y_hi[1], rtol=1e-6)
+
+
+def test_beta_is_drawn_strictly_inside_half_to_one():
+    rng = np.random.default_rng(0)
+    betas = np.array([draw_beta(rng) for _ in range(2000)])
+    assert betas.min() > 0.5 and betas.max() < 1.0
+    assert betas.std() > 0.1  # spread over the range, not a constant
+
+
+def _cache(n_per_case: list[int]) -> SliceCache:
+    n = sum(n_per_case)
+    cases, start = [], 0
+    for i, k in enumerate(n_per_case):
+        cases.append(CaseRecord(f"c{i}", start, start + k, [0] * 6))
+        start += k
+    lab = np.zeros((n, 6), np.float32)
+    return SliceCache(np.zeros((n, 3, 4, 4), np.uint8), lab, np.ones_like(lab), cases, 4)
+
+
+def test_neighbours_stay_inside_each_case_and_ends_reuse_their_neighbour():
+    cache = _cache([3, 4])
+    lower, upper, edge = cache.neighbours(np.arange(7))
+    # case 0 = rows 0..2, case 1 = rows 3..6; no neighbour crosses from one case to the other
+    np.testing.assert_array_equal(lower, [1, 0, 1, 4, 3, 4, 5])
+    np.testing.assert_array_equal(upper, [1, 2, 1, 4, 5, 6, 5])
+    np.testing.assert_array_equal(edge, [True, False, True, True, False, False, True])
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def _head_like(n: int = 4, size: int = 32) -> torch.Tensor:
+    yy, xx = np.mgrid[:size, :size]
+    disk = (((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size / 3) ** 2).astype(np.float32)
+    img = np.stack([disk * 0.5, disk * 0.8, disk]).astype(np.float32)
+    return torch.from_numpy(np.repeat(img[None], n, axis=0))
+
+
+def test_augmentation_keeps_shape_and_range_and_moves_the_head():
+    x = _head_like(64)
+    params = draw_augmentation(64, 32, np.random.default_rng(3))
+    assert set(np.unique(params.rotation_deg)) <= set(range(-10, 11))
+    assert params.scale.min() >= 0.9 and params.scale.max() <= 1.0
+    assert np.abs(params.shift_px).max() <= translation_px(32)
+    out = augment_images(x, params)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0 + 1e-6
+    moved = [not torch.allclose(out[i], x[i], atol=1e-3) for i in range(64)]
+    assert sum(moved) > 48  # most draws change the image
+
+
+def test_identity_augmentation_is_identity_and_shift_moves_content():
+    x = _head_like(2)
+    ident = AugmentParams(np.zeros(2), np.ones(2), np.zeros((2, 2)), np.zeros(2, bool))
+    torch.testing.assert_close(augment_images(x, ident), x, atol=1e-5, rtol=0)
+    shift = AugmentParams(np.zeros(2), np.ones(2), np.array([[2.0, 0.0], [0.0, 3.0]]), np.zeros(2, bool))
+    out = augment_images(x, shift)
+    torch.testing.assert_close(out[0, :, :, 2:], x[0, :, :, :-2], atol=1e-5, rtol=0)  # +x moves right
+    torch.testing.assert_close(out[1, :, 3:, :], x[1, :, :-3, :], atol=1e-5, rtol=0)  # +y moves down
+    # scale 0.9 shrinks the head: fewer bright pixels
+    small = augment_images(x, AugmentParams(np.zeros(2), np.full(2, 0.9), np.zeros((2, 2)), np.zeros(2, bool)))
+    assert float(small.sum()) < 0.9 * float(x.sum())
+
+
+def test_translation_scales_with_input_size():
+    assert translation_px(512) == 12 and translation_px(128) == 3 and translation_px(160) == 4
+
+
+def test_median_filter_removes_salt_noise_and_keeps_flat_regions():
+    img = torch.full((1, 3, 8, 8), 0.4)
+    noisy = img.clone()
+    noisy[0, :, 3, 4] = 1.0
+    torch.testing.assert_close(median3x3(noisy), img)
+
+
+# --------------------------------------------------------------------------- networks
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_networks_end_in_gap_linear_six_logits(family):
+    net = build_network(family, width=4).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        logits, feats = net(x)
+        assert logits.shape == (2, len(LABELS))
+        assert feats.ndim == 4 and feats.shape[1] == net.classifier.in_features
+        # logits are exactly linear(GAP(features)): what CAM (Lee et al. Eq. 5) relies on
+        torch.testing.assert_close(logits, net.classifier(feats.mean(dim=(2, 3))))
+
+
+def test_unknown_family_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="vgg, resnet, inception, mobilenet"):
+        build_network("alexnet")
+
+
+# --------------------------------------------------------------------------- phantom plans
+
+
+def test_phantom_splits_never_share_a_case_and_cover_the_mix():
+    plans = {s: plan_phantom_cases(40, s, seed=0) for s in SPLITS}
+    seeds = {s: {p.seed for p in ps} for s, ps in plans.items()}
+    assert not (seeds["train"] & seeds["validation"]) and not (seeds["train"] & seeds["test"])
+    assert not (seeds["validation"] & seeds["test"])
+    other_run = {p.seed for p in plan_phantom_cases(40, "train", seed=1)}
+    assert not (other_run & seeds["train"])
+    train = plans["train"]
+    assert {p.subtype for p in train} >= {"IPH", "IVH", "SDH", "EDH", "SAH", "mixed", "none"}
+    assert {p.mimic for p in train if p.subtype == "none"} >= {"calcification", "metal", "beam-hardening"}
+    assert {p.age for p in train} == {"adult", "child"} and {p.slice_mm for p in train} == {1.0, 5.0}
+    assert sum(p.subtype != "none" for p in train) == 20  # balanced
+    assert plan_phantom_cases(40, "train", seed=0) == train  # reproducible
+
+
+def test_phantom_cache_matches_the_phantom_labels_and_inference_preprocessing():
+    from ichviewer.core.windowing import LEE_WINDOWS
+    from ichviewer.inference.preprocessing import geometry_for, preprocess_slices
+
+    plans = [p for p in plan_phantom_cases(3, "train", seed=7)]
+    cache = build_phantom_cache(plans, input_size=32, matrix=64)
+    assert [c.case_id for c in cache.cases] == [f"phantom-{p.seed}" for p in plans]
+    case = generate_case(plans[0].seed, subtype=plans[0].subtype, mimic=plans[0].mimic, matrix=64)
+    c0 = cache.cases[0]
+    assert c0.n_slices == case.volume.n_slices
+    expected_labels = np.array([[d[lab] for lab in LABELS] for d in case.slice_labels])
+    np.testing.assert_array_equal(cache.labels[c0.start : c0.stop], expected_labels)
+    x = preprocess_slices(case.volume.hu, geometry_for(case.volume, (32, 32)), LEE_WINDOWS)
+    # the cache holds the engine's own model inputs, quantised to 8 bits like the paper's window images
+    assert np.abs(cache.float_images(np.arange(c0.start, c0.stop)) - x).max() <= 0.5 / 255 + 1e-6
+    assert cache.cases[0].labels == list(expected_labels.max(axis=0))
+
+
+# --------------------------------------------------------------------------- DICOM + CSV
+
+
+def _write_studies(tmp_path: Path, seeds_subtypes) -> tuple[Path, list]:
+    from ichviewer.commands.phantom import write_phantom
+
+    root = tmp_path / "dicom"
+    cases = []
+    for seed, subtype in seeds_subtypes:
+        case = generate_case(seed, subtype=subtype, matrix=64)
+        write_phantom(root / f"case{seed}", case)
+        cases.append(case)
+    return root, cases
+
+
+def test_dicom_folder_with_per_slice_csv_trains_on_slice_labels(tmp_path):
+    root, cases = _write_studies(tmp_path, [(11, "SDH"), (12, "none")])
+    csv_path = tmp_path / "labels.csv"
+    lines = ["Series_UID,slice_index,ANY,IPH,IVH,SDH,EDH,SAH"]
+    for case in cases:
+        for i, d in enumerate(case.slice_labels):
+            lines.append(",".join([case.volume.series_uid, str(i)] + [str(d[k]) for k in ("ANY", "IPH", "IVH", "SDH", "EDH", "SAH")]))
+    csv_path.write_text("\n".join(lines) + "\n")
+    cache = build_dicom_cache(root, csv_path, input_size=32)
+    assert cache.slice_labelled and len(cache.cases) == 2
+    by_uid = {c.case_id: c for c in cache.cases}
+    for case in cases:
+        rec = by_uid[case.volume.series_uid]
+        expected = np.array([[d[lab] for lab in LABELS] for d in case.slice_labels])
+        np.testing.assert_array_equal(cache.labels[rec.start : rec.stop], expected)
+
+
+def test_dicom_folder_with_study_csv_is_study_labelled_and_subtypes_unknown(tmp_path):
+    root, cases = _write_studies(tmp_path, [(21, "IPH")])
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text(f"study_uid,any\n{cases[0].volume.study_uid},1\n")
+    cache = build_dicom_cache(root, csv_path, input_size=32)
+    assert not cache.slice_labelled
+    assert cache.cases[0].labels[LABELS.index("ANY")] == 1
+    np.testing.assert_array_equal(cache.known[0], [0, 0, 0, 0, 0, 1])  # only ANY is known
+
+
+def test_labels_csv_errors_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "l.csv"
+    bad.write_text("series_uid,slice_index,any\n1.2.3,0,1\n1.2.3,x,0\n")
+    with pytest.raises(TrainingDataError, match=r"l\.csv, line 3, column slice_index"):
+        read_training_labels(bad)
+    bad.write_text("series_uid,iph\n1.2.3,1\n")
+    with pytest.raises(TrainingDataError, match="no 'any' column"):
+        read_training_labels(bad)
+    bad.write_text("series_uid,any\n1.2.3,2\n")
+    with pytest.raises(TrainingDataError, match="expected 0 or 1"):
+        read_training_labels(bad)
+
+
+def test_split_by_patient_keeps_each_patient_in_one_split():
+    n_cases = 40
+    cases, start = [], 0
+    for i in range(n_cases):
+        lab = [0] * 5 + [i % 2]
+        cases.append(CaseRecord(f"s{i}", start, start + 2, lab, patient_id=f"p{i // 2}"))
+        start += 2
+    lab = np.zeros((start, 6), np.float32)
+    cache = SliceCache(np.zeros((start, 3, 4, 4), np.uint8), lab, np.ones_like(lab), cases, 4)
+    parts = split_by_patient(cache, seed=0)
+    owners = {}
+    for split, part in parts.items():
+        for c in part.cases:
+            owners.setdefault(c.patient_id, set()).add(split)
+    assert all(len(s) == 1 for s in owners.values())
+    assert sum(len(p.cases) for p in parts.values()) == n_cases
+    assert len(parts["train"].cases) > len(parts["validation"].cases) > 0
+    assert math.isclose(sum(len(p.cases) for p in parts.values()), n_cases)

@@ -1,0 +1,178 @@
+"""Training recipe end to end: loss goes down on phantoms, ONNX export matches PyTorch, resume, inference round trip, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ichviewer import LABELS
+from ichviewer.core.phantom import generate_case
+from ichviewer.training.data import build_phantom_cache, plan_phantom_cases
+from ichviewer.training.export import ExportMismatchError, export_member, verify_onnx
+from ichviewer.training.losses import class_weights, weighted_bce
+from ichviewer.training.networks import build_network
+from ichviewer.training.trainer import CheckpointError, TrainConfig, predict_slices, train_member
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def phantom_caches():
+    """Tiny phantom train/validation caches (64-pixel phantoms, 32-pixel inputs), generated once."""
+    train = build_phantom_cache(plan_phantom_cases(6, "train", seed=3), SIZE, matrix=64)
+    val = build_phantom_cache(plan_phantom_cases(4, "validation", seed=3), SIZE, matrix=64)
+    return train, val
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(name="t", family="resnet", width=4, input_size=SIZE, epochs=2, batch_size=8, steps_per_epoch=4, lr=1e-2, seed=5, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_a_few_training_steps_reduce_the_weighted_loss_on_phantom_slices(phantom_caches):
+    train, _ = phantom_caches
+    torch.manual_seed(0)
+    net = build_network("vgg", width=4)
+    any_col = train.labels[:, LABELS.index("ANY")]
+    rows = np.concatenate([np.flatnonzero(any_col > 0)[:8], np.flatnonzero(any_col == 0)[::7][:8]])
+    x = torch.from_numpy(train.float_images(rows))
+    y = torch.from_numpy(train.labels[rows])
+    ap, an = (torch.as_tensor(a, dtype=torch.float32) for a in class_weights(train.labels))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    net.train()
+    losses = []
+    for _ in range(30):
+        loss = weighted_bce(net(x)[0], y, ap, an)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    before, after = losses[0], float(np.mean(losses[-3:]))
+    assert after < 0.7 * before
+
+
+def test_export_matches_pytorch_and_a_wrong_model_is_caught(tmp_path, phantom_caches):
+    _, val = phantom_caches
+    torch.manual_seed(1)
+    net = build_network("inception", width=4).eval()
+    spec, check = export_member(net, tmp_path, "inc", SIZE, val.float_images(np.arange(4)), interpolation_degree=3)
+    assert check.max_logit_diff <= 1e-4 and check.n_images == 6
+    assert (tmp_path / spec.file).is_file() and (tmp_path / spec.cam_weights_file).is_file()
+    with np.load(tmp_path / spec.cam_weights_file) as z:
+        np.testing.assert_allclose(z["weight"], net.classifier.weight.detach().numpy())
+    other = build_network("inception", width=4).eval()  # different random weights
+    with pytest.raises(ExportMismatchError, match="differs from PyTorch"):
+        verify_onnx(other, tmp_path / spec.file, val.float_images(np.arange(4)))
+
+
+def test_resume_continues_from_the_checkpoint_to_the_same_weights(tmp_path, phantom_caches):
+    train, val = phantom_caches
+    full = train_member(_config(), train, val, tmp_path / "a.pt")
+    # Interrupted after the first epoch (4 steps), then resumed.
+    part = train_member(_config(), train, val, tmp_path / "b.pt", max_steps=4)
+    assert len(part.history) == 1
+    resumed = train_member(_config(), train, val, tmp_path / "b.pt", resume=True)
+    assert [h.epoch for h in resumed.history] == [0, 1] and resumed.steps == 8
+    for k, v in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v, atol=1e-5, rtol=1e-4)
+    with pytest.raises(CheckpointError, match="other settings"):
+        train_member(_config(lr=5e-3), train, val, tmp_path / "b.pt", resume=True)
+
+
+def test_specialist_member_and_study_level_mil_training_run(phantom_caches):
+    train, val = phantom_caches
+    r = train_member(_config(specialist="SDH", epochs=1, steps_per_epoch=2), train, val)
+    assert r.steps == 2
+    study = replace(train, cases=[replace(c, slice_labelled=False) for c in train.cases])
+    r = train_member(_config(epochs=1, steps_per_epoch=2), study, val)
+    assert r.steps == 2 and np.isfinite(r.history[0].train_loss)
+
+
+def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_path):
+    from ichviewer.cli import main
+    from ichviewer.core.windowing import LEE_WINDOWS
+    from ichviewer.inference.ensemble import load_ensemble
+    from ichviewer.inference.interpolation import combine, interpolated_images, neighbours
+    from ichviewer.inference.manifest import file_sha256
+    from ichviewer.inference.preprocessing import geometry_for, preprocess_slices
+    from ichviewer.inference.study import run_study
+
+    out = tmp_path / "ens"
+    argv = [
+        "train", "--out", str(out), "--n-cases", "4", "3", "--epochs", "1", "--steps-per-epoch", "2",
+        "--input-size", str(SIZE), "--matrix", "64", "--width", "4", "--batch-size", "4", "--workers", "1",
+        "--threads", "1", "--ensemble", "weighted", "--seed", "2",
+    ]
+    assert main(argv) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [m["name"] for m in manifest["models"]] == ["vgg", "resnet", "inception", "mobilenet"]
+    total = sum((out / m["file"]).stat().st_size for m in manifest["models"])
+    assert total < 40e6
+    sums = dict(reversed(line.split("  ")) for line in (out / "SHA256SUMS").read_text().splitlines())
+    for m in manifest["models"]:
+        assert sums[m["file"]] == file_sha256(out / m["file"]) == m["sha256"]
+    log = json.loads((out / "training_log.json").read_text())
+    assert set(log["ensemble"]["validation_ap"]) == set(LABELS)
+    assert log["ensemble"]["method"] == "weighted" and abs(sum(log["ensemble"]["weights"]) - 1) < 1e-9
+    assert log["seconds_total"] > 0 and all(m["train_seconds"] > 0 for m in log["members"])
+    ops = manifest["operating_points"]
+    assert set(ops["thresholds"]) == set(LABELS)
+    assert 0 <= ops["triage"]["negative_below"] <= ops["triage"]["positive_above"] <= 1
+
+    ensemble = load_ensemble(out, providers="cpu")  # checks checksums, signatures and the CAM head
+    volume = generate_case(4242, subtype="IPH", matrix=64).volume
+    result = run_study(volume, ensemble)
+    assert result.complete and result.slice_probabilities.shape == (volume.n_slices, len(LABELS))
+
+    # The engine's member probabilities equal the PyTorch model on the same inputs.
+    import ichviewer.training.networks as nets
+
+    vgg_spec = ensemble.manifest.models[0]
+    net = nets.build_network("vgg", width=4)
+    state = torch.load(out / "work" / "checkpoints" / "vgg.pt", weights_only=False)["best_state"]
+    net.load_state_dict(state)
+    net.eval()
+    x = preprocess_slices(volume.hu, geometry_for(volume, (SIZE, SIZE)), LEE_WINDOWS)
+    idx = np.arange(volume.n_slices)
+    lo, hi = neighbours(idx, volume.n_slices)
+    imgs = interpolated_images(x, x[lo], x[hi], vgg_spec.interpolation_degree)
+    with torch.no_grad():
+        logits = net(torch.from_numpy(imgs.reshape((-1,) + x.shape[1:])))[0]
+    p = torch.sigmoid(logits.double()).numpy().reshape(imgs.shape[0], volume.n_slices, len(LABELS))
+    np.testing.assert_allclose(result.member_probabilities[0], combine(p, vgg_spec.interpolation_degree), atol=1e-4)
+
+    # --resume on a finished run retrains nothing and rewrites the same models.
+    before = {m["file"]: m["sha256"] for m in manifest["models"]}
+    assert main(argv + ["--resume"]) == 0
+    again = json.loads((out / "manifest.json").read_text())
+    assert {m["file"]: m["sha256"] for m in again["models"]} == before
+
+
+def test_cli_without_torch_says_how_to_install_the_train_extra(tmp_path):
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from ichviewer.cli import main\n"
+        f"sys.exit(main(['train', '--out', {str(tmp_path / 'x')!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "pip install -e '.[train]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_reports_bad_labels_without_a_traceback(tmp_path, capsys):
+    from ichviewer.cli import main
+
+    (tmp_path / "d").mkdir()
+    bad = tmp_path / "labels.csv"
+    bad.write_text("series_uid,iph\n1.2.3,1\n")
+    rc = main(["train", "--out", str(tmp_path / "o"), "--source", "dicom", "--data", str(tmp_path / "d"), "--labels", str(bad)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "labels.csv" in err and "no 'any' column" in err
