@@ -19,6 +19,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
+from PySide6.QtCore import QEventLoop, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from ichviewer.core.windowing import WindowLUT, load_presets, window_to_uint8  # noqa: E402
@@ -26,6 +27,7 @@ from ichviewer.io import load_path  # noqa: E402
 from ichviewer.qt.app import ensure_app  # noqa: E402
 from ichviewer.qt.display import apply_window_rgb32  # noqa: E402
 from ichviewer.qt.main_window import MainWindow  # noqa: E402
+from ichviewer.qt.slice_view import Rgb32ImageItem  # noqa: E402
 
 FRAMES = 120
 
@@ -71,15 +73,6 @@ def frame_times(step, viewport, app: QApplication, frames: int = FRAMES, repeats
     return min(runs, key=lambda r: statistics.median(r[0]))
 
 
-def wait_for(app: QApplication, done) -> None:
-    deadline = time.perf_counter() + 60
-    while not done():
-        app.processEvents()
-        if time.perf_counter() > deadline:
-            sys.exit("timed out waiting for the viewer")
-        time.sleep(0.0005)
-
-
 def main() -> None:
     root = data_dir()
     series = root / "philips-phantom-1mm"
@@ -93,23 +86,29 @@ def main() -> None:
         w.resize(1500, 950)
         w.show()
         app.processEvents()
-        shown = []
-        w.sig_volume_opened.connect(lambda v: shown.append(time.perf_counter()))
+        # A real event loop (idle while the worker loads), as in the application.
+        loop = QEventLoop()
+        w.sig_volume_opened.connect(lambda _v: loop.quit())
+        QTimer.singleShot(60000, loop.quit)
         t0 = time.perf_counter()
         w.open_path(series)
-        wait_for(app, lambda: shown)
-        w.axial.graphics.viewport().repaint()
+        loop.exec()
+        if w.volume is None:
+            sys.exit("timed out waiting for the viewer")
+        w.axial.graphics.viewport().repaint()  # the first image is painted
         opens.append(time.perf_counter() - t0)
         if run < 2:
             w.shutdown()
             w.close()
             w.deleteLater()
             app.processEvents()
-    t = time.perf_counter()
-    load_path(series)
-    load_only = time.perf_counter() - t
-    print(f"open philips-phantom-1mm to first image: cold {opens[0]:.3f} s, warm {min(opens[1:]):.3f} s (target < 1 s)")
-    print(f"  baseline load_path alone (warm): {load_only:.3f} s; GUI overhead x{min(opens[1:]) / load_only:.2f}")
+    load_only = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        load_path(series)
+        load_only = min(load_only, time.perf_counter() - t)
+    print(f"open philips-phantom-1mm to first image: first open in this process {opens[0]:.3f} s, repeat (best of 2) {min(opens[1:]):.3f} s (target < 1 s)")
+    print(f"  baseline load_path alone (warm, best of 3): {load_only:.3f} s; open-to-image / load_path = x{min(opens[1:]) / load_only:.2f}")
 
     # -- slice change with a preset ---------------------------------------------------
     vol = w.volume
@@ -119,21 +118,28 @@ def main() -> None:
     n = vol.n_slices
     ours = frame_times(lambda k: w.state.set_slice_index(k % n), vp, app)
 
-    # Baseline 1: a plain pyqtgraph ImageItem fed the float HU slice with auto levels.
+    # The same image path in a bare view (no reformats, no annotations), then two baselines
+    # in that same bare view: pyqtgraph's own float path with auto levels, and numpy float
+    # windowing to uint8 with fixed levels.
     view = pg.GraphicsView()
     vb = pg.ViewBox(lockAspect=True, invertY=True)
     view.setCentralItem(vb)
+    ours_item = Rgb32ImageItem(axisOrder="row-major")
     item = pg.ImageItem(axisOrder="row-major")
+    vb.addItem(ours_item)
     vb.addItem(item)
     view.resize(w.axial.size())
     view.show()
-    hu_f = vol.hu.astype(np.float32)
-    item.setImage(hu_f[0])
+    win = load_presets()[0]
+    ours_item.setImage(apply_window_rgb32(vol.hu[0], win), autoLevels=False, levels=None)
     vb.autoRange()
     app.processEvents()
+    bare = frame_times(lambda k: ours_item.setImage(apply_window_rgb32(vol.hu[k % n], win), autoLevels=False, levels=None), view.viewport(), app)
+    ours_item.setVisible(False)
+    hu_f = vol.hu.astype(np.float32)
+    item.setImage(hu_f[0])
+    app.processEvents()
     base_auto = frame_times(lambda k: item.setImage(hu_f[k % n], autoLevels=True), view.viewport(), app)
-    # Baseline 2: numpy float windowing to uint8, then the same fixed-level display.
-    win = load_presets()[0]
     base_float = frame_times(
         lambda k: item.setImage(window_to_uint8(vol.hu[k % n], win), autoLevels=False, levels=(0, 255)), view.viewport(), app
     )
@@ -156,8 +162,10 @@ def main() -> None:
     print(f"slice change, 512x512, Brain preset, {FRAMES} frames (set slice + processEvents incl. paint; best of 3 runs;")
     print("  CPU = this process's CPU time, which stays meaningful when other jobs share the cores):")
     print(f"  viewer (int16 -> RGB32 LUT, no levels; axial + reformat level lines + annotations): {ms(ours)}  (target < 8 ms)")
-    print(f"  baseline plain ImageItem, float HU, autoLevels: {ms(base_auto)}  -> viewer faster by {ratio(base_auto, ours)}")
-    print(f"  baseline numpy float windowing + fixed levels: {ms(base_float)}  -> viewer faster by {ratio(base_float, ours)}")
+    print("  same image path and two baselines in one bare pyqtgraph view of the axial view's size:")
+    print(f"    viewer path (RGB32 LUT): {ms(bare)}")
+    print(f"    baseline plain ImageItem, float HU, autoLevels: {ms(base_auto)}  -> viewer path faster by {ratio(base_auto, bare)}")
+    print(f"    baseline numpy float windowing -> uint8, levels (0, 255): {ms(base_float)}  -> viewer path faster by {ratio(base_float, bare)}")
     print("windowing one slice alone:")
     print(f"  viewer apply_window_rgb32 {t_ours * 1e3:.2f} ms; WindowLUT.apply {t_lut * 1e3:.2f} ms (x{t_lut / t_ours:.2f}); "
           f"float window_to_uint8 {t_float * 1e3:.2f} ms (x{t_float / t_ours:.2f})")

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ichviewer.commands.review",
     "ichviewer.commands.infer",
     "ichviewer.commands.train",
+    "ichviewer.commands.atlas",
 )
 
 

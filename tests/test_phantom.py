@@ -288,3 +288,18 @@ def test_beam_hardening_is_in_the_posterior_fossa_and_sets_no_label():
 def test_bad_arguments_raise_clear_errors(kwargs, words):
     with pytest.raises(ValueError, match=words):
         generate_case(1, **kwargs)
+
+
+def test_large_lesions_shift_the_midline_away_and_small_ones_do_not():
+    normal = case(36, "none")
+    big = case(36, "SDH", 60.0)
+    small = case(36, "SDH", 2.0)
+    side = 1 if big.sites["SDH"].endswith("left") else -1  # patient left is +x
+
+    def ventricle_x_mm(c):
+        _, _, xx = np.nonzero(c.tissue == T["ventricle"])
+        return xx.mean() * c.volume.spacing[2]
+
+    assert np.array_equal(small.tissue, normal.tissue)
+    shift = (ventricle_x_mm(big) - ventricle_x_mm(normal)) * side
+    assert shift < -2.0  # pushed towards the other side by a few mm

@@ -42,13 +42,30 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settings-dir", metavar="DIR", help="settings folder (recent studies, keymap.json override); "
                    "default $ICHVIEWER_SETTINGS_DIR or ~/.config/ichviewer")
     p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window once the study is shown, then quit")
+    p.add_argument("--models", metavar="DIR", help="AI ensemble directory (default: the bundled models/default)")
+    p.add_argument("--no-ai", action="store_true", help="do not run the AI models")
+    p.add_argument("--db", metavar="DB", help="review database file (default: review.sqlite in the settings folder)")
+    p.add_argument("--reader", metavar="NAME", help="who is reading (skips the identity dialog)")
+    p.add_argument("--role", choices=("resident", "attending", "panel"), default="resident",
+                   help="the reader's role with --reader (default: resident)")
+
+
+def _workstation_options(args: argparse.Namespace) -> dict:
+    return {
+        "models_dir": args.models,
+        "ai": not args.no_ai,
+        "db_path": args.db,
+        "reader": (args.reader, args.role) if args.reader else None,
+        # A scripted screenshot must never wait on a dialog.
+        "ask_reader": args.screenshot is None,
+    }
 
 
 def run_open(args: argparse.Namespace) -> int:
     if args.path is not None and not os.path.exists(args.path):
         print(f"ichviewer open: {args.path}: no such file or folder", file=sys.stderr)
         return 2
-    return _start(args.path, args.settings_dir, args.screenshot)
+    return _start(args.path, args.settings_dir, args.screenshot, _workstation_options(args))
 
 
 def demo_cache_dir(explicit: str | None = None) -> Path:
@@ -96,14 +113,14 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"ichviewer demo: {exc.filename or folder}: cannot write the demo case ({exc.strerror or exc})", file=sys.stderr)
         return 1
     print(f"demo case: {series_dir}")
-    return _start(str(series_dir), args.settings_dir, args.screenshot)
+    return _start(str(series_dir), args.settings_dir, args.screenshot, _workstation_options(args))
 
 
-def _start(path: str | None, settings: str | None, screenshot: str | None) -> int:
+def _start(path: str | None, settings: str | None, screenshot: str | None, options: dict) -> int:
     from ichviewer.qt.app import run_viewer
 
     if screenshot is None:
-        return run_viewer(path, settings)
+        return run_viewer(path, settings, **options)
     result = {"code": 0}
 
     def arm(window) -> None:
@@ -126,5 +143,5 @@ def _start(path: str | None, settings: str | None, screenshot: str | None) -> in
         if path is None:
             QTimer.singleShot(300, save)
 
-    code = run_viewer(path, settings, on_shown=arm)
+    code = run_viewer(path, settings, on_shown=arm, **options)
     return result["code"] or code

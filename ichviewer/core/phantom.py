@@ -26,6 +26,18 @@ How it is built (all vectorised numpy, values from ../shared/REFERENCE.md):
   voxel is still shown at full density and labelled), so for a punctate bleed on coarse
   grids the realised volume can exceed the target; `PhantomCase.volume_ml` always
   reports the realised, voxel-counted volume.
+* Shapes and places follow REFERENCE.md: EDH a lens against the inner table (temporal or
+  parietal; kept between the coronal and lambdoid sutures and off the sagittal one), SDH a
+  flat-topped crescent over the convexity on one side of the falx, above the tentorium;
+  SAH in sulci, Sylvian and interhemispheric fissures and basal cisterns; IVH layering in
+  the dependent occipital horns (a horizontal fluid level) or casting a ventricle; IPH an
+  irregular ball in putamen, thalamus, a lobe or the cerebellum, often with an oedema rim.
+  Lesions above ~8 mL push the midline structures and ventricles away (midline shift up
+  to 9 mm); the skull, scalp and cortex surface are not deformed.
+* Mimics (calcification of choroid plexus, pineal or falx; metal with streaks; beam
+  hardening between the petrous bones) change HU only, never a mask or a label.
+* Noise is gaussian, slightly correlated in plane (~0.35 mm), 2.5-4 HU SD on 5 mm slices
+  and sqrt(5 / slice_mm) times more on thinner ones.
 * A slice is labelled positive for a subtype when that subtype's mask has at least one
   voxel on the slice; ANY is the union.
 """
@@ -171,7 +183,8 @@ def _tentorium(X, Y):
 
 def _floor(X, Y):
     """Z (atlas mm) of the cranial floor: anterior, middle and posterior fossae."""
-    ant = -22.0 - 6.0 * np.exp(-((X / 6.0) ** 2))  # cribriform plate dips in the midline
+    # Orbital roofs bulge upwards on either side; the cribriform plate dips in the midline.
+    ant = -27.0 + 8.0 * np.exp(-(((np.abs(X) - 28.0) / 13.0) ** 2)) * np.exp(-(((Y + 50.0) / 22.0) ** 2)) - 4.0 * np.exp(-((X / 6.0) ** 2))
     mid = -30.0 + (-44.0 + 30.0) * _sig((np.abs(X) - 17.0) / 3.0)  # sella vs temporal fossae
     post = -64.0
     # The sphenoid ridge curves forwards laterally, where the temporal poles sit.
@@ -276,9 +289,13 @@ def _radial_field(field_: np.ndarray, geom: tuple, X2, Y2, Zs, where: np.ndarray
 class _Canvas:
     """The HU volume being painted, its tissue map and the atlas coordinates of its voxels."""
 
-    def __init__(self, X2: np.ndarray, Y2: np.ndarray, Zs: np.ndarray, aa_mm: float, hu=None, tissue=None, to_rc=None) -> None:
+    def __init__(self, X2: np.ndarray, Y2: np.ndarray, Zs: np.ndarray, aa_mm: float, hu=None, tissue=None, to_rc=None,
+                 X2_inner: np.ndarray | None = None, pad: float = 0.0) -> None:
         self.X2, self.Y2, self.Z = X2, Y2, Zs
         self.to_rc = to_rc  # atlas (X, Y) -> (row, col) of this canvas
+        # Brain structures use X2_inner: the atlas displaced by mass effect (the skull is not).
+        self.X2_inner = X2 if X2_inner is None else X2_inner
+        self.pad = float(pad)
         shape = (Zs.size, *X2.shape)
         self.hu = np.full(shape, -1000.0, dtype=np.float32) if hu is None else hu
         self.tissue = np.zeros(shape, dtype=np.int8) if tissue is None else tissue
@@ -288,6 +305,8 @@ class _Canvas:
     def box(self, lo, hi):
         """Index slices of the voxels whose atlas coordinates fall in [lo, hi] (empty slices if none)."""
         empty = (slice(0, 0), slice(0, 0), slice(0, 0))
+        lo = (lo[0] - self.pad, lo[1], lo[2])
+        hi = (hi[0] + self.pad, hi[1], hi[2])
         zi = np.nonzero((self.Z >= lo[2]) & (self.Z <= hi[2]))[0]
         if zi.size == 0:
             return empty
@@ -309,8 +328,10 @@ class _Canvas:
     def around(self, c, r):
         return self.box(np.asarray(c) - np.asarray(r), np.asarray(c) + np.asarray(r))
 
-    def coords(self, b):
-        return self.X2[b[1], b[2]][None], self.Y2[b[1], b[2]][None], self.Z[b[0]][:, None, None]
+    def coords(self, b, fixed: bool = False):
+        """Atlas (X, Y, Z) of a box, broadcastable; `fixed` ignores mass effect (skull, face)."""
+        X2 = self.X2 if fixed else self.X2_inner
+        return X2[b[1], b[2]][None], self.Y2[b[1], b[2]][None], self.Z[b[0]][:, None, None]
 
     def paint(self, b, sdf: np.ndarray, value, code: int | None = None, opacity: float | np.ndarray = 1.0) -> None:
         if b is None:
@@ -553,7 +574,7 @@ def _paint_skull_base(cv: _Canvas, head: np.ndarray) -> None:
     b = cv.box((-80, -110, -80), (80, 60, -5))
     if b is None:
         return
-    x, y, z = cv.coords(b)
+    x, y, z = cv.coords(b, fixed=True)
     inside = head[b]
 
     def paint(sdf: np.ndarray, value: float, code: int) -> None:
@@ -578,6 +599,13 @@ def _paint_skull_base(cv: _Canvas, head: np.ndarray) -> None:
     eth = np.maximum(_ellipsoid_sdf(x, y, z, (0.0, -55.0, -40.0), (11.0, 22.0, 14.0)), z + 31.0)
     paint(np.maximum(eth, 1.2 * np.sin(x * 0.9) * np.sin(y * 0.8) * np.sin(z * 0.7)), -900.0, _DEEP)
     paint(np.maximum(np.abs(x) - 0.8, eth), 900.0, _BONE)
+    # Maxillary sinuses and nasal cavity at the lowest levels, in thin bony walls.
+    for s in (-1, 1):
+        mc = (s * 24.0, -52.0, -62.0)
+        paint(_ellipsoid_sdf(x, y, z, mc, (15.0, 17.0, 14.0)), 900.0, _BONE)
+        paint(_ellipsoid_sdf(x, y, z, mc, (13.5, 15.5, 12.5)), -990.0, _DEEP)
+    paint(_ellipsoid_sdf(x, y, z, (0.0, -62.0, -62.0), (7.0, 20.0, 14.0)), -990.0, _DEEP)
+    paint(np.maximum(np.abs(x) - 0.8, _ellipsoid_sdf(x, y, z, (0.0, -62.0, -62.0), (7.0, 20.0, 14.0))), 600.0, _BONE)
     # Mastoid air cells: mottled air lateral to the posterior fossa.
     for s in (-1, 1):
         m = _ellipsoid_sdf(x, y, z, (s * 52.0, 30.0, -52.0), (9.0, 9.0, 10.0))
@@ -606,7 +634,57 @@ class _LesionPlan:
     volume_ml: float
     side: int
     site: str
-    mode: str = ""
+    centre: np.ndarray | None = None  # atlas mm
+    radius: float = 0.0  # extent of an extra-axial lesion along the inner table (atlas mm)
+    thickness: float = 0.0  # its greatest thickness (atlas mm)
+    axes: tuple[float, float, float] = (1.0, 1.0, 1.0)  # IPH ellipsoid proportions
+
+    @property
+    def mass_effect_mm(self) -> float:
+        """Midline shift this lesion causes: none below ~8 mL, about 4 mm at 30 mL, at most 9 mm."""
+        if self.subtype not in ("EDH", "SDH", "IPH") or self.site == "cerebellum":
+            return 0.0
+        return float(np.clip(0.16 * (self.volume_ml - 8.0), 0.0, 9.0))
+
+
+def _place_lesion(plan: _LesionPlan, rng: np.random.Generator, p: _Params) -> None:
+    """Draw where a planned lesion sits and its proportions (before the anatomy is painted)."""
+    s = plan.side
+    if plan.subtype == "EDH":
+        y0, z0 = (rng.uniform(-12, 18), rng.uniform(-8, 15)) if plan.site == "temporal" else (rng.uniform(0, 35), rng.uniform(25, 48))
+        k = rng.uniform(0.32, 0.42)  # thickness / radius of the lens
+        plan.radius = (2.0 * plan.volume_ml * 1000.0 / (math.pi * k)) ** (1 / 3) / p.scale
+        plan.thickness = max(k * plan.radius, 1.5)
+        plan.centre = _surface_point(np.array([s * 100.0, y0 - 4.0, z0 - 5.0]))
+    elif plan.subtype == "SDH":
+        y0, z0 = {"frontoparietal": (-25, 30), "parietal": (10, 38), "temporoparietal": (12, 10)}[plan.site]
+        y0, z0 = y0 + rng.uniform(-8, 8), z0 + rng.uniform(-6, 6)
+        k = rng.uniform(0.16, 0.22)
+        plan.radius = (3.0 * plan.volume_ml * 1000.0 / (2.0 * math.pi * k)) ** (1 / 3) / p.scale
+        plan.thickness = k * plan.radius
+        if plan.thickness < 1.2:
+            plan.thickness = 1.2
+            plan.radius = math.sqrt(3.0 * plan.volume_ml * 1000.0 / (2.0 * math.pi * 1.2)) / p.scale
+        plan.centre = _surface_point(np.array([s * 100.0, y0 - 4.0, z0 - 5.0]))
+    elif plan.subtype == "IPH":
+        centre = {
+            "putamen": (s * 27.0, -3.0, 2.0),
+            "thalamus": (s * 10.0, 8.0, 6.0),
+            "cerebellum": (s * 22.0, 46.0, -40.0),
+        }.get(plan.site)
+        if centre is None:
+            lobe = str(rng.choice(["frontal", "parietal", "occipital", "temporal"]))
+            centre = {"frontal": (s * 28, -45, 22), "parietal": (s * 34, 22, 38), "occipital": (s * 22, 58, 14), "temporal": (s * 44, -4, -16)}[lobe]
+            plan.site = f"lobar {lobe}"
+        plan.centre = np.asarray(centre, dtype=np.float64)
+        plan.axes = (1.0, float(rng.uniform(0.8, 1.35)), float(rng.uniform(0.7, 1.0)))
+    elif plan.subtype == "SAH":
+        if plan.site == "basal":
+            plan.centre = np.array([0.0, -8.0, -18.0])
+        elif plan.site == "sylvian":
+            plan.centre = np.array([s * 45.0, 6.0, 2.0])
+        else:
+            plan.centre = _surface_point(np.array([s * 100.0, rng.uniform(-30, 30), rng.uniform(30, 60)]))
 
 
 def _plan_lesions(rng: np.random.Generator, subtype: str, volume_ml: float | None) -> list[_LesionPlan]:
@@ -669,41 +747,21 @@ def _grow_lesions(
         Z = cv.Z[zi].astype(np.float32)
         if plan.subtype in ("EDH", "SDH"):
             if plan.subtype == "EDH":
-                y0, z0 = (rng.uniform(-12, 18), rng.uniform(-8, 15)) if plan.site == "temporal" else (rng.uniform(0, 35), rng.uniform(25, 48))
-                k = rng.uniform(0.32, 0.42)
-                R = (2.0 * plan.volume_ml * 1000.0 / (math.pi * k)) ** (1 / 3) / p.scale
-                Tm = max(k * R, 1.5)
-                power = 2.0
+                power = 2.0  # parabolic thickness profile: a biconvex lens
                 # Does not cross sutures: stay between the coronal and lambdoid sutures, off the sagittal one.
                 keep = (s * X > 6.0) & (Y > -38.0) & (Y < 62.0) & (Z > _floor(X, Y) + 1.0)
             else:
-                y0, z0 = {"frontoparietal": (-25, 30), "parietal": (10, 38), "temporoparietal": (12, 10)}[plan.site]
-                y0, z0 = y0 + rng.uniform(-8, 8), z0 + rng.uniform(-6, 6)
-                k = rng.uniform(0.16, 0.22)
-                R = (3.0 * plan.volume_ml * 1000.0 / (2.0 * math.pi * k)) ** (1 / 3) / p.scale
-                Tm = max(k * R, 1.2)
-                if Tm == 1.2:
-                    R = math.sqrt(3.0 * plan.volume_ml * 1000.0 / (2.0 * math.pi * Tm)) / p.scale
-                power = 4.0
+                power = 4.0  # flat-topped profile: a crescent that tapers at its ends
                 # Crosses sutures but not the midline (falx), and stays above the tentorium.
                 keep = (s * X > 1.5) & ((Z > _tentorium(X, Y) + 1.0) | (Y < _ridge(X)))
-            c = _surface_point(np.array([s * 100.0, y0 - 4.0, z0 - 5.0]))
+            c = plan.centre
             depth = -sdf_ic.ravel()[idx]
             dist = np.sqrt((X - c[0]) ** 2 + (Y - c[1]) ** 2 + (Z - c[2]) ** 2)
-            pri = depth / Tm + (dist / R) ** power
+            pri = depth / plan.thickness + (dist / plan.radius) ** power
             pri = np.where(keep, pri, np.inf).astype(np.float32)
             sites[plan.subtype] = f"{plan.site} {'left' if s > 0 else 'right'}"
         elif plan.subtype == "IPH":
-            centre = {
-                "putamen": (s * 27.0, -3.0, 2.0),
-                "thalamus": (s * 10.0, 8.0, 6.0),
-                "cerebellum": (s * 22.0, 46.0, -40.0),
-            }.get(plan.site)
-            if centre is None:
-                lobe = str(rng.choice(["frontal", "parietal", "occipital", "temporal"]))
-                centre = {"frontal": (s * 28, -45, 22), "parietal": (s * 34, 22, 38), "occipital": (s * 22, 58, 14), "temporal": (s * 44, -4, -16)}[lobe]
-                plan.site = f"lobar {lobe}"
-            ax = np.array([1.0, rng.uniform(0.8, 1.35), rng.uniform(0.7, 1.0)], dtype=np.float32)
+            centre, ax = plan.centre, plan.axes
             if plan.site != "cerebellum":
                 # A parenchymal clot stays in its hemisphere (the falx and the ventricles bound it).
                 pri_side = np.where(s * X > -1.0, 0.0, np.inf).astype(np.float32)
@@ -724,12 +782,7 @@ def _grow_lesions(
                 pri = np.sqrt((X - seed_pt[0]) ** 2 + (Y - seed_pt[1]) ** 2 + (Z - seed_pt[2]) ** 2)
             sites["IVH"] = plan.site
         else:
-            if plan.site == "basal":
-                c = np.array([0.0, -8.0, -18.0])
-            elif plan.site == "sylvian":
-                c = np.array([s * 45.0, 6.0, 2.0])
-            else:
-                c = _surface_point(np.array([s * 100.0, rng.uniform(-30, 30), rng.uniform(30, 60)]))
+            c = plan.centre
             pri = np.sqrt((X - c[0]) ** 2 + (Y - c[1]) ** 2 + (Z - c[2]) ** 2) + 4.0 * F.ravel()[idx]
             sites["SAH"] = plan.site + ("" if plan.site == "basal" else f" {'left' if s > 0 else 'right'}")
         finite = np.isfinite(pri)
@@ -934,6 +987,7 @@ def generate_case(
     pix = fov / matrix
     plans = _plan_lesions(rng_les, subtype, volume_ml)
     for plan in plans:
+        _place_lesion(plan, rng_les, p)
         if plan.subtype == "IVH":
             # Hydrocephalus: dilate the ventricles when the target would not fit.
             capacity = _VENT_ML * (p.scale**3) * p.vent**2
@@ -969,13 +1023,29 @@ def generate_case(
     rows, cols = np.nonzero(in_head.any(1))[0], np.nonzero(in_head.any(0))[0]
     r_, c_ = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
     chunk = max(1, 400_000 // ((r_.stop - r_.start) * (c_.stop - c_.start)))
+    shift = max((pl.mass_effect_mm for pl in plans), default=0.0)
+    if shift > 0:
+        chunk = 1  # the displacement depends on the slice
+        src = max(plans, key=lambda pl: pl.mass_effect_mm)
     for k0 in range(0, n_slices, chunk):
         k = slice(k0, min(k0 + chunk, n_slices))
+        Xc, Yc = X2[r_, c_], Y2[r_, c_]
         if pix < 0.6:
-            F[k, r_, c_] = _upsample2(_sample_field(coarse, geom, X2[r_, c_][::2, ::2], Y2[r_, c_][::2, ::2], Zs[k]), F[k, r_, c_].shape)
+            F[k, r_, c_] = _upsample2(_sample_field(coarse, geom, Xc[::2, ::2], Yc[::2, ::2], Zs[k]), F[k, r_, c_].shape)
         else:
-            F[k, r_, c_] = _sample_field(coarse, geom, X2[r_, c_], Y2[r_, c_], Zs[k])
-        sub = _Canvas(X2[r_, c_], Y2[r_, c_], Zs[k], pix / p.scale, cv.hu[k, r_, c_], cv.tissue[k, r_, c_], to_rc=lambda a, b: to_rc(a, b, r_.start, c_.start))
+            F[k, r_, c_] = _sample_field(coarse, geom, Xc, Yc, Zs[k])
+        X_inner = None
+        if shift > 0:
+            # Mass effect: midline structures and ventricles pushed away from the lesion
+            # (subfalcine shift), most at the lesion's level, none at the inner table.
+            w = (
+                np.exp(-(((Yc - src.centre[1]) / 50.0) ** 2))
+                * math.exp(-(((float(Zs[k0]) - src.centre[2]) / 40.0) ** 2))
+                * np.clip(1.0 - (Xc / 60.0) ** 2, 0.0, 1.0)
+            )
+            X_inner = (Xc + src.side * (shift / p.scale) * w).astype(np.float32)
+        sub = _Canvas(Xc, Yc, Zs[k], pix / p.scale, cv.hu[k, r_, c_], cv.tissue[k, r_, c_],
+                      to_rc=lambda a, b: to_rc(a, b, r_.start, c_.start), X2_inner=X_inner, pad=shift / p.scale)
         sdf_ic[k, r_, c_] = _paint_anatomy(sub, p, F[k, r_, c_], coarse, geom)["sdf_ic"]
     anat = {"sdf_ic": sdf_ic}
 

@@ -55,18 +55,34 @@ class BlockOutput:
     """An intermediate convolutional block exposed as an extra ONNX output (for the atlas, Lee et al. 2019 Methods).
 
     `name` is how the atlas refers to the block (e.g. "block3"), `output` the ONNX
-    output holding its activations (N, K_l, h_l, w_l).
+    output holding its activations (N, K_l, h_l, w_l). The optional `tail_file` is a
+    second ONNX model from this block's activations (input `tail_input`) to the
+    logits (output `tail_logits`): with it the engine gets the gradient term of Lee
+    et al. Eq. 6 for this block (ONNX has no backward pass), so the block's filters
+    can be ranked as prediction basis, not only browsed.
     """
 
     name: str
     output: str
+    tail_file: str | None = None
+    tail_sha256: str | None = None
+    tail_input: str = "block"
+    tail_logits: str = "logits"
 
     def __post_init__(self) -> None:
         if not self.name or not self.output:
             raise ValueError(f"a block output needs a non-empty 'name' and 'output', got {self.name!r}, {self.output!r}")
+        if self.tail_file:
+            digest = (self.tail_sha256 or "").lower()
+            if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
+                raise ValueError(f"block '{self.name}': 'tail.sha256' must be the 64-hex-digit SHA-256 of the tail file")
+            object.__setattr__(self, "tail_sha256", digest)
 
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "output": self.output}
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "output": self.output}
+        if self.tail_file:
+            data["tail"] = {"file": self.tail_file, "sha256": self.tail_sha256, "input": self.tail_input, "logits": self.tail_logits}
+        return data
 
 
 @dataclass(frozen=True)
@@ -404,7 +420,17 @@ def _parse_model(raw: Any, i: int, path: Path) -> ModelSpec:
     for j, raw_block in enumerate(f.get("block_outputs", list, [])):
         b = _Fields(raw_block, f"{f.where}.block_outputs[{j}]", path)
         try:
-            blocks.append(BlockOutput(b.get("name", str, required=True), b.get("output", str, required=True)))
+            tail = b.sub("tail")
+            blocks.append(
+                BlockOutput(
+                    b.get("name", str, required=True),
+                    b.get("output", str, required=True),
+                    tail_file=tail.get("file", str, None),
+                    tail_sha256=tail.get("sha256", str, None),
+                    tail_input=tail.get("input", str, "block"),
+                    tail_logits=tail.get("logits", str, "logits"),
+                )
+            )
         except ValueError as exc:
             raise ManifestError(path, f"'{b.where}': {exc}") from None
     try:

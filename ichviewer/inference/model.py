@@ -59,6 +59,8 @@ class LoadedModel:
         self.max_batch: int | None = None
         self.feature_shape: tuple[int, int, int] | None = None
         self._order = np.asarray(spec.label_order)
+        #: ONNX sessions of the gradient tails of intermediate blocks, by block name (see `block_gradient_weights`).
+        self.tails: dict[str, Any] = {}
 
     @property
     def name(self) -> str:
@@ -121,6 +123,42 @@ class LoadedModel:
         outs = self._run([self.spec.logits_output] + [by_name[b] for b in wanted], batch)
         logits = np.asarray(outs[0], dtype=np.float64).reshape(outs[0].shape[0], -1)[:, self._order]
         return logits, {b: np.asarray(o, dtype=np.float32) for b, o in zip(wanted, outs[1:], strict=True)}
+
+    def block_gradient_weights(self, block: str, features: np.ndarray, label_index: int, channels: Sequence[int] | None = None) -> np.ndarray:
+        """Lee et al. 2019 Eq. 6 weights for an intermediate block: (1/S) sum_ij dz^c/dA_k,ij per channel k, shape (K,).
+
+        ONNX Runtime has no backward pass, so the block's tail model (activations ->
+        logits) is run with channel k shifted by +-eps everywhere: the central
+        difference of z^c is eps * sum_ij dz^c/dA_k,ij (exact for the piecewise-linear
+        ReLU networks we use, up to a kink within eps). Only `channels` are computed
+        (the atlas's selected filters); the others are 0.
+        """
+        session = self.tails.get(block)
+        if session is None:
+            raise self._error(f"block '{block}' has no gradient tail in the manifest, so Eq. 6 cannot be computed for it")
+        spec = next(b for b in self.spec.block_outputs if b.name == block)
+        a = np.asarray(features, dtype=np.float32)
+        if a.ndim != 3:
+            raise ValueError(f"block features must be (K, h, w), got {a.shape}")
+        k_all = a.shape[0]
+        chans = np.arange(k_all) if channels is None else np.asarray(channels, dtype=np.int64)
+        out = np.zeros(k_all, dtype=np.float64)
+        if chans.size == 0:
+            return out
+        eps = np.float32(1e-2 * max(float(np.abs(a).mean()), 1e-3))
+        s = float(a.shape[1] * a.shape[2])
+        col = int(self._order[label_index])
+        step = 32
+        for lo in range(0, chans.size, step):
+            part = chans[lo : lo + step]
+            batch = np.repeat(a[None], 2 * part.size, axis=0)
+            rows = np.arange(part.size)
+            batch[2 * rows, part] += eps
+            batch[2 * rows + 1, part] -= eps
+            (z,) = session.run([spec.tail_logits], {spec.tail_input: batch})
+            z = np.asarray(z, dtype=np.float64).reshape(batch.shape[0], -1)[:, col]
+            out[part] = (z[0::2] - z[1::2]) / (2.0 * float(eps) * s)
+        return out
 
     # -- contract checks ---------------------------------------------------------------
     def check_signature(self) -> None:
@@ -248,6 +286,28 @@ def _load_cam_weights(spec: ModelSpec, directory: Path) -> tuple[np.ndarray | No
     return weight[order], bias[order]
 
 
+def _load_tail(spec: ModelSpec, block: Any, directory: Path, providers: Sequence[str], threads: int | None) -> Any:
+    """The ONNX session of a block's gradient tail, checked like a model file (exists, SHA-256, loads, input name)."""
+    path = directory / block.tail_file
+    if not path.is_file():
+        raise ModelContractError(spec.name, path, f"the gradient tail of block '{block.name}' named in the manifest is missing")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != block.tail_sha256:
+        raise ModelContractError(spec.name, path, f"tail SHA-256 mismatch for block '{block.name}': manifest says {block.tail_sha256}, file has {digest}")
+    try:
+        session = create_session(data, providers, threads=threads)
+    except Exception as exc:
+        raise ModelContractError(spec.name, path, f"ONNX Runtime cannot load the tail of block '{block.name}': {_first_line(exc)}") from None
+    names = [i.name for i in session.get_inputs()]
+    if names != [block.tail_input]:
+        raise ModelContractError(spec.name, path, f"the tail of block '{block.name}' must have the single input '{block.tail_input}', it has {names}")
+    outs = [o.name for o in session.get_outputs()]
+    if block.tail_logits not in outs:
+        raise ModelContractError(spec.name, path, f"the tail of block '{block.name}' has no output '{block.tail_logits}' (it has {outs})")
+    return session
+
+
 def load_model(
     spec: ModelSpec,
     directory: str | Path,
@@ -274,6 +334,9 @@ def load_model(
     except Exception as exc:  # InvalidProtobuf, Fail, RuntimeError...: a corrupt or unsupported file
         raise ModelContractError(spec.name, path, f"ONNX Runtime cannot load the model: {_first_line(exc)}") from None
     model = LoadedModel(spec, path, session, weight, bias)
+    for block in spec.block_outputs:
+        if block.tail_file:
+            model.tails[block.name] = _load_tail(spec, block, directory, providers, threads)
     model.check_signature()
     if probe:
         model.check_probe()

@@ -21,17 +21,39 @@ def ensure_app() -> QApplication:
     return app  # type: ignore[return-value]
 
 
+def build_workstation(
+    settings_path: str | os.PathLike[str] | None = None,
+    *,
+    models_dir: str | os.PathLike[str] | None = None,
+    ai: bool = True,
+    db_path: str | os.PathLike[str] | None = None,
+    reader: tuple[str, str] | None = None,
+    ask_reader: bool = True,
+) -> MainWindow:
+    """The main window with the AI panels (findings, plot, attention map) and the review panels attached."""
+    from ichviewer.qt.inference_attach import attach_inference
+    from ichviewer.qt.review_attach import attach_review
+
+    window = MainWindow(settings_path)
+    if ai:
+        attach_inference(window, ensemble_dir=models_dir)
+    attach_review(window, db_path, reader=reader, ask_reader=ask_reader)
+    return window
+
+
 def run_viewer(
     path: str | os.PathLike[str] | None = None,
     settings_path: str | os.PathLike[str] | None = None,
     on_shown: Callable[[MainWindow], None] | None = None,
+    **workstation: object,
 ) -> int:
-    """Open the main window (on `path` if given) and run the event loop until it closes.
+    """Open the workstation (on `path` if given) and run the event loop until it closes.
 
-    `on_shown` is called once the event loop runs (screenshots, scripted demos).
+    `on_shown` is called once the event loop runs (screenshots, scripted demos);
+    `workstation` options go to `build_workstation`.
     """
     app = ensure_app()
-    window = MainWindow(settings_path)
+    window = build_workstation(settings_path, **workstation)  # type: ignore[arg-type]
     window.show()
     if path is not None:
         window.open_path(path)

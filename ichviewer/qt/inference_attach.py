@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
@@ -43,6 +43,8 @@ class InferenceUI(QObject):
         providers = None if self.settings.providers == "auto" else self.settings.providers
         self.controller = InferenceController(ensemble_dir, providers=providers, chunk=chunk, parent=self)
         self._closed = False
+        self.blinded = False
+        self._overlay_before_blinding = False
 
         # -- widgets -----------------------------------------------------------------------
         self.panel = FindingsPanel()
@@ -106,7 +108,7 @@ class InferenceUI(QObject):
         self.strip.sig_slice_clicked.connect(self.state.set_slice_index)
         self.state.sig_slice_changed.connect(self._on_slice_changed)
         self.state.sig_selected_label_changed.connect(self._on_state_label_changed)
-        main_window.installEventFilter(self)
+        main_window.add_shutdown_hook(self.shutdown)
 
         label = self.state.selected_label if self.state.selected_label in LABELS else "ANY"
         self._apply_label(str(label))
@@ -138,18 +140,31 @@ class InferenceUI(QObject):
             except OSError as exc:
                 log.warning("could not save the AI settings: %s", exc)
 
+    def set_blinded(self, on: bool) -> None:
+        """Hide every AI output (findings, plot, attention map) while a blinded panel member reads.
+
+        The models still run, so results are ready the moment the member's vote is in.
+        """
+        on = bool(on)
+        if on and not self.blinded:
+            self._overlay_before_blinding = self.overlay.enabled
+        was_blinded, self.blinded = self.blinded, on
+        for dock in (self.findings_dock, self.attention_dock):
+            dock.setVisible(not on)
+            dock.toggleViewAction().setEnabled(not on)
+        self.bottom.setVisible(not on)
+        self.toggle_attention_action.setEnabled(not on)
+        if on:
+            self.overlay.set_enabled(False)
+        elif was_blinded:
+            self.overlay.set_enabled(self._overlay_before_blinding)
+
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         """Bounded: cancel the analysis, wait for running jobs, disconnect."""
         if self._closed:
             return True
         self._closed = True
         return self.controller.shutdown(timeout_ms)
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
-        # The viewer's closeEvent stops its own workers; ours stop here, just before.
-        if obj is self.main_window and event.type() == QEvent.Type.Close:
-            self.shutdown()
-        return False
 
     # -- slots -----------------------------------------------------------------------------
     def _notify(self, message: str) -> None:

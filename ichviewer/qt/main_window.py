@@ -80,6 +80,8 @@ class MainWindow(QMainWindow):
         self.volume: CTVolume | None = None
         self.regular_volume: CTVolume | None = None
         self.volumes: dict[str, CTVolume] = {}
+        #: Called with a timeout (ms) by `shutdown`, so attached panels stop their workers.
+        self._shutdown_hooks: list = []
         #: Resampled MPR volumes of this study by series UID, so PageUp/PageDown back is instant.
         self._regular_cache: dict[str, CTVolume] = {}
         self.study_path: str | None = None
@@ -232,6 +234,10 @@ class MainWindow(QMainWindow):
         self.volume = volume
         if volume.series_uid:
             self.volumes.setdefault(volume.series_uid, volume)
+        # Detach the old volume first: the new slice count re-emits the slice index, and
+        # a view still holding a shorter volume must not try to draw that index.
+        for view in (self.axial, self.sagittal, self.coronal):
+            view.set_volume(None)
         self.state.set_crosshair_mm(None)
         self.state.set_view_range(None)
         self.state.set_n_slices(volume.n_slices)
@@ -278,6 +284,10 @@ class MainWindow(QMainWindow):
         self.axial_bottom_layout.addWidget(widget)
         self.axial_bottom.setVisible(True)
         self.axial_column.setSizes([800, 160])
+
+    def add_shutdown_hook(self, hook) -> None:
+        """`hook(timeout_ms)` runs in `shutdown`, after the loader stops: attached panels stop their workers there."""
+        self._shutdown_hooks.append(hook)
 
     def notify_error(self, message: str) -> None:
         """The one error path: status bar, log and a non-modal message box; the window stays usable."""
@@ -337,6 +347,8 @@ class MainWindow(QMainWindow):
     def shutdown(self, timeout_ms: int = 10000) -> None:
         """Bounded: drop queued work, wait for the running job, close message boxes."""
         self.loader.shutdown(timeout_ms)
+        for hook in self._shutdown_hooks:
+            hook(timeout_ms)
         for box in (self._error_box, self._warnings_box):
             if box is not None:
                 box.close()

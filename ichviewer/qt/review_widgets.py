@@ -184,6 +184,13 @@ class AdjudicationPanel(QWidget):
                 self.ai_boxes[label].setCurrentIndex(0)
             self.ai_labels[label].setText("" if p is None else f"p = {p:.2f}")
 
+    def set_ai_hidden(self, hidden: bool) -> None:
+        """Blinded panel reading: hide the AI column (probabilities and the accept/reject choice)."""
+        self._ai_hidden = bool(hidden)
+        for label in LABELS:
+            self.ai_boxes[label].setVisible(not hidden)
+            self.ai_labels[label].setVisible(not hidden)
+
     def clear_form(self) -> None:
         for label in LABELS:
             self.status_boxes[label].setCurrentIndex(0)
@@ -678,6 +685,13 @@ class PanelVotePanel(QWidget):
 
     def current_series(self) -> str | None:
         return self._series
+
+    @property
+    def panel_id(self) -> int:
+        return self._panel.id
+
+    def case_uids(self) -> set[str]:
+        return {row["series_uid"] for row in self._rows}
 
     def _on_case_activated(self, row: int, _column: int = 0) -> None:
         if 0 <= row < len(self._rows):

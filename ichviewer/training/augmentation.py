@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,7 +123,3 @@ def augment_images(images, params: AugmentParams):
     if bool(mask.any()):
         out[mask] = median3x3(out[mask])
     return out
-
-
-def degrees_to_radians(deg: float) -> float:
-    return deg * math.pi / 180.0

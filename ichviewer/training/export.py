@@ -38,9 +38,12 @@ class ExportCheck:
 
 def export_onnx(model, path: str | Path, input_size: int) -> None:
     """Write `model` (forward -> (logits, features)) as ONNX with a dynamic batch axis."""
+    import copy
+
     import torch
 
-    model.eval()
+    # Trained in channels_last; export a plain-layout copy (ONNX has one layout anyway).
+    model = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
     dummy = torch.zeros(1, len(LEE_WINDOWS), input_size, input_size)
     with warnings.catch_warnings():
         # The TorchScript exporter is the one that needs no onnxscript; torch flags it as legacy.

@@ -45,11 +45,12 @@ class ProgressBar:
         self.stream.flush()
 
     def close(self, note: str = "") -> None:
+        """Draw the final state (also when stopped early) and end the line."""
         if self.stream is None:
             return
         if self.done < self.total or note:
             self._last_decile = -1
-            self.update(self.total if not note else self.done, note)
+            self.update(self.done, note)
         if self._tty:
             self.stream.write("\n")
             self.stream.flush()

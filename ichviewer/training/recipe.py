@@ -229,7 +229,10 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
                 "validation_case_auc_any": case_auc(val, probs),
                 "history": [asdict(h) for h in result.history],
                 "train_seconds": result.seconds,
+                "step_seconds": result.step_seconds,
+                "cpu_seconds": result.cpu_seconds,
                 "steps": result.steps,
+                "images_per_step": config.batch_size * 3,
                 "degree_selection_seconds": time.perf_counter() - t0,
                 "config": tc.fingerprint(),
             }

@@ -1,0 +1,112 @@
+"""How well the prediction basis matches the finding: top-example subtype agreement on held-out labelled slices, versus pooled features and chance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ichviewer import SUBTYPES
+from ichviewer.atlas.build import AtlasSummary, build_atlas, explaining_member
+from ichviewer.atlas.retrieval import retrieve
+from ichviewer.atlas.sources import PhantomSource, TrainingSource
+from ichviewer.atlas.store import Atlas, atlas_path_for, open_atlas
+from ichviewer.inference.model import LoadedModel
+
+#: Seeds of the bundled atlas's synthetic training set and of its held-out check (disjoint).
+BUNDLED_TRAIN_SEEDS = range(0, 200)
+BUNDLED_HELDOUT_SEEDS = range(5000, 5060)
+#: Balanced subtypes for the bundled synthetic set (normals keep relevance runs honest).
+BUNDLED_SUBTYPES = ("IPH", "IVH", "SDH", "EDH", "SAH", "mixed", "none")
+
+
+@dataclass(frozen=True)
+class RetrievalReport:
+    """Share of held-out queries whose top example carries the query's subtype, per ranking, and chance."""
+
+    n_queries: int
+    attention: float
+    pooled: float
+    chance: float
+    per_label: dict[str, dict[str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_queries": self.n_queries,
+            "top1_same_subtype": {"attention_eq7": round(self.attention, 4), "pooled_features": round(self.pooled, 4), "chance": round(self.chance, 4)},
+            "per_label": self.per_label,
+        }
+
+
+def evaluate_retrieval(
+    atlas: Atlas,
+    ensemble: Any,
+    source: TrainingSource,
+    *,
+    every: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> RetrievalReport:
+    """For every labelled slice (every `every`-th) and subtype present, retrieve one example per ranking and score it.
+
+    Chance is the share of atlas slices carrying the subtype (a uniformly drawn atlas example).
+    """
+    model = ensemble if isinstance(ensemble, LoadedModel) else explaining_member(ensemble)
+    image_has = {s: np.asarray([s in labels for labels in atlas.image_labels], dtype=bool) for s in SUBTYPES}
+    hits = {"attention": 0, "pooled": 0, "chance": 0.0}
+    per: dict[str, dict[str, float]] = {s: {"n": 0, "attention": 0, "pooled": 0, "chance": 0.0} for s in SUBTYPES}
+    n = 0
+    keys = source.keys()
+    for i, key in enumerate(keys):
+        study = source.load(key)
+        positive = np.flatnonzero(study.labels.any(axis=1))[::every]
+        for z in positive:
+            for li in np.flatnonzero(study.labels[z]):
+                label = SUBTYPES[li]
+                r = retrieve(study.volume, int(z), label, atlas, model, k=1)
+                a = bool(r.examples) and label in r.examples[0].entry.labels
+                p = bool(r.pooled_examples) and label in r.pooled_examples[0].entry.labels
+                c = float(image_has[label].mean()) if atlas.n_images else 0.0
+                n += 1
+                hits["attention"] += a
+                hits["pooled"] += p
+                hits["chance"] += c
+                per[label]["n"] += 1
+                per[label]["attention"] += a
+                per[label]["pooled"] += p
+                per[label]["chance"] += c
+        if progress:
+            progress(i + 1, len(keys))
+    per_label = {
+        s: {"n": int(v["n"]), **{k: round(v[k] / v["n"], 4) for k in ("attention", "pooled", "chance")}}
+        for s, v in per.items()
+        if v["n"]
+    }
+    d = max(n, 1)
+    return RetrievalReport(n, hits["attention"] / d, hits["pooled"] / d, hits["chance"] / d, per_label)
+
+
+def build_bundled_atlas(
+    ensemble: Any,
+    *,
+    out: str | Path | None = None,
+    train_seeds: range | list[int] = BUNDLED_TRAIN_SEEDS,
+    heldout_seeds: range | list[int] = BUNDLED_HELDOUT_SEEDS,
+    matrix: int = 128,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[AtlasSummary, RetrievalReport]:
+    """The redistributable atlas of the bundled ensemble: built from synthetic phantoms only, then checked on held-out phantoms.
+
+    Written next to the explaining member (`<models>/<member>.atlas.sqlite`) unless `out` is given.
+    """
+    model = explaining_member(ensemble)
+    target = Path(out) if out else atlas_path_for(ensemble.directory, model.name)
+    train = PhantomSource(list(train_seeds), subtypes=BUNDLED_SUBTYPES, matrix=matrix)
+    summary = build_atlas(ensemble, train, target, progress=progress)
+    heldout = PhantomSource(list(heldout_seeds), subtypes=BUNDLED_SUBTYPES, matrix=matrix)
+    with open_atlas(summary.path, model_sha256=model.spec.sha256, model_name=model.name) as atlas:
+        report = evaluate_retrieval(atlas, model, heldout, every=2, progress=(lambda d, t: progress("held-out", d, t)) if progress else None)
+    return summary, report
+

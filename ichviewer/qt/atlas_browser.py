@@ -1,0 +1,221 @@
+"""Atlas browser for residents: examples by subtype with heat maps and the source slice in context, and a self-test with a score."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ichviewer import SUBTYPES
+from ichviewer.qt.atlas_widgets import AtlasExampleView, overlay_rgb, to_pixmap
+
+log = logging.getLogger(__name__)
+
+#: Examples listed per subtype in the browser (the strongest features first).
+BROWSE_LIMIT = 200
+ICON_PX = 72
+
+
+class AtlasBrowsePage(QWidget):
+    """Pick a subtype; its atlas examples are listed with heat maps; the selected one is shown with its source slice."""
+
+    sig_entry_shown = Signal(int)
+
+    def __init__(self, atlas: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.atlas = atlas
+        self.subtype = QComboBox()
+        for s in SUBTYPES:
+            n = int(atlas.entries_for_label(s).size)
+            self.subtype.addItem(f"{s} ({n} examples)", s)
+        self.list = QListWidget()
+        self.list.setViewMode(QListWidget.ViewMode.IconMode)
+        self.list.setIconSize(QSize(ICON_PX, ICON_PX))
+        self.list.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.list.setMinimumWidth(4 * (ICON_PX + 12))
+        self.view = AtlasExampleView()
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Subtype:"))
+        top.addWidget(self.subtype, 1)
+        left = QVBoxLayout()
+        left.addLayout(top)
+        left.addWidget(self.list, 1)
+        layout = QHBoxLayout(self)
+        layout.addLayout(left, 1)
+        layout.addWidget(self.view, 1)
+        self.subtype.currentIndexChanged.connect(self._on_subtype_changed)
+        self.list.currentItemChanged.connect(self._on_item_changed)
+        self._on_subtype_changed(self.subtype.currentIndex())
+
+    def set_subtype(self, subtype: str) -> None:
+        self.subtype.setCurrentIndex(SUBTYPES.index(subtype))
+
+    def _on_subtype_changed(self, index: int) -> None:
+        label = SUBTYPES[max(0, index)]
+        self.list.clear()
+        for entry_id in self.atlas.entries_for_label(label)[:BROWSE_LIMIT]:
+            entry = self.atlas.entry(int(entry_id))
+            item = QListWidgetItem(QIcon(to_pixmap(overlay_rgb(entry.patch, entry.heat), ICON_PX)), " + ".join(entry.labels))
+            item.setData(Qt.ItemDataRole.UserRole, int(entry_id))
+            item.setToolTip(f"{entry.provenance.source}, slice {entry.provenance.slice_index}")
+            self.list.addItem(item)
+        if self.list.count():
+            self.list.setCurrentRow(0)
+
+    def _on_item_changed(self, item: QListWidgetItem | None, _previous: Any = None) -> None:
+        if item is None:
+            return
+        entry = self.atlas.entry(int(item.data(Qt.ItemDataRole.UserRole)))
+        self.view.show_entry(entry, self.atlas.context(entry.image_id))
+        self.sig_entry_shown.emit(entry.entry_id)
+
+
+class AtlasSelfTestPage(QWidget):
+    """Self-test: an atlas example without its label; the resident names the subtype, sees feedback and the running score."""
+
+    sig_answered = Signal(object)  # QuizAnswer
+
+    def __init__(self, quiz_factory: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._quiz_factory = quiz_factory
+        self.quiz: Any = None
+        self.question: Any = None
+        self._answered = False
+        self.subtype = QComboBox()
+        self.subtype.addItem("All subtypes", None)
+        for s in SUBTYPES:
+            self.subtype.addItem(s, s)
+        self.show_heat = QCheckBox("Show the heat map")
+        self.show_heat.setChecked(True)
+        self.view = AtlasExampleView()
+        self.buttons = QButtonGroup(self)
+        row = QHBoxLayout()
+        self.answer_buttons: dict[str, QPushButton] = {}
+        for s in SUBTYPES:
+            b = QPushButton(s)
+            self.answer_buttons[s] = b
+            self.buttons.addButton(b)
+            row.addWidget(b)
+            b.clicked.connect(lambda _checked=False, s=s: self.answer(s))
+        self.feedback = QLabel("")
+        self.feedback.setWordWrap(True)
+        self.score = QLabel("Score: –")
+        self.next_button = QPushButton("Next example")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Examples of:"))
+        top.addWidget(self.subtype, 1)
+        top.addWidget(self.show_heat)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.view, 1)
+        layout.addLayout(row)
+        layout.addWidget(self.feedback)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.score, 1)
+        bottom.addWidget(self.next_button)
+        layout.addLayout(bottom)
+        layout.addWidget(self.status)
+        self.next_button.clicked.connect(self.next_question)
+        self.subtype.currentIndexChanged.connect(self._on_subtype_changed)
+        self.show_heat.toggled.connect(self._on_show_heat_changed)
+        self._on_subtype_changed(0)
+
+    def _on_subtype_changed(self, _index: int) -> None:
+        subtype = self.subtype.currentData()
+        try:
+            self.quiz = self._quiz_factory((subtype,) if subtype else None)
+        except Exception as exc:  # ReviewError: no reader, no examples of the subtype, database trouble
+            self.quiz = None
+            self.status.setText(str(exc))
+            self._set_answerable(False)
+            return
+        self.status.setText(f"Answers are kept in the review database as {self.quiz.reader.name}.")
+        self.next_question()
+
+    def _on_show_heat_changed(self, _on: bool) -> None:
+        if self.question is not None:
+            self._show(reveal=self._answered)
+
+    def _set_answerable(self, on: bool) -> None:
+        for b in self.answer_buttons.values():
+            b.setEnabled(on)
+
+    def _show(self, reveal: bool) -> None:
+        entry = self.question.entry
+        self.view.show_entry(entry, self.quiz.atlas.context(entry.image_id), heat=self.show_heat.isChecked(), reveal=reveal)
+
+    def next_question(self) -> None:
+        if self.quiz is None:
+            return
+        self.question = self.quiz.next_question()
+        self._answered = False
+        self.feedback.setText("")
+        self._show(reveal=False)
+        self._set_answerable(True)
+
+    def answer(self, subtype: str) -> Any:
+        """The resident's answer: recorded, then feedback, the label revealed and the score updated."""
+        if self.quiz is None or self.question is None:
+            return None
+        result = self.quiz.answer(self.question, subtype)
+        self._answered = True
+        self._set_answerable(False)
+        self.feedback.setText(result.feedback)
+        self.feedback.setStyleSheet("color: #6fd36f;" if result.correct else "color: #ff8a65;")
+        self._show(reveal=True)
+        self.score.setText(f"Score: {self.quiz.score()}")
+        self.sig_answered.emit(result)
+        return result
+
+
+class AtlasBrowserWindow(QWidget):
+    """A top-level window: "Browse" (examples by subtype) and "Self-test" tabs over one atlas."""
+
+    def __init__(self, atlas_path: str | Path, *, review_store: Any = None, reader: Any = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent, Qt.WindowType.Window)
+        from ichviewer.atlas import open_atlas
+
+        self.setWindowTitle(f"ICH atlas – {Path(atlas_path).name}")
+        self.atlas = open_atlas(atlas_path)  # GUI thread's own connection: entries are small and read on demand
+        self.review_store = review_store
+        self.reader = reader
+        self.browse = AtlasBrowsePage(self.atlas)
+        self.self_test = AtlasSelfTestPage(self._make_quiz)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.browse, "Browse")
+        self.tabs.addTab(self.self_test, "Self-test")
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs)
+        self.resize(900, 650)
+
+    def _make_quiz(self, subtypes: tuple[str, ...] | None) -> Any:
+        from ichviewer.atlas.quiz import AtlasQuiz
+        from ichviewer.review import ReviewError
+
+        if self.review_store is None:
+            raise ReviewError("The self-test needs the review database; it could not be opened, so answers cannot be kept.")
+        if self.reader is None:
+            raise ReviewError("Choose who is reading (Review › Change reader) to take the self-test; answers are kept per reader.")
+        return AtlasQuiz(self.atlas, self.review_store, self.reader, subtypes=subtypes)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        self.atlas.close()
+        super().closeEvent(event)

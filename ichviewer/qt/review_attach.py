@@ -1,0 +1,254 @@
+"""attach_review: the reader's adjudication panel, the worklist, panel voting and the statistics dashboard in a MainWindow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QInputDialog
+
+from ichviewer import LABELS
+from ichviewer.qt.review_widgets import (
+    AdjudicationPanel,
+    PanelVotePanel,
+    ReviewDashboard,
+    WorklistPanel,
+    choose_reader,
+)
+
+log = logging.getLogger(__name__)
+
+#: The review database in the settings folder unless the settings or `--db` say otherwise.
+DEFAULT_DB_NAME = "review.sqlite"
+#: Remembers the last reader so a restart does not ask again (name and role only).
+READER_FILE = "reader.json"
+
+
+def series_folder(volume: Any) -> str:
+    files = tuple(getattr(volume, "source_files", ()) or ())
+    if not files:
+        return ""
+    return os.path.dirname(files[0]) if len(files) == 1 else os.path.commonpath(files)
+
+
+class ReviewUI(QObject):
+    """Everything the review database adds to one main window.
+
+    Attributes: `store` (ReviewStore), `reader`, `adjudication` (AdjudicationPanel),
+    `worklist` (WorklistPanel), `vote_panel` (PanelVotePanel or None),
+    `dashboard` (ReviewDashboard or None).
+    """
+
+    def __init__(self, main_window: Any, db_path: str | os.PathLike[str] | None = None, *,
+                 reader: tuple[str, str] | None = None, ask_reader: bool = True) -> None:
+        super().__init__(main_window)
+        from ichviewer.review import ReviewStore
+
+        self.main_window = main_window
+        self.settings_folder = Path(getattr(main_window, "settings_dir", "."))
+        self.db_path = Path(db_path) if db_path else self.settings_folder / DEFAULT_DB_NAME
+        self.store = ReviewStore(self.db_path)
+        self.reader = None
+        self.vote_panel: PanelVotePanel | None = None
+        self.vote_dock = None
+        self.dashboard: ReviewDashboard | None = None
+        self._pixel_hashes: dict[str, str] = {}
+        self._current_series: str | None = None
+
+        self.adjudication = AdjudicationPanel(self.store)
+        self.worklist = WorklistPanel(self.store)
+        self.adjudication_dock = main_window.add_panel(self.adjudication, "Adjudication")
+        self.worklist_dock = main_window.add_panel(self.worklist, "Worklist", Qt.DockWidgetArea.LeftDockWidgetArea)
+        studies_dock = main_window.findChild(type(self.worklist_dock), "dock_studies")
+        if studies_dock is not None:
+            main_window.tabifyDockWidget(studies_dock, self.worklist_dock)
+            studies_dock.raise_()
+
+        self.adjudication.sig_read_saved.connect(self._on_read_saved)
+        self.adjudication.sig_save_failed.connect(self._on_save_failed)
+        self.worklist.sig_open_study.connect(self._on_open_study)
+        main_window.sig_volume_opened.connect(self._on_volume_opened)
+        inference = getattr(main_window, "inference", None)
+        if inference is not None:
+            inference.controller.sig_finished.connect(self._on_inference_finished)
+        main_window.add_shutdown_hook(self.shutdown)
+        self._build_menu()
+
+        if reader is not None:
+            self.set_reader(self.store.add_reader(*reader))
+        else:
+            remembered = self._remembered_reader()
+            if remembered is not None:
+                self.set_reader(remembered)
+            elif ask_reader:
+                self.change_reader()
+        if getattr(main_window, "volume", None) is not None:
+            self._on_volume_opened(main_window.volume)
+
+    # -- reader ----------------------------------------------------------------------------
+    def _remembered_reader(self):
+        try:
+            data = json.loads((self.settings_folder / READER_FILE).read_text("utf-8"))
+            return self.store.reader(str(data["name"])) or self.store.add_reader(str(data["name"]), str(data["role"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def set_reader(self, reader) -> None:
+        self.reader = reader
+        self.adjudication.set_reader(reader)
+        self.worklist.set_reader(reader)
+        self.main_window.statusBar().showMessage(f"Reading as {reader.name} ({reader.role})" if reader else "", 5000)
+        if reader is not None:
+            try:
+                (self.settings_folder / READER_FILE).write_text(json.dumps({"name": reader.name, "role": reader.role}), "utf-8")
+            except OSError as exc:
+                log.warning("could not remember the reader: %s", exc)
+
+    def change_reader(self) -> None:
+        current = self.reader
+        chosen = choose_reader(self.store, self.main_window,
+                               name=current.name if current else "", role=current.role if current else "resident")
+        if chosen is not None:
+            self.set_reader(chosen)
+
+    # -- menu --------------------------------------------------------------------------------
+    def _build_menu(self) -> None:
+        menu = self.main_window.menuBar().addMenu("&Review")
+        self.change_reader_action = QAction("Change reader\u2026", self.main_window)
+        self.change_reader_action.triggered.connect(self.change_reader)
+        self.dashboard_action = QAction("Statistics dashboard", self.main_window)
+        self.dashboard_action.triggered.connect(self.show_dashboard)
+        self.vote_action = QAction("Vote on a panel\u2026", self.main_window)
+        self.vote_action.triggered.connect(self.choose_panel)
+        for act in (self.change_reader_action, self.dashboard_action, self.vote_action):
+            menu.addAction(act)
+        menu.addSeparator()
+        menu.addAction(self.adjudication_dock.toggleViewAction())
+        menu.addAction(self.worklist_dock.toggleViewAction())
+
+    def show_dashboard(self) -> ReviewDashboard:
+        if self.dashboard is None:
+            self.dashboard = ReviewDashboard(self.store)
+            self.dashboard_dock = self.main_window.add_panel(self.dashboard, "Review statistics", Qt.DockWidgetArea.BottomDockWidgetArea)
+        else:
+            self.dashboard.refresh()
+        self.dashboard_dock.show()
+        self.dashboard_dock.raise_()
+        return self.dashboard
+
+    def choose_panel(self) -> None:
+        from ichviewer.review import list_panels
+
+        panels = list_panels(self.store)
+        if not panels:
+            self.main_window.notify_error("There are no panels in the review database yet (create one with `ichviewer review panel create`).")
+            return
+        names = [f"{p.id}: {p.name}" for p in panels]
+        choice, ok = QInputDialog.getItem(self.main_window, "Panel", "Vote on panel:", names, 0, False)
+        if ok:
+            self.open_panel(panels[names.index(choice)].id)
+
+    def open_panel(self, panel_id: int) -> PanelVotePanel:
+        """Show the voting panel for `panel_id`; a blinded panel hides the AI until the member's vote is in."""
+        if self.reader is None:
+            raise RuntimeError("choose a reader before voting")
+        if self.vote_dock is not None:
+            self.vote_dock.close()
+            self.vote_dock.deleteLater()
+        self.vote_panel = PanelVotePanel(self.store, panel_id, self.reader)
+        self.vote_dock = self.main_window.add_panel(self.vote_panel, "Panel vote")
+        self.vote_dock.show()  # docks added to a window already on screen start hidden
+        self.vote_dock.raise_()
+        self.vote_panel.sig_open_study.connect(self._on_open_study)
+        self.vote_panel.sig_vote_saved.connect(self._on_vote_saved)
+        self._apply_blinding()
+        return self.vote_panel
+
+    def _apply_blinding(self) -> None:
+        """Blind the AI outputs when a blinded panel's member has not voted on the open case yet."""
+        blind = False
+        panel = self.vote_panel
+        if panel is not None and self._current_series in panel.case_uids():
+            from ichviewer.review import member_view
+
+            blind = member_view(self.store, panel.panel_id, self.reader.name, self._current_series).blinded
+        inference = getattr(self.main_window, "inference", None)
+        if inference is not None:
+            inference.set_blinded(blind)
+        self.adjudication.set_ai_hidden(blind)
+
+    # -- events ------------------------------------------------------------------------------
+    def _on_volume_opened(self, volume: Any) -> None:
+        self._current_series = volume.series_uid or None
+        description = volume.series_description or "(no description)"
+        self.adjudication.set_case(volume.series_uid, study_uid=volume.study_uid or None,
+                                   description=f"{description} \u2014 {volume.n_slices} images")
+        if self.vote_panel is not None and volume.series_uid in self.vote_panel.case_uids():
+            self.vote_panel.open_case(volume.series_uid)
+        self._apply_blinding()
+
+    def _ensure_study(self, volume: Any) -> None:
+        uid = volume.series_uid
+        if uid not in self._pixel_hashes:
+            self._pixel_hashes[uid] = volume.pixel_sha256()
+        self.store.add_study(uid, volume.study_uid or None, pixel_sha256=self._pixel_hashes[uid], path=series_folder(volume))
+
+    def _on_inference_finished(self, _request_id: int, result: Any) -> None:
+        volume = getattr(self.main_window, "volume", None)
+        if volume is None or volume.series_uid != getattr(result, "series_uid", volume.series_uid):
+            return
+        from ichviewer.review import record_study_result
+
+        try:
+            self._ensure_study(volume)
+            entry = {"path": series_folder(volume), **result.to_dict()}
+            run_id = record_study_result(self.store, entry)
+        except Exception as exc:  # the database is on another disk, locked, full...
+            self.main_window.notify_error(f"The AI result could not be recorded in the review database {self.db_path}: {exc}")
+            return
+        if volume.series_uid == self._current_series:
+            self.adjudication.set_ai_findings({label: result.case[label].probability for label in LABELS}, run_id)
+
+    def _on_read_saved(self, read_id: int) -> None:
+        self.main_window.statusBar().showMessage(f"Read {read_id} saved to {self.db_path.name}", 5000)
+        self.worklist.refresh()
+        self.worklist.open_next()
+
+    def _on_save_failed(self, message: str) -> None:
+        self.main_window.notify_error(f"The read was NOT saved (your entries are kept): {message}")
+
+    def _on_vote_saved(self, _series_uid: str) -> None:
+        self._apply_blinding()
+
+    def _on_open_study(self, series_uid: str, path: str) -> None:
+        window = self.main_window
+        if series_uid in getattr(window, "volumes", {}):
+            window.show_volume(window.volumes[series_uid])
+        elif path:
+            window.open_path(path)
+        else:
+            window.notify_error(f"Series {series_uid} has no known location on this machine; open its folder with File \u203a Open.")
+
+    def shutdown(self, _timeout_ms: int = 0) -> None:
+        self.store.close()
+
+
+def attach_review(main_window: Any, db_path: str | os.PathLike[str] | None = None, *,
+                  reader: tuple[str, str] | None = None, ask_reader: bool = True) -> ReviewUI | None:
+    """Install the review database panels in `main_window`; None (with a message) if the database cannot be opened.
+
+    `reader` (name, role) skips the identity dialog; otherwise the last reader of
+    this settings folder is reused, or the dialog asks when `ask_reader`.
+    """
+    try:
+        ui = ReviewUI(main_window, db_path, reader=reader, ask_reader=ask_reader)
+    except Exception as exc:
+        main_window.notify_error(f"The review database could not be opened ({exc}). Reading works; reads cannot be saved.")
+        return None
+    main_window.review = ui
+    return ui

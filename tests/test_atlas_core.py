@@ -1,0 +1,260 @@
+"""Atlas building and prediction-basis retrieval (Lee et al. 2019, Methods and Eq. 5-7) on tiny real ONNX models and phantoms."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atlas_fixtures import PHANTOM_MATRIX, blood_weights, build_explaining_ensemble
+from ichviewer import SUBTYPES
+from ichviewer.atlas import (
+    AtlasError,
+    AtlasMismatchError,
+    PhantomSource,
+    build_atlas,
+    feature_distances,
+    filter_relevance,
+    open_atlas,
+    relevance_counts,
+    retrieve,
+    select_filters,
+)
+from ichviewer.atlas.store import write_atlas
+from ichviewer.cli import main
+from ichviewer.core.phantom import generate_case
+from ichviewer.inference import load_ensemble
+from ichviewer.inference.manifest import ManifestError, load_manifest
+from inference_fixtures import add_member, write_dicom_series, write_manifest
+
+TRAIN = dict(subtypes=("SDH", "none"), matrix=PHANTOM_MATRIX, volume_ml=30.0)
+
+
+def _flags(*names: str) -> list[bool]:
+    return [s in names for s in SUBTYPES]
+
+
+# -- relevance count (Methods, worked example) ------------------------------------------------
+
+
+def test_relevance_count_reproduces_the_papers_sah_iph_sdh_example():
+    # top: SAH and IPH; second: SAH; third: SDH -> SAH 2, IPH 1, all others 0
+    counts = relevance_counts(np.array([_flags("SAH", "IPH"), _flags("SAH"), _flags("SDH")]))
+    assert dict(zip(SUBTYPES, counts.tolist(), strict=True)) == {"IPH": 1, "IVH": 0, "SDH": 0, "EDH": 0, "SAH": 2}
+
+
+def test_filter_relevance_sorts_images_by_maximum_activation_first():
+    # the same three images stored in another order; only the activation decides who is on top
+    labels = np.array([_flags("SDH"), _flags("SAH", "IPH"), _flags("SAH"), _flags()])
+    max_act = np.array([[0.7, 0.0], [2.0, 0.0], [1.1, 0.0], [0.2, 0.0]])  # filter 1 never fires
+    counts, tops = filter_relevance(max_act, labels, top=3)
+    assert dict(zip(SUBTYPES, counts[0].tolist(), strict=True)) == {"IPH": 1, "IVH": 0, "SDH": 0, "EDH": 0, "SAH": 2}
+    assert tops[0].tolist() == [1, 2, 0]
+    assert counts[1].tolist() == [0] * 5  # a dead filter is relevant to nothing
+
+
+def test_top_five_percent_of_filters_per_label_and_never_a_zero_count():
+    rng = np.random.default_rng(0)
+    counts = np.zeros((60, 5), dtype=int)  # 60 filters over all blocks: 5 % = 3 per label
+    counts[:, SUBTYPES.index("SDH")] = rng.permutation(60)
+    counts[[4, 9], SUBTYPES.index("EDH")] = [7, 2]
+    chosen = select_filters(counts, 0.05)
+    sdh = [s for s in chosen if s.label_index == SUBTYPES.index("SDH")]
+    assert [s.relevance for s in sdh] == [59, 58, 57] and [s.rank for s in sdh] == [0, 1, 2]
+    edh = [(s.filter_index, s.relevance) for s in chosen if s.label_index == SUBTYPES.index("EDH")]
+    assert edh == [(4, 7), (9, 2)]  # only two filters are relevant at all
+    assert not [s for s in chosen if s.label_index == SUBTYPES.index("IPH")]
+
+
+# -- Eq. 7 against a hand computation ---------------------------------------------------------
+
+
+def _hand_atlas(path: Path) -> object:
+    images = [dict(study_uid="1", series_uid="2", source="hand", slice_index=0, labels=("SDH",), rows=2, cols=2,
+                   pixel_dy=1.0, pixel_dx=1.0, context=np.zeros((2, 2), np.int16), pooled=np.ones(3, np.float32))]
+    features = [dict(block="features", channel=c, label=lab, relevance=1, label_rank=0) for c, lab in ((0, "SDH"), (1, "SDH"), (2, "IPH"), (0, "EDH"))]
+    entries = [dict(feature=f, image=0, rank=0, max_activation=1.0, box=(0, 0, 1, 1), patch=np.zeros((2, 2), np.int16), heat=np.zeros((2, 2), np.uint8)) for f in range(4)]
+    header = dict(model_name="hand", model_sha256="0" * 64, labels=list(SUBTYPES), blocks={"features": [3, 2, 2]})
+    return open_atlas(write_atlas(path, header, images, features, entries))
+
+
+def test_eq7_distances_match_a_hand_computation(tmp_path):
+    a = np.array([[[2, 1], [0, 0]], [[0, 1], [0, 1]], [[1, 1], [1, 1]]], dtype=np.float32)  # A_0, A_1, A_2 (2 x 2, S = 4)
+    w = np.array([2.0, 1.0, -1.0])
+    # Eq. 5: M = ReLU((2 A0 + A1 - A2) / 4) = [[3/4, 2/4], [0, 0]]  -> unit vector (3, 2, 0, 0)/sqrt(13)
+    overall = np.maximum(np.tensordot(w, a, axes=(0, 0)) / 4, 0)
+    assert overall.tolist() == [[0.75, 0.5], [0.0, 0.0]]
+    # Eq. 6: M_0 = [[1, .5], [0, 0]] -> (2, 1, 0, 0)/sqrt(5); M_1 = [[0, .25], [0, .25]] -> (0, 1, 0, 1)/sqrt(2); M_2 = 0
+    d0 = math.hypot(2 / math.sqrt(5) - 3 / math.sqrt(13), 1 / math.sqrt(5) - 2 / math.sqrt(13))
+    d1 = math.sqrt((3 / math.sqrt(13)) ** 2 + (1 / math.sqrt(2) - 2 / math.sqrt(13)) ** 2 + 0.5)
+    with _hand_atlas(tmp_path / "hand.atlas.sqlite") as atlas:
+        d = feature_distances(atlas, {"features": a}, {"features": w / 4}, overall)
+    assert d[0] == pytest.approx(d0, abs=1e-6) and d0 == pytest.approx(0.124274, abs=1e-6)
+    assert d[1] == pytest.approx(d1, abs=1e-6) and d1 == pytest.approx(1.102513, abs=1e-6)
+    assert d[2] == math.inf  # a feature whose Eq. 6 map is empty on this slice is not ranked
+    assert d[3] == d[0]  # the same filter chosen for two labels has one distance
+
+
+# -- gradient tail of an intermediate block (Eq. 6 weights) -------------------------------------
+
+
+def test_intermediate_block_weights_equal_the_analytic_mean_gradient(tmp_path):
+    ens_dir = build_explaining_ensemble(tmp_path / "ens", extra_member=False)
+    model = load_ensemble(ens_dir).model("explainer")
+    w = blood_weights(3)
+    rng = np.random.default_rng(5)
+    x = rng.random((1, 3, 64, 64), dtype=np.float32)
+    _, feats = model.block_features(x)
+    a0 = feats["block0"][0].astype(np.float64)
+    # analytic: z^c = sum_m head[c, m] mean(relu(conv1(A0)))_m + b, so dz/dA0 is the transposed conv of
+    # head[c, m] / S1 on the active outputs; alpha_k = mean over positions of that gradient
+    c = SUBTYPES.index("SDH")
+    w1, b1 = w["conv_weights"][1].astype(np.float64), w["conv_biases"][1].astype(np.float64)
+    pad = np.pad(a0, ((0, 0), (1, 1), (1, 1)))
+    pre = np.zeros((8, 32, 32))
+    for i in range(3):
+        for j in range(3):
+            pre += np.tensordot(w1[:, :, i, j], pad[:, i : i + 64 : 2, j : j + 64 : 2], axes=(1, 0))
+    active = (pre + b1[:, None, None]) > 0
+    g = active * (w["head_weight"][c].astype(np.float64)[:, None, None] / (32 * 32))
+    grad = np.zeros((6, 66, 66))
+    for i in range(3):
+        for j in range(3):
+            grad[:, i : i + 64 : 2, j : j + 64 : 2] += np.tensordot(w1[:, :, i, j], g, axes=(0, 0))
+    alpha = grad[:, 1:65, 1:65].sum(axis=(1, 2)) / (64 * 64)
+    got = model.block_gradient_weights("block0", feats["block0"][0], c)
+    np.testing.assert_allclose(got, alpha, rtol=0.02, atol=1e-6)
+
+
+# -- building and retrieving on phantoms -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("atlas")
+    ens_dir = build_explaining_ensemble(root / "ens")
+    ensemble = load_ensemble(ens_dir)
+    stages: list[tuple[str, int, int]] = []
+    summary = build_atlas(ensemble, PhantomSource(range(1, 7), **TRAIN), ens_dir / "explainer.atlas.sqlite", fraction=0.1,
+                          progress=lambda *a: stages.append(a))
+    return ens_dir, ensemble, summary, stages
+
+
+def test_build_selects_the_blood_filter_for_sdh_and_stores_provenance(built):
+    ens_dir, ensemble, summary, stages = built
+    assert ("activations", 6, 6) in stages and stages[-1] == ("writing", 1, 1)
+    assert summary.n_training_images > 100 and summary.n_entries > 0
+    with open_atlas(summary.path) as atlas:
+        assert atlas.header.model_sha256 == ensemble.model("explainer").spec.sha256
+        assert set(atlas.header.blocks) == {"block0", "features"}
+        sdh = np.flatnonzero(atlas.feature_label == "SDH")
+        # the hand-set blood detector (last block, channel 0) heads the SDH features with a long relevance run
+        assert (atlas.feature_block[sdh[0]], atlas.feature_channel[sdh[0]]) == ("features", 0)
+        assert atlas.feature_relevance[sdh[0]] >= 10
+        entry = atlas.entry(int(atlas.feature_entries(int(sdh[0]))[0]))
+        assert entry.labels == ("SDH",) and entry.patch.shape == entry.heat.shape == (48, 48)
+        assert entry.provenance.source.startswith("phantom seed") and entry.provenance.model_sha256 == summary.model_sha256
+        assert atlas.context(entry.image_id).shape == (64, 64)
+
+
+def test_retrieval_returns_sdh_examples_whose_heat_sits_on_the_bleed(built):
+    ens_dir, ensemble, summary, _ = built
+    case = generate_case(50, subtype="SDH", matrix=PHANTOM_MATRIX, volume_ml=30.0)  # held out
+    z = int(np.flatnonzero(case.masks["SDH"].sum(axis=(1, 2)))[len(np.flatnonzero(case.masks["SDH"].sum(axis=(1, 2)))) // 2])
+    with open_atlas(summary.path) as atlas:
+        basis = retrieve(case.volume, z, "SDH", atlas, ensemble, k=4)
+    assert basis.examples and basis.pooled_examples
+    assert all("SDH" in ex.entry.labels for ex in basis.examples)
+    first = basis.examples[0]
+    assert (first.entry.block, first.entry.channel) == ("features", 0)
+    assert [ex.distance for ex in basis.examples] == sorted(ex.distance for ex in basis.examples)
+    # the patch is centred on the feature's strongest activation: on the training slice's SDH
+    seed = int(first.entry.provenance.source.split()[2])
+    train = generate_case(seed, subtype="SDH", matrix=PHANTOM_MATRIX, volume_ml=30.0)
+    y0, x0, y1, x1 = first.entry.box
+    cy, cx = int((y0 + y1) / 2 * 64), int((x0 + x1) / 2 * 64)
+    near = train.masks["SDH"][first.entry.provenance.slice_index, max(0, cy - 2) : cy + 3, max(0, cx - 2) : cx + 3]
+    assert near.any()
+
+
+def test_an_atlas_is_refused_with_a_model_whose_checksum_differs(built, tmp_path):
+    _, _, summary, _ = built
+    other_dir = build_explaining_ensemble(tmp_path / "retrained", seed=4)  # same shape, other weights
+    other = load_ensemble(other_dir)
+    case = generate_case(50, subtype="SDH", matrix=PHANTOM_MATRIX, volume_ml=30.0)
+    with open_atlas(summary.path) as atlas:
+        with pytest.raises(AtlasMismatchError, match="rebuild the atlas"):
+            retrieve(case.volume, 12, "SDH", atlas, other)
+    with pytest.raises(AtlasMismatchError):
+        open_atlas(summary.path, model_sha256=other.model("explainer").spec.sha256)
+
+
+# -- manifest contract -----------------------------------------------------------------------
+
+
+def test_manifests_without_block_outputs_still_load_and_the_extension_round_trips(tmp_path):
+    old_entry, _ = add_member(tmp_path / "old", "alpha", seed=1)
+    write_manifest(tmp_path / "old", [old_entry])
+    old = load_manifest(tmp_path / "old")
+    assert old.models[0].block_outputs == () and old.explaining is old.cam_model
+    new = load_manifest(build_explaining_ensemble(tmp_path / "new"))
+    spec = new.model("explainer")
+    assert [b.name for b in spec.block_outputs] == ["block0"] and spec.block_outputs[0].tail_file
+    assert new.explaining.name == "explainer"
+    data = new.to_dict()
+    assert data["explaining_model"] == "explainer" and data["models"][0]["block_outputs"][0]["tail"]["input"] == "block"
+    raw = json.loads((tmp_path / "new" / "manifest.json").read_text())
+    raw["models"][0]["block_outputs"][0]["tail"]["sha256"] = "xyz"
+    (tmp_path / "new" / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match="tail.sha256"):
+        load_manifest(tmp_path / "new")
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def test_cli_builds_from_dicom_with_labels_csv_and_queries_to_json(tmp_path, capsys):
+    ens_dir = build_explaining_ensemble(tmp_path / "ens")
+    data = tmp_path / "data"
+    rows = ["series,slice,IPH,IVH,SDH,EDH,SAH"]
+    for seed, subtype in ((1, "SDH"), (2, "none"), (3, "SDH")):
+        case = generate_case(seed, subtype=subtype, matrix=PHANTOM_MATRIX, volume_ml=30.0 if subtype != "none" else None)
+        write_dicom_series(case.volume, data / f"case{seed}")
+        rows += [f"case{seed},{z},0,0,{row['SDH']},0,0" for z, row in enumerate(case.slice_labels) if row["SDH"]]
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "my.atlas.sqlite"
+    assert main(["atlas", "build", "--models", str(ens_dir), "--data", str(data), "--out", str(out), "--fraction", "0.1"]) == 0
+    err = capsys.readouterr().err
+    assert "activations" in err and f"wrote {out}" in err
+
+    study = tmp_path / "study"
+    case = generate_case(50, subtype="SDH", matrix=PHANTOM_MATRIX, volume_ml=30.0)
+    write_dicom_series(case.volume, study)
+    z = int(np.flatnonzero([r["SDH"] for r in case.slice_labels])[3])
+    js = tmp_path / "q.json"
+    assert main(["atlas", "query", str(out), "--models", str(ens_dir), "--study", str(study), "--slice", str(z), "--label", "SDH", "--json", str(js)]) == 0
+    result = json.loads(js.read_text())
+    assert result["label"] == "SDH" and result["examples"] and result["pooled_examples"]
+    assert result["examples"][0]["labels"] == ["SDH"]
+    assert result["examples"][0]["provenance"]["source"].startswith(str(data))
+    assert len(result["examples"][0]["provenance"]["model_sha256"]) == 64
+
+    # bad input: a clear message and exit 1, never a traceback
+    capsys.readouterr()
+    assert main(["atlas", "query", str(tmp_path / "missing.sqlite"), "--study", str(study), "--slice", "1", "--label", "SDH", "--json", str(js)]) == 1
+    assert "atlas file does not exist" in capsys.readouterr().err
+    assert main(["atlas", "query", str(out), "--models", str(ens_dir), "--study", str(study), "--slice", "1", "--label", "XYZ", "--json", str(js)]) == 1
+    assert "--label must be one of" in capsys.readouterr().err
+    not_atlas = tmp_path / "labels.sqlite"
+    not_atlas.write_bytes(b"not a database at all" * 10)
+    assert main(["atlas", "info", str(not_atlas)]) == 1
+    assert "not an ICH Viewer atlas" in capsys.readouterr().err
+
+
+def test_atlas_error_names_the_file(tmp_path):
+    with pytest.raises(AtlasError) as info:
+        open_atlas(tmp_path / "nothing.atlas.sqlite")
+    assert "nothing.atlas.sqlite" in str(info.value)

@@ -1,0 +1,129 @@
+"""GUI tests of the prediction basis: the panel fills for a phantom bleed off the GUI thread, click to enlarge, browser and self-test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from atlas_fixtures import PHANTOM_MATRIX, build_explaining_ensemble
+from ichviewer.atlas import PhantomSource, build_atlas
+from ichviewer.core.phantom import generate_case
+from ichviewer.inference import load_ensemble
+from ichviewer.qt.atlas_attach import AtlasUI, attach_atlas
+from ichviewer.qt.main_window import MainWindow
+from ichviewer.review import ReviewStore
+
+pytestmark = pytest.mark.gui
+WAIT_MS = 20000
+
+
+@pytest.fixture(scope="module")
+def ensemble_with_atlas(tmp_path_factory):
+    ens_dir = build_explaining_ensemble(tmp_path_factory.mktemp("qt_atlas") / "ens")
+    source = PhantomSource(range(1, 7), subtypes=("SDH", "none"), matrix=PHANTOM_MATRIX, volume_ml=30.0)
+    build_atlas(load_ensemble(ens_dir), source, ens_dir / "explainer.atlas.sqlite", fraction=0.3, patches_per_feature=6)
+    return ens_dir
+
+
+@pytest.fixture(scope="module")
+def bleed():
+    case = generate_case(50, subtype="SDH", matrix=PHANTOM_MATRIX, volume_ml=30.0)
+    slices = np.flatnonzero([r["SDH"] for r in case.slice_labels])
+    return case.volume, int(slices[len(slices) // 2]), slices
+
+
+@pytest.fixture
+def window(qtbot):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.close()  # shutdown hooks stop the atlas worker (bounded)
+    ui = getattr(w, "atlas", None)
+    if isinstance(ui, AtlasUI):
+        assert ui.controller._pool.activeThreadCount() == 0
+
+
+def test_prediction_basis_fills_for_a_phantom_bleed_and_click_enlarges(qtbot, window, ensemble_with_atlas, bleed):
+    volume, z, _ = bleed
+    ui = attach_atlas(window, ensemble_with_atlas)
+    assert ui.controller.available, ui.controller.unavailable_reason
+    window.state.set_selected_label("SDH")
+    with qtbot.waitSignal(ui.controller.sig_ready, timeout=WAIT_MS, check_params_cb=lambda _rid, r: r.slice_index == z):
+        window.show_volume(volume)
+        window.state.set_slice_index(z)
+    assert 4 <= len(ui.panel.tiles) <= 8
+    assert all("SDH" in tile.caption.text() and "d = " in tile.caption.text() for tile in ui.panel.tiles)
+    assert ui.panel.grids["pooled"].tiles  # the pooled-feature ranking is shown beside it
+    assert f"SDH on slice {z + 1}" in ui.panel.title.text()
+    pix = ui.panel.tiles[0].image.pixmap()
+    assert not pix.isNull() and pix.width() > 32
+
+    assert ui.example_dock.isHidden()
+    qtbot.mouseClick(ui.panel.tiles[0], Qt.MouseButton.LeftButton)
+    assert not ui.example_dock.isHidden()
+    assert ui.example_view.entry is ui.panel.tiles[0].example.entry
+    assert "SDH" in ui.example_view.info.text() and "phantom seed" in ui.example_view.info.text()
+    assert not ui.example_view.context.pixmap().isNull()
+
+
+def test_scrolling_never_waits_for_retrieval_and_only_the_last_slice_is_shown(qtbot, window, ensemble_with_atlas, bleed):
+    volume, _, slices = bleed
+    ui = attach_atlas(window, ensemble_with_atlas)
+    window.state.set_selected_label("SDH")
+    window.show_volume(volume)
+    shown: list[int] = []
+    ui.controller.sig_ready.connect(lambda _rid, r: shown.append(r.slice_index))
+    last = int(slices[-2])
+    with qtbot.waitSignal(ui.controller.sig_ready, timeout=WAIT_MS, check_params_cb=lambda _rid, r: r.slice_index == last):
+        for s in range(int(slices[0]), last + 1):  # a fast scroll: every step returns at once
+            window.state.set_slice_index(s)
+            assert window.state.slice_index == s
+    qtbot.wait(50)
+    assert shown and shown[-1] == last and len(shown) < (last - int(slices[0]) + 1)
+    assert f"slice {last + 1}" in ui.panel.title.text()
+
+
+def test_atlas_for_another_model_is_refused_in_the_panel(qtbot, window, ensemble_with_atlas, bleed, tmp_path):
+    other = build_explaining_ensemble(tmp_path / "other", seed=4)
+    volume, z, _ = bleed
+    errors: list[str] = []
+    window.sig_error.connect(errors.append)
+    ui = attach_atlas(window, other, ensemble_with_atlas / "explainer.atlas.sqlite")
+    window.state.set_selected_label("SDH")
+    with qtbot.waitSignal(ui.controller.sig_failed, timeout=WAIT_MS):
+        window.show_volume(volume)
+    assert "does not belong to the installed model" in ui.panel.status.text()
+    assert not ui.panel.tiles and errors
+
+
+def test_browser_by_subtype_and_self_test_kept_in_the_review_database(qtbot, window, ensemble_with_atlas, tmp_path):
+    store = ReviewStore(tmp_path / "review.sqlite")
+    resident = store.add_reader("Dr Resident", "resident")
+    try:
+        ui = attach_atlas(window, ensemble_with_atlas, review_store=store, reader=resident)
+        browser = ui.open_browser()  # a child window of the viewer, deleted when closed
+        assert browser.browse.subtype.itemText(0) == "IPH (0 examples)" and browser.browse.list.count() == 0
+        browser.browse.set_subtype("SDH")
+        assert browser.browse.list.count() >= 4
+        assert "SDH" in browser.browse.view.info.text() and not browser.browse.view.context.pixmap().isNull()
+
+        page = browser.self_test
+        page.subtype.setCurrentIndex(page.subtype.findData("SDH"))
+        assert "Which subtype" in page.view.info.text()  # the label is hidden until answered
+        right = page.answer("SDH")
+        assert right.correct and page.feedback.text().startswith("Correct")
+        assert "SDH" in page.view.info.text() and not page.answer_buttons["SDH"].isEnabled()
+        page.next_question()
+        wrong = page.answer("EDH")
+        assert not wrong.correct and "you said EDH" in page.feedback.text()
+        assert page.score.text() == "Score: 1 / 2 (50 %)"
+        rows = store.query("SELECT answer, correct, reader_id FROM atlas_quiz_answers ORDER BY id")
+        assert rows == [{"answer": "SDH", "correct": 1, "reader_id": resident.id}, {"answer": "EDH", "correct": 0, "reader_id": resident.id}]
+        assert len(store.audit_log(entity="atlas_quiz_answers")) == 2
+        browser.close()
+    finally:
+        window.close()
+        store.close()

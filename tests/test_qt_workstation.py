@@ -1,0 +1,136 @@
+"""The whole workstation as `ichviewer open` builds it: viewer + AI + review database working together."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from ichviewer.qt.app import build_workstation
+from ichviewer.qt.inference_settings import InferenceSettings
+from ichviewer.review import ReviewStore, add_member, create_panel
+from inference_fixtures import add_member as add_model, make_volume, write_manifest, write_dicom_series
+
+pytestmark = pytest.mark.gui
+WAIT_MS = 20000
+
+
+def _ensemble(directory: Path) -> Path:
+    e1, _ = add_model(directory, "alpha", seed=1, degree=3)
+    e2, _ = add_model(directory, "beta", seed=2, degree=1)
+    write_manifest(directory, [e1, e2])
+    return directory
+
+
+def _series(tmp_path: Path, seed: int, n: int = 6) -> tuple[Path, str]:
+    rng = np.random.default_rng(seed)
+    hu = rng.integers(-40, 90, size=(n, 24, 32)).astype(np.int16)
+    uid = f"1.2.826.0.1.3680043.10.99.{seed}"
+    vol = make_volume(hu, series_uid=uid, study_uid=f"1.2.826.0.1.3680043.10.98.{seed}", series_description=f"CASE {seed}")
+    folder = tmp_path / f"case{seed}"
+    write_dicom_series(vol, folder, description=f"CASE {seed}")
+    return folder, uid
+
+
+@pytest.fixture
+def workstation(qtbot, tmp_path, settings_dir):
+    InferenceSettings(auto_infer=True).save(settings_dir)
+    window = build_workstation(settings_dir, models_dir=_ensemble(tmp_path / "ens"), db_path=tmp_path / "review.sqlite",
+                               reader=("Dr Kim", "attending"))
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    yield window
+    window.close()
+
+
+def test_a_read_entered_by_keyboard_is_on_disk_with_the_ai_run_it_saw(qtbot, workstation, tmp_path):
+    folder, uid = _series(tmp_path, 1)
+    ai = workstation.inference
+    with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS):
+        workstation.open_path(folder)
+    review = workstation.review
+    qtbot.waitUntil(lambda: review.adjudication.ai_labels["ANY"].text().startswith("p = "), timeout=WAIT_MS)
+
+    panel = review.adjudication
+    panel.set_status("ANY", "present")
+    panel.set_status("IPH", "present")
+    panel.ai_boxes["ANY"].setCurrentText("accept")
+    panel.note_edit.setFocus()
+    qtbot.waitUntil(panel.note_edit.hasFocus)
+    QTest.keyClicks(panel.note_edit, "left basal ganglia")
+    with qtbot.waitSignal(panel.sig_read_saved, timeout=WAIT_MS) as saved:
+        QTest.keyClick(panel.note_edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+
+    # A separate connection to the file, as another program would read it.
+    con = sqlite3.connect(tmp_path / "review.sqlite")
+    row = con.execute("SELECT series_uid, note, model_run_id, reader_id FROM reads WHERE id = ?", (saved.args[0],)).fetchone()
+    assert row[0] == uid and row[1] == "left basal ganglia" and row[2] is not None
+    assert con.execute("SELECT name, role FROM readers WHERE id = ?", (row[3],)).fetchone() == ("Dr Kim", "attending")
+    run = con.execute("SELECT provider FROM model_runs WHERE id = ?", (row[2],)).fetchone()
+    assert run == ("CPUExecutionProvider",)
+    con.close()
+
+
+def test_blinded_panel_member_sees_no_ai_until_the_vote_is_in(qtbot, workstation, tmp_path):
+    folder, uid = _series(tmp_path, 2)
+    ai = workstation.inference
+    with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS):
+        workstation.open_path(folder)
+    review = workstation.review
+    qtbot.waitUntil(lambda: review.store.latest_model_run(uid) is not None, timeout=WAIT_MS)
+    with ReviewStore(tmp_path / "review.sqlite") as store:
+        panel = create_panel(store, "difficult ICH", series_uids=[uid], blinded=True)
+        add_member(store, panel.id, "Dr Kim")
+
+    vote = review.open_panel(panel.id)
+    assert vote.isVisible()
+    assert ai.blinded and ai.findings_dock.isHidden() and ai.bottom.isHidden()
+    assert not ai.overlay.enabled and review.adjudication.ai_boxes["ANY"].isHidden()
+    vote.open_case(uid)
+    vote.vote_boxes["ANY"].setCurrentText("present")
+    vote.note_edit.setFocus()
+    qtbot.waitUntil(vote.note_edit.hasFocus)
+    with qtbot.waitSignal(vote.sig_vote_saved, timeout=WAIT_MS):
+        QTest.keyClick(vote.note_edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert not ai.blinded and not ai.findings_dock.isHidden()
+    assert not review.adjudication.ai_boxes["ANY"].isHidden()
+
+
+def test_statistics_dashboard_opens_visible(qtbot, workstation):
+    dashboard = workstation.review.show_dashboard()
+    assert dashboard.isVisible() and dashboard.statistics() is not None
+
+
+def test_saving_a_read_opens_the_next_case_in_the_worklist(qtbot, workstation, tmp_path):
+    folders = [_series(tmp_path, s) for s in (3, 4)]
+    review = workstation.review
+    ai = workstation.inference
+    for folder, _uid in folders:
+        with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS):
+            workstation.open_path(folder)
+        qtbot.waitUntil(lambda: review.adjudication.ai_labels["ANY"].text().startswith("p = "), timeout=WAIT_MS)
+    # Label each case against its model output, so both are difficult for the AI
+    # (Kang et al.: labelled positive with p <= 0.6, or negative with p >= 0.4).
+    with ReviewStore(tmp_path / "review.sqlite") as store:
+        for _folder, uid in folders:
+            p_any = store.latest_model_run(uid)["labels"]["ANY"]
+            store.set_label(uid, "ANY", int(p_any <= 0.6), source="test")
+    review.worklist.set_kind("ai")
+    review.worklist.refresh()
+    shown = [item.series_uid for item in review.worklist.shown_items()]
+    assert sorted(shown) == sorted(uid for _f, uid in folders)
+    with qtbot.waitSignal(workstation.sig_volume_opened, timeout=WAIT_MS) as opened:
+        review.worklist.table.selectRow(0)
+        review.worklist._on_row_activated(0)
+    first = opened.args[0].series_uid
+    review.adjudication.set_status("ANY", "absent")
+    review.adjudication.note_edit.setFocus()
+    qtbot.waitUntil(review.adjudication.note_edit.hasFocus)
+    with qtbot.waitSignal(workstation.sig_volume_opened, timeout=WAIT_MS) as nxt:
+        QTest.keyClick(review.adjudication.note_edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert nxt.args[0].series_uid != first and nxt.args[0].series_uid in shown
