@@ -134,3 +134,23 @@ def test_saving_a_read_opens_the_next_case_in_the_worklist(qtbot, workstation, t
     with qtbot.waitSignal(workstation.sig_volume_opened, timeout=WAIT_MS) as nxt:
         QTest.keyClick(review.adjudication.note_edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert nxt.args[0].series_uid != first and nxt.args[0].series_uid in shown
+
+
+def test_a_panel_is_created_from_the_worklist_queue(qtbot, workstation, tmp_path):
+    from ichviewer.review import members, panel_cases
+
+    folders = [_series(tmp_path, s) for s in (5, 6)]
+    review, ai = workstation.review, workstation.inference
+    for folder, _uid in folders:
+        with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS):
+            workstation.open_path(folder)
+        qtbot.waitUntil(lambda: review.adjudication.ai_labels["ANY"].text().startswith("p = "), timeout=WAIT_MS)
+    with ReviewStore(tmp_path / "review.sqlite") as store:
+        for _folder, uid in folders:
+            p_any = store.latest_model_run(uid)["labels"]["ANY"]
+            store.set_label(uid, "ANY", int(p_any <= 0.6), source="test")
+    review.worklist.set_kind("ai")
+    panel = review.create_panel_from_queue("difficult for AI", ["Dr A", "Dr B", "Dr C"])
+    assert panel.blinded and panel.source_queue == "ai"
+    assert sorted(c["series_uid"] for c in panel_cases(review.store, panel.id)) == sorted(u for _f, u in folders)
+    assert sorted(m.name for m in members(review.store, panel.id)) == ["Dr A", "Dr B", "Dr C"]

@@ -42,6 +42,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a phantom already written in OUT_DIR")
     p.set_defaults(func=run_phantom)
 
+    s = subparsers.add_parser(
+        "phantom-set",
+        help="write a balanced set of synthetic studies plus labels.csv (held-out test sets)",
+        description="Write N synthetic studies (the training recipe's balanced mix: every subtype, mixed "
+        "bleeds, small bleeds, mimic-only negatives, children, 5 mm and 1 mm slices) as DICOM series in "
+        "OUT_DIR/<index>_<kind>/, and OUT_DIR/labels.csv with series_uid, study_uid, any, iph, ivh, sdh, "
+        "edh, sah, volume_ml, mimic, age and slice_mm: the labels format of `ichviewer evaluate` and "
+        "`ichviewer review import-labels`. The test split's seeds never overlap training or validation.",
+    )
+    s.add_argument("out_dir", metavar="OUT_DIR")
+    s.add_argument("--n", type=int, default=200, help="number of studies (default 200)")
+    s.add_argument("--split", choices=("train", "validation", "test"), default="test")
+    s.add_argument("--seed", type=int, default=0, help="run seed of the recipe whose split to draw (default 0)")
+    s.add_argument("--matrix", type=int, default=256, help="in-plane matrix (default 256)")
+    s.set_defaults(func=run_phantom_set)
+
 
 def write_phantom(out_dir: str | Path, case, transfer_syntax: str = "1.2.840.10008.1.2.1") -> list[Path]:
     """Write a `PhantomCase` as DICOM plus labels.json into `out_dir`; returns the DICOM paths."""
@@ -119,4 +135,52 @@ def run_phantom(args: argparse.Namespace) -> int:
         f"wrote {len(paths)} slices to {out} ({case.volume.shape[1]}x{case.volume.shape[2]}, {case.slice_mm:g} mm, "
         f"{case.age}): {present}" + (f"; mimic {case.mimic_detail}" if case.mimic else "")
     )
+    return 0
+
+
+LABEL_COLUMNS = ("series_uid", "study_uid", "any", "iph", "ivh", "sdh", "edh", "sah", "volume_ml", "mimic", "age", "slice_mm", "kind")
+
+
+def run_phantom_set(args: argparse.Namespace) -> int:
+    import csv
+
+    from ichviewer import SUBTYPES
+    from ichviewer.core.phantom import generate_case
+    from ichviewer.training.data import plan_phantom_cases
+
+    out = Path(args.out_dir)
+    if out.exists() and any(out.iterdir()):
+        print(f"ichviewer phantom-set: {out} is not empty; choose a new folder", file=sys.stderr)
+        return 2
+    if args.n < 1:
+        print("ichviewer phantom-set: --n must be at least 1", file=sys.stderr)
+        return 2
+    plans = plan_phantom_cases(args.n, args.split, seed=args.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, plan in enumerate(plans):
+        case = generate_case(plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
+                             slice_mm=plan.slice_mm, age=plan.age, matrix=args.matrix)
+        folder = out / f"{i:04d}_{plan.kind.replace(' ', '_')}"
+        write_phantom(folder, case)
+        present = set(case.present)
+        rows.append({
+            "series_uid": case.volume.series_uid,
+            "study_uid": case.volume.study_uid,
+            "any": int(bool(present)),
+            **{s.lower(): int(s in present) for s in SUBTYPES},
+            "volume_ml": round(float(case.volume_ml.get("total", 0.0)), 4),
+            "mimic": case.mimic or "",
+            "age": case.age,
+            "slice_mm": plan.slice_mm,
+            "kind": plan.kind,
+        })
+        print(f"\r{i + 1}/{len(plans)} {plan.kind:<32s}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    with open(out / "labels.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=LABEL_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    n_pos = sum(r["any"] for r in rows)
+    print(f"wrote {len(rows)} studies ({n_pos} with haemorrhage) and labels.csv to {out}")
     return 0

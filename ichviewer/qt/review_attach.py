@@ -10,7 +10,16 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QInputDialog
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+)
 
 from ichviewer import LABELS
 from ichviewer.qt.review_widgets import (
@@ -125,7 +134,12 @@ class ReviewUI(QObject):
         self.dashboard_action.triggered.connect(self.show_dashboard)
         self.vote_action = QAction("Vote on a panel\u2026", self.main_window)
         self.vote_action.triggered.connect(self.choose_panel)
-        for act in (self.change_reader_action, self.dashboard_action, self.vote_action):
+        self.create_panel_action = QAction("Create a panel from the worklist queue\u2026", self.main_window)
+        self.create_panel_action.triggered.connect(self.ask_create_panel)
+        self.close_panel_action = QAction("Close a panel and apply consensus\u2026", self.main_window)
+        self.close_panel_action.triggered.connect(self.ask_close_panel)
+        for act in (self.change_reader_action, self.dashboard_action, self.vote_action,
+                    self.create_panel_action, self.close_panel_action):
             menu.addAction(act)
         menu.addSeparator()
         menu.addAction(self.adjudication_dock.toggleViewAction())
@@ -140,6 +154,78 @@ class ReviewUI(QObject):
         self.dashboard_dock.show()
         self.dashboard_dock.raise_()
         return self.dashboard
+
+    def create_panel_from_queue(self, name: str, members: list[str], *, blinded: bool = True) -> Any:
+        """A panel holding the cases of the worklist's current queue and label (Kang et al.: difficult cases)."""
+        from ichviewer.review import add_member, create_panel
+
+        kind = self.worklist.current_kind()
+        label = self.worklist.label_filter.currentText()
+        panel = create_panel(self.store, name, queue=kind, queue_label=label,
+                             reader=self.reader.name if self.reader and kind == "discordant" else None,
+                             blinded=blinded)
+        for member in members:
+            add_member(self.store, panel.id, member)
+        return panel
+
+    def ask_create_panel(self) -> None:
+        dialog = QDialog(self.main_window)
+        dialog.setWindowTitle("Create a review panel")
+        form = QFormLayout(dialog)
+        name = QLineEdit(f"{self.worklist.current_kind()} queue review")
+        members = QLineEdit()
+        members.setPlaceholderText("names separated by commas, e.g. Dr A, Dr B, Dr C")
+        blinded = QCheckBox("Blinded: members see no AI output or other votes until they vote")
+        blinded.setChecked(True)
+        error = QLabel("")
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        form.addRow(QLabel(f"Cases: the worklist's current queue ({self.worklist.current_kind()}, "
+                           f"label {self.worklist.label_filter.currentText()})"))
+        form.addRow("Name", name)
+        form.addRow("Members", members)
+        form.addRow(blinded)
+        form.addRow(error)
+        form.addRow(buttons)
+
+        def accept() -> None:
+            names = [m.strip() for m in members.text().split(",") if m.strip()]
+            try:
+                panel = self.create_panel_from_queue(name.text(), names, blinded=blinded.isChecked())
+            except Exception as exc:
+                error.setText(f"Not created: {exc}")
+                return
+            self.main_window.statusBar().showMessage(f"Panel {panel.id} ({panel.name}) created with {len(names)} member(s)", 8000)
+            dialog.accept()
+
+        buttons.accepted.connect(accept)
+        buttons.rejected.connect(dialog.reject)
+        dialog.exec()
+
+    def ask_close_panel(self) -> None:
+        from ichviewer.review import close_panel, evaluate_consensus, list_panels
+
+        panels = [p for p in list_panels(self.store) if p.status == "open"]
+        if not panels:
+            self.main_window.notify_error("There is no open panel to close.")
+            return
+        names = [f"{p.id}: {p.name}" for p in panels]
+        choice, ok = QInputDialog.getItem(self.main_window, "Close panel", "Close panel and apply its consensus rule:", names, 0, False)
+        if not ok:
+            return
+        panel = panels[names.index(choice)]
+        outcomes = evaluate_consensus(self.store, panel.id)
+        amend = [o for o in outcomes if getattr(o, "amend", False)]
+        answer = QMessageBox.question(
+            self.main_window, "Close panel",
+            f"Panel {panel.id} ({panel.name}): {len(outcomes)} case-label(s) voted, {len(amend)} label(s) would be amended "
+            "by the consensus rule. Old labels, votes and the reason are kept. Close the panel now?")
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        changed = close_panel(self.store, panel.id, reason=f"consensus of panel {panel.id} ({panel.name})")
+        self.main_window.statusBar().showMessage(f"Panel {panel.id} closed: {len(changed)} label(s) amended", 8000)
+        self.worklist.refresh()
+        if self.dashboard is not None:
+            self.dashboard.refresh()
 
     def choose_panel(self) -> None:
         from ichviewer.review import list_panels

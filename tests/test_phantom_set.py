@@ -1,0 +1,32 @@
+"""`ichviewer phantom-set`: a held-out set of synthetic studies whose labels.csv matches what the loader reads."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ichviewer.io import load_path
+
+
+def test_phantom_set_writes_studies_and_a_labels_csv_that_match(tmp_path: Path) -> None:
+    out = tmp_path / "set"
+    done = subprocess.run([sys.executable, "-m", "ichviewer", "phantom-set", str(out), "--n", "4", "--matrix", "64"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(open(out / "labels.csv", encoding="utf-8")))
+    assert len(rows) == 4 and {r["kind"] for r in rows} == {"IPH 5mm", "none 5mm", "SDH 5mm", "none 5mm calcification"}
+    loaded = {v.series_uid: v for v in load_path(out).volumes}
+    assert set(loaded) == {r["series_uid"] for r in rows}
+    for r in rows:
+        folder = next(p for p in out.iterdir() if p.is_dir() and json.loads((p / "labels.json").read_text())["series_uid"] == r["series_uid"])
+        per_slice = json.loads((folder / "labels.json").read_text())["slices"]
+        assert int(r["any"]) == int(any(s["ANY"] for s in per_slice))
+        assert int(r["sdh"]) == int(any(s["SDH"] for s in per_slice))
+        assert (float(r["volume_ml"]) > 0) == bool(int(r["any"]))
+    assert rows[3]["mimic"] == "calcification" and rows[3]["any"] == "0"
+    # Refuses to write over an existing set.
+    again = subprocess.run([sys.executable, "-m", "ichviewer", "phantom-set", str(out), "--n", "2"], capture_output=True, text=True)
+    assert again.returncode == 2 and "not empty" in again.stderr
