@@ -258,3 +258,76 @@ def test_atlas_error_names_the_file(tmp_path):
     with pytest.raises(AtlasError) as info:
         open_atlas(tmp_path / "nothing.atlas.sqlite")
     assert "nothing.atlas.sqlite" in str(info.value)
+
+
+def test_bundle_command_builds_next_to_the_model_and_reports_held_out_agreement(tmp_path, capsys):
+    ens_dir = build_explaining_ensemble(tmp_path / "ens")
+    code = main(["atlas", "bundle", "--models", str(ens_dir), "--train-seeds", "0-6", "--heldout-seeds", "100-102", "--matrix", str(PHANTOM_MATRIX), "--quiet"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["atlas"] == str(ens_dir / "explainer.atlas.sqlite") and (ens_dir / "explainer.atlas.sqlite").is_file()
+    held = report["heldout"]
+    assert held["n_queries"] > 0 and set(held["top1_same_subtype"]) == {"attention_eq7", "pooled_features", "chance"}
+    assert all(0.0 <= v <= 1.0 for v in held["top1_same_subtype"].values())
+    with open_atlas(ens_dir / "explainer.atlas.sqlite") as atlas:
+        assert atlas.header["data"].startswith("phantom seeds 0..6")  # synthetic only: redistributable
+
+
+def test_dicom_data_accepts_the_training_labels_csv_by_series_uid(tmp_path, capsys):
+    ens_dir = build_explaining_ensemble(tmp_path / "ens")
+    data = tmp_path / "data"
+    rows = ["Series_UID,slice_index,any,sdh"]  # the format `ichviewer train --source dicom` reads
+    n_slices = 0
+    for seed, subtype in ((1, "SDH"), (2, "none")):
+        case = generate_case(seed, subtype=subtype, matrix=PHANTOM_MATRIX, volume_ml=30.0 if subtype != "none" else None)
+        write_dicom_series(case.volume, data / "nested" / f"case{seed}")
+        n_slices += case.volume.n_slices
+        rows += [f"{case.volume.series_uid},{z},{r['ANY']},{r['SDH']}" for z, r in enumerate(case.slice_labels)]
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "uid.atlas.sqlite"
+    assert main(["atlas", "build", "--models", str(ens_dir), "--data", str(data), "--out", str(out), "--fraction", "0.1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["atlas", "info", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["training_images"] == n_slices and info["features_per_label"]["SDH"] >= 1
+    (data / "labels.csv").write_text("series_uid,any\n1.2.3,1\n")  # case-level labels cannot make an atlas
+    assert main(["atlas", "build", "--models", str(ens_dir), "--data", str(data), "--out", str(out)]) == 1
+    assert "need a series column" in capsys.readouterr().err
+
+
+def test_a_cancelled_build_writes_nothing_and_a_newer_atlas_format_is_refused(tmp_path):
+    import sqlite3
+
+    from ichviewer.inference import Cancelled
+
+    ens_dir = build_explaining_ensemble(tmp_path / "ens", extra_member=False)
+    ensemble = load_ensemble(ens_dir)
+    seen: list[tuple[str, int, int]] = []
+    with pytest.raises(Cancelled):
+        build_atlas(ensemble, PhantomSource([1, 2, 3], **TRAIN), tmp_path / "c.atlas.sqlite",
+                    progress=lambda *a: seen.append(a), is_cancelled=lambda: len(seen) >= 1)
+    assert seen == [("activations", 1, 3)] and not list(tmp_path.glob("c.atlas.sqlite*"))
+
+    with _hand_atlas(tmp_path / "hand.atlas.sqlite") as atlas:
+        path = atlas.path
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE header SET value = '2' WHERE key = 'format_version'")
+    conn.close()
+    with pytest.raises(AtlasError, match="newer than this ICH Viewer reads"):
+        open_atlas(path)
+
+
+def test_evaluate_reads_a_phantom_set_with_case_level_csv_and_per_slice_labels_json(built, tmp_path, capsys):
+    ens_dir, _, summary, _ = built
+    held_out = tmp_path / "held_out"
+    assert main(["phantom-set", str(held_out), "--n", "3", "--matrix", str(PHANTOM_MATRIX)]) == 0
+    expected = sum(
+        sum(row[s] for s in SUBTYPES for row in json.loads(p.read_text())["slices"]) for p in held_out.glob("*/labels.json")
+    )
+    capsys.readouterr()
+    out = tmp_path / "eval.json"
+    assert main(["atlas", "evaluate", str(summary.path), "--models", str(ens_dir), "--data", str(held_out), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["n_queries"] == expected > 0
+    assert set(report["top1_same_subtype"]) == {"attention_eq7", "pooled_features", "chance"}

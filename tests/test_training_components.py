@@ -293,3 +293,30 @@ def test_split_by_patient_keeps_each_patient_in_one_split():
     assert sum(len(p.cases) for p in parts.values()) == n_cases
     assert len(parts["train"].cases) > len(parts["validation"].cases) > 0
     assert math.isclose(sum(len(p.cases) for p in parts.values()), n_cases)
+
+
+def test_stratified_sampler_keeps_the_expected_loss_of_uniform_sampling():
+    from ichviewer.training.trainer import StratifiedSampler
+
+    # 100 slices, 10 with haemorrhage: batches are half positive, weights undo the enrichment
+    n = 100
+    lab = np.zeros((n, 6), np.float32)
+    lab[:10, 5] = 1
+    cache = SliceCache(np.zeros((n, 3, 4, 4), np.uint8), lab, np.ones_like(lab), [CaseRecord("c", 0, n, [0] * 6)], 4)
+    sampler = StratifiedSampler(cache, np.arange(n), 0.5, np.random.default_rng(0))
+    rows, w = sampler.batch(16)
+    assert (lab[rows, 5] == 1).sum() == 8
+    np.testing.assert_allclose(w[lab[rows, 5] == 1], 0.1 / 0.5)
+    np.testing.assert_allclose(w[lab[rows, 5] == 0], 0.9 / 0.5)
+    # over many batches, the weighted share of positives equals their share of the data
+    rows_all, w_all = zip(*(sampler.batch(16) for _ in range(200)))
+    rows_all, w_all = np.concatenate(rows_all), np.concatenate(w_all)
+    assert float((w_all * lab[rows_all, 5]).sum() / w_all.sum()) == pytest.approx(0.1)
+    # every negative slice is drawn once before any is drawn twice
+    fresh = StratifiedSampler(cache, np.arange(n), 0.5, np.random.default_rng(1))
+    drawn = np.concatenate([fresh.batch(16)[0] for _ in range(12)])
+    neg = drawn[lab[drawn, 5] == 0][:90]
+    assert sorted(neg) == list(range(10, 100))
+    uniform = StratifiedSampler(cache, np.arange(n), 0.0, np.random.default_rng(0))
+    rows_u, w_u = uniform.batch(16)
+    assert np.all(w_u == 1)

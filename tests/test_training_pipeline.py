@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from ichviewer.training.data import build_phantom_cache, plan_phantom_cases
 from ichviewer.training.export import ExportMismatchError, export_member, verify_onnx
 from ichviewer.training.losses import class_weights, weighted_bce
 from ichviewer.training.networks import build_network
-from ichviewer.training.trainer import CheckpointError, TrainConfig, predict_slices, train_member
+from ichviewer.training.trainer import CheckpointError, TrainConfig, train_member
 
 SIZE = 32
 
@@ -66,6 +65,8 @@ def test_export_matches_pytorch_and_a_wrong_model_is_caught(tmp_path, phantom_ca
     spec, check = export_member(net, tmp_path, "inc", SIZE, val.float_images(np.arange(4)), interpolation_degree=3)
     assert check.max_logit_diff <= 1e-4 and check.n_images == 6
     assert (tmp_path / spec.file).is_file() and (tmp_path / spec.cam_weights_file).is_file()
+    (block,) = spec.block_outputs  # the atlas extension: the penultimate block and its tail to the logits
+    assert (tmp_path / block.tail_file).is_file() and block.tail_sha256
     with np.load(tmp_path / spec.cam_weights_file) as z:
         np.testing.assert_allclose(z["weight"], net.classifier.weight.detach().numpy())
     other = build_network("inception", width=4).eval()  # different random weights
@@ -119,6 +120,9 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
     sums = dict(reversed(line.split("  ")) for line in (out / "SHA256SUMS").read_text().splitlines())
     for m in manifest["models"]:
         assert sums[m["file"]] == file_sha256(out / m["file"]) == m["sha256"]
+        tail = m["block_outputs"][0]["tail"]
+        assert sums[tail["file"]] == tail["sha256"]
+    assert manifest["explaining_model"] == manifest["attention_model"] == "resnet"
     log = json.loads((out / "training_log.json").read_text())
     assert set(log["ensemble"]["validation_ap"]) == set(LABELS)
     assert log["ensemble"]["method"] == "weighted" and abs(sum(log["ensemble"]["weights"]) - 1) < 1e-9
@@ -131,6 +135,11 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
     volume = generate_case(4242, subtype="IPH", matrix=64).volume
     result = run_study(volume, ensemble)
     assert result.complete and result.slice_probabilities.shape == (volume.n_slices, len(LABELS))
+    # the atlas extension: block activations come out of the same run, with the tail's gradient weights
+    resnet = ensemble.model("resnet")
+    x1 = preprocess_slices(volume.hu[:2], geometry_for(volume, (SIZE, SIZE)), LEE_WINDOWS)
+    logits, blocks = resnet.block_features(x1, ["block_penultimate"])
+    assert blocks["block_penultimate"].ndim == 4 and logits.shape == (2, len(LABELS))
 
     # The engine's member probabilities equal the PyTorch model on the same inputs.
     import ichviewer.training.networks as nets

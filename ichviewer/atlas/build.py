@@ -169,6 +169,7 @@ def build_atlas(
     entries: list[dict[str, Any]] = []
     image_row: dict[int, int] = {}
     need_blocks = tuple(dict.fromkeys((*{f["block"] for f in features}, LAST_BLOCK)))
+    global_index = {(str(b), int(c)): i for i, (b, c) in enumerate(zip(filter_block, filter_channel, strict=True))}
     for i, (key, imgs) in enumerate(by_study.items()):
         if cancelled():
             raise Cancelled(None)
@@ -204,7 +205,7 @@ def build_atlas(
                         "feature": fid,
                         "image": image_row[img],
                         "rank": rank,
-                        "max_activation": float(max_act[img, _global_filter(filter_block, filter_channel, f)]),
+                        "max_activation": float(max_act[img, global_index[(f["block"], f["channel"])]]),
                         "box": box,
                         "patch": patch,
                         "heat": heat,
@@ -248,6 +249,3 @@ def build_atlas(
         size_bytes=path.stat().st_size,
     )
 
-
-def _global_filter(filter_block: np.ndarray, filter_channel: np.ndarray, feature: dict[str, Any]) -> int:
-    return int(np.flatnonzero((filter_block == feature["block"]) & (filter_channel == feature["channel"]))[0])

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ichviewer import LABELS, SUBTYPES
+from ichviewer import LABELS
 from ichviewer.atlas.build import LAST_BLOCK, explaining_member
 from ichviewer.atlas.store import Atlas, AtlasEntry
 from ichviewer.inference.cam import class_activation_map
@@ -304,17 +304,4 @@ def retrieve(
     )
 
 
-def top_subtype_agreement(retrievals: Sequence[tuple[Retrieval, str]]) -> dict[str, float]:
-    """How often the top example shares the finding's subtype, per ranking (for the held-out report)."""
-    def share(examples: tuple[RetrievedExample, ...], label: str) -> float:
-        return float(bool(examples) and label in examples[0].entry.labels)
-
-    n = max(1, len(retrievals))
-    return {
-        "attention": sum(share(r.examples, lab) for r, lab in retrievals) / n,
-        "pooled": sum(share(r.pooled_examples, lab) for r, lab in retrievals) / n,
-        "n": float(len(retrievals)),
-    }
-
-
-__all__ = ["Retrieval", "RetrievedExample", "retrieve", "feature_distances", "pooled_neighbours", "SUBTYPES"]
+__all__ = ["Retrieval", "RetrievedExample", "feature_distances", "pooled_neighbours", "retrieve", "search_atlas"]

@@ -108,12 +108,16 @@ class PhantomSource:
 
 
 class DicomSource:
-    """DICOM studies under a folder plus a slice-labels CSV.
+    """DICOM studies under a folder plus a slice-labels CSV (the same CSV `ichviewer train --source dicom` reads).
 
-    CSV columns: `series` (the series folder relative to the data folder, or its
-    SeriesInstanceUID), `slice` (0-based index, slice 0 the most inferior, as the
-    viewer counts), and one 0/1 column per subtype (IPH, IVH, SDH, EDH, SAH). Slices
-    of a listed series that have no row are taken as negative for every subtype.
+    Columns (case-insensitive): the series as `series` (its folder relative to the
+    data folder), `series_uid` or `study_uid`; the slice as `slice` or `slice_index`
+    (0-based, slice 0 the most inferior, as the viewer counts); one 0/1 column per
+    subtype present in the file (iph, ivh, sdh, edh, sah; others ignored, e.g. any).
+    The atlas needs slice-level labels: without a slice column (case-level files such
+    as `ichviewer phantom-set` writes) each series folder must hold the `labels.json`
+    that `ichviewer phantom` writes beside it, whose per-slice labels are used. Slices of
+    a listed series without a row are negative for every subtype.
     """
 
     def __init__(self, folder: str | Path, labels_csv: str | Path | None = None) -> None:
@@ -125,18 +129,33 @@ class DicomSource:
             raise AtlasDataError(f"{csv_path}: labels CSV not found (give --labels CSV or put labels.csv in the data folder)")
         self.csv_path = csv_path
         self._rows: dict[str, dict[int, np.ndarray]] = {}
+        self._folders: dict[str, Path] | None = None
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in ("series", "slice", *SUBTYPES) if c not in (reader.fieldnames or [])]
-            if missing:
-                raise AtlasDataError(f"{csv_path}: missing column(s) {missing} (need series, slice, {', '.join(SUBTYPES)})")
-            for line, row in enumerate(reader, start=2):
-                try:
-                    idx = int(row["slice"])
-                    flags = np.asarray([int(row[s] or 0) for s in SUBTYPES]) > 0
-                except ValueError:
-                    raise AtlasDataError(f"{csv_path}, line {line}: slice and label columns must be integers") from None
-                self._rows.setdefault(row["series"].strip(), {})[idx] = flags
+            rows = list(csv.reader(f))
+        if not rows:
+            raise AtlasDataError(f"{csv_path}: empty file")
+        col = {h.strip().lower(): i for i, h in enumerate(rows[0])}
+        self.key = next((k for k in ("series", "series_uid", "study_uid") if k in col), None)
+        slice_col = next((k for k in ("slice", "slice_index") if k in col), None)
+        present = [s for s in SUBTYPES if s.lower() in col]
+        if self.key is None or not present:
+            raise AtlasDataError(
+                f"{csv_path}: need a series column (series, series_uid or study_uid), a slice column (slice or slice_index) "
+                f"and at least one subtype column ({', '.join(s.lower() for s in SUBTYPES)}); it has {', '.join(col)}"
+            )
+        self.per_slice = slice_col is not None
+        for line, row in enumerate(rows[1:], start=2):
+            if not any(cell.strip() for cell in row):
+                continue
+            if not self.per_slice:  # case-level row: the slices come from labels.json at load time
+                self._rows.setdefault(row[col[self.key]].strip(), {})
+                continue
+            try:
+                idx = int(row[col[slice_col]])
+                flags = np.asarray([int(row[col[s.lower()]] or 0) if s in present else 0 for s in SUBTYPES]) > 0
+            except (ValueError, IndexError):
+                raise AtlasDataError(f"{csv_path}, line {line}: slice and label columns must be integers") from None
+            self._rows.setdefault(row[col[self.key]].strip(), {})[idx] = flags
         if not self._rows:
             raise AtlasDataError(f"{csv_path}: no labelled slices")
         self.description = f"DICOM studies in {self.folder} labelled by {csv_path.name} ({len(self._rows)} series)"
@@ -144,24 +163,59 @@ class DicomSource:
     def keys(self) -> list[str]:
         return sorted(self._rows)
 
+    def _folder_of(self, key: str) -> Path | None:
+        if self.key == "series":
+            candidate = self.folder / key
+            return candidate if candidate.exists() else None
+        if self._folders is None:  # one header scan of the whole folder, then each study loads on its own
+            from ichviewer.io import scan_path
+
+            self._folders = {}
+            for series in scan_path(self.folder).series:
+                uid = series.series_uid if self.key == "series_uid" else series.study_uid
+                self._folders.setdefault(uid, Path(series.folder))
+                series.datasets = []
+        return self._folders.get(key)
+
     def load(self, key: str) -> LabelledStudy:
         from ichviewer.io import load_path
 
-        candidate = self.folder / key
-        if candidate.exists():
-            result = load_path(candidate)
-            volumes = result.volumes
-        else:  # a SeriesInstanceUID: look through the whole folder (slow, but only once per study)
-            volumes = [v for v in load_path(self.folder).volumes if v.series_uid == key]
+        where = self._folder_of(key)
+        volumes = []
+        if where is not None:
+            volumes = load_path(where).volumes
+            if self.key == "series_uid":
+                volumes = [v for v in volumes if v.series_uid == key]
+            elif self.key == "study_uid":
+                volumes = [v for v in volumes if v.study_uid == key]
         if not volumes:
-            raise AtlasDataError(f"{self.csv_path}: series {key!r} not found or not loadable under {self.folder}")
-        volume = volumes[0]
+            raise AtlasDataError(f"{self.csv_path}: {self.key} {key!r} not found or not loadable under {self.folder}")
+        volume = volumes[0]  # the series with most slices
         labels = np.zeros((volume.n_slices, len(SUBTYPES)), dtype=bool)
+        if not self.per_slice:
+            return LabelledStudy(key, volume, self._phantom_slice_labels(where, key, volume.n_slices), str(where))
         for idx, flags in self._rows[key].items():
             if not 0 <= idx < volume.n_slices:
-                raise AtlasDataError(f"{self.csv_path}: series {key!r} has {volume.n_slices} slices, the CSV labels slice {idx}")
+                raise AtlasDataError(f"{self.csv_path}: {self.key} {key!r} has {volume.n_slices} slices, the CSV labels slice {idx}")
             labels[idx] = flags
-        return LabelledStudy(key, volume, labels, str(candidate if candidate.exists() else key))
+        return LabelledStudy(key, volume, labels, str(where))
+
+    def _phantom_slice_labels(self, where: Path, key: str, n: int) -> np.ndarray:
+        import json
+
+        folder = where if where.is_dir() else where.parent
+        path = folder / "labels.json"
+        try:
+            slices = json.loads(path.read_text(encoding="utf-8"))["slices"]
+            labels = np.asarray([[int(row[s]) for s in SUBTYPES] for row in slices], dtype=bool)
+        except (OSError, ValueError, KeyError, TypeError):
+            raise AtlasDataError(
+                f"{self.csv_path}: case-level labels only, and {path} has no per-slice labels for {key!r}; "
+                "the atlas needs slice labels (add a slice_index column)"
+            ) from None
+        if labels.shape[0] != n:
+            raise AtlasDataError(f"{path}: {labels.shape[0]} slice labels for a series of {n} slices")
+        return labels
 
 
 def source_from_spec(data: str, labels_csv: str | None = None, *, matrix: int = 128, volume_ml: float | None = None) -> TrainingSource:

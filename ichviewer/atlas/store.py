@@ -261,7 +261,8 @@ class Atlas:
     Use one Atlas per thread (SQLite connections are not shared across threads).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, index: bool = True) -> None:
+        """Open read-only; `index=False` skips loading the index arrays (enough for `entry` and `context`)."""
         self.path = Path(path)
         if not self.path.is_file():
             raise AtlasError(self.path, "atlas file does not exist")
@@ -279,7 +280,8 @@ class Atlas:
             self.conn.close()
             raise AtlasError(self.path, f"atlas format version {version} is newer than this ICH Viewer reads (up to {ATLAS_FORMAT_VERSION}); update ICH Viewer")
         self.header = AtlasHeader(values)
-        self._load_index()
+        if index:
+            self._load_index()
 
     def _load_index(self) -> None:
         c = self.conn
@@ -382,9 +384,9 @@ class Atlas:
         return unpack_array(row[2], np.int16, (row[0], row[1]))
 
 
-def open_atlas(path: str | Path, *, model_sha256: str | None = None, model_name: str = "") -> Atlas:
+def open_atlas(path: str | Path, *, model_sha256: str | None = None, model_name: str = "", index: bool = True) -> Atlas:
     """Open an atlas; with `model_sha256`, refuse it (AtlasMismatchError) unless it was built with that model."""
-    atlas = Atlas(path)
+    atlas = Atlas(path, index=index)
     if model_sha256 is not None:
         try:
             atlas.check_model(model_sha256, model_name)

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "augmentation, model selection on validation mAP) for four small CNN families on the CPU, export "
             "them to ONNX (verified against PyTorch), fit ensemble weights and operating points on validation, "
             "and write DIR/manifest.json, DIR/SHA256SUMS and DIR/training_log.json. Caches and checkpoints go "
-            "to DIR/work (delete it when done). Needs PyTorch: " + TRAIN_EXTRA_HINT + "."
+            "to DIR/work or --work (delete it when done). Needs PyTorch: " + TRAIN_EXTRA_HINT + "."
         ),
     )
     p.add_argument("--out", required=True, metavar="DIR", help="ensemble directory to write")
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the slice normal as `ichviewer info` lists them) and patient_id, 0/1 columns any (required), iph, ivh, "
         "sdh, edh, sah (case-insensitive)",
     )
-    p.add_argument("--epochs", type=int, default=6, help="epochs per member (default 6)")
+    p.add_argument("--epochs", type=int, default=5, help="epochs per member (default 5)")
     p.add_argument("--seed", type=int, default=0, help="run seed: phantom seeds, splits, initialisation (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in DIR/work")
     p.add_argument(
@@ -44,8 +44,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, default=128, help="model input in pixels, square (default 128)")
     p.add_argument("--width", type=int, default=16, help="channel width of the networks (default 16)")
     p.add_argument("--batch-size", type=int, default=16, help="slices per step, x3 with interpolation (default 16)")
-    p.add_argument("--steps-per-epoch", type=int, help="steps per epoch (default: one pass over the slices)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule (default 2e-3)")
+    p.add_argument(
+        "--steps-per-epoch", type=int, default=500, help="steps per epoch; 0 = one pass over the training slices (default 500)"
+    )
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule (default 3e-3)")
+    p.add_argument(
+        "--positive-fraction",
+        type=float,
+        default=0.5,
+        help="share of haemorrhage slices per batch, importance-weighted back to Eq. 2 (0: uniform; default 0.5)",
+    )
     p.add_argument("--matrix", type=int, default=256, help="phantom in-plane matrix (default 256)")
     p.add_argument(
         "--thin-every", type=int, default=1, help="keep every k-th planned 1 mm phantom thin, the rest 5 mm (default 1)"
@@ -61,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="PyTorch threads (default: PyTorch's choice)")
     p.add_argument("--max-steps", type=int, help="stop each member after this many steps (timing runs)")
     p.add_argument("--name", default="ichviewer-default", help="ensemble name in the manifest")
+    p.add_argument("--work", metavar="DIR", help="caches and checkpoints (default DIR/work of --out)")
     p.set_defaults(func=run_train)
 
 
@@ -97,8 +106,9 @@ def run_train(args: argparse.Namespace) -> int:
             input_size=args.input_size,
             width=args.width,
             batch_size=args.batch_size,
-            steps_per_epoch=args.steps_per_epoch,
+            steps_per_epoch=args.steps_per_epoch or None,
             lr=args.lr,
+            positive_fraction=args.positive_fraction,
             ensemble=args.ensemble,
             min_sensitivity=args.min_sensitivity,
             target_miss_rate=args.target_miss_rate,
@@ -107,6 +117,7 @@ def run_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             max_steps=args.max_steps,
             name=args.name,
+            work_dir=args.work,
         )
     except ValueError as exc:
         print(f"ichviewer train: {exc}", file=sys.stderr)

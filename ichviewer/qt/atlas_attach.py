@@ -149,7 +149,7 @@ class AtlasUI(QObject):
         if self._gui_atlas is None:
             from ichviewer.atlas import open_atlas
 
-            self._gui_atlas = open_atlas(self.controller.atlas_path)
+            self._gui_atlas = open_atlas(self.controller.atlas_path, index=False)  # entries on demand only: opens instantly
         return self._gui_atlas
 
     def _on_browser_destroyed(self, *_args: Any) -> None:

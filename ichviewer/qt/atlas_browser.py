@@ -144,7 +144,11 @@ class AtlasSelfTestPage(QWidget):
             self.quiz = self._quiz_factory((subtype,) if subtype else None)
         except Exception as exc:  # ReviewError: no reader, no examples of the subtype, database trouble
             self.quiz = None
+            self.question = None
             self.status.setText(str(exc))
+            self.view.patch.clear()
+            self.view.context.clear()
+            self.view.info.setText("No self-test: " + str(exc))
             self._set_answerable(False)
             return
         self.status.setText(f"Answers are kept in the review database as {self.quiz.reader.name}.")

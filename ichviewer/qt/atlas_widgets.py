@@ -41,6 +41,12 @@ def to_pixmap(rgb: np.ndarray, size: int) -> QPixmap:
     return QPixmap.fromImage(image).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
 
 
+def feature_name(entry: Any) -> str:
+    """'last block, filter 12' / 'block3, filter 7' (the block named "features" is the CAM block)."""
+    block = "last block" if entry.block == "features" else entry.block
+    return f"{block}, filter {entry.channel}"
+
+
 def example_caption(example: Any) -> str:
     entry = example.entry
     return f"{' + '.join(entry.labels) or 'no label'}  ·  d = {example.distance:.2f}"
@@ -69,7 +75,7 @@ class ExampleTile(QFrame):
         layout.addWidget(self.caption)
         prov = entry.provenance
         self.setToolTip(
-            f"Training slice {prov.slice_index} of {prov.source}\nFeature {entry.block}:{entry.channel} "
+            f"Training slice {prov.slice_index} of {prov.source}\nFeature: {feature_name(entry)} "
             f"(selected for {entry.feature_label}, relevance {entry.relevance})\nClick to enlarge beside the slice"
         )
 
@@ -89,6 +95,7 @@ class ExampleGrid(QWidget):
         self.grid = QGridLayout(self)
         self.grid.setContentsMargins(0, 0, 0, 0)
         self.grid.setSpacing(3)
+        self.grid.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.tiles: list[ExampleTile] = []
 
     def set_examples(self, examples: Any, window: Window = PATCH_WINDOW, limit: int = 8) -> None:
@@ -203,7 +210,7 @@ class AtlasExampleView(QWidget):
         lines = []
         if reveal:
             lines.append(f"<b>{' + '.join(entry.labels) or 'no haemorrhage label'}</b>" + (f" · distance {distance:.3f}" if distance is not None else ""))
-            lines.append(f"Feature {entry.block}:{entry.channel}, selected for {entry.feature_label} (relevance count {entry.relevance})")
+            lines.append(f"Feature: {feature_name(entry)}, selected for {entry.feature_label} (relevance count {entry.relevance})")
             lines.append(f"Training slice {prov.slice_index} of {prov.source}")
             lines.append(f"Study {prov.study_uid}<br>Series {prov.series_uid}")
             lines.append(f"Model {prov.model_name} (SHA-256 {prov.model_sha256[:12]}…)")

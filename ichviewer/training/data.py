@@ -320,9 +320,12 @@ def build_phantom_cache(
 
 
 def plans_fingerprint(plans: Sequence[CasePlan], input_size: int, matrix: int) -> str:
-    from ichviewer.core import phantom
+    """Cache key: the plans, sizes, and the code that makes the pixels (phantom, preprocessing, windows)."""
+    from ichviewer.core import phantom, windowing
+    from ichviewer.inference import preprocessing
 
-    text = json.dumps([asdict(p) for p in plans]) + f"|{input_size}|{matrix}|{phantom.__file__ and _file_digest(phantom.__file__)}"
+    code = "|".join(_file_digest(m.__file__) for m in (phantom, preprocessing, windowing))
+    text = json.dumps([asdict(p) for p in plans]) + f"|{input_size}|{matrix}|{code}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

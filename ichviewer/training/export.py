@@ -3,7 +3,9 @@
 Contract (`ichviewer.inference.manifest`, models/README.md): one float32 input
 "image" (N, 3, H, W) with a dynamic batch axis; outputs "logits" (N, 6) in
 `ichviewer.LABELS` order (sigmoid applied by the engine) and "features" (N, K, h, w),
-the last convolutional block; a `<name>_cam.npz` holding the classifier
+the last convolutional block, and "block_penultimate", the block before it, with a
+`<name>_tail_block_penultimate.onnx` from that block to the logits (the atlas
+extension of the contract); a `<name>_cam.npz` holding the classifier
 `weight` (6, K) and `bias` (6,), so logits == weight @ mean_hw(features) + bias
 (Lee et al. 2019, Eq. 5 class activation maps).
 """
@@ -36,34 +38,83 @@ class ExportCheck:
     n_images: int
 
 
-def export_onnx(model, path: str | Path, input_size: int) -> None:
-    """Write `model` (forward -> (logits, features)) as ONNX with a dynamic batch axis."""
-    import copy
+#: Name of the intermediate block exposed for the atlas (the input of the last body module).
+BLOCK_NAME = "block_penultimate"
+BLOCK_OUTPUT = "block_penultimate"
 
+
+def _modules(model):
+    """The export wrappers: (image -> logits, features, penultimate block) and (block -> logits)."""
+    import torch
+    from torch import nn
+
+    class WithBlock(nn.Module):
+        def __init__(self, net) -> None:
+            super().__init__()
+            self.head = net.body[:-1]
+            self.last = net.body[-1]
+            self.classifier = net.classifier
+
+        def forward(self, x: torch.Tensor):
+            b = self.head(x)
+            f = self.last(b)
+            return self.classifier(f.mean(dim=(2, 3))), f, b
+
+    class Tail(nn.Module):
+        def __init__(self, net) -> None:
+            super().__init__()
+            self.last = net.body[-1]
+            self.classifier = net.classifier
+
+        def forward(self, b: torch.Tensor) -> torch.Tensor:
+            return self.classifier(self.last(b).mean(dim=(2, 3)))
+
+    return WithBlock(model).eval(), Tail(model).eval()
+
+
+def _export(module, dummy, path, inputs: list[str], outputs: list[str]) -> None:
     import torch
 
-    # Trained in channels_last; export a plain-layout copy (ONNX has one layout anyway).
-    model = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
-    dummy = torch.zeros(1, len(LEE_WINDOWS), input_size, input_size)
     with warnings.catch_warnings():
         # The TorchScript exporter is the one that needs no onnxscript; torch flags it as legacy.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(
-            model,
+            module,
             (dummy,),
             str(path),
-            input_names=["image"],
-            output_names=["logits", "features"],
-            dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}, "features": {0: "N"}},
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes={n: {0: "N"} for n in inputs + outputs},
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,
         )
 
 
-def verify_onnx(model, path: str | Path, images: np.ndarray) -> ExportCheck:
-    """Run `images` (n, 3, H, W) through PyTorch and ONNX Runtime (CPU) and compare both outputs."""
+def export_onnx(model, path: str | Path, input_size: int, tail_path: str | Path | None = None) -> None:
+    """Write `model` as ONNX: outputs logits, features and the penultimate block; optionally the block's tail.
+
+    The tail (block activations -> logits) lets the engine rank the block's filters for
+    the atlas (models/README.md, "Atlas and prediction basis").
+    """
+    import copy
+
+    import torch
+
+    # Trained in channels_last; export a plain-layout copy (ONNX has one layout anyway).
+    model = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
+    full, tail = _modules(model)
+    dummy = torch.zeros(1, len(LEE_WINDOWS), input_size, input_size)
+    _export(full, dummy, path, ["image"], ["logits", "features", BLOCK_OUTPUT])
+    if tail_path is not None:
+        with torch.no_grad():
+            block = full(dummy)[2]
+        _export(tail, torch.zeros_like(block), tail_path, ["block"], ["logits"])
+
+
+def verify_onnx(model, path: str | Path, images: np.ndarray, tail_path: str | Path | None = None) -> ExportCheck:
+    """Run `images` (n, 3, H, W) through PyTorch and ONNX Runtime (CPU) and compare the outputs (and the tail's)."""
     import onnxruntime as ort
     import torch
 
@@ -74,8 +125,12 @@ def verify_onnx(model, path: str | Path, images: np.ndarray) -> ExportCheck:
     model.eval()
     with torch.inference_mode():
         t_logits, t_feats = (t.numpy() for t in model(torch.from_numpy(x)))
-    o_logits, o_feats = sess.run(["logits", "features"], {"image": x})
+    o_logits, o_feats, o_block = sess.run(["logits", "features", BLOCK_OUTPUT], {"image": x})
     d_logits = float(np.max(np.abs(o_logits - t_logits)))
+    if tail_path is not None:
+        tail = ort.InferenceSession(str(tail_path), opts, providers=["CPUExecutionProvider"])
+        (tail_logits,) = tail.run(["logits"], {"block": o_block})
+        d_logits = max(d_logits, float(np.max(np.abs(tail_logits - t_logits))))
     d_feats = float(np.max(np.abs(o_feats - t_feats)))
     scale = max(1.0, float(np.max(np.abs(t_feats))))
     if not d_logits <= LOGITS_TOLERANCE or not d_feats <= LOGITS_TOLERANCE * 10 * scale:
@@ -108,17 +163,18 @@ def export_member(
 
     The ModelSpec carries both SHA-256s; it is only made after `verify_onnx` passed.
     """
-    from ichviewer.inference.manifest import ModelSpec, file_sha256
+    from ichviewer.inference.manifest import BlockOutput, ModelSpec, file_sha256
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     onnx_path = directory / f"{name}.onnx"
     cam_path = directory / f"{name}_cam.npz"
-    export_onnx(model, onnx_path, input_size)
+    tail_path = directory / f"{name}_tail_{BLOCK_NAME}.onnx"
+    export_onnx(model, onnx_path, input_size, tail_path)
     rng = np.random.default_rng(0)
     probe = rng.random((2, len(LEE_WINDOWS), input_size, input_size), dtype=np.float32)
     imgs = np.concatenate([np.asarray(check_images, dtype=np.float32), probe]) if len(check_images) else probe
-    check = verify_onnx(model, onnx_path, imgs)
+    check = verify_onnx(model, onnx_path, imgs, tail_path)
     write_cam_weights(model, cam_path)
     spec = ModelSpec(
         name=name,
@@ -136,6 +192,9 @@ def export_member(
         cam_weights_sha256=file_sha256(cam_path),
         interpolation_degree=interpolation_degree,
         weight=weight,
+        block_outputs=(
+            BlockOutput(BLOCK_NAME, BLOCK_OUTPUT, tail_file=tail_path.name, tail_sha256=file_sha256(tail_path)),
+        ),
     )
     return spec, check
 

@@ -25,12 +25,14 @@ def class_weights(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return alpha_p, alpha_n
 
 
-def weighted_bce(logits, targets, alpha_p, alpha_n, known=None):
+def weighted_bce(logits, targets, alpha_p, alpha_n, known=None, sample_weight=None):
     """Lee et al. 2019, Eq. 2, summed over labels and averaged over the batch (torch tensors).
 
     L = -sum_c [alpha_P^c y^c ln s(z^c) + alpha_N^c (1 - y^c) ln(1 - s(z^c))]. Written with
     log-sigmoid of the logits z for numerical stability; `targets` may be soft (Eq. 4
     interpolated labels). `known` (same shape, 0/1) drops labels a study CSV does not give.
+    `sample_weight` (n,) are importance weights of a stratified sample (mean 1 in expectation),
+    so the expected loss stays Eq. 2 over the whole training set.
     """
     import torch.nn.functional as F
 
@@ -39,4 +41,7 @@ def weighted_bce(logits, targets, alpha_p, alpha_n, known=None):
     per_label = -(alpha_p * targets * log_p + alpha_n * (1.0 - targets) * log_not_p)
     if known is not None:
         per_label = per_label * known
-    return per_label.sum(dim=1).mean()
+    per_sample = per_label.sum(dim=1)
+    if sample_weight is not None:
+        per_sample = per_sample * sample_weight
+    return per_sample.mean()

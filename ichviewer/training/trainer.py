@@ -36,15 +36,16 @@ class TrainConfig:
     family: str
     width: int = 16
     input_size: int = 128
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 16  # slices per step; x3 images with slice interpolation
     steps_per_epoch: int | None = None  # None: one pass over the training slices
-    lr: float = 2e-3
+    lr: float = 3e-3
     weight_decay: float = 5e-5  # Lee et al. 2019, Methods
     seed: int = 0
     interpolate: bool = True  # Lee et al. 2019, Eq. 4
     augment: bool = True
     specialist: str | None = None  # a subtype or "small": train on those positives plus all negatives
+    positive_fraction: float = 0.5  # share of ANY-positive slices per batch (0: uniform sampling as Lee et al.)
     threads: int | None = None
 
     def fingerprint(self) -> dict[str, Any]:
@@ -202,6 +203,63 @@ def _slice_batch(cache: SliceCache, rows: np.ndarray, config: TrainConfig, rng: 
     return x, y, k
 
 
+class StratifiedSampler:
+    """Batches with a fixed share of ANY-positive slices, and importance weights that undo it.
+
+    Uniform sampling (Lee et al.) puts ~2 positive slices in a 16-slice batch here, and a
+    rare subtype's positive then arrives every few dozen steps with an Eq. 3 weight in the
+    hundreds: a noisy gradient. Drawing `fraction` of each batch from positive slices and
+    weighting every sample by p_uniform / p_drawn keeps the expected loss exactly Eq. 2
+    over the training set while lowering its variance. Each stratum is walked through in
+    a fresh permutation, so every slice is seen before any repeats.
+    """
+
+    def __init__(self, cache: SliceCache, rows: np.ndarray, fraction: float, rng: np.random.Generator) -> None:
+        any_col = LABELS.index("ANY")
+        pos = rows[cache.labels[rows, any_col] >= 0.5]
+        neg = rows[cache.labels[rows, any_col] < 0.5]
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"positive fraction must be in [0, 1), got {fraction}")
+        if fraction == 0.0 or pos.size == 0 or neg.size == 0:
+            self.strata = [(rows, 1.0, 1.0)]
+        else:
+            n = rows.size
+            self.strata = [(pos, fraction, (pos.size / n) / fraction), (neg, 1.0 - fraction, (neg.size / n) / (1.0 - fraction))]
+        self.rng = rng
+        self._orders = [rng.permutation(s[0]) for s in self.strata]
+        self._pos = [0] * len(self.strata)
+
+    def _take(self, k: int, i: int) -> np.ndarray:
+        out = []
+        while k > 0:
+            order = self._orders[i]
+            if self._pos[i] >= order.size:
+                self._orders[i] = order = self.rng.permutation(self.strata[i][0])
+                self._pos[i] = 0
+            chunk = order[self._pos[i] : self._pos[i] + k]
+            self._pos[i] += chunk.size
+            out.append(chunk)
+            k -= chunk.size
+        return np.concatenate(out)
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, importance weights) of one batch."""
+        if len(self.strata) == 1:
+            return self._take(size, 0), np.ones(size, dtype=np.float32)
+        n_pos = int(round(self.strata[0][1] * size))
+        n_pos = min(max(n_pos, 1), size - 1)
+        rows = np.concatenate([self._take(n_pos, 0), self._take(size - n_pos, 1)])
+        w = np.concatenate([np.full(n_pos, self.strata[0][2]), np.full(size - n_pos, self.strata[1][2])]).astype(np.float32)
+        return rows, w
+
+    def state(self) -> dict:
+        return {"orders": [o.copy() for o in self._orders], "pos": list(self._pos)}
+
+    def restore(self, state: dict) -> None:
+        self._orders = [np.asarray(o) for o in state["orders"]]
+        self._pos = list(state["pos"])
+
+
 def _mil_bags(cache: SliceCache, case_ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[slice]]:
     """Rows of each study's bag: all slices, or MIL_MAX_SLICES evenly spaced with a random phase."""
     rows, spans, start = [], [], 0
@@ -239,7 +297,8 @@ def train_member(
 
     With `checkpoint`, model, optimiser, scheduler, epoch, RNG states, best weights and
     history are saved after every epoch; `resume=True` continues from it (a finished
-    member returns at once). `max_steps` stops early (timing runs, tests).
+    member returns at once). `max_steps` stops early (timing runs, tests); its
+    checkpoint then counts the cut epoch as done.
     Slice-labelled caches train on slices with Eq. 4 interpolation; study-labelled
     caches train by multiple-instance learning: per study, the max of the slice logits
     meets the study labels.
@@ -268,6 +327,7 @@ def train_member(
         n_units = rows.size
         per_step = config.batch_size
     steps = config.steps_per_epoch or max(1, n_units // per_step)
+    sampler = None if mil else StratifiedSampler(train, rows, config.positive_fraction, rng)
     total_steps = steps * config.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps, pct_start=0.15)
@@ -289,6 +349,8 @@ def train_member(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         rng.bit_generator.state = state["numpy_rng"]
+        if sampler is not None and state.get("sampler") is not None:
+            sampler.restore(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         history = [EpochRecord(**h) for h in state["history"]]
         best_state, best_map, best_epoch = state["best_state"], state["best_map"], state["best_epoch"]
@@ -299,17 +361,21 @@ def train_member(
         t0 = time.perf_counter()
         model.train()
         bar = ProgressBar(steps, f"{config.name} epoch {epoch + 1}/{config.epochs}", stream)
-        order = rng.permutation(n_units) if mil else rng.permutation(rows)
+        order = rng.permutation(n_units) if mil else None
         losses = []
         for s in range(steps):
-            pick = np.take(order, np.arange(s * per_step, (s + 1) * per_step), mode="wrap")
+            weights = None
             if mil:
+                pick = np.take(order, np.arange(s * per_step, (s + 1) * per_step), mode="wrap")
                 bag_rows, spans = _mil_bags(train, pick, rng)
                 x = train.float_images(bag_rows)
                 y = study_labels[pick]
                 k = np.stack([train.known[train.cases[int(c)].start] for c in pick])
             else:
-                x, y, k = _slice_batch(train, np.sort(pick), config, rng)
+                pick, w = sampler.batch(per_step)
+                x, y, k = _slice_batch(train, pick, config, rng)
+                # the two interpolated copies inherit their slice's importance weight
+                weights = torch.from_numpy(np.tile(w, x.shape[0] // w.size))
             xt = torch.from_numpy(np.ascontiguousarray(x))
             if config.augment:
                 xt = augment_images(xt, draw_augmentation(xt.shape[0], config.input_size, rng))
@@ -317,7 +383,7 @@ def train_member(
             logits, _ = model(xt)
             if mil:
                 logits = torch.stack([logits[sp].max(dim=0).values for sp in spans])
-            loss = weighted_bce(logits, torch.from_numpy(y), alpha_p, alpha_n, torch.from_numpy(k))
+            loss = weighted_bce(logits, torch.from_numpy(y), alpha_p, alpha_n, torch.from_numpy(k), weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -355,6 +421,7 @@ def train_member(
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                     "numpy_rng": rng.bit_generator.state,
+                    "sampler": sampler.state() if sampler is not None else None,
                     "torch_rng": torch.get_rng_state(),
                     "history": [asdict(h) for h in history],
                     "best_state": best_state,
