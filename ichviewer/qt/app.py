@@ -30,7 +30,7 @@ def build_workstation(
     reader: tuple[str, str] | None = None,
     ask_reader: bool = True,
 ) -> MainWindow:
-    """The main window with the AI panels (findings, plot, attention map) and the review panels attached."""
+    """The main window with the AI panels (findings, plot, attention map, prediction basis) and the review panels."""
     from ichviewer.qt.inference_attach import attach_inference
     from ichviewer.qt.review_attach import attach_review
 
@@ -38,6 +38,17 @@ def build_workstation(
     if ai:
         attach_inference(window, ensemble_dir=models_dir)
     attach_review(window, db_path, reader=reader, ask_reader=ask_reader)
+    if ai:
+        from ichviewer.qt.atlas_attach import attach_atlas
+
+        # After the review panels: the atlas self-test keeps its answers in the review database.
+        atlas = attach_atlas(window)
+        review = getattr(window, "review", None)
+        if review is not None:
+            # Stacking four panels on the right makes the window taller than a 1080p
+            # screen; the verdict and the prediction basis share one place as tabs.
+            window.tabifyDockWidget(review.adjudication_dock, atlas.dock)
+            review.adjudication_dock.raise_()
     return window
 
 
