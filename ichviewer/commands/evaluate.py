@@ -35,6 +35,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(func=run_evaluate)
 
+    m = subparsers.add_parser(
+        "model-card",
+        help="write models/MODEL_CARD.md from an evaluation JSON and a training log",
+        description="Render the model card from the JSON of `ichviewer evaluate` and the training_log.json of "
+        "`ichviewer train`, quoting the commands that produced them; no number is typed by hand.",
+    )
+    m.add_argument("--evaluation", required=True, metavar="EVAL.json")
+    m.add_argument("--training-log", required=True, metavar="training_log.json")
+    m.add_argument("--out", required=True, metavar="MODEL_CARD.md")
+    m.add_argument("--command", action="append", default=[], metavar="NAME=COMMAND",
+                   help="a command to quote, e.g. 'train=ichviewer train ...' (train, test set, infer, evaluate, atlas)")
+    m.add_argument("--atlas-json", metavar="ATLAS_EVAL.json", help="`ichviewer atlas evaluate` output to summarise")
+    m.set_defaults(func=run_model_card)
+
+
+def run_model_card(args: argparse.Namespace) -> int:
+    import json
+
+    from ichviewer.evaluation.model_card import write_model_card
+
+    commands = {}
+    for item in args.command:
+        name, sep, cmd = item.partition("=")
+        if not sep:
+            print(f"ichviewer model-card: --command must be NAME=COMMAND, got {item!r}", file=sys.stderr)
+            return 2
+        commands[name.strip()] = cmd.strip()
+    atlas = None
+    try:
+        if args.atlas_json:
+            atlas = json.loads(open(args.atlas_json, encoding="utf-8").read())
+        out = write_model_card(args.out, args.evaluation, args.training_log, commands, atlas)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"ichviewer model-card: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from ichviewer.evaluation.inputs import EvaluationInputError, evaluate_files

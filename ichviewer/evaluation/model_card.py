@@ -1,0 +1,154 @@
+"""models/MODEL_CARD.md rendered from an evaluation JSON and a training log, so every number has a source."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ichviewer import LABELS
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(metric: Mapping[str, Any] | None, digits: int = 3) -> str:
+    if not metric or metric.get("value") is None:
+        return "n/a"
+    ci = metric.get("ci") or [None, None]
+    return f"{metric['value']:.{digits}f} ({_fmt(ci[0], digits)}–{_fmt(ci[1], digits)})"
+
+
+def _prop(p: Mapping[str, Any] | None) -> str:
+    if not p or p.get("value") is None:
+        return "n/a"
+    ci = p.get("ci") or [None, None]
+    return f"{p['value']:.3f} ({_fmt(ci[0])}–{_fmt(ci[1])}; {p['k']}/{p['n']})"
+
+
+def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, Any], *,
+                      commands: Mapping[str, str], atlas: Mapping[str, Any] | None = None) -> str:
+    """The model card text. `commands` maps "train", "test set", "infer", "evaluate" (and "atlas") to the exact commands run."""
+    ev, log = evaluation, training_log
+    labels = ev.get("labels", {})
+    any_ = labels.get("ANY", {})
+    op = any_.get("operating_point", {})
+    members = log.get("members", [])
+    minutes = (log.get("seconds_total") or 0) / 60
+    hw = log.get("hardware", {})
+    lines = [
+        "# Model card: the bundled ICH Viewer ensemble (`models/default`)",
+        "",
+        "**Not for clinical use.** Trained and tested on synthetic head CT only (the project's",
+        "phantom generator). It exists to demonstrate and exercise the workstation's workflow:",
+        "findings, attention maps, prediction basis, triage and review. Its figures say how well",
+        "it detects the generator's haemorrhages, not real ones.",
+        "",
+        "## What it is",
+        "",
+        f"- {len(members)} members trained from scratch by `ichviewer train` (Lee et al. 2019 recipe with the",
+        "  departures listed in `ichviewer/training/__init__.py`): "
+        + ", ".join(f"{m['name']} ({m.get('parameters', 0):,} parameters, interpolation degree {m.get('interpolation_degree')})" for m in members) + ".",
+        f"- Ensemble: {log.get('ensemble', {}).get('method', 'mean')} of member probabilities; outputs IPH, IVH, SDH, EDH, SAH and ANY per slice;",
+        "  case level = maximum over slices.",
+        f"- Training data: {log.get('data', {}).get('train', {}).get('cases', '?')} synthetic training studies and "
+        f"{log.get('data', {}).get('validation', {}).get('cases', '?')} validation studies (case-level split by seed).",
+        f"- Training time: {minutes:.0f} minutes on {hw.get('processor', '?')} CPU, {hw.get('torch_threads', '?')} threads "
+        f"(PyTorch {hw.get('torch', '?')}), no GPU.",
+        "",
+        "Reproduce it:",
+        "",
+        "```bash",
+        commands.get("train", ""),
+        "```",
+        "",
+        "## Held-out test set",
+        "",
+        f"{ev.get('n_cases', '?')} synthetic studies never seen in training or validation (the test split's seeds),",
+        "balanced: every subtype, mixed bleeds, small and punctate bleeds, mimic-only negatives",
+        "(calcification, metal, beam hardening), children, 5 mm and 1 mm slices.",
+        "",
+        "```bash",
+        commands.get("test set", ""),
+        commands.get("infer", ""),
+        commands.get("evaluate", ""),
+        "```",
+        "",
+        "Every figure below is copied by `ichviewer model-card` from the evaluation JSON written by",
+        "the last command. AUC and average-precision intervals: case-level percentile bootstrap,",
+        f"{ev.get('settings', {}).get('n_boot', 2000)} resamples, seed {ev.get('settings', {}).get('seed', 0)}; "
+        "proportions: exact Clopper–Pearson 95 % intervals.",
+        "",
+        "### Any haemorrhage (ANY), case level",
+        "",
+        f"- ROC AUC: **{_ci(any_.get('auc'))}**",
+        f"- At the shipped operating point (threshold {_fmt(any_.get('threshold'))}):",
+        f"  sensitivity **{_prop(op.get('sensitivity'))}**, specificity **{_prop(op.get('specificity'))}**,",
+        f"  PPV {_prop(op.get('ppv'))}, NPV {_prop(op.get('npv'))}.",
+        f"- Average precision: {_ci(any_.get('average_precision'))}; mAP over the five subtypes: "
+        f"{_fmt((ev.get('map_subtypes') or {}).get('value'))}.",
+        "",
+        "### Per label",
+        "",
+        "| label | n positive / negative | AUC (95 % CI) | AP | threshold | sensitivity | specificity |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label in LABELS:
+        e = labels.get(label)
+        if not e:
+            continue
+        o = e.get("operating_point", {})
+        lines.append(
+            f"| {label} | {e.get('n_positive')} / {e.get('n_negative')} | {_ci(e.get('auc'))} | "
+            f"{_fmt((e.get('average_precision') or {}).get('value'))} | {_fmt(e.get('threshold'))} | "
+            f"{_prop(o.get('sensitivity'))} | {_prop(o.get('specificity'))} |"
+        )
+    size = ev.get("by_size")
+    if size:
+        lines += ["", "### Sensitivity by bleed size (ANY)", "", "| size | sensitivity | mean probability |", "|---|---|---|"]
+        for b in size.get("bins", []):
+            lines.append(f"| {b['name']} ({b.get('range', '')}) | {_prop(b.get('sensitivity'))} | {_fmt(b.get('mean_probability'))} |")
+    mimics = ev.get("mimics")
+    if mimics:
+        lines += ["", "### False positives on negative studies, by mimic (ANY)", "", "| mimic | false-positive rate | mean probability |", "|---|---|---|"]
+        for k in mimics.get("kinds", []):
+            lines.append(f"| {k['mimic']} | {_prop(k.get('false_positive_rate'))} | {_fmt(k.get('mean_probability'))} |")
+    triage = ev.get("triage") or {}
+    observed = triage.get("observed")
+    if observed:
+        lines += [
+            "", "### Triage (DeepRadiologyNet-style)", "",
+            f"Counts: {json.dumps(observed.get('counts'))}. Haemorrhage among studies called \"confident negative\": "
+            f"{_prop(observed.get('miss_rate'))}; no haemorrhage among \"confident positive\": "
+            f"{_prop(observed.get('false_positive_rate'))}; referred: {_fmt(observed.get('fraction_refer'))}.",
+        ]
+    if atlas:
+        lines += ["", "## Bundled atlas (prediction basis)", ""]
+        for k, v in atlas.items():
+            lines.append(f"- {k}: {v}")
+        if commands.get("atlas"):
+            lines += ["", "```bash", commands["atlas"], "```"]
+    lines += [
+        "",
+        "## Limits",
+        "",
+        "- Synthetic anatomy and lesions only: real scanners, real bleeds (subacute, chronic,",
+        "  along the falx or tentorium), post-operative heads and real mimics will differ.",
+        "- Slices are classified in 2-D with neighbour interpolation; very small bleeds on thick",
+        "  slices are the weakest point (see the size table), as the seed papers report.",
+        "- Operating points were chosen on the synthetic validation split (sensitivity >= 0.95",
+        "  where achievable); a site must re-choose them on its own data.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(out: str | Path, evaluation_json: str | Path, training_log_json: str | Path,
+                     commands: Mapping[str, str], atlas: Mapping[str, Any] | None = None) -> Path:
+    text = render_model_card(json.loads(Path(evaluation_json).read_text("utf-8")),
+                             json.loads(Path(training_log_json).read_text("utf-8")), commands=commands, atlas=atlas)
+    out = Path(out)
+    out.write_text(text, "utf-8")
+    return out
