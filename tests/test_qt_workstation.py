@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 
 from ichviewer.qt.app import build_workstation
@@ -22,7 +22,8 @@ WAIT_MS = 20000
 def _ensemble(directory: Path) -> Path:
     e1, _ = add_model(directory, "alpha", seed=1, degree=3)
     e2, _ = add_model(directory, "beta", seed=2, degree=1)
-    write_manifest(directory, [e1, e2])
+    # ANY at threshold 0: every slice is a positive finding, so the markers are predictable.
+    write_manifest(directory, [e1, e2], thresholds={"IPH": 0.5, "IVH": 0.5, "SDH": 0.5, "EDH": 0.5, "SAH": 0.5, "ANY": 0.0})
     return directory
 
 
@@ -89,7 +90,7 @@ def test_blinded_panel_member_sees_no_ai_until_the_vote_is_in(qtbot, workstation
 
     vote = review.open_panel(panel.id)
     assert vote.isVisible()
-    assert ai.blinded and ai.findings_dock.isHidden() and ai.bottom.isHidden()
+    assert ai.blinded and ai.findings_dock.isHidden() and ai.bottom.isHidden() and ai.side_strip.isHidden()
     assert not ai.overlay.enabled and review.adjudication.ai_boxes["ANY"].isHidden()
     vote.open_case(uid)
     vote.vote_boxes["ANY"].setCurrentText("present")
@@ -154,3 +155,23 @@ def test_a_panel_is_created_from_the_worklist_queue(qtbot, workstation, tmp_path
     assert panel.blinded and panel.source_queue == "ai"
     assert sorted(c["series_uid"] for c in panel_cases(review.store, panel.id)) == sorted(u for _f, u in folders)
     assert sorted(m.name for m in members(review.store, panel.id)) == ["Dr A", "Dr B", "Dr C"]
+
+
+def test_slice_scrollbar_and_positive_markers_beside_it(qtbot, workstation, tmp_path):
+    folder, _uid = _series(tmp_path, 7, n=9)
+    ai = workstation.inference
+    with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS):
+        workstation.open_path(folder)
+    bar = workstation.slice_bar
+    assert (bar.minimum(), bar.maximum()) == (0, 8) and bar.value() == workstation.state.slice_index
+    bar.setValue(2)
+    assert workstation.state.slice_index == 2
+    workstation.state.set_slice_index(6)
+    assert bar.value() == 6
+    # The markers beside the scrollbar are the plot's positive slices; clicking one goes there.
+    assert ai.side_strip.positive == tuple(range(9)) and ai.side_strip.n_slices == 9
+    y = int(ai.side_strip.position_of(4))
+    qtbot.mouseClick(ai.side_strip, Qt.MouseButton.LeftButton, pos=QPoint(3, y))
+    assert workstation.state.slice_index == 4 and bar.value() == 4
+    # Top of the strip is the superior (last) slice, like the scrollbar.
+    assert ai.side_strip.position_of(8) < ai.side_strip.position_of(0)

@@ -51,6 +51,9 @@ class InferenceUI(QObject):
         self.panel.set_auto_infer(self.settings.auto_infer)
         self.plot = SliceProbabilityPlot()
         self.strip = PositiveSliceStrip(Qt.Orientation.Horizontal)
+        # The same markers beside the viewer's slice scrollbar (top = superior).
+        self.side_strip = PositiveSliceStrip(Qt.Orientation.Vertical, inverted=True)
+        self.strips = (self.strip, self.side_strip)
         self.overlay = AttentionOverlay(self.controller, main_window.axial, self.state, parent=self, colormap=self.settings.colormap)
         keys = tuple(main_window.keymap.keys_for(TOGGLE_ATTENTION)) if hasattr(main_window, "keymap") else ()
         keys = keys or DEFAULT_TOGGLE_KEYS
@@ -105,7 +108,11 @@ class InferenceUI(QObject):
         self.panel.sig_auto_infer_changed.connect(self.set_auto_infer)
         self.plot.sig_slice_clicked.connect(self.state.set_slice_index)
         self.plot.sig_data_margins.connect(self.strip.set_margins)
-        self.strip.sig_slice_clicked.connect(self.state.set_slice_index)
+        for strip in self.strips:
+            strip.sig_slice_clicked.connect(self.state.set_slice_index)
+        add_side = getattr(main_window, "add_axial_side_widget", None)
+        if callable(add_side):
+            add_side(self.side_strip)
         self.state.sig_slice_changed.connect(self._on_slice_changed)
         self.state.sig_selected_label_changed.connect(self._on_state_label_changed)
         main_window.add_shutdown_hook(self.shutdown)
@@ -153,6 +160,7 @@ class InferenceUI(QObject):
             dock.setVisible(not on)
             dock.toggleViewAction().setEnabled(not on)
         self.bottom.setVisible(not on)
+        self.side_strip.setVisible(not on)
         self.toggle_attention_action.setEnabled(not on)
         if on:
             self.overlay.set_enabled(False)
@@ -179,8 +187,10 @@ class InferenceUI(QObject):
         n = int(volume.n_slices)
         self.plot.set_n_slices(n)
         self.plot.set_current_slice(self.state.slice_index)
-        self.strip.set_n_slices(n)
-        self.strip.set_current(self.state.slice_index)
+        for strip in self.strips:
+            strip.set_n_slices(n)
+        for strip in self.strips:
+            strip.set_current(self.state.slice_index)
         if not self.controller.available:
             return
         request_id = self.controller.open_volume(volume, run=self.settings.auto_infer)
@@ -191,7 +201,8 @@ class InferenceUI(QObject):
         self.panel.begin(n_slices)
         self.plot.set_n_slices(n_slices)
         self.plot.set_current_slice(self.state.slice_index)
-        self.strip.set_n_slices(n_slices)
+        for strip in self.strips:
+            strip.set_n_slices(n_slices)
         ensemble = self.controller.cache.peek(self.controller.ensemble_dir) if self.controller.ensemble_dir else None
         if ensemble is not None:
             self._on_ensemble_loaded(request_id, ensemble)
@@ -202,7 +213,8 @@ class InferenceUI(QObject):
 
     def _on_slices_updated(self, _request_id: int, first: int, last: int, probs: Any) -> None:
         self.plot.update_slices(first, last, probs)
-        self.strip.set_positive(self.plot.positive_slices())
+        for strip in self.strips:
+            strip.set_positive(self.plot.positive_slices())
 
     def _on_partial(self, _request_id: int, result: Any) -> None:
         self.panel.update_result(result)
@@ -210,7 +222,8 @@ class InferenceUI(QObject):
     def _on_finished(self, _request_id: int, result: Any) -> None:
         self.panel.finish(result)
         self.plot.set_probabilities(result.slice_probabilities, result.operating_points.thresholds)
-        self.strip.set_positive(self.plot.positive_slices())
+        for strip in self.strips:
+            strip.set_positive(self.plot.positive_slices())
         self.main_window.statusBar().showMessage(
             f"AI: {result.triage} ({result.n_slices} slices in {result.seconds:.1f} s on {provider_display_name(result.provider)})", 8000
         )
@@ -233,11 +246,13 @@ class InferenceUI(QObject):
         self.panel.set_selected_label(label)
         self.plot.set_label(label)
         self.overlay.set_label(label)
-        self.strip.set_positive(self.plot.positive_slices())
+        for strip in self.strips:
+            strip.set_positive(self.plot.positive_slices())
 
     def _on_slice_changed(self, index: int) -> None:
         self.plot.set_current_slice(index)
-        self.strip.set_current(index)
+        for strip in self.strips:
+            strip.set_current(index)
 
     def _on_overlay_enabled_changed(self, on: bool) -> None:
         self.toggle_attention_action.blockSignals(True)

@@ -14,9 +14,11 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
+    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
+    QScrollBar,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -102,8 +104,21 @@ class MainWindow(QMainWindow):
         self.axial_bottom_layout = QVBoxLayout(self.axial_bottom)
         self.axial_bottom_layout.setContentsMargins(0, 0, 0, 0)
         self.axial_bottom.setVisible(False)
+        # The slice scrollbar beside the axial view, superior at the top as the anatomy is;
+        # panels may put markers beside it (add_axial_side_widget).
+        self.slice_bar = QScrollBar(Qt.Orientation.Vertical)
+        self.slice_bar.setInvertedAppearance(True)
+        self.slice_bar.setPageStep(5)
+        self.slice_bar.setToolTip("Slice (top: superior)")
+        self.slice_bar.setRange(0, 0)
+        axial_row = QWidget()
+        self.axial_side_layout = QHBoxLayout(axial_row)
+        self.axial_side_layout.setContentsMargins(0, 0, 0, 0)
+        self.axial_side_layout.setSpacing(1)
+        self.axial_side_layout.addWidget(self.axial, 1)
+        self.axial_side_layout.addWidget(self.slice_bar)
         self.axial_column = QSplitter(Qt.Orientation.Vertical)
-        self.axial_column.addWidget(self.axial)
+        self.axial_column.addWidget(axial_row)
         self.axial_column.addWidget(self.axial_bottom)
         self.axial_column.setStretchFactor(0, 5)
         self.axial_column.setStretchFactor(1, 1)
@@ -145,6 +160,9 @@ class MainWindow(QMainWindow):
         self.loader.sig_reformatted.connect(self._on_reformat_ready)
         self.loader.sig_reformat_failed.connect(self._on_reformat_failed)
         self.state.sig_window_changed.connect(self._on_window_changed)
+        self.state.sig_n_slices_changed.connect(self._on_n_slices_changed)
+        self.state.sig_slice_changed.connect(self._on_slice_changed)
+        self.slice_bar.valueChanged.connect(self.state.set_slice_index)
         self.state.sig_view_reset.connect(self._on_view_reset)
         self.axial.sig_warnings_requested.connect(self.show_warnings)
         self.axial.sig_hover.connect(self._on_hover_changed)
@@ -284,6 +302,20 @@ class MainWindow(QMainWindow):
         self.axial_bottom_layout.addWidget(widget)
         self.axial_bottom.setVisible(True)
         self.axial_column.setSizes([800, 160])
+
+    def add_axial_side_widget(self, widget: QWidget) -> None:
+        """Put a narrow widget (e.g. positive-slice markers) beside the slice scrollbar."""
+        self.axial_side_layout.addWidget(widget)
+
+    def _on_n_slices_changed(self, n: int) -> None:
+        self.slice_bar.blockSignals(True)
+        self.slice_bar.setRange(0, max(0, n - 1))
+        self.slice_bar.blockSignals(False)
+
+    def _on_slice_changed(self, index: int) -> None:
+        self.slice_bar.blockSignals(True)
+        self.slice_bar.setValue(index)
+        self.slice_bar.blockSignals(False)
 
     def add_shutdown_hook(self, hook) -> None:
         """`hook(timeout_ms)` runs in `shutdown`, after the loader stops: attached panels stop their workers there."""

@@ -73,7 +73,7 @@ class ReviewUI(QObject):
         self.worklist = WorklistPanel(self.store)
         self.adjudication_dock = main_window.add_panel(self.adjudication, "Adjudication")
         self.worklist_dock = main_window.add_panel(self.worklist, "Worklist", Qt.DockWidgetArea.LeftDockWidgetArea)
-        studies_dock = main_window.findChild(type(self.worklist_dock), "dock_studies")
+        studies_dock = getattr(main_window, "browser_dock", None)
         if studies_dock is not None:
             main_window.tabifyDockWidget(studies_dock, self.worklist_dock)
             studies_dock.raise_()
