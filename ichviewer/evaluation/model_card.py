@@ -125,9 +125,25 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
             f"{_prop(observed.get('false_positive_rate'))}; referred: {_fmt(observed.get('fraction_refer'))}.",
         ]
     if atlas:
-        lines += ["", "## Bundled atlas (prediction basis)", ""]
-        for k, v in atlas.items():
-            lines.append(f"- {k}: {v}")
+        lines += ["", "## Bundled atlas (prediction basis, Lee et al. 2019)", ""]
+        size = atlas.get("size_bytes")
+        lines.append(f"- File `{Path(str(atlas.get('atlas', ''))).name}`"
+                     + (f", {size / 1e6:.2f} MB" if size else "")
+                     + f": {atlas.get('features', '?')} selected features, {atlas.get('entries', '?')} examples, "
+                     "built from synthetic training phantoms only (redistributable).")
+        held = atlas.get("heldout") or {}
+        top1 = held.get("top1_same_subtype") or {}
+        if top1:
+            lines += [
+                f"- Held-out check ({held.get('n_queries', '?')} positive slices of held-out phantoms): the top retrieved",
+                f"  example shares the finding's subtype in {_fmt(top1.get('attention_eq7'))} of queries by the Eq. 7 ranking,",
+                f"  {_fmt(top1.get('pooled_features'))} by nearest pooled features, against {_fmt(top1.get('chance'))} by chance.",
+                "",
+                "| subtype | queries | Eq. 7 | pooled | chance |",
+                "|---|---|---|---|---|",
+            ]
+            for label, row in (held.get("per_label") or {}).items():
+                lines.append(f"| {label} | {row.get('n')} | {_fmt(row.get('attention'))} | {_fmt(row.get('pooled'))} | {_fmt(row.get('chance'))} |")
         if commands.get("atlas"):
             lines += ["", "```bash", commands["atlas"], "```"]
     lines += [
