@@ -66,3 +66,13 @@ def no_thread_left_running():
         if time.monotonic() > deadline:
             pytest.fail(f"test left threads running: {[t.name for t in extra]}, Qt pool threads busy: {busy_pool}")
         time.sleep(0.02)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """An unexpected skip is a failure (GUIDE): a skipped test hides a broken feature."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"test was skipped, which this project treats as a failure: {report.longrepr}"
