@@ -97,7 +97,7 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path: Path, capsys:
     bad.write_text("series_uid,any\n1.2,yes\n")
     assert run("import-labels", str(bad), "--db", db) == 2
     err = capsys.readouterr().err
-    assert "labels.csv:2" in err and "0 or 1" in err and "Traceback" not in err
+    assert "labels.csv, line 2, column any" in err and "0 or 1" in err and "Traceback" not in err
     assert run("import-runs", str(tmp_path / "missing.json"), "--db", db) == 2
     assert "missing.json" in capsys.readouterr().err
     assert run("stats", "--json", "-", "--db", str(tmp_path / "nope.sqlite")) == 2

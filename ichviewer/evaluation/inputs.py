@@ -6,7 +6,7 @@ used when both are present), one 0/1 column per label (``any`` required; ``iph``
 (total haemorrhage volume, empty if unknown) and ``mimic`` (empty, ``calcification``,
 ``metal`` or ``beam-hardening``). Other columns are ignored. An empty subtype cell means the
 subtype was not assessed: that study is left out of that subtype's figures only. This is the
-format the review room imports (`ichviewer.review.imports.read_labels_csv`).
+format the review room imports (`ichviewer.review.imports.read_labels_csv` reads it with this module's parser).
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def read_labels(path: str | Path) -> LabelTable:
         if not uid:
             raise EvaluationInputError(f"{path}, line {r_i}: empty {key}")
         if uid in seen:
-            raise EvaluationInputError(f"{path}, line {r_i}: {key} {uid} already on line {seen[uid]}")
+            raise EvaluationInputError(f"{path}, line {r_i}: {key} {uid} appears more than once (already on line {seen[uid]})")
         seen[uid] = r_i
         ids.append(uid)
         for lab in label_cols:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -38,79 +37,24 @@ class RunImport:
     failed: list[dict[str, str]] = field(default_factory=list)
 
 
-def _parse_binary(text: str, where: str, column: str) -> int | None:
-    value = text.strip()
-    if value == "":
-        return None
-    if value in ("0", "1"):
-        return int(value)
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if number in (0.0, 1.0):
-        return int(number)
-    raise ReviewError(f"{where}: column {column!r} must be 0 or 1, not {text!r}")
-
-
 def read_labels_csv(path: str | os.PathLike[str]) -> tuple[str, list[tuple[str, dict[str, int]]]]:
     """Parse a labels CSV; return the key column ('study_uid' or 'series_uid') and (uid, {LABEL: 0/1}) rows.
 
-    Columns: `study_uid` or `series_uid`, then `any` (required) and optional
-    `iph`, `ivh`, `sdh`, `edh`, `sah`; names are case-insensitive, other columns ignored.
+    The format is the evaluation room's LABELS.csv, read by the same parser
+    (`ichviewer.evaluation.inputs.read_labels`): `study_uid` or `series_uid`, `any`
+    (required) and optional `iph`, `ivh`, `sdh`, `edh`, `sah` (empty = not assessed);
+    names are case-insensitive, other columns ignored.
     """
-    path = Path(path)
+    from ichviewer.evaluation.inputs import EvaluationInputError, read_labels
+
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise ReviewError(f"{path}: cannot read labels CSV ({exc.strerror or exc})") from exc
-    with handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise ReviewError(f"{path}: labels CSV is empty") from None
-        except csv.Error as exc:
-            raise ReviewError(f"{path}: not a valid CSV ({exc})") from None
-        names = [h.strip().lower() for h in header]
-        if "series_uid" in names:
-            key = "series_uid"
-        elif "study_uid" in names:
-            key = "study_uid"
-        else:
-            raise ReviewError(f"{path}: labels CSV needs a 'study_uid' or 'series_uid' column; found {header}")
-        if "any" not in names:
-            raise ReviewError(f"{path}: labels CSV needs an 'any' column; found {header}")
-        key_index = names.index(key)
-        label_columns = {lab: names.index(lab.lower()) for lab in LABELS if lab.lower() in names}
-        rows: list[tuple[str, dict[str, int]]] = []
-        seen: set[str] = set()
-        try:
-            for line_no, record in enumerate(reader, start=2):
-                if not any(cell.strip() for cell in record):
-                    continue
-                where = f"{path}:{line_no}"
-                if len(record) < len(names):
-                    raise ReviewError(f"{where}: expected {len(names)} columns, found {len(record)}")
-                uid = record[key_index].strip()
-                if not uid:
-                    raise ReviewError(f"{where}: empty {key}")
-                if uid in seen:
-                    raise ReviewError(f"{where}: {key} {uid} appears more than once")
-                seen.add(uid)
-                values: dict[str, int] = {}
-                for lab, idx in label_columns.items():
-                    v = _parse_binary(record[idx], where, lab.lower())
-                    if v is not None:
-                        values[lab] = v
-                if "ANY" not in values:
-                    raise ReviewError(f"{where}: 'any' is empty")
-                if values["ANY"] == 0 and any(v == 1 for lab, v in values.items() if lab != "ANY"):
-                    raise ReviewError(f"{where}: any is 0 but a subtype is 1")
-                rows.append((uid, values))
-        except csv.Error as exc:
-            raise ReviewError(f"{path}: not a valid CSV ({exc})") from None
-    return key, rows
+        table = read_labels(path)
+    except EvaluationInputError as exc:
+        raise ReviewError(str(exc)) from None
+    rows = []
+    for i, uid in enumerate(table.ids):
+        rows.append((uid, {lab: int(v[i]) for lab, v in table.labels.items() if not math.isnan(v[i])}))
+    return table.key, rows
 
 
 def import_labels_csv(store: ReviewStore, path: str | os.PathLike[str], *, source: str | None = None) -> LabelImport:
