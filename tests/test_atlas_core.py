@@ -331,3 +331,18 @@ def test_evaluate_reads_a_phantom_set_with_case_level_csv_and_per_slice_labels_j
     report = json.loads(out.read_text())
     assert report["n_queries"] == expected > 0
     assert set(report["top1_same_subtype"]) == {"attention_eq7", "pooled_features", "chance"}
+
+
+def test_planned_phantom_source_gives_the_recipe_cases_with_their_labels():
+    from ichviewer.atlas.sources import PlannedPhantomSource
+    from ichviewer.core.phantom import generate_case
+    from ichviewer.training.data import plan_phantom_cases
+
+    plans = plan_phantom_cases(3, "train", seed=0)
+    source = PlannedPhantomSource(plans, matrix=64)
+    assert source.keys() == [f"phantom:{p.seed}" for p in plans]
+    study = source.load(source.keys()[2])  # the recipe's third case: an SDH
+    expected = generate_case(plans[2].seed, subtype=plans[2].subtype, volume_ml=plans[2].volume_ml, mimic=plans[2].mimic,
+                             slice_mm=plans[2].slice_mm, age=plans[2].age, matrix=64)
+    np.testing.assert_array_equal(study.volume.hu, expected.volume.hu)
+    assert study.labels[:, SUBTYPES.index("SDH")].any() and not study.labels[:, SUBTYPES.index("IPH")].any()

@@ -19,6 +19,9 @@ from ichviewer.inference.model import LoadedModel
 #: Seeds of the bundled atlas's synthetic training set and of its held-out check (disjoint).
 BUNDLED_TRAIN_SEEDS = range(0, 200)
 BUNDLED_HELDOUT_SEEDS = range(5000, 5060)
+#: Cases of the recipe's training / test splits used for the bundled atlas and its held-out check.
+BUNDLED_TRAIN_CASES = 200
+BUNDLED_HELDOUT_CASES = 60
 #: Balanced subtypes for the bundled synthetic set (normals keep relevance runs honest).
 BUNDLED_SUBTYPES = ("IPH", "IVH", "SDH", "EDH", "SAH", "mixed", "none")
 
@@ -92,20 +95,34 @@ def build_bundled_atlas(
     ensemble: Any,
     *,
     out: str | Path | None = None,
-    train_seeds: range | list[int] = BUNDLED_TRAIN_SEEDS,
-    heldout_seeds: range | list[int] = BUNDLED_HELDOUT_SEEDS,
-    matrix: int = 128,
+    train_seeds: range | list[int] | None = None,
+    heldout_seeds: range | list[int] | None = None,
+    matrix: int | None = None,
+    run_seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[AtlasSummary, RetrievalReport]:
     """The redistributable atlas of the bundled ensemble: built from synthetic phantoms only, then checked on held-out phantoms.
 
+    By default the atlas is built from the first BUNDLED_TRAIN_CASES cases of the training
+    recipe's own training split (run seed `run_seed`), i.e. the very phantoms the models
+    learnt from, at the recipe's 256 matrix, and checked on BUNDLED_HELDOUT_CASES cases of
+    its test split. Explicit `train_seeds`/`heldout_seeds` use seed-drawn phantoms instead.
     Written next to the explaining member (`<models>/<member>.atlas.sqlite`) unless `out` is given.
     """
+    from ichviewer.atlas.sources import PlannedPhantomSource
+    from ichviewer.training.data import plan_phantom_cases
+
     model = explaining_member(ensemble)
     target = Path(out) if out else atlas_path_for(ensemble.directory, model.name)
-    train = PhantomSource(list(train_seeds), subtypes=BUNDLED_SUBTYPES, matrix=matrix)
+    if train_seeds is None:
+        train = PlannedPhantomSource(plan_phantom_cases(BUNDLED_TRAIN_CASES, "train", seed=run_seed), matrix=matrix or 256)
+    else:
+        train = PhantomSource(list(train_seeds), subtypes=BUNDLED_SUBTYPES, matrix=matrix or 128)
     summary = build_atlas(ensemble, train, target, progress=progress)
-    heldout = PhantomSource(list(heldout_seeds), subtypes=BUNDLED_SUBTYPES, matrix=matrix)
+    if heldout_seeds is None:
+        heldout = PlannedPhantomSource(plan_phantom_cases(BUNDLED_HELDOUT_CASES, "test", seed=run_seed), matrix=matrix or 256)
+    else:
+        heldout = PhantomSource(list(heldout_seeds), subtypes=BUNDLED_SUBTYPES, matrix=matrix or 128)
     with open_atlas(summary.path, model_sha256=model.spec.sha256, model_name=model.name) as atlas:
         report = evaluate_retrieval(atlas, model, heldout, every=2, progress=(lambda d, t: progress("held-out", d, t)) if progress else None)
     return summary, report

@@ -107,6 +107,35 @@ class PhantomSource:
         return study
 
 
+class PlannedPhantomSource(PhantomSource):
+    """The training recipe's own phantom plans (`ichviewer.training.data.plan_phantom_cases`).
+
+    With the plans of the ensemble's training split, the atlas is built from exactly
+    the cases the models were trained on (Lee et al. built theirs from the training
+    images); with the test split's plans, the held-out check uses cases no model saw.
+    """
+
+    def __init__(self, plans: Sequence[Any], *, matrix: int = 256) -> None:
+        self.plans = {int(p.seed): p for p in plans}
+        super().__init__(list(self.plans), matrix=matrix)
+        kinds = sorted({p.kind for p in plans})
+        self.description = (f"the training recipe's phantom plans, seeds {self.seeds[0]}..{self.seeds[-1]} "
+                            f"({len(self.seeds)} cases, {len(kinds)} kinds, matrix {self.matrix})")
+
+    def load(self, key: str) -> LabelledStudy:
+        if key in self._cache:
+            return self._cache[key]
+        from ichviewer.core.phantom import generate_case
+
+        plan = self.plans[int(key.split(":", 1)[1])]
+        case = generate_case(plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
+                             slice_mm=plan.slice_mm, age=plan.age, matrix=self.matrix)
+        labels = np.asarray([[row[s] for s in SUBTYPES] for row in case.slice_labels], dtype=bool)
+        study = LabelledStudy(key, case.volume, labels, f"phantom seed {plan.seed} ({plan.kind})")
+        self._cache[key] = study
+        return study
+
+
 class DicomSource:
     """DICOM studies under a folder plus a slice-labels CSV (the same CSV `ichviewer train --source dicom` reads).
 

@@ -87,9 +87,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     u.add_argument("--models", metavar="DIR", default=None, help="ensemble directory (default: the bundled models/default)")
     u.add_argument("--out", default=None, metavar="ATLAS")
-    u.add_argument("--train-seeds", default="0-199")
-    u.add_argument("--heldout-seeds", default="5000-5059")
-    u.add_argument("--matrix", type=int, default=128)
+    u.add_argument("--train-seeds", default=None,
+                   help="phantom seeds to build from (default: the first 200 cases of the training recipe's training split)")
+    u.add_argument("--heldout-seeds", default=None,
+                   help="phantom seeds for the held-out check (default: 60 cases of the recipe's test split)")
+    u.add_argument("--run-seed", type=int, default=0, help="the training run's --seed whose splits to use (default 0)")
+    u.add_argument("--matrix", type=int, default=None, help="phantom matrix (default 256 for the recipe's cases, else 128)")
     u.add_argument("--quiet", action="store_true")
     u.set_defaults(func=run_bundle)
 
@@ -247,8 +250,10 @@ def run_bundle(args: argparse.Namespace) -> int:
     try:
         ensemble = _load_models(args.models)
         summary, report = build_bundled_atlas(
-            ensemble, out=args.out, train_seeds=parse_seeds(args.train_seeds), heldout_seeds=parse_seeds(args.heldout_seeds),
-            matrix=args.matrix, progress=None if args.quiet else StageProgress(sys.stderr),
+            ensemble, out=args.out,
+            train_seeds=parse_seeds(args.train_seeds) if args.train_seeds else None,
+            heldout_seeds=parse_seeds(args.heldout_seeds) if args.heldout_seeds else None,
+            matrix=args.matrix, run_seed=args.run_seed, progress=None if args.quiet else StageProgress(sys.stderr),
         )
     except (InferenceError, AtlasDataError) as exc:
         return _fail(str(exc))
