@@ -64,6 +64,9 @@ def test_overlay_colours_are_transparent_below_the_floor_and_opaque_at_the_peak(
     assert rgba[0, 0, 3] == 0 and rgba[0, 1, 3] == 0
     assert 0 < rgba[1, 0, 3] < 255 and rgba[1, 1, 3] == 255
     assert rgba[1, 1, 0] > rgba[1, 1, 2]  # hot is red, not blue (Lee et al. Fig. 2b)
+    # Heat over air outside the head is not drawn.
+    outside = attention_rgba(m, lut, inside=np.array([[True, True], [True, False]]))
+    assert outside[1, 1, 3] == 0 and outside[1, 0, 3] == rgba[1, 0, 3]
 
 
 def test_strip_maps_slices_to_ticks_both_ways(qtbot):

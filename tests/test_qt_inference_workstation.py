@@ -11,7 +11,7 @@ from PySide6.QtTest import QTest
 
 from ichviewer import LABELS
 from ichviewer.inference import TRIAGE_CLASSES, attention_map, load_ensemble
-from ichviewer.qt.attention_overlay import attention_rgba
+from ichviewer.qt.attention_overlay import HEAD_MIN_HU, attention_rgba
 from ichviewer.qt.findings_panel import TRIAGE_STYLE
 from ichviewer.qt.inference_attach import InferenceUI, attach_inference
 from ichviewer.qt.inference_settings import InferenceSettings
@@ -152,7 +152,9 @@ def test_attention_overlay_key_a_label_and_opacity(qtbot, window, tmp_path):
     assert blocker.args == [4, "ANY"]
     assert window.axial.overlay_item.isVisible()
     # The map lies on the slice's own pixels: the engine's CAM of that slice, through the LUT.
-    expected = attention_rgba(attention_map(volume, 4, "ANY", load_ensemble(ens)).normalized(), ui.overlay.lut)
+    # Outside the head (air) the overlay is transparent.
+    expected = attention_rgba(attention_map(volume, 4, "ANY", load_ensemble(ens)).normalized(), ui.overlay.lut,
+                              volume.hu[4] > HEAD_MIN_HU)
     shown = ui.overlay.map_for(4, "ANY")
     assert shown.shape == (24, 32, 4)
     np.testing.assert_array_equal(shown, expected)

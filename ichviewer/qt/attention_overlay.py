@@ -34,11 +34,22 @@ def colormap_lut(name: str = DEFAULT_COLORMAP, n: int = 256) -> np.ndarray:
     return np.concatenate([lut[:, :3], np.round(alpha * 255).astype(np.uint8)[:, None]], axis=1)
 
 
-def attention_rgba(normalized: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """A map in [0, 1] (y, x) -> (y, x, 4) uint8 RGBA through `lut` (values outside [0, 1] are clipped)."""
+#: Pixels below this HU are air outside the head: CAM, upsampled from a coarse feature
+#: grid, bleeds past the skull there, and heat over air only distracts the reader.
+HEAD_MIN_HU = -300
+
+
+def attention_rgba(normalized: np.ndarray, lut: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
+    """A map in [0, 1] (y, x) -> (y, x, 4) uint8 RGBA through `lut` (values outside [0, 1] are clipped).
+
+    `inside` (bool, y x), when given, makes every pixel outside it transparent.
+    """
     m = np.nan_to_num(np.asarray(normalized, dtype=np.float32), nan=0.0)
     idx = np.clip(np.round(m * (len(lut) - 1)), 0, len(lut) - 1).astype(np.intp)
-    return np.ascontiguousarray(lut[idx])
+    rgba = np.ascontiguousarray(lut[idx])
+    if inside is not None:
+        rgba[..., 3][~inside] = 0
+    return rgba
 
 
 class AttentionOverlay(QObject):
@@ -157,7 +168,9 @@ class AttentionOverlay(QObject):
 
     def _on_attention_ready(self, request: AttentionRequest, amap: Any) -> None:
         key = request.key
-        self._maps[key] = attention_rgba(amap.normalized(), self.lut)
+        hu = getattr(request.volume, "hu", None)
+        inside = hu[request.slice_index] > HEAD_MIN_HU if hu is not None else None
+        self._maps[key] = attention_rgba(amap.normalized(), self.lut, inside)
         self._info[key] = amap
         while len(self._maps) > CACHE_SIZE:
             old, _ = self._maps.popitem(last=False)
