@@ -38,3 +38,5 @@ def test_model_card_carries_the_evaluated_figures_and_commands(tmp_path: Path) -
     assert f"{sens['k']}/{sens['n']}" in card
     assert "ichviewer train --out models/default --seed 0" in card and "Not for clinical use" in card
     assert "| metal |" in card and "42 minutes" in card
+    met = auc["value"] >= 0.97 and sens["value"] >= 0.95
+    assert ("**met**" in card) == met and ("NOT met" in card) == (not met)

@@ -28,6 +28,21 @@ def _prop(p: Mapping[str, Any] | None) -> str:
     return f"{p['value']:.3f} ({_fmt(ci[0])}–{_fmt(ci[1])}; {p['k']}/{p['n']})"
 
 
+#: The bundled ensemble's acceptance targets on the held-out synthetic test set.
+TARGET_AUC = 0.97
+TARGET_SENSITIVITY = 0.95
+
+
+def _target_verdict(any_: Mapping[str, Any]) -> str:
+    auc = (any_.get("auc") or {}).get("value")
+    sens = ((any_.get("operating_point") or {}).get("sensitivity") or {}).get("value")
+    if auc is None or sens is None:
+        return "not measured"
+    misses = [f"AUC {auc:.3f} < {TARGET_AUC}"] if auc < TARGET_AUC else []
+    misses += [f"sensitivity {sens:.3f} < {TARGET_SENSITIVITY}"] if sens < TARGET_SENSITIVITY else []
+    return "met" if not misses else "NOT met (" + "; ".join(misses) + ")"
+
+
 def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, Any], *,
                       commands: Mapping[str, str], atlas: Mapping[str, Any] | None = None) -> str:
     """The model card text. `commands` maps "train", "test set", "infer", "evaluate" (and "atlas") to the exact commands run."""
@@ -84,6 +99,8 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         "### Any haemorrhage (ANY), case level",
         "",
         f"- ROC AUC: **{_ci(any_.get('auc'))}**",
+        f"- Project target (AUC >= {TARGET_AUC}, sensitivity >= {TARGET_SENSITIVITY} at the shipped operating point): "
+        f"**{_target_verdict(any_)}**.",
         f"- At the shipped operating point (threshold {_fmt(any_.get('threshold'))}):",
         f"  sensitivity **{_prop(op.get('sensitivity'))}**, specificity **{_prop(op.get('specificity'))}**,",
         f"  PPV {_prop(op.get('ppv'))}, NPV {_prop(op.get('npv'))}.",
