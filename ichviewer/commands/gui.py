@@ -117,31 +117,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _start(path: str | None, settings: str | None, screenshot: str | None, options: dict) -> int:
-    from ichviewer.qt.app import run_viewer
+    from ichviewer.qt.app import run_viewer, run_viewer_for_screenshot
 
     if screenshot is None:
         return run_viewer(path, settings, **options)
-    result = {"code": 0}
-
-    def arm(window) -> None:
-        from PySide6.QtCore import QTimer
-
-        def save() -> None:
-            if result.get("saved"):
-                return
-            result["saved"] = 1
-            window.grab().save(screenshot)
-            print(f"screenshot: {screenshot}")
-            window.close()
-
-        def on_error(message: str) -> None:
-            result["code"] = 1
-            QTimer.singleShot(300, save)
-
-        window.sig_reformats_ready.connect(lambda _v: QTimer.singleShot(300, save))
-        window.sig_error.connect(on_error)
-        if path is None:
-            QTimer.singleShot(300, save)
-
-    code = run_viewer(path, settings, on_shown=arm, **options)
-    return result["code"] or code
+    return run_viewer_for_screenshot(path, settings, screenshot, **options)

@@ -78,3 +78,37 @@ def run_viewer(
     app.processEvents()
     del window
     return int(code)
+
+
+def run_viewer_for_screenshot(
+    path: str | os.PathLike[str] | None,
+    settings_path: str | os.PathLike[str] | None,
+    screenshot: str,
+    **workstation: object,
+) -> int:
+    """Open the workstation, save a PNG once the study (and its reformats) is on screen, then quit.
+
+    Returns 1 if the notifier reported an error (the PNG then shows it), else the app's exit code.
+    """
+    result = {"code": 0, "saved": False}
+
+    def arm(window: MainWindow) -> None:
+        def save() -> None:
+            if result["saved"]:
+                return
+            result["saved"] = True
+            window.grab().save(screenshot)
+            print(f"screenshot: {screenshot}")
+            window.close()
+
+        def on_error(_message: str) -> None:
+            result["code"] = 1
+            QTimer.singleShot(300, save)
+
+        window.sig_reformats_ready.connect(lambda _v: QTimer.singleShot(300, save))
+        window.sig_error.connect(on_error)
+        if path is None:
+            QTimer.singleShot(300, save)
+
+    code = run_viewer(path, settings_path, on_shown=arm, **workstation)
+    return int(result["code"] or code)
