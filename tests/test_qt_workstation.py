@@ -107,20 +107,24 @@ def test_statistics_dashboard_opens_visible(qtbot, workstation):
     assert dashboard.isVisible() and dashboard.statistics() is not None
 
 
-def test_saving_a_read_opens_the_next_case_in_the_worklist(qtbot, workstation, tmp_path):
-    folders = [_series(tmp_path, s) for s in (3, 4)]
-    review = workstation.review
-    ai = workstation.inference
+def _difficult_for_ai_cases(qtbot, workstation, tmp_path: Path, folders: list[tuple[Path, str]]) -> None:
+    """Open each case (the AI run is recorded), then label it against its model output so it is
+    difficult for the AI (Kang et al.: labelled positive with p <= 0.6, or negative with p >= 0.4)."""
+    ai, review = workstation.inference, workstation.review
     for folder, _uid in folders:
         with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS):
             workstation.open_path(folder)
         qtbot.waitUntil(lambda: review.adjudication.ai_labels["ANY"].text().startswith("p = "), timeout=WAIT_MS)
-    # Label each case against its model output, so both are difficult for the AI
-    # (Kang et al.: labelled positive with p <= 0.6, or negative with p >= 0.4).
     with ReviewStore(tmp_path / "review.sqlite") as store:
         for _folder, uid in folders:
             p_any = store.latest_model_run(uid)["labels"]["ANY"]
             store.set_label(uid, "ANY", int(p_any <= 0.6), source="test")
+
+
+def test_saving_a_read_opens_the_next_case_in_the_worklist(qtbot, workstation, tmp_path):
+    folders = [_series(tmp_path, s) for s in (3, 4)]
+    review = workstation.review
+    _difficult_for_ai_cases(qtbot, workstation, tmp_path, folders)
     review.worklist.set_kind("ai")
     review.worklist.refresh()
     shown = [item.series_uid for item in review.worklist.shown_items()]
@@ -141,15 +145,8 @@ def test_a_panel_is_created_from_the_worklist_queue(qtbot, workstation, tmp_path
     from ichviewer.review import members, panel_cases
 
     folders = [_series(tmp_path, s) for s in (5, 6)]
-    review, ai = workstation.review, workstation.inference
-    for folder, _uid in folders:
-        with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS):
-            workstation.open_path(folder)
-        qtbot.waitUntil(lambda: review.adjudication.ai_labels["ANY"].text().startswith("p = "), timeout=WAIT_MS)
-    with ReviewStore(tmp_path / "review.sqlite") as store:
-        for _folder, uid in folders:
-            p_any = store.latest_model_run(uid)["labels"]["ANY"]
-            store.set_label(uid, "ANY", int(p_any <= 0.6), source="test")
+    review = workstation.review
+    _difficult_for_ai_cases(qtbot, workstation, tmp_path, folders)
     review.worklist.set_kind("ai")
     panel = review.create_panel_from_queue("difficult for AI", ["Dr A", "Dr B", "Dr C"])
     assert panel.blinded and panel.source_queue == "ai"
