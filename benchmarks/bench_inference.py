@@ -22,7 +22,7 @@ import numpy as np
 from ichviewer.core.volume import CTVolume
 from ichviewer.inference import EnsembleNotFoundError, default_models_dir, load_ensemble, run_study
 from ichviewer.inference.interpolation import combine, interpolated_images
-from ichviewer.inference.preprocessing import SliceGeometry, preprocess_slices
+from ichviewer.inference.preprocessing import SliceGeometry, head_crop_mm, preprocess_slices, slab_slices
 
 N_SLICES = 40
 REPEATS = 2
@@ -88,8 +88,9 @@ def naive(volume: CTVolume, ensemble) -> np.ndarray:
         lo, hi = (s - 1 if s else 1), (s + 1 if s < n - 1 else n - 2)
         for mi, m in enumerate(ensemble.models):
             spec = m.spec
-            geom = SliceGeometry(volume.hu.shape[1:], volume.spacing[1:], spec.input_size)  # no cached resampler
-            x = preprocess_slices(volume.hu[[s, lo, hi]], geom, spec.windows, spec.mean, spec.std)
+            crop = head_crop_mm(volume.hu, volume.spacing[1:]) if spec.crop == "head" else None  # nothing cached
+            geom = SliceGeometry(volume.hu.shape[1:], volume.spacing[1:], spec.input_size, crop)
+            x = preprocess_slices(slab_slices(volume, [s, lo, hi], spec.slab_mm), geom, spec.windows, spec.mean, spec.std)
             images = interpolated_images(x[0:1], x[1:2], x[2:3], spec.interpolation_degree)
             probs = m.probabilities(images.reshape((-1,) + images.shape[2:]))
             out[mi, s] = combine(probs.reshape(images.shape[0], 1, 6), spec.interpolation_degree)[0]

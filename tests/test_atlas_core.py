@@ -267,7 +267,7 @@ def test_bundle_command_builds_next_to_the_model_and_reports_held_out_agreement(
     report = json.loads(capsys.readouterr().out)
     assert report["atlas"] == str(ens_dir / "explainer.atlas.sqlite") and (ens_dir / "explainer.atlas.sqlite").is_file()
     held = report["heldout"]
-    assert held["n_queries"] > 0 and set(held["top1_same_subtype"]) == {"attention_eq7", "pooled_features", "chance"}
+    assert held["n_queries"] > 0 and set(held["top1_same_subtype"]) == {"attention_eq7", "attention_eq7_all_features", "pooled_features", "chance"}
     assert all(0.0 <= v <= 1.0 for v in held["top1_same_subtype"].values())
     with open_atlas(ens_dir / "explainer.atlas.sqlite") as atlas:
         assert atlas.header["data"].startswith("phantom seeds 0..6")  # synthetic only: redistributable
@@ -330,7 +330,7 @@ def test_evaluate_reads_a_phantom_set_with_case_level_csv_and_per_slice_labels_j
     assert main(["atlas", "evaluate", str(summary.path), "--models", str(ens_dir), "--data", str(held_out), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["n_queries"] == expected > 0
-    assert set(report["top1_same_subtype"]) == {"attention_eq7", "pooled_features", "chance"}
+    assert set(report["top1_same_subtype"]) == {"attention_eq7", "attention_eq7_all_features", "pooled_features", "chance"}
 
 
 def test_planned_phantom_source_gives_the_recipe_cases_with_their_labels():
@@ -346,3 +346,18 @@ def test_planned_phantom_source_gives_the_recipe_cases_with_their_labels():
                              slice_mm=plans[2].slice_mm, age=plans[2].age, matrix=64)
     np.testing.assert_array_equal(study.volume.hu, expected.volume.hu)
     assert study.labels[:, SUBTYPES.index("SDH")].any() and not study.labels[:, SUBTYPES.index("IPH")].any()
+
+
+def test_retrieval_ranks_only_the_subtypes_own_features_unless_asked_for_all(built):
+    ens_dir, ensemble, summary, _ = built
+    case = generate_case(51, subtype="SDH", matrix=PHANTOM_MATRIX, volume_ml=30.0)  # held out
+    rows = np.flatnonzero(case.masks["SDH"].sum(axis=(1, 2)))
+    z = int(rows[len(rows) // 2])
+    with open_atlas(summary.path) as atlas:
+        own = retrieve(case.volume, z, "IVH", atlas, ensemble, k=4)
+        every = retrieve(case.volume, z, "IVH", atlas, ensemble, k=4, label_features=False)
+        ivh_features = int((atlas.feature_label == "IVH").sum())
+        assert own.n_features_ranked <= ivh_features < atlas.n_features
+        assert every.n_features_ranked >= own.n_features_ranked
+        for ex in own.examples:  # every example comes from a feature the atlas selected for IVH
+            assert ex.entry.feature_label == "IVH"

@@ -136,6 +136,17 @@ def test_evaluate_cases_size_mimic_and_observed_triage_tables() -> None:
     assert (bins["small"]["k"], bins["small"]["n"]) == (1, 1)
     assert (bins["larger"]["k"], bins["larger"]["n"]) == (1, 1)
     assert r["by_size"]["n_positive_unknown_volume"] == 1
+    from sklearn.metrics import roc_auc_score
+
+    neg = y_any == 0
+    aucs = {b["name"]: b["auc_vs_negatives"]["value"] for b in r["by_size"]["bins"]}
+    punct = (volume <= 0.1) & (y_any == 1)
+    assert aucs["punctate"] == pytest.approx(roc_auc_score(y_any[punct | neg], p_any[punct | neg]))
+    assert aucs["larger"] == pytest.approx(1.0)
+    without = r["by_size"]["auc_without_punctate"]
+    assert without["n_positive"] == 3  # the unknown-volume positive stays in
+    assert without["value"] == pytest.approx(roc_auc_score(y_any[~punct], p_any[~punct]))
+    assert without["ci"][0] <= without["value"] <= without["ci"][1]
     kinds = {k["mimic"]: k["false_positive_rate"] for k in r["mimics"]["kinds"]}
     assert (kinds["calcification"]["k"], kinds["calcification"]["n"]) == (1, 2)
     assert (kinds["metal"]["k"], kinds["metal"]["n"]) == (0, 1)

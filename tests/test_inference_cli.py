@@ -98,3 +98,29 @@ def test_infer_reports_missing_input_and_missing_models_without_traceback(tmp_pa
 
 def test_infer_is_wired_into_the_ichviewer_command():
     assert "ichviewer.commands.infer" in COMMAND_MODULES
+
+
+def test_batch_reads_each_series_only_when_its_turn_comes(tmp_path, models, monkeypatch):
+    import ichviewer.inference.batch as batch
+    import ichviewer.io as io
+
+    rng = np.random.default_rng(6)
+    for name in ("one", "two", "three"):
+        vol = make_volume(rng.integers(-40, 90, (3, 16, 16)).astype(np.int16), spacing=(5.0, 0.5, 0.5))
+        write_dicom_series(vol, tmp_path / "data" / name)
+    events: list[str] = []
+    real_load, real_run = io.load_series, batch.run_study
+
+    def load(series, **kw):
+        events.append("load")
+        return real_load(series, **kw)
+
+    def run(volume, ensemble, **kw):
+        events.append("run")
+        return real_run(volume, ensemble, **kw)
+
+    monkeypatch.setattr(io, "load_series", load)
+    monkeypatch.setattr(batch, "run_study", run)
+    report = batch.infer_path(tmp_path / "data", load_ensemble(models))
+    assert len(report.studies) == 3 and not report.failed
+    assert events == ["load", "run"] * 3  # never all volumes in memory at once

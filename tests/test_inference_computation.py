@@ -340,3 +340,48 @@ def test_request_id_travels_with_every_snapshot(tmp_path):
     request = InferenceRequest(request_id=42, volume=constant_slices_volume(SLICE_HU), ensemble=load_ensemble(tmp_path), chunk=2)
     result = run_request(request, progress=lambda d, t, p: seen.append(p.request_id))
     assert result.request_id == 42 and seen == [42, 42, 42]
+
+
+def test_head_crop_frames_the_largest_tissue_blob_and_maps_back():
+    from ichviewer.inference.preprocessing import head_crop_mm
+
+    hu = np.full((3, 100, 80), -1024, dtype=np.int16)
+    hu[:, 20:60, 10:40] = 40  # the "head": 40 x 30 pixels of 1 mm
+    hu[:, 95:98, 0:80] = 200  # a table along the bottom, not touching the head
+    crop = head_crop_mm(hu, (1.0, 1.0))
+    side = 40 * 1.08
+    assert crop == pytest.approx((40 - side / 2, 25 - side / 2, 40 + side / 2, 25 + side / 2))
+    assert head_crop_mm(np.full((2, 8, 8), -1000), (1.0, 1.0)) is None
+    geom = SliceGeometry((100, 80), (1.0, 1.0), (32, 32), crop)
+    x = preprocess_slices(hu[0], geom)[0, 1]  # brain window: 40 HU -> 0.4
+    # the head now fills the input (40 mm over 43.2 mm), the table is outside it
+    assert x[3:29, 6:26].min() == pytest.approx(0.4, abs=1e-5)
+    assert x[:, 29:].max() < 0.2 and x[30:].max() < 0.05
+    back = geom.to_source(x)  # maps on the model grid land back on the head
+    assert back[30:50, 15:35].min() == pytest.approx(0.4, abs=1e-4)
+
+
+def test_manifest_crop_is_optional_and_checked(tmp_path):
+    from ichviewer.inference.manifest import ModelSpec
+
+    spec = ModelSpec(name="m", file="m.onnx", sha256="0" * 64)
+    assert spec.crop == "none" and "crop" not in spec.to_dict()["input"]
+    head = ModelSpec(name="m", file="m.onnx", sha256="0" * 64, crop="head")
+    assert head.to_dict()["input"]["crop"] == "head"
+    with pytest.raises(ValueError, match="crop must be one of none, head"):
+        ModelSpec(name="m", file="m.onnx", sha256="0" * 64, crop="brain")
+
+
+def test_thin_slices_are_averaged_into_slabs_and_thick_ones_are_left_alone():
+    from ichviewer.inference.preprocessing import slab_half_width, slab_slices
+
+    assert [slab_half_width(mm, 5.0) for mm in (0.625, 1.0, 2.0, 2.5, 5.0)] == [3, 2, 1, 0, 0]
+    assert slab_half_width(1.0, None) == 0
+    values = [0, 10, 20, 30, 40, 50, -3000]
+    thin = constant_slices_volume(values, spacing=(1.0, 0.5, 0.5))
+    got = slab_slices(thin, np.arange(7), 5.0)[:, 0, 0]
+    # five-slice means, fewer at the ends; -3000 (below air) counts as air (-1024)
+    expected = [10, 15, 20, 30, (20 + 30 + 40 + 50 - 1024) / 5, (30 + 40 + 50 - 1024) / 4, (40 + 50 - 1024) / 3]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    thick = constant_slices_volume(values, spacing=(5.0, 0.5, 0.5))
+    np.testing.assert_array_equal(slab_slices(thick, [2, 3], 5.0), thick.hu[[2, 3]])

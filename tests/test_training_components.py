@@ -117,6 +117,34 @@ def test_neighbours_stay_inside_each_case_and_ends_reuse_their_neighbour():
     np.testing.assert_array_equal(edge, [True, False, True, True, False, False, True])
 
 
+def test_sampled_interpolation_gives_one_image_per_slice_drawn_from_the_three():
+    from ichviewer.training.trainer import TrainConfig, _slice_batch
+
+    n = 6
+    cases, start = [], 0
+    for i in range(2):
+        cases.append(CaseRecord(f"c{i}", start, start + 3, [0] * 6))
+        start += 3
+    images = (np.arange(n, dtype=np.uint8)[:, None, None, None] * 40 + np.zeros((n, 3, 2, 2), np.uint8))
+    lab = np.zeros((n, 6), np.float32)
+    lab[1] = 1
+    cache = SliceCache(images, lab, np.ones_like(lab), cases, 2)
+    rows = np.array([0, 1, 2, 3, 4, 5] * 20)
+    x_all, y_all, _ = _slice_batch(cache, rows, TrainConfig("m", "vgg", interpolate=True), np.random.default_rng(3))
+    assert x_all.shape[0] == 3 * rows.size
+    x, y, k = _slice_batch(cache, rows, TrainConfig("m", "vgg", interpolation="sample"), np.random.default_rng(3))
+    assert x.shape[0] == y.shape[0] == k.shape[0] == rows.size
+    # each image is one of the three (original or an Eq. 4 interpolation) made for its own slice
+    for i in range(rows.size):
+        candidates = x_all[[i, i + rows.size, i + 2 * rows.size]]
+        assert any(np.array_equal(x[i], c) for c in candidates)
+    originals = sum(np.array_equal(x[i], x_all[i]) for i in range(rows.size))
+    assert 0 < originals < rows.size  # a mix, not always the original
+    assert TrainConfig("m", "vgg", interpolation="sample").images_per_slice == 1
+    with pytest.raises(ValueError, match="interpolation must be"):
+        TrainConfig("m", "vgg", interpolation="some")
+
+
 # --------------------------------------------------------------------------- augmentation
 
 
@@ -155,6 +183,15 @@ def test_identity_augmentation_is_identity_and_shift_moves_content():
 
 def test_translation_scales_with_input_size():
     assert translation_px(512) == 12 and translation_px(128) == 3 and translation_px(160) == 4
+
+
+def test_median_filter_equals_a_sort_based_median_with_replicated_edges():
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.random.default_rng(5).random((3, 2, 9, 7)).astype(np.float32))
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    sort_based = F.unfold(padded, kernel_size=3).view(3, 2, 9, 63).median(dim=2).values.view(3, 2, 9, 7)
+    torch.testing.assert_close(median3x3(x), sort_based, rtol=0, atol=0)
 
 
 def test_median_filter_removes_salt_noise_and_keeps_flat_regions():
@@ -320,3 +357,46 @@ def test_stratified_sampler_keeps_the_expected_loss_of_uniform_sampling():
     uniform = StratifiedSampler(cache, np.arange(n), 0.0, np.random.default_rng(0))
     rows_u, w_u = uniform.batch(16)
     assert np.all(w_u == 1)
+
+
+def test_twin_negatives_are_the_same_heads_without_the_bleed():
+    from ichviewer.training.data import TWIN_TAG, add_twin_negatives
+
+    plans = plan_phantom_cases(4, "train", seed=5)  # IPH, none, SDH, none+calcification
+    with_twins = add_twin_negatives(plans)
+    assert [p.kind for p in with_twins] == [
+        "IPH 5mm", f"none 5mm {TWIN_TAG}", "none 5mm", "SDH 5mm", f"none 5mm {TWIN_TAG}", "none 5mm calcification"
+    ]
+    twin = with_twins[1]
+    assert (twin.seed, twin.subtype, twin.volume_ml) == (plans[0].seed, "none", None)
+    cache = build_phantom_cache(with_twins[:2], input_size=32, matrix=64)
+    pos, neg = cache.cases
+    assert pos.labels[LABELS.index("ANY")] == 1 and neg.labels == [0] * len(LABELS)
+    assert neg.case_id == f"{pos.case_id}-{TWIN_TAG}" and neg.patient_id == pos.patient_id
+    # the same scan: only the pixels of the bleed (and its edges) differ
+    a = cache.images[pos.start : pos.stop].astype(int)
+    b = cache.images[neg.start : neg.stop].astype(int)
+    assert a.shape == b.shape and 0 < (a != b).mean() < 0.1
+    bleed_free = cache.labels[pos.start : pos.stop, LABELS.index("ANY")] == 0
+    assert np.abs(a[bleed_free] - b[bleed_free]).mean() < 0.5
+
+
+def test_paired_batches_hold_the_twin_of_each_bleeding_slice():
+    from ichviewer.training.data import add_twin_negatives
+    from ichviewer.training.trainer import StratifiedSampler, twin_partners
+
+    plans = add_twin_negatives(plan_phantom_cases(2, "train", seed=6))  # IPH, its twin, none
+    cache = build_phantom_cache(plans, input_size=32, matrix=64)
+    partners = twin_partners(cache)
+    pos_case, twin_case, _ = cache.cases
+    bleeding = np.flatnonzero(cache.labels[:, LABELS.index("ANY")] >= 0.5)
+    assert bleeding.size and np.all(partners[bleeding] == bleeding - pos_case.start + twin_case.start)
+    assert np.all(partners[np.setdiff1d(np.arange(cache.n_slices), bleeding)] == -1)
+    sampler = StratifiedSampler(cache, np.arange(cache.n_slices), 0.5, np.random.default_rng(0), partners)
+    rows, w = sampler.batch(8)
+    assert rows.size == w.size == 8
+    rows, w = sampler.batch(16)
+    # the twins of the first four positives fill half of the eight negatives; the rest are drawn as usual
+    np.testing.assert_array_equal(rows[8:12], partners[rows[:4]])
+    assert np.all(cache.labels[rows[8:], LABELS.index("ANY")] == 0)
+    assert twin_partners(build_phantom_cache(plans[2:], input_size=32, matrix=64)) is None

@@ -99,11 +99,11 @@ def test_specialist_member_and_study_level_mil_training_run(phantom_caches):
 
 def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_path):
     from ichviewer.cli import main
-    from ichviewer.core.windowing import LEE_WINDOWS
     from ichviewer.inference.ensemble import load_ensemble
     from ichviewer.inference.interpolation import combine, interpolated_images, neighbours
     from ichviewer.inference.manifest import file_sha256
-    from ichviewer.inference.preprocessing import geometry_for, preprocess_slices
+    from ichviewer.core.windowing import BRAIN_SUBDURAL_BONE_WINDOWS
+    from ichviewer.inference.preprocessing import geometry_for, preprocess_slices, slab_slices
     from ichviewer.inference.study import run_study
 
     out = tmp_path / "ens"
@@ -123,6 +123,10 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
         tail = m["block_outputs"][0]["tail"]
         assert sums[tail["file"]] == tail["sha256"]
     assert manifest["explaining_model"] == manifest["attention_model"] == "resnet"
+    # the recipe's input: a square around the head, brain/subdural/bone windows, thin slices in 5 mm slabs
+    inp = manifest["models"][0]["input"]
+    assert inp["crop"] == "head" and inp["slab_mm"] == 5.0
+    assert [(w["width"], w["level"]) for w in inp["windows"]] == [(w.width, w.level) for w in BRAIN_SUBDURAL_BONE_WINDOWS]
     log = json.loads((out / "training_log.json").read_text())
     assert set(log["ensemble"]["validation_ap"]) == set(LABELS)
     assert log["ensemble"]["method"] == "weighted" and abs(sum(log["ensemble"]["weights"]) - 1) < 1e-9
@@ -132,12 +136,14 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
     assert 0 <= ops["triage"]["negative_below"] <= ops["triage"]["positive_above"] <= 1
 
     ensemble = load_ensemble(out, providers="cpu")  # checks checksums, signatures and the CAM head
-    volume = generate_case(4242, subtype="IPH", matrix=64).volume
+    volume = generate_case(4242, subtype="IPH", matrix=64, slice_mm=1.0).volume  # thin: exercises the slabs
     result = run_study(volume, ensemble)
     assert result.complete and result.slice_probabilities.shape == (volume.n_slices, len(LABELS))
     # the atlas extension: block activations come out of the same run, with the tail's gradient weights
     resnet = ensemble.model("resnet")
-    x1 = preprocess_slices(volume.hu[:2], geometry_for(volume, (SIZE, SIZE)), LEE_WINDOWS)
+    spec = ensemble.manifest.models[0]
+    geom = geometry_for(volume, (SIZE, SIZE), spec.crop)
+    x1 = preprocess_slices(slab_slices(volume, [0, 1], spec.slab_mm), geom, spec.windows)
     logits, blocks = resnet.block_features(x1, ["block_penultimate"])
     assert blocks["block_penultimate"].ndim == 4 and logits.shape == (2, len(LABELS))
 
@@ -149,7 +155,7 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
     state = torch.load(out / "work" / "checkpoints" / "vgg.pt", weights_only=False)["best_state"]
     net.load_state_dict(state)
     net.eval()
-    x = preprocess_slices(volume.hu, geometry_for(volume, (SIZE, SIZE)), LEE_WINDOWS)
+    x = preprocess_slices(slab_slices(volume, np.arange(volume.n_slices), spec.slab_mm), geom, spec.windows)
     idx = np.arange(volume.n_slices)
     lo, hi = neighbours(idx, volume.n_slices)
     imgs = interpolated_images(x, x[lo], x[hi], vgg_spec.interpolation_degree)

@@ -26,7 +26,7 @@ from ichviewer.atlas.sources import AtlasDataError, TrainingSource
 from ichviewer.atlas.store import write_atlas
 from ichviewer.inference.errors import Cancelled, ModelContractError
 from ichviewer.inference.model import LoadedModel
-from ichviewer.inference.preprocessing import geometry_for, preprocess_slices
+from ichviewer.inference.preprocessing import geometry_for, preprocess_slices, slab_slices
 
 #: progress(stage, done, total): stage is "activations" (pass 1, per study), "patches" (pass 2, per study), "writing".
 BuildProgress = Callable[[str, int, int], None]
@@ -76,11 +76,11 @@ def explainable_blocks(model: LoadedModel) -> tuple[str, ...]:
 
 def _slices_through(model: LoadedModel, volume: Any, indices: Sequence[int], blocks: Sequence[str]) -> dict[str, np.ndarray]:
     spec = model.spec
-    geometry = geometry_for(volume, spec.input_size)
+    geometry = geometry_for(volume, spec.input_size, spec.crop)
     parts: dict[str, list[np.ndarray]] = {b: [] for b in blocks}
     idx = list(indices)
     for lo in range(0, len(idx), BATCH):
-        x = preprocess_slices(volume.hu[idx[lo : lo + BATCH]], geometry, spec.windows, spec.mean, spec.std)
+        x = preprocess_slices(slab_slices(volume, idx[lo : lo + BATCH], spec.slab_mm), geometry, spec.windows, spec.mean, spec.std)
         _, feats = model.block_features(x, blocks)
         for b in blocks:
             parts[b].append(feats[b])
@@ -177,7 +177,7 @@ def build_atlas(
         vol = study.volume
         zs = [refs[img][1] for img in imgs]
         feats = _slices_through(model, vol, zs, need_blocks)
-        geometry = geometry_for(vol, model.spec.input_size)
+        geometry = geometry_for(vol, model.spec.input_size, model.spec.crop)
         spacing = (float(vol.spacing[1]), float(vol.spacing[2]))
         for j, (img, z) in enumerate(zip(imgs, zs, strict=True)):
             image_row[img] = len(images)

@@ -31,15 +31,21 @@ class RetrievalReport:
     """Share of held-out queries whose top example carries the query's subtype, per ranking, and chance."""
 
     n_queries: int
-    attention: float
+    attention: float  # Eq. 7 over the features selected for the query's subtype (the product)
     pooled: float
     chance: float
     per_label: dict[str, dict[str, float]]
+    attention_all_features: float = float("nan")  # Eq. 7 over every selected feature (diagnostic)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "n_queries": self.n_queries,
-            "top1_same_subtype": {"attention_eq7": round(self.attention, 4), "pooled_features": round(self.pooled, 4), "chance": round(self.chance, 4)},
+            "top1_same_subtype": {
+                "attention_eq7": round(self.attention, 4),
+                "attention_eq7_all_features": round(self.attention_all_features, 4),
+                "pooled_features": round(self.pooled, 4),
+                "chance": round(self.chance, 4),
+            },
             "per_label": self.per_label,
         }
 
@@ -55,11 +61,15 @@ def evaluate_retrieval(
     """For every labelled slice (every `every`-th) and subtype present, retrieve one example per ranking and score it.
 
     Chance is the share of atlas slices carrying the subtype (a uniformly drawn atlas example).
+    "attention" ranks the features selected for the subtype (what the workstation shows, as the
+    paper); "all features" ranks every selected feature, so the Eq. 7 distance alone must pick
+    the subtype: a diagnostic of the features, not of the product.
     """
     model = ensemble if isinstance(ensemble, LoadedModel) else explaining_member(ensemble)
     image_has = {s: np.asarray([s in labels for labels in atlas.image_labels], dtype=bool) for s in SUBTYPES}
-    hits = {"attention": 0, "pooled": 0, "chance": 0.0}
-    per: dict[str, dict[str, float]] = {s: {"n": 0, "attention": 0, "pooled": 0, "chance": 0.0} for s in SUBTYPES}
+    kinds = ("attention", "all_features", "pooled", "chance")
+    hits = dict.fromkeys(kinds, 0.0)
+    per: dict[str, dict[str, float]] = {s: {"n": 0, **dict.fromkeys(kinds, 0.0)} for s in SUBTYPES}
     n = 0
     keys = source.keys()
     for i, key in enumerate(keys):
@@ -69,26 +79,29 @@ def evaluate_retrieval(
             for li in np.flatnonzero(study.labels[z]):
                 label = SUBTYPES[li]
                 r = retrieve(study.volume, int(z), label, atlas, model, k=1)
-                a = bool(r.examples) and label in r.examples[0].entry.labels
-                p = bool(r.pooled_examples) and label in r.pooled_examples[0].entry.labels
-                c = float(image_has[label].mean()) if atlas.n_images else 0.0
+                r_all = retrieve(study.volume, int(z), label, atlas, model, k=1, label_features=False)
+                got = {
+                    "attention": bool(r.examples) and label in r.examples[0].entry.labels,
+                    "all_features": bool(r_all.examples) and label in r_all.examples[0].entry.labels,
+                    "pooled": bool(r.pooled_examples) and label in r.pooled_examples[0].entry.labels,
+                    "chance": float(image_has[label].mean()) if atlas.n_images else 0.0,
+                }
                 n += 1
-                hits["attention"] += a
-                hits["pooled"] += p
-                hits["chance"] += c
                 per[label]["n"] += 1
-                per[label]["attention"] += a
-                per[label]["pooled"] += p
-                per[label]["chance"] += c
+                for kind, v in got.items():
+                    hits[kind] += v
+                    per[label][kind] += v
         if progress:
             progress(i + 1, len(keys))
     per_label = {
-        s: {"n": int(v["n"]), **{k: round(v[k] / v["n"], 4) for k in ("attention", "pooled", "chance")}}
+        s: {"n": int(v["n"]), **{k: round(v[k] / v["n"], 4) for k in kinds}}
         for s, v in per.items()
         if v["n"]
     }
     d = max(n, 1)
-    return RetrievalReport(n, hits["attention"] / d, hits["pooled"] / d, hits["chance"] / d, per_label)
+    return RetrievalReport(
+        n, hits["attention"] / d, hits["pooled"] / d, hits["chance"] / d, per_label, hits["all_features"] / d
+    )
 
 
 def build_bundled_atlas(

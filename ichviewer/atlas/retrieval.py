@@ -6,8 +6,11 @@ GAP + linear head) and each selected atlas feature (l, k) gives M_l,k^c =
 ReLU(alpha_l,k^c A_l,k) (Eq. 6) with alpha the spatial mean of dz^c/dA_l,k (w_k^c / S_L
 on the last block). Both are L2-normalised and features are ranked by
 d = || M_l,k/||M_l,k|| - M/||M|| || (Eq. 7); the atlas entries of the closest features
-are the prediction basis. A feature whose map is all zero on this slice (it does not
-speak for c here) is not ranked.
+are the prediction basis. As in the paper (Fig. 5b-c: an IPH finding retrieves IPH atlas
+images, a false IVH call retrieves IVH images), only the features the atlas selected
+for c are ranked (for ANY, every selected feature); `label_features=False` ranks every
+feature, a diagnostic of how much the Eq. 7 distance alone separates the subtypes.
+A feature whose map is all zero on this slice (it does not speak for c here) is not ranked.
 
 Beside it, a simpler ranking: nearest atlas slices by the cosine of pooled (global
 average) last-block features, so the two can be compared.
@@ -27,7 +30,7 @@ from ichviewer.atlas.build import LAST_BLOCK, explaining_member
 from ichviewer.atlas.store import Atlas, AtlasEntry
 from ichviewer.inference.cam import class_activation_map
 from ichviewer.inference.model import LoadedModel, _sigmoid
-from ichviewer.inference.preprocessing import _apply_taps, geometry_for, preprocess_slices, resample_taps
+from ichviewer.inference.preprocessing import _apply_taps, geometry_for, preprocess_slices, resample_taps, slab_slices
 
 #: Examples returned per ranking by default (the panel shows 4-8).
 DEFAULT_K = 6
@@ -229,10 +232,12 @@ def search_atlas(
     *,
     k: int = DEFAULT_K,
     per_feature: int = DEFAULT_PER_FEATURE,
+    label: str | None = None,
 ) -> tuple[tuple[RetrievedExample, ...], tuple[RetrievedExample, ...], int]:
     """The atlas side of a query, given the slice's block features and Eq. 6 weights and its Eq. 5 map.
 
     Returns (examples by Eq. 7, examples by pooled features, number of features ranked).
+    With a subtype `label`, only the features selected for it are ranked (None or ANY: all).
     This is what `benchmarks/bench_atlas.py` times: everything after the model's forward pass.
     """
     pooled_hits = pooled_neighbours(atlas, block_features[LAST_BLOCK].reshape(block_features[LAST_BLOCK].shape[0], -1).mean(axis=1), k)
@@ -240,6 +245,8 @@ def search_atlas(
     n_ranked = 0
     if float(np.max(overall)) > 0:
         row_d = feature_distances(atlas, block_features, channel_weights, overall)
+        if label is not None and label != "ANY":
+            row_d = np.where(atlas.feature_label == label, row_d, np.inf)
         n_ranked = int(np.isfinite(row_d).sum())
         hits = entries_by_distance(atlas, row_d, k, per_feature)
     examples = tuple(RetrievedExample(atlas.entry(e), d, "attention") for e, d in hits)
@@ -257,11 +264,13 @@ def retrieve(
     k: int = DEFAULT_K,
     per_feature: int = DEFAULT_PER_FEATURE,
     model: str | None = None,
+    label_features: bool = True,
 ) -> Retrieval:
     """The prediction basis of `label` on slice `slice_index` (Eq. 5-7) and the pooled-feature neighbours beside it.
 
     `source` is an Ensemble (its explaining member) or a LoadedModel. The atlas must
-    have been built with that model (AtlasMismatchError otherwise).
+    have been built with that model (AtlasMismatchError otherwise). `label_features`
+    (default) ranks only the features the atlas selected for `label`, as the paper does.
     """
     t0 = time.perf_counter()
     if label not in LABELS:
@@ -273,20 +282,24 @@ def retrieve(
         raise IndexError(f"slice index {slice_index} is outside 0..{n - 1}")
     c = LABELS.index(label)
     blocks = tuple(dict.fromkeys((*feature_index(atlas).blocks, LAST_BLOCK)))
-    geometry = geometry_for(volume, loaded.spec.input_size)
+    geometry = geometry_for(volume, loaded.spec.input_size, loaded.spec.crop)
     spec = loaded.spec
-    x = preprocess_slices(volume.hu[slice_index : slice_index + 1], geometry, spec.windows, spec.mean, spec.std)
+    x = preprocess_slices(slab_slices(volume, [slice_index], spec.slab_mm), geometry, spec.windows, spec.mean, spec.std)
     logits, feats = loaded.block_features(x, blocks)
     feats = {b: f[0] for b, f in feats.items()}
     probability = float(_sigmoid(logits[0, c]) if spec.activation == "sigmoid" else logits[0, c])
     weights = channel_weights_for(loaded, c, feats, blocks, feature_index(atlas).channels)
     t_search = time.perf_counter()
     overall = class_activation_map(feats[LAST_BLOCK], loaded.cam_weight[c])  # Eq. 5
-    examples, pooled, n_ranked = search_atlas(atlas, feats, weights, overall, k=k, per_feature=per_feature)
+    examples, pooled, n_ranked = search_atlas(
+        atlas, feats, weights, overall, k=k, per_feature=per_feature, label=label if label_features else None
+    )
     search = time.perf_counter() - t_search
     reason = ""
     if float(overall.max()) <= 0:
         reason = f"the model's attention map for {label} is empty on this slice, so no feature explains it"
+    elif not examples and label_features and label != "ANY" and not (atlas.feature_label == label).any():
+        reason = f"the atlas has no features selected for {label}"
     elif not examples:
         reason = f"no atlas feature responds to {label} on this slice"
     return Retrieval(

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the slice normal as `ichviewer info` lists them) and patient_id, 0/1 columns any (required), iph, ivh, "
         "sdh, edh, sah (case-insensitive)",
     )
-    p.add_argument("--epochs", type=int, default=5, help="epochs per member (default 5)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per member (default 10)")
     p.add_argument("--seed", type=int, default=0, help="run seed: phantom seeds, splits, initialisation (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in DIR/work")
     p.add_argument(
@@ -42,8 +42,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="phantom cases for training and validation (default 400 100)",
     )
     p.add_argument("--input-size", type=int, default=128, help="model input in pixels, square (default 128)")
+    p.add_argument(
+        "--windows",
+        choices=("brain-subdural-bone", "lee"),
+        default="brain-subdural-bone",
+        help="input channel windows: brain/subdural/bone, or Lee et al.'s tissue/brain/blood (default brain-subdural-bone)",
+    )
+    p.add_argument(
+        "--crop", choices=("head", "none"), default="head", help="input framing: a square around the head, or the whole slice (default head)"
+    )
+    p.add_argument(
+        "--interpolation",
+        choices=("sample", "all"),
+        default="sample",
+        help="Eq. 4 in training: each slice as one random pick of itself and its two interpolations, or all three (default sample)",
+    )
+    p.add_argument(
+        "--slab-mm",
+        type=float,
+        default=5.0,
+        help="average thin slices into slabs of about this many mm before the model (0: never; default 5)",
+    )
+    p.add_argument(
+        "--no-twins",
+        action="store_true",
+        help="do not add each training haemorrhage phantom's counterfactual twin (the same head without the bleed)",
+    )
+    p.add_argument(
+        "--pair-twins",
+        action="store_true",
+        help="put each bleeding slice's twin in the same batch (up to half the negatives) instead of drawing twins like any negative",
+    )
     p.add_argument("--width", type=int, default=16, help="channel width of the networks (default 16)")
-    p.add_argument("--batch-size", type=int, default=16, help="slices per step, x3 with interpolation (default 16)")
+    p.add_argument("--batch-size", type=int, default=32, help="slices per step, x3 with --interpolation all (default 32)")
     p.add_argument(
         "--steps-per-epoch", type=int, default=500, help="steps per epoch; 0 = one pass over the training slices (default 500)"
     )
@@ -104,6 +135,12 @@ def run_train(args: argparse.Namespace) -> int:
             thin_every=args.thin_every,
             matrix=args.matrix,
             input_size=args.input_size,
+            windows=args.windows,
+            crop=args.crop,
+            interpolation=args.interpolation,
+            slab_mm=args.slab_mm or None,
+            twins=not args.no_twins,
+            pair_twins=args.pair_twins,
             width=args.width,
             batch_size=args.batch_size,
             steps_per_epoch=args.steps_per_epoch or None,

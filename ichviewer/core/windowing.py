@@ -42,6 +42,23 @@ LEE_WINDOWS: tuple[Window, ...] = (
     Window(40, 60, "blood"),
 )
 
+#: Brain (WL 40, WW 80), subdural (WL 80, WW 200) and bone (WL 600, WW 2800): the windows
+#: radiologists page through for haemorrhage, common as model channels since the RSNA 2019
+#: challenge. Unlike Lee et al.'s three (all inside 20-100 HU) they keep calcification,
+#: metal and bone (hundreds of HU) apart from acute blood (50-90 HU), the mimics the seeds
+#: name as a weak spot; the brain window still holds the blood-brain contrast.
+BRAIN_SUBDURAL_BONE_WINDOWS: tuple[Window, ...] = (
+    Window(80, 40, "brain"),
+    Window(200, 80, "subdural"),
+    Window(2800, 600, "bone"),
+)
+
+#: Channel window sets a training run can choose (`ichviewer train --windows`).
+INPUT_WINDOW_SETS: dict[str, tuple[Window, ...]] = {
+    "lee": LEE_WINDOWS,
+    "brain-subdural-bone": BRAIN_SUBDURAL_BONE_WINDOWS,
+}
+
 
 @lru_cache(maxsize=1)
 def load_presets() -> tuple[Window, ...]:

@@ -43,6 +43,24 @@ def _target_verdict(any_: Mapping[str, Any]) -> str:
     return "met" if not misses else "NOT met (" + "; ".join(misses) + ")"
 
 
+def _input_text(cfg: Mapping[str, Any]) -> str:
+    size = cfg.get("input_size", "?")
+    crop = "a square around the head" if cfg.get("crop") == "head" else "the whole slice"
+    windows = {"lee": "Lee et al.'s tissue/brain/blood windows", "brain-subdural-bone": "brain, subdural and bone windows"}.get(
+        str(cfg.get("windows", "lee")), str(cfg.get("windows"))
+    )
+    slab = f"; thin slices averaged into {cfg['slab_mm']:g} mm slabs" if cfg.get("slab_mm") else ""
+    return f"{size} x {size} pixels of {crop}, three channels ({windows}){slab}"
+
+
+def _twin_text(log: Mapping[str, Any]) -> str:
+    cfg, train = log.get("command_config", {}), log.get("data", {}).get("train", {})
+    if not cfg.get("twins") or "planned_cases" not in train:
+        return ""
+    n_twins = int(train.get("cases", 0)) - int(train.get("planned_cases", 0))
+    return f" ({train['planned_cases']} planned plus {n_twins} counterfactual twins: the same heads without the bleed)"
+
+
 def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, Any], *,
                       commands: Mapping[str, str], atlas: Mapping[str, Any] | None = None) -> str:
     """The model card text. `commands` maps "train", "test set", "infer", "evaluate" (and "atlas") to the exact commands run."""
@@ -68,8 +86,10 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         + ", ".join(f"{m['name']} ({m.get('parameters', 0):,} parameters, interpolation degree {m.get('interpolation_degree')})" for m in members) + ".",
         f"- Ensemble: {log.get('ensemble', {}).get('method', 'mean')} of member probabilities; outputs IPH, IVH, SDH, EDH, SAH and ANY per slice;",
         "  case level = maximum over slices.",
-        f"- Training data: {log.get('data', {}).get('train', {}).get('cases', '?')} synthetic training studies and "
-        f"{log.get('data', {}).get('validation', {}).get('cases', '?')} validation studies (case-level split by seed).",
+        f"- Input: {_input_text(log.get('command_config', {}))}.",
+        f"- Training data: {log.get('data', {}).get('train', {}).get('cases', '?')} synthetic training studies"
+        + _twin_text(log)
+        + f" and {log.get('data', {}).get('validation', {}).get('cases', '?')} validation studies (case-level split by seed).",
         f"- Training time: {minutes:.0f} minutes on {hw.get('processor', '?')} CPU, {hw.get('torch_threads', '?')} threads "
         f"(PyTorch {hw.get('torch', '?')}), no GPU.",
         "",
@@ -124,9 +144,22 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         )
     size = ev.get("by_size")
     if size:
-        lines += ["", "### Sensitivity by bleed size (ANY)", "", "| size | sensitivity | mean probability |", "|---|---|---|"]
+        lines += [
+            "", "### Sensitivity by bleed size (ANY)", "",
+            "| size | sensitivity | mean probability | AUC of these against all negatives |", "|---|---|---|---|",
+        ]
         for b in size.get("bins", []):
-            lines.append(f"| {b['name']} ({b.get('range', '')}) | {_prop(b.get('sensitivity'))} | {_fmt(b.get('mean_probability'))} |")
+            lines.append(
+                f"| {b['name']} ({b.get('range', '')}) | {_prop(b.get('sensitivity'))} | {_fmt(b.get('mean_probability'))} "
+                f"| {_ci(b.get('auc_vs_negatives'))} |"
+            )
+        without = size.get("auc_without_punctate")
+        if without:
+            lines += [
+                "",
+                f"AUC(ANY) with the punctate positives left out ({without.get('n_positive', '?')} positives against all "
+                f"negatives): {_ci(without)}.",
+            ]
     mimics = ev.get("mimics")
     if mimics:
         lines += ["", "### False positives on negative studies, by mimic (ANY)", "", "| mimic | false-positive rate | mean probability |", "|---|---|---|"]
@@ -153,14 +186,19 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         if top1:
             lines += [
                 f"- Held-out check ({held.get('n_queries', '?')} positive slices of held-out phantoms): the top retrieved",
-                f"  example shares the finding's subtype in {_fmt(top1.get('attention_eq7'))} of queries by the Eq. 7 ranking,",
+                f"  example shares the finding's subtype in {_fmt(top1.get('attention_eq7'))} of queries by the Eq. 7 ranking over",
+                "  the subtype's own atlas features (what the workstation shows, as in the paper),",
+                f"  {_fmt(top1.get('attention_eq7_all_features'))} by Eq. 7 over every atlas feature (a diagnostic: the distance alone),",
                 f"  {_fmt(top1.get('pooled_features'))} by nearest pooled features, against {_fmt(top1.get('chance'))} by chance.",
                 "",
-                "| subtype | queries | Eq. 7 | pooled | chance |",
-                "|---|---|---|---|---|",
+                "| subtype | queries | Eq. 7 (subtype features) | Eq. 7 (all features) | pooled | chance |",
+                "|---|---|---|---|---|---|",
             ]
             for label, row in (held.get("per_label") or {}).items():
-                lines.append(f"| {label} | {row.get('n')} | {_fmt(row.get('attention'))} | {_fmt(row.get('pooled'))} | {_fmt(row.get('chance'))} |")
+                lines.append(
+                    f"| {label} | {row.get('n')} | {_fmt(row.get('attention'))} | {_fmt(row.get('all_features'))} "
+                    f"| {_fmt(row.get('pooled'))} | {_fmt(row.get('chance'))} |"
+                )
         if commands.get("atlas"):
             lines += ["", "```bash", commands["atlas"], "```"]
     lines += [

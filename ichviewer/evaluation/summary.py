@@ -27,7 +27,9 @@
 ``by_size``
     null without a ``volume_ml`` column; else {``label`` "ANY", ``bins``: [{``name``
     (punctate/small/larger), ``range``, ``low_ml``, ``high_ml``, ``sensitivity`` (proportion),
-    ``mean_probability``}], ``n_positive_unknown_volume``}.
+    ``mean_probability``, ``auc_vs_negatives`` {``value``, ``ci``}: the bin's positives ranked
+    against every negative study}], ``auc_without_punctate`` {``value``, ``ci``, ``n_positive``}
+    (ANY with punctate positives left out), ``n_positive_unknown_volume``}.
 ``mimics``
     null without a ``mimic`` column; else {``label`` "ANY", ``kinds``: [{``mimic``,
     ``false_positive_rate`` (proportion), ``mean_probability``}] for negative studies with each
@@ -250,7 +252,7 @@ def evaluate_cases(
     y_any, p_any = ys["ANY"], ps["ANY"]
     called_any = p_any >= thr["ANY"]
     if volume_ml is not None:
-        result["by_size"] = _by_size(y_any, p_any, called_any, volume_ml)
+        result["by_size"] = _by_size(y_any, p_any, called_any, volume_ml, n_boot, seed)
     if mimic is not None:
         result["mimics"] = _by_mimic(y_any, p_any, called_any, mimic)
     curve = triage_curve(y_any, p_any)
@@ -263,7 +265,18 @@ def evaluate_cases(
     return result
 
 
-def _by_size(y: NDArray, p: NDArray, called: NDArray, volume_ml: ArrayLike) -> dict:
+def _subset_auc(y: NDArray, p: NDArray, keep: NDArray, n_boot: int, seed: int) -> dict:
+    """AUC (with a case-level percentile-bootstrap CI) of the cases in `keep`; null when one class is missing."""
+    yk, pk = y[keep], p[keep]
+    if yk.size == 0 or yk.min() == yk.max():
+        return {"value": math.nan, "ci": [math.nan, math.nan], "n_positive": int(yk.sum())}
+    auc = roc_auc(yk, pk)
+    boots = np.concatenate([auc_of_resamples(yk, pk, idx) for idx in bootstrap_indices(yk.size, n_boot, seed)])
+    lo, hi = percentile_interval(boots)
+    return {"value": auc, "ci": [lo, hi], "n_positive": int(yk.sum())}
+
+
+def _by_size(y: NDArray, p: NDArray, called: NDArray, volume_ml: ArrayLike, n_boot: int = 2000, seed: int = 0) -> dict:
     v = np.asarray(volume_ml, dtype=np.float64)
     if v.shape != y.shape:
         raise ValueError(f"volume_ml has {v.size} values, expected {y.size}")
@@ -281,9 +294,17 @@ def _by_size(y: NDArray, p: NDArray, called: NDArray, volume_ml: ArrayLike) -> d
                 "high_ml": high,
                 "sensitivity": proportion(int(called[in_bin].sum()), int(in_bin.sum())).to_dict(),
                 "mean_probability": float(p[in_bin].mean()) if in_bin.any() else math.nan,
+                "auc_vs_negatives": _subset_auc(y, p, in_bin | (y == 0), n_boot, seed),
             }
         )
-    return {"label": "ANY", "bins": bins, "n_positive_unknown_volume": int(((y == 1) & ~np.isfinite(v)).sum())}
+    name, low, high = SIZE_BINS[0]
+    punctate = pos & (v <= high)
+    return {
+        "label": "ANY",
+        "bins": bins,
+        "auc_without_punctate": _subset_auc(y, p, ~punctate, n_boot, seed),
+        "n_positive_unknown_volume": int(((y == 1) & ~np.isfinite(v)).sum()),
+    }
 
 
 def normalise_mimic(value: str | None) -> str | None:

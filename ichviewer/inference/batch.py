@@ -78,19 +78,30 @@ def infer_path(
     on_progress: BatchProgress | None = None,
     is_cancelled: Callable[[], bool] | None = None,
 ) -> BatchReport:
-    """Run `ensemble` on every CT series under `path`; never raises for bad input, records it in `failed`."""
-    from ichviewer.io import DicomInputError, load_path
+    """Run `ensemble` on every CT series under `path`; never raises for bad input, records it in `failed`.
+
+    Series are read one at a time (headers first, pixels when the series' turn comes) and
+    released after inference, so memory does not grow with the size of the folder.
+    Order: by study, then the larger series first (as `load_path`).
+    """
+    from ichviewer.io import DicomInputError, load_series, scan_path
 
     report = BatchReport()
     try:
-        loaded = load_path(path)
+        scan = scan_path(path, defer_pixels=True)
     except DicomInputError as exc:
         report.failed.append({"path": str(getattr(exc, "path", path)), "reason": str(getattr(exc, "reason", exc))})
         return report
-    for exc in loaded.failed:
-        report.failed.append({"path": str(getattr(exc, "path", path)), "reason": str(getattr(exc, "reason", exc))})
-    total = len(loaded.volumes)
-    for number, volume in enumerate(loaded.volumes, start=1):
+    series_list = sorted(scan.series, key=lambda s: (s.study_uid, -s.n_files))
+    total = len(series_list)
+    for number, series in enumerate(series_list, start=1):
+        try:
+            volume = load_series(series)
+        except DicomInputError as exc:
+            report.failed.append({"path": str(getattr(exc, "path", path)), "reason": str(getattr(exc, "reason", exc))})
+            continue
+        finally:
+            series.datasets = []  # the parsed headers hold deferred pixel data; release them
         where = series_path(volume, path)
         label = getattr(volume, "series_description", "") or getattr(volume, "series_uid", "") or where
 

@@ -18,7 +18,7 @@ from ichviewer import LABELS
 from ichviewer.inference.ensemble import Ensemble
 from ichviewer.inference.errors import ModelContractError
 from ichviewer.inference.model import LoadedModel, _sigmoid
-from ichviewer.inference.preprocessing import SliceGeometry, geometry_for, preprocess_slices
+from ichviewer.inference.preprocessing import SliceGeometry, geometry_for, preprocess_slices, slab_slices
 
 
 def class_activation_map(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -96,8 +96,8 @@ def slice_features(volume: Any, slice_index: int, model: LoadedModel) -> tuple[n
     if not 0 <= slice_index < n:
         raise IndexError(f"slice index {slice_index} is outside 0..{n - 1}")
     spec = model.spec
-    geometry = geometry_for(volume, spec.input_size)
-    x = preprocess_slices(volume.hu[slice_index : slice_index + 1], geometry, spec.windows, spec.mean, spec.std)
+    geometry = geometry_for(volume, spec.input_size, spec.crop)
+    x = preprocess_slices(slab_slices(volume, [slice_index], spec.slab_mm), geometry, spec.windows, spec.mean, spec.std)
     logits, feats = model.logits_and_features(x)
     return logits[0], feats[0], geometry
 
@@ -127,7 +127,7 @@ def attention_map(
         logits, feats = source.cached_features(
             volume, loaded, slice_index, lambda: slice_features(volume, slice_index, loaded)[:2]
         )
-        geometry = geometry_for(volume, loaded.spec.input_size)
+        geometry = geometry_for(volume, loaded.spec.input_size, loaded.spec.crop)
     else:
         loaded = source
         logits, feats, geometry = slice_features(volume, slice_index, loaded)

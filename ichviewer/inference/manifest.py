@@ -17,6 +17,7 @@ from typing import Any
 from ichviewer import LABELS
 from ichviewer.core.windowing import LEE_WINDOWS, Window
 from ichviewer.inference.errors import EnsembleNotFoundError, ManifestError
+from ichviewer.inference.preprocessing import CROPS
 
 #: Value of the manifest's "schema" key.
 MANIFEST_SCHEMA = "ichviewer.ensemble"
@@ -98,6 +99,10 @@ class ModelSpec:
     windows: tuple[Window, ...] = LEE_WINDOWS
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    #: Input framing (`preprocessing.CROPS`): "none" fits the whole slice; "head" a square around the head.
+    crop: str = "none"
+    #: Thin slices are averaged into a slab of about this many mm before preprocessing (None: never).
+    slab_mm: float | None = None
     logits_output: str = "logits"
     activation: str = "sigmoid"
     output_labels: tuple[str, ...] = LABELS
@@ -125,6 +130,10 @@ class ModelSpec:
         if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256.lower()):
             raise ValueError(f"{where}: 'sha256' must be 64 hex digits, got {self.sha256!r}")
         object.__setattr__(self, "sha256", self.sha256.lower())
+        if self.slab_mm is not None and not (isinstance(self.slab_mm, (int, float)) and 0 < float(self.slab_mm) <= 20):
+            raise ValueError(f"{where}: input slab_mm must be a number of mm in (0, 20], got {self.slab_mm!r}")
+        if self.crop not in CROPS:
+            raise ValueError(f"{where}: input crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
         size = tuple(int(s) for s in self.input_size)
         if len(size) != 2 or min(size) < 1:
             raise ValueError(f"{where}: input size must be (H, W) positive integers, got {self.input_size}")
@@ -199,6 +208,10 @@ class ModelSpec:
             data["input"]["mean"] = list(self.mean)
         if self.std is not None:
             data["input"]["std"] = list(self.std)
+        if self.crop != "none":
+            data["input"]["crop"] = self.crop
+        if self.slab_mm is not None:
+            data["input"]["slab_mm"] = self.slab_mm
         if self.features_output:
             data["output"]["features"] = self.features_output
         if self.cam_weights_file:
@@ -444,6 +457,8 @@ def _parse_model(raw: Any, i: int, path: Path) -> ModelSpec:
             windows=windows,
             mean=tuple(mean) if mean is not None else None,
             std=tuple(std) if std is not None else None,
+            crop=inp.get("crop", str, "none"),
+            slab_mm=inp.get("slab_mm", (int, float), None),
             logits_output=out.get("logits", str, "logits"),
             activation=out.get("activation", str, "sigmoid"),
             output_labels=tuple(out.get("labels", list, list(LABELS))),

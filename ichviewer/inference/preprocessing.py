@@ -16,6 +16,7 @@ grid (attention maps), so they land on the original slice pixels.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -78,6 +79,8 @@ class SliceGeometry:
     source_shape: tuple[int, int]
     pixel_spacing: tuple[float, float]
     input_size: tuple[int, int]
+    #: Optional region (y0, x0, y1, x1) in mm from the slice's top-left pixel edge, centred on the canvas.
+    crop_mm: tuple[float, float, float, float] | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -93,23 +96,40 @@ class SliceGeometry:
         object.__setattr__(self, "source_shape", src)
         object.__setattr__(self, "pixel_spacing", spacing)
         object.__setattr__(self, "input_size", size)
+        if self.crop_mm is not None:
+            crop = tuple(float(v) for v in self.crop_mm)
+            if len(crop) != 4 or not all(np.isfinite(crop)) or crop[2] <= crop[0] or crop[3] <= crop[1]:
+                raise ValueError(f"crop must be (y0, x0, y1, x1) mm with y1 > y0 and x1 > x0, got {self.crop_mm}")
+            object.__setattr__(self, "crop_mm", crop)
+
+    @cached_property
+    def region_mm(self) -> tuple[float, float, float, float]:
+        """(y0, x0, y1, x1) in mm of the slice region the canvas is fitted to: the crop, or the whole slice."""
+        if self.crop_mm is not None:
+            return self.crop_mm
+        (h0, w0), (dy, dx) = self.source_shape, self.pixel_spacing
+        return (0.0, 0.0, h0 * dy, w0 * dx)
 
     @cached_property
     def mm_per_input_pixel(self) -> float:
-        (h0, w0), (dy, dx), (h, w) = self.source_shape, self.pixel_spacing, self.input_size
-        return max(h0 * dy / h, w0 * dx / w)
+        y0, x0, y1, x1 = self.region_mm
+        h, w = self.input_size
+        return max((y1 - y0) / h, (x1 - x0) / w)
 
     @cached_property
     def padding_mm(self) -> tuple[float, float]:
-        """Air added before the slice on each axis (y, x), in mm; the same again after it."""
-        (h0, w0), (dy, dx), (h, w) = self.source_shape, self.pixel_spacing, self.input_size
+        """Where the canvas starts, as mm of air before the slice's top/left edge (negative: inside the slice)."""
+        y0, x0, y1, x1 = self.region_mm
+        h, w = self.input_size
         s = self.mm_per_input_pixel
-        return ((h * s - h0 * dy) / 2.0, (w * s - w0 * dx) / 2.0)
+        return ((h * s - (y1 - y0)) / 2.0 - y0, (w * s - (x1 - x0)) / 2.0 - x0)
 
     def _axis(self, axis: int) -> tuple[int, int, float, float, bool]:
         n_src, d = self.source_shape[axis], self.pixel_spacing[axis]
         n_in, pad = self.input_size[axis], self.padding_mm[axis]
-        return n_src, n_in, d, pad, pad > 1e-6 * self.mm_per_input_pixel
+        # A crop may reach past the slice on one side: then outside taps must be air too.
+        outside = pad > 1e-6 * self.mm_per_input_pixel or self.crop_mm is not None
+        return n_src, n_in, d, pad, outside
 
     def input_taps(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """Per-axis (index, weight) taps taking (HU - air) on the slice to the model grid."""
@@ -147,9 +167,101 @@ class SliceGeometry:
         return out.reshape(lead + out.shape[-2:])
 
 
-def geometry_for(volume, input_size: tuple[int, int]) -> SliceGeometry:
-    """The SliceGeometry of a CTVolume's axial slices for a model input size."""
-    return SliceGeometry(volume.hu.shape[1:], (volume.spacing[1], volume.spacing[2]), input_size)
+#: Input framings a manifest may ask for ("none": the whole slice; "head": `head_crop_mm`).
+CROPS: tuple[str, ...] = ("none", "head")
+#: Tissue threshold for the head mask (below fat and above air, so skin and scalp count).
+HEAD_MASK_HU = -300.0
+#: Margin added around the head's bounding box, as a fraction of its larger side.
+HEAD_MARGIN = 0.04
+
+
+def head_crop_mm(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> tuple[float, float, float, float] | None:
+    """A square (y0, x0, y1, x1) in mm around the head in a series (n, H, W), or None if no head is found.
+
+    The mask is tissue above HEAD_MASK_HU in any slice; its largest connected component
+    is the head (a table or headrest that does not touch it is left out). The square's
+    side is the box's larger side in mm plus HEAD_MARGIN on each side; it is centred on
+    the box and may reach past the slice (the preprocessing pads with air there).
+    """
+    from scipy import ndimage
+
+    hu = np.asarray(hu)
+    if hu.ndim == 2:
+        hu = hu[None]
+    mask = (hu > HEAD_MASK_HU).any(axis=0)
+    if not mask.any():
+        return None
+    lab, n = ndimage.label(mask)
+    if n > 1:
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        mask = lab == int(np.argmax(sizes))
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    dy, dx = float(pixel_spacing[0]), float(pixel_spacing[1])
+    y0, y1 = rows[0] * dy, (rows[-1] + 1) * dy
+    x0, x1 = cols[0] * dx, (cols[-1] + 1) * dx
+    side = max(y1 - y0, x1 - x0) * (1.0 + 2.0 * HEAD_MARGIN)
+    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
+    return (cy - side / 2.0, cx - side / 2.0, cy + side / 2.0, cx + side / 2.0)
+
+
+#: The last series' head crop (weak reference to its HU array, spacing, crop): attention maps and
+#: atlas queries ask for the geometry of one series slice after slice.
+_LAST_HEAD_CROP: list = [None, None, None]
+
+
+def _cached_head_crop(hu: np.ndarray, spacing: tuple[float, float]):
+    ref, sp, crop = _LAST_HEAD_CROP
+    if ref is not None and ref() is hu and sp == spacing:
+        return crop
+    crop = head_crop_mm(hu, spacing)
+    try:
+        _LAST_HEAD_CROP[:] = [weakref.ref(hu), spacing, crop]
+    except TypeError:  # not weak-referenceable (e.g. a memory map subclass)
+        pass
+    return crop
+
+
+def slab_half_width(slice_mm: float, slab_mm: float | None) -> int:
+    """Neighbours averaged on each side of a slice for a slab of about `slab_mm` (0: the slice alone).
+
+    round((slab / spacing - 1) / 2): 1 mm slices in a 5 mm slab -> 2 (five slices);
+    0.625 mm -> 3 (4.4 mm; halves round down); 2 mm -> 1 (6 mm); 2.5 mm and thicker -> 0.
+    """
+    if not slab_mm or not slice_mm or slice_mm <= 0:
+        return 0
+    return max(0, int(round((float(slab_mm) / float(slice_mm) - 1.0) / 2.0 - 1e-9)))
+
+
+def slab_slices(volume, indices, slab_mm: float | None = None) -> np.ndarray:
+    """HU of the slices `indices` of a CTVolume, each averaged with its neighbours into a slab of about `slab_mm`.
+
+    Neighbours are those within `slab_half_width` positions along the series (fewer at its
+    ends: the mean is over the slices that exist). HU below air count as air. Without a
+    slab, or for slices already that thick, the stored slices are returned as they are.
+    """
+    hu = volume.hu
+    idx = np.atleast_1d(np.asarray(indices, dtype=np.int64))
+    half = slab_half_width(float(volume.spacing[0]), slab_mm)
+    if half == 0 or idx.size == 0:
+        return hu[idx]
+    n = hu.shape[0]
+    out = np.empty((idx.size,) + hu.shape[1:], dtype=np.float32)
+    air = np.float32(AIR_HU)
+    for j, z in enumerate(idx):
+        lo, hi = max(0, int(z) - half), min(n, int(z) + half + 1)
+        block = np.fmax(hu[lo:hi].astype(np.float32), air)
+        out[j] = block.mean(axis=0)
+    return out
+
+
+def geometry_for(volume, input_size: tuple[int, int], crop: str = "none") -> SliceGeometry:
+    """The SliceGeometry of a CTVolume's axial slices for a model input size and framing (see CROPS)."""
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    spacing = (float(volume.spacing[1]), float(volume.spacing[2]))
+    region = _cached_head_crop(volume.hu, spacing) if crop == "head" else None
+    return SliceGeometry(volume.hu.shape[1:], spacing, input_size, region)
 
 
 def preprocess_slices(

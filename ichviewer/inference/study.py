@@ -14,7 +14,7 @@ from ichviewer.inference.ensemble import Ensemble
 from ichviewer.inference.errors import Cancelled
 from ichviewer.inference.findings import StudyResult
 from ichviewer.inference.interpolation import combine, interpolated_images, neighbours
-from ichviewer.inference.preprocessing import geometry_for, preprocess_slices
+from ichviewer.inference.preprocessing import geometry_for, preprocess_slices, slab_slices
 
 #: progress(done_slices, total_slices, partial_result)
 ProgressCallback = Callable[[int, int, StudyResult], None]
@@ -93,9 +93,9 @@ def run_study(
     member_recipe = []
     for m in members:
         s = m.spec
-        key = (s.input_size, s.windows, s.mean, s.std)
+        key = (s.input_size, s.windows, s.mean, s.std, s.crop, s.slab_mm)
         if key not in recipes:
-            recipes[key] = geometry_for(volume, s.input_size)
+            recipes[key] = geometry_for(volume, s.input_size, s.crop)
         member_recipe.append(key)
 
     # Preprocessed slices carried over between chunks, so each slice is resampled once per recipe.
@@ -106,7 +106,11 @@ def run_study(
         keep = have[max(0, lo - start) :] if have.size and start <= lo < start + len(have) else None
         first_new = lo + (len(keep) if keep is not None else 0)
         geom = recipes[key]
-        new = preprocess_slices(volume.hu[first_new:hi], geom, key[1], key[2], key[3]) if first_new < hi else None
+        new = (
+            preprocess_slices(slab_slices(volume, np.arange(first_new, hi), key[5]), geom, key[1], key[2], key[3])
+            if first_new < hi
+            else None
+        )
         parts = [p for p in (keep, new) if p is not None and len(p)]
         x = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         carried[key] = (lo, x)

@@ -80,6 +80,10 @@ def run_viewer(
     return int(code)
 
 
+#: Longest wait for the AI's findings before a screenshot is taken anyway.
+SCREENSHOT_AI_WAIT_MS = 120_000
+
+
 def run_viewer_for_screenshot(
     path: str | os.PathLike[str] | None,
     settings_path: str | os.PathLike[str] | None,
@@ -88,6 +92,8 @@ def run_viewer_for_screenshot(
 ) -> int:
     """Open the workstation, save a PNG once the study (and its reformats) is on screen, then quit.
 
+    When the AI is analysing the study, the PNG waits for its findings (at most
+    SCREENSHOT_AI_WAIT_MS), so the picture shows what a reader would see.
     Returns 1 if the notifier reported an error (the PNG then shows it), else the app's exit code.
     """
     result = {"code": 0, "saved": False}
@@ -105,7 +111,17 @@ def run_viewer_for_screenshot(
             result["code"] = 1
             QTimer.singleShot(300, save)
 
-        window.sig_reformats_ready.connect(lambda _v: QTimer.singleShot(300, save))
+        def when_shown(_volume: object) -> None:
+            controller = getattr(getattr(window, "inference", None), "controller", None)
+            if controller is not None and controller.is_running:
+                for signal in (controller.sig_finished, controller.sig_failed):
+                    signal.connect(lambda *_a: QTimer.singleShot(300, save))
+                controller.sig_cancelled.connect(lambda *_a: QTimer.singleShot(300, save))
+                QTimer.singleShot(SCREENSHOT_AI_WAIT_MS, save)
+            else:
+                QTimer.singleShot(300, save)
+
+        window.sig_reformats_ready.connect(when_shown)
         window.sig_error.connect(on_error)
         if path is None:
             QTimer.singleShot(300, save)

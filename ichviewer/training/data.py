@@ -114,6 +114,29 @@ def plan_phantom_cases(n: int, split: str, seed: int = 0, thin_every: int = 1) -
     return out
 
 
+#: Tag ending the `kind` of a counterfactual twin (see `add_twin_negatives`).
+TWIN_TAG = "twin"
+
+
+def add_twin_negatives(plans: Sequence[CasePlan]) -> list[CasePlan]:
+    """The plans plus, after each haemorrhage plan, its counterfactual twin: the same head without the bleed.
+
+    The phantom draws anatomy, mimics and noise from streams independent of the lesion, so
+    `generate_case(seed, subtype="none", ...)` with the positive's seed, mimic, slice
+    thickness and age is the very same scan without the haemorrhage (and without its mass
+    effect). A network shown both cannot separate them by anatomy, slice level or noise,
+    only by the blood: on a 128-px CPU budget it otherwise learns "basal-ganglia level with
+    Sylvian fissures" as a prior for SAH and calls normal slices positive.
+    """
+    out: list[CasePlan] = []
+    for p in plans:
+        out.append(p)
+        if p.subtype != "none":
+            tags = ["none", f"{p.slice_mm:g}mm"] + ([p.age] if p.age != "adult" else []) + ([p.mimic] if p.mimic else [])
+            out.append(CasePlan(p.seed, "none", p.mimic, p.slice_mm, p.age, None, " ".join(tags + [TWIN_TAG])))
+    return out
+
+
 # --------------------------------------------------------------------------- the cache
 
 
@@ -240,31 +263,37 @@ def concat_caches(parts: Sequence[SliceCache]) -> SliceCache:
     )
 
 
-def volume_to_inputs(volume, input_size: int) -> np.ndarray:
-    """A CTVolume's slices as the inference engine feeds them, quantised to uint8 (n, 3, S, S)."""
-    from ichviewer.core.windowing import LEE_WINDOWS
-    from ichviewer.inference.preprocessing import geometry_for, preprocess_slices
+def volume_to_inputs(volume, input_size: int, windows=None, crop: str = "none", slab_mm: float | None = None) -> np.ndarray:
+    """A CTVolume's slices as the inference engine feeds them, quantised to uint8 (n, C, S, S).
 
-    geom = geometry_for(volume, (input_size, input_size))
-    x = preprocess_slices(volume.hu, geom, LEE_WINDOWS)
+    `windows` default to Lee et al.'s; `crop` is the manifest's input framing ("none" or "head");
+    `slab_mm` averages thin slices into slabs (`preprocessing.slab_slices`).
+    """
+    from ichviewer.core.windowing import LEE_WINDOWS
+    from ichviewer.inference.preprocessing import geometry_for, preprocess_slices, slab_slices
+
+    geom = geometry_for(volume, (input_size, input_size), crop)
+    hu = slab_slices(volume, np.arange(volume.hu.shape[0]), slab_mm) if slab_mm else volume.hu
+    x = preprocess_slices(hu, geom, tuple(windows) if windows else LEE_WINDOWS)
     return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- phantoms
 
 
-def _phantom_part(args: tuple[CasePlan, int, int]) -> tuple[np.ndarray, np.ndarray, dict]:
+def _phantom_part(args: tuple) -> tuple[np.ndarray, np.ndarray, dict]:
     from ichviewer.core.phantom import generate_case
 
-    plan, input_size, matrix = args
+    plan, input_size, matrix, windows, crop, slab_mm = args
     case = generate_case(
         plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
         slice_mm=plan.slice_mm, age=plan.age, matrix=matrix,
     )
-    images = volume_to_inputs(case.volume, input_size)
+    images = volume_to_inputs(case.volume, input_size, windows, crop, slab_mm)
     labels = np.asarray([[int(d[lab]) for lab in LABELS] for d in case.slice_labels], dtype=np.float32)
+    twin = plan.kind.endswith(TWIN_TAG)
     info = {
-        "case_id": f"phantom-{plan.seed}",
+        "case_id": f"phantom-{plan.seed}" + (f"-{TWIN_TAG}" if twin else ""),
         "kind": plan.kind,
         "volume_ml": float(case.volume_ml.get("total", 0.0)),
         "mimic": case.mimic,
@@ -280,6 +309,9 @@ def build_phantom_cache(
     matrix: int = 256,
     workers: int = 1,
     progress: ProgressFn | None = None,
+    windows=None,
+    crop: str = "none",
+    slab_mm: float | None = None,
 ) -> SliceCache:
     """Generate every planned phantom, convert its slices to model inputs and keep only those.
 
@@ -290,7 +322,7 @@ def build_phantom_cache(
     """
     if not plans:
         raise ValueError("no cases planned")
-    jobs = [(p, int(input_size), int(matrix)) for p in plans]
+    jobs = [(p, int(input_size), int(matrix), tuple(windows) if windows else None, crop, slab_mm) for p in plans]
     results: list = []
     if workers > 1:
         import multiprocessing as mp
@@ -309,9 +341,9 @@ def build_phantom_cache(
     images, labels, cases, start = [], [], [], 0
     for im, lab, info in results:
         n = im.shape[0]
-        cases.append(
-            CaseRecord(start=start, stop=start + n, labels=[int(v) for v in lab.max(axis=0)], patient_id=info["case_id"], **info)
-        )
+        # a twin is the same head as its positive: one patient
+        patient = info["case_id"].removesuffix(f"-{TWIN_TAG}")
+        cases.append(CaseRecord(start=start, stop=start + n, labels=[int(v) for v in lab.max(axis=0)], patient_id=patient, **info))
         images.append(im)
         labels.append(lab)
         start += n
@@ -319,13 +351,17 @@ def build_phantom_cache(
     return SliceCache(np.concatenate(images), lab, np.ones_like(lab), cases, int(input_size), {"source": "phantoms", "matrix": matrix})
 
 
-def plans_fingerprint(plans: Sequence[CasePlan], input_size: int, matrix: int) -> str:
-    """Cache key: the plans, sizes, and the code that makes the pixels (phantom, preprocessing, windows)."""
+def plans_fingerprint(
+    plans: Sequence[CasePlan], input_size: int, matrix: int, windows=None, crop: str = "none", slab_mm: float | None = None
+) -> str:
+    """Cache key: the plans, sizes, windows, framing, and the code that makes the pixels (phantom, preprocessing, windows)."""
     from ichviewer.core import phantom, windowing
     from ichviewer.inference import preprocessing
 
     code = "|".join(_file_digest(m.__file__) for m in (phantom, preprocessing, windowing))
     text = json.dumps([asdict(p) for p in plans]) + f"|{input_size}|{matrix}|{code}"
+    if windows or crop != "none" or slab_mm:  # (keeps the keys of older caches made with the defaults)
+        text += f"|{[(w.width, w.level) for w in windows or ()]}|{crop}|{slab_mm}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -412,7 +448,8 @@ def read_training_labels(path: str | Path) -> LabelRows:
 
 
 def build_dicom_cache(
-    data_dir: str | Path, labels_csv: str | Path, input_size: int, progress: ProgressFn | None = None
+    data_dir: str | Path, labels_csv: str | Path, input_size: int, progress: ProgressFn | None = None,
+    windows=None, crop: str = "none", slab_mm: float | None = None,
 ) -> SliceCache:
     """Load every CT series under `data_dir` that the labels CSV names and cache its model inputs.
 
@@ -458,7 +495,7 @@ def build_dicom_cache(
         sub_cols = [LABELS.index(s) for s in SUBTYPES if s in table.labels_present]
         if sub_cols and table.per_slice:
             lab[:, LABELS.index("ANY")] = np.maximum(lab[:, LABELS.index("ANY")], lab[:, sub_cols].max(axis=1))
-        im = volume_to_inputs(vol, input_size)
+        im = volume_to_inputs(vol, input_size, windows, crop, slab_mm)
         images.append(im)
         labels.append(lab)
         knowns.append(np.tile(known_row, (n, 1)))

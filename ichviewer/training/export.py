@@ -92,7 +92,7 @@ def _export(module, dummy, path, inputs: list[str], outputs: list[str]) -> None:
         )
 
 
-def export_onnx(model, path: str | Path, input_size: int, tail_path: str | Path | None = None) -> None:
+def export_onnx(model, path: str | Path, input_size: int, tail_path: str | Path | None = None, channels: int = 3) -> None:
     """Write `model` as ONNX: outputs logits, features and the penultimate block; optionally the block's tail.
 
     The tail (block activations -> logits) lets the engine rank the block's filters for
@@ -105,7 +105,7 @@ def export_onnx(model, path: str | Path, input_size: int, tail_path: str | Path 
     # Trained in channels_last; export a plain-layout copy (ONNX has one layout anyway).
     model = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
     full, tail = _modules(model)
-    dummy = torch.zeros(1, len(LEE_WINDOWS), input_size, input_size)
+    dummy = torch.zeros(1, channels, input_size, input_size)
     _export(full, dummy, path, ["image"], ["logits", "features", BLOCK_OUTPUT])
     if tail_path is not None:
         with torch.no_grad():
@@ -158,6 +158,9 @@ def export_member(
     interpolation_degree: int = 3,
     weight: float = 1.0,
     version: str = "1",
+    windows=LEE_WINDOWS,
+    crop: str = "none",
+    slab_mm: float | None = None,
 ):
     """Export, verify and describe one member; returns (ModelSpec, ExportCheck).
 
@@ -170,9 +173,9 @@ def export_member(
     onnx_path = directory / f"{name}.onnx"
     cam_path = directory / f"{name}_cam.npz"
     tail_path = directory / f"{name}_tail_{BLOCK_NAME}.onnx"
-    export_onnx(model, onnx_path, input_size, tail_path)
+    export_onnx(model, onnx_path, input_size, tail_path, channels=len(windows))
     rng = np.random.default_rng(0)
-    probe = rng.random((2, len(LEE_WINDOWS), input_size, input_size), dtype=np.float32)
+    probe = rng.random((2, len(windows), input_size, input_size), dtype=np.float32)
     imgs = np.concatenate([np.asarray(check_images, dtype=np.float32), probe]) if len(check_images) else probe
     check = verify_onnx(model, onnx_path, imgs, tail_path)
     write_cam_weights(model, cam_path)
@@ -183,7 +186,9 @@ def export_member(
         version=version,
         input_name="image",
         input_size=(input_size, input_size),
-        windows=LEE_WINDOWS,
+        windows=tuple(windows),
+        crop=crop,
+        slab_mm=slab_mm,
         logits_output="logits",
         activation="sigmoid",
         output_labels=LABELS,

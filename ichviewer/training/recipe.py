@@ -18,6 +18,7 @@ from ichviewer.training.data import (
     SliceCache,
     build_dicom_cache,
     build_phantom_cache,
+    add_twin_negatives,
     plan_phantom_cases,
     plans_fingerprint,
     split_by_patient,
@@ -25,11 +26,11 @@ from ichviewer.training.data import (
 from ichviewer.training.networks import FAMILIES
 from ichviewer.training.progress import ProgressBar
 
-#: The documented command that trains the bundled ensemble (the defaults are its recipe).
-#: About 43 minutes on an otherwise idle 2-core CPU (see training_log.json for the real timing).
+#: The documented command that trains the bundled ensemble (the other defaults are its recipe).
+#: About 50 minutes on an otherwise idle 2-core CPU (see training_log.json for the real timing).
 BUNDLED_COMMAND = (
     "ichviewer train --out models/default --work build/train-work --seed 0 --n-cases 400 100 "
-    "--epochs 5 --steps-per-epoch 500 --input-size 128 --threads 2"
+    "--epochs 10 --steps-per-epoch 500 --batch-size 32 --input-size 128 --threads 2"
 )
 
 SOURCES = ("phantoms", "dicom")
@@ -48,15 +49,21 @@ class RecipeConfig:
     families: tuple[str, ...] = FAMILIES
     specialists: tuple[str, ...] = ()
     specialist_family: str = "resnet"
-    epochs: int = 5
+    epochs: int = 10
     seed: int = 0
     n_train: int = 400
     n_validation: int = 100
     thin_every: int = 1
     matrix: int = 256
     input_size: int = 128
+    windows: str = "brain-subdural-bone"
+    crop: str = "head"
+    interpolation: str = "sample"
+    slab_mm: float | None = 5.0
+    twins: bool = True
+    pair_twins: bool = False
     width: int = 16
-    batch_size: int = 16
+    batch_size: int = 32
     steps_per_epoch: int | None = 500
     lr: float = 3e-3
     positive_fraction: float = 0.5
@@ -76,6 +83,17 @@ class RecipeConfig:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if self.source == "dicom" and (self.data_dir is None or self.labels_csv is None):
             raise ValueError("the dicom source needs a data folder (--data) and a labels CSV (--labels)")
+        from ichviewer.core.windowing import INPUT_WINDOW_SETS
+        from ichviewer.inference.preprocessing import CROPS
+
+        if self.windows not in INPUT_WINDOW_SETS:
+            raise ValueError(f"windows must be one of {list(INPUT_WINDOW_SETS)}, got {self.windows!r}")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {list(CROPS)}, got {self.crop!r}")
+        if self.slab_mm is not None and not 0 < float(self.slab_mm) <= 20:
+            raise ValueError(f"slab must be in (0, 20] mm, got {self.slab_mm}")
+        if self.interpolation not in ("all", "sample"):
+            raise ValueError(f"interpolation must be 'all' or 'sample', got {self.interpolation!r}")
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
             raise ValueError(f"families must be among {FAMILIES}, got {list(self.families)}")
@@ -97,6 +115,12 @@ class RecipeConfig:
             raise ValueError(f"min sensitivity must be in (0, 1], got {self.min_sensitivity}")
         if not 0.0 <= self.target_miss_rate < 1.0:
             raise ValueError(f"target miss rate must be in [0, 1), got {self.target_miss_rate}")
+
+    @property
+    def window_set(self):
+        from ichviewer.core.windowing import INPUT_WINDOW_SETS
+
+        return INPUT_WINDOW_SETS[self.windows]
 
     @property
     def work(self) -> Path:
@@ -139,19 +163,24 @@ def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[Slice
         caches = {}
         for split, n in (("train", config.n_train), ("validation", config.n_validation)):
             plans = plan_phantom_cases(n, split, config.seed, config.thin_every)
-            path = work / "cache" / f"{split}-{plans_fingerprint(plans, config.input_size, config.matrix)}.npz"
+            if split == "train" and config.twins:
+                plans = add_twin_negatives(plans)
+            key = plans_fingerprint(plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm)
+            path = work / "cache" / f"{split}-{key}.npz"
             if path.exists():
                 caches[split] = SliceCache.load(path)
             else:
                 caches[split] = build_phantom_cache(
-                    plans, config.input_size, config.matrix, config.workers, _progress_fn(f"phantoms ({split})", stream)
+                    plans, config.input_size, config.matrix, config.workers, _progress_fn(f"phantoms ({split})", stream),
+                    windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm,
                 )
                 caches[split].save(path)
             kinds: dict[str, int] = {}
             for p in plans:
                 kinds[p.kind] = kinds.get(p.kind, 0) + 1
             info[split] = {
-                "cases": n,
+                "cases": len(plans),
+                "planned_cases": n,
                 "seeds": [plans[0].seed, plans[-1].seed] if plans else [],
                 "slices": caches[split].n_slices,
                 "kinds": kinds,
@@ -159,11 +188,14 @@ def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[Slice
         info["matrix"] = config.matrix
         train, val = caches["train"], caches["validation"]
     else:
-        path = work / "cache" / f"dicom-{config.input_size}.npz"
+        path = work / "cache" / f"dicom-{config.input_size}-{config.windows}-{config.crop}-{config.slab_mm}.npz"
         if path.exists() and config.resume:
             cache = SliceCache.load(path)
         else:
-            cache = build_dicom_cache(config.data_dir, config.labels_csv, config.input_size, _progress_fn("DICOM", stream))
+            cache = build_dicom_cache(
+                config.data_dir, config.labels_csv, config.input_size, _progress_fn("DICOM", stream),
+                windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm,
+            )
             cache.save(path)
         splits = split_by_patient(cache, config.seed)
         if splits["train"] is None or splits["validation"] is None:
@@ -220,7 +252,8 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
             name=name, family=family, width=config.width, input_size=config.input_size, epochs=config.epochs,
             batch_size=config.batch_size, steps_per_epoch=config.steps_per_epoch, lr=config.lr,
             seed=config.seed * 1000 + i, specialist=specialist, threads=config.threads,
-            positive_fraction=config.positive_fraction,
+            positive_fraction=config.positive_fraction, interpolation=config.interpolation,
+            pair_twins=config.twins and config.pair_twins,
         )
         result = train_member(
             tc, train, val, config.work / "checkpoints" / f"{name}.pt", resume=config.resume, stream=stream,
@@ -245,7 +278,7 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
                 "step_seconds": result.step_seconds,
                 "cpu_seconds": result.cpu_seconds,
                 "steps": result.steps,
-                "images_per_step": config.batch_size * 3,
+                "images_per_step": config.batch_size * tc.images_per_slice,
                 "degree_selection_seconds": time.perf_counter() - t0,
                 "config": tc.fingerprint(),
             }
@@ -262,6 +295,7 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
         spec, check = export_member(
             result.model, config.out, name, config.input_size, val.float_images(check_rows),
             interpolation_degree=degree, weight=float(w), version=f"{__version__}+seed{config.seed}",
+            windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm,
         )
         specs.append(spec)
         files += [spec.file, spec.cam_weights_file] + [b.tail_file for b in spec.block_outputs if b.tail_file]
@@ -270,8 +304,9 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
         log["onnx_check"] = asdict(check)
     description = (
         f"{len(specs)}-member ensemble trained by `ichviewer train` ({config.source}, seed {config.seed}); "
-        f"{config.ensemble} ensemble; input {config.input_size}x{config.input_size}, Lee et al. 2019 windows. "
-        "Not for clinical use."
+        f"{config.ensemble} ensemble; input {config.input_size}x{config.input_size} ({config.crop} crop), "
+        f"{config.windows} windows" + (f", thin slices in {config.slab_mm:g} mm slabs. " if config.slab_mm else ". ")
+        + "Not for clinical use."
     )
     # Lee et al. made attention maps with their ResNet-50; ours is the ResNet-style member when present.
     explaining = next((s.name for s in specs if s.name == "resnet"), specs[0].name)

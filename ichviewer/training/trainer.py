@@ -43,10 +43,24 @@ class TrainConfig:
     weight_decay: float = 5e-5  # Lee et al. 2019, Methods
     seed: int = 0
     interpolate: bool = True  # Lee et al. 2019, Eq. 4
+    #: "all": each slice plus both its interpolations in the batch (3 images per slice, as Lee et al.);
+    #: "sample": each slice replaced by one of the three at random (1 image per slice, so three
+    #: times the distinct slices per unit of compute on a CPU).
+    interpolation: str = "all"
     augment: bool = True
     specialist: str | None = None  # a subtype or "small": train on those positives plus all negatives
     positive_fraction: float = 0.5  # share of ANY-positive slices per batch (0: uniform sampling as Lee et al.)
+    #: Put the counterfactual twin slice (`data.add_twin_negatives`) of each positive slice in the same batch.
+    pair_twins: bool = False
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in ("all", "sample"):
+            raise ValueError(f"interpolation must be 'all' or 'sample', got {self.interpolation!r}")
+
+    @property
+    def images_per_slice(self) -> int:
+        return 3 if self.interpolate and self.interpolation == "all" else 1
 
     def fingerprint(self) -> dict[str, Any]:
         d = asdict(self)
@@ -200,6 +214,11 @@ def _slice_batch(cache: SliceCache, rows: np.ndarray, config: TrainConfig, rng: 
             edge, beta, beta2,
         )
         k = np.concatenate([k, np.minimum(k, cache.known[lower]), np.minimum(k, cache.known[upper])])
+        if config.interpolation == "sample":
+            n = rows.size
+            which = rng.integers(0, 3, n)  # 0 original, 1 towards the lower, 2 towards the upper neighbour
+            take = which * n + np.arange(n)
+            x, y, k = x[take], y[take], k[take]
     return x, y, k
 
 
@@ -214,7 +233,9 @@ class StratifiedSampler:
     a fresh permutation, so every slice is seen before any repeats.
     """
 
-    def __init__(self, cache: SliceCache, rows: np.ndarray, fraction: float, rng: np.random.Generator) -> None:
+    def __init__(
+        self, cache: SliceCache, rows: np.ndarray, fraction: float, rng: np.random.Generator, partners: np.ndarray | None = None
+    ) -> None:
         any_col = LABELS.index("ANY")
         pos = rows[cache.labels[rows, any_col] >= 0.5]
         neg = rows[cache.labels[rows, any_col] < 0.5]
@@ -226,11 +247,15 @@ class StratifiedSampler:
             n = rows.size
             self.strata = [(pos, fraction, (pos.size / n) / fraction), (neg, 1.0 - fraction, (neg.size / n) / (1.0 - fraction))]
         self.rng = rng
+        # partners[row]: the twin row of a positive slice (or -1). Paired twins take up to half of
+        # a batch's negatives; the importance weights stay those of the negative stratum (the
+        # twins are over-represented among negatives, on purpose).
+        self.partners = partners if partners is not None and len(self.strata) == 2 else None
         self._orders = [rng.permutation(s[0]) for s in self.strata]
         self._pos = [0] * len(self.strata)
 
     def _take(self, k: int, i: int) -> np.ndarray:
-        out = []
+        out = [np.zeros(0, dtype=np.int64)]
         while k > 0:
             order = self._orders[i]
             if self._pos[i] >= order.size:
@@ -248,7 +273,13 @@ class StratifiedSampler:
             return self._take(size, 0), np.ones(size, dtype=np.float32)
         n_pos = int(round(self.strata[0][1] * size))
         n_pos = min(max(n_pos, 1), size - 1)
-        rows = np.concatenate([self._take(n_pos, 0), self._take(size - n_pos, 1)])
+        pos = self._take(n_pos, 0)
+        paired = np.zeros(0, dtype=np.int64)
+        if self.partners is not None:
+            twins = self.partners[pos]
+            # at most half the negative quota, so mimics, children and normal heads keep their share
+            paired = twins[twins >= 0][: (size - n_pos) // 2]
+        rows = np.concatenate([pos, paired, self._take(size - n_pos - paired.size, 1)])
         w = np.concatenate([np.full(n_pos, self.strata[0][2]), np.full(size - n_pos, self.strata[1][2])]).astype(np.float32)
         return rows, w
 
@@ -258,6 +289,31 @@ class StratifiedSampler:
     def restore(self, state: dict) -> None:
         self._orders = [np.asarray(o) for o in state["orders"]]
         self._pos = list(state["pos"])
+
+
+def twin_partners(cache: SliceCache) -> np.ndarray | None:
+    """Row -> the same slice of the case's counterfactual twin (`data.add_twin_negatives`), -1 where none.
+
+    A twin shares its positive's patient id and slice count. Only slices with haemorrhage get a
+    partner (they are the ones the sampler pairs). None when the cache holds no twins.
+    """
+    from ichviewer.training.data import TWIN_TAG
+
+    out = np.full(cache.n_slices, -1, dtype=np.int64)
+    by_patient = {c.patient_id: c for c in cache.cases if not c.case_id.endswith(TWIN_TAG)}
+    any_col = LABELS.index("ANY")
+    found = False
+    for twin in cache.cases:
+        if not twin.case_id.endswith(TWIN_TAG):
+            continue
+        pos = by_patient.get(twin.patient_id)
+        if pos is None or pos.n_slices != twin.n_slices:
+            continue
+        rows = np.arange(pos.start, pos.stop)
+        bleeding = cache.labels[rows, any_col] >= 0.5
+        out[rows[bleeding]] = np.arange(twin.start, twin.stop)[bleeding]
+        found = True
+    return out if found else None
 
 
 def _mil_bags(cache: SliceCache, case_ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[slice]]:
@@ -327,7 +383,8 @@ def train_member(
         n_units = rows.size
         per_step = config.batch_size
     steps = config.steps_per_epoch or max(1, n_units // per_step)
-    sampler = None if mil else StratifiedSampler(train, rows, config.positive_fraction, rng)
+    partners = twin_partners(train) if config.pair_twins and not mil else None
+    sampler = None if mil else StratifiedSampler(train, rows, config.positive_fraction, rng, partners)
     total_steps = steps * config.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps, pct_start=0.15)
@@ -374,7 +431,7 @@ def train_member(
             else:
                 pick, w = sampler.batch(per_step)
                 x, y, k = _slice_batch(train, pick, config, rng)
-                # the two interpolated copies inherit their slice's importance weight
+                # interpolated copies inherit their slice's importance weight
                 weights = torch.from_numpy(np.tile(w, x.shape[0] // w.size))
             xt = torch.from_numpy(np.ascontiguousarray(x))
             if config.augment:
