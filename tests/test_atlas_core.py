@@ -361,3 +361,7 @@ def test_retrieval_ranks_only_the_subtypes_own_features_unless_asked_for_all(bui
         assert every.n_features_ranked >= own.n_features_ranked
         for ex in own.examples:  # every example comes from a feature the atlas selected for IVH
             assert ex.entry.feature_label == "IVH"
+        # the diagnostic ranking over every feature comes from the same forward pass
+        both = retrieve(case.volume, z, "IVH", atlas, ensemble, k=4, also_all_features=True)
+        assert [e.entry.entry_id for e in both.examples] == [e.entry.entry_id for e in own.examples]
+        assert [e.entry.entry_id for e in both.extras["all_features_examples"]] == [e.entry.entry_id for e in every.examples]

@@ -78,11 +78,11 @@ def evaluate_retrieval(
         for z in positive:
             for li in np.flatnonzero(study.labels[z]):
                 label = SUBTYPES[li]
-                r = retrieve(study.volume, int(z), label, atlas, model, k=1)
-                r_all = retrieve(study.volume, int(z), label, atlas, model, k=1, label_features=False)
+                r = retrieve(study.volume, int(z), label, atlas, model, k=1, also_all_features=True)
+                every_feature = r.extras["all_features_examples"]
                 got = {
                     "attention": bool(r.examples) and label in r.examples[0].entry.labels,
-                    "all_features": bool(r_all.examples) and label in r_all.examples[0].entry.labels,
+                    "all_features": bool(every_feature) and label in every_feature[0].entry.labels,
                     "pooled": bool(r.pooled_examples) and label in r.pooled_examples[0].entry.labels,
                     "chance": float(image_has[label].mean()) if atlas.n_images else 0.0,
                 }

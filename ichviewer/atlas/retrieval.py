@@ -265,12 +265,15 @@ def retrieve(
     per_feature: int = DEFAULT_PER_FEATURE,
     model: str | None = None,
     label_features: bool = True,
+    also_all_features: bool = False,
 ) -> Retrieval:
     """The prediction basis of `label` on slice `slice_index` (Eq. 5-7) and the pooled-feature neighbours beside it.
 
     `source` is an Ensemble (its explaining member) or a LoadedModel. The atlas must
     have been built with that model (AtlasMismatchError otherwise). `label_features`
-    (default) ranks only the features the atlas selected for `label`, as the paper does.
+    (default) ranks only the features the atlas selected for `label`, as the paper does;
+    `also_all_features` adds the ranking over every feature from the same forward pass, in
+    `extras["all_features_examples"]` (the held-out check's diagnostic).
     """
     t0 = time.perf_counter()
     if label not in LABELS:
@@ -294,6 +297,11 @@ def retrieve(
     examples, pooled, n_ranked = search_atlas(
         atlas, feats, weights, overall, k=k, per_feature=per_feature, label=label if label_features else None
     )
+    extras: dict[str, Any] = {}
+    if also_all_features:
+        extras["all_features_examples"] = (
+            search_atlas(atlas, feats, weights, overall, k=k, per_feature=per_feature)[0] if label_features else examples
+        )
     search = time.perf_counter() - t_search
     reason = ""
     if float(overall.max()) <= 0:
@@ -314,6 +322,7 @@ def retrieve(
         reason=reason,
         seconds=time.perf_counter() - t0,
         search_seconds=search,
+        extras=extras,
     )
 
 

@@ -87,10 +87,14 @@ def infer_path(
     from ichviewer.io import DicomInputError, load_series, scan_path
 
     report = BatchReport()
+
+    def failed(exc: DicomInputError) -> None:
+        report.failed.append({"path": str(getattr(exc, "path", path)), "reason": str(getattr(exc, "reason", exc))})
+
     try:
         scan = scan_path(path, defer_pixels=True)
     except DicomInputError as exc:
-        report.failed.append({"path": str(getattr(exc, "path", path)), "reason": str(getattr(exc, "reason", exc))})
+        failed(exc)
         return report
     series_list = sorted(scan.series, key=lambda s: (s.study_uid, -s.n_files))
     total = len(series_list)
@@ -98,7 +102,7 @@ def infer_path(
         try:
             volume = load_series(series)
         except DicomInputError as exc:
-            report.failed.append({"path": str(getattr(exc, "path", path)), "reason": str(getattr(exc, "reason", exc))})
+            failed(exc)
             continue
         finally:
             series.datasets = []  # the parsed headers hold deferred pixel data; release them

@@ -114,9 +114,8 @@ def run_viewer_for_screenshot(
         def when_shown(_volume: object) -> None:
             controller = getattr(getattr(window, "inference", None), "controller", None)
             if controller is not None and controller.is_running:
-                for signal in (controller.sig_finished, controller.sig_failed):
+                for signal in (controller.sig_finished, controller.sig_failed, controller.sig_cancelled):
                     signal.connect(lambda *_a: QTimer.singleShot(300, save))
-                controller.sig_cancelled.connect(lambda *_a: QTimer.singleShot(300, save))
                 QTimer.singleShot(SCREENSHOT_AI_WAIT_MS, save)
             else:
                 QTimer.singleShot(300, save)

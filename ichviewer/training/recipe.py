@@ -24,6 +24,7 @@ from ichviewer.training.data import (
     split_by_patient,
 )
 from ichviewer.training.networks import FAMILIES
+from ichviewer.training.trainer import INTERPOLATIONS
 from ichviewer.training.progress import ProgressBar
 
 #: The documented command that trains the bundled ensemble (the other defaults are its recipe).
@@ -92,8 +93,8 @@ class RecipeConfig:
             raise ValueError(f"crop must be one of {list(CROPS)}, got {self.crop!r}")
         if self.slab_mm is not None and not 0 < float(self.slab_mm) <= 20:
             raise ValueError(f"slab must be in (0, 20] mm, got {self.slab_mm}")
-        if self.interpolation not in ("all", "sample"):
-            raise ValueError(f"interpolation must be 'all' or 'sample', got {self.interpolation!r}")
+        if self.interpolation not in INTERPOLATIONS:  # checked here too: before minutes of data generation
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
             raise ValueError(f"families must be among {FAMILIES}, got {list(self.families)}")

@@ -20,6 +20,8 @@ from ichviewer.training.progress import ProgressBar
 
 #: Bump when the checkpoint layout changes; an older checkpoint is then not resumed.
 CHECKPOINT_VERSION = 1
+#: Ways of using Eq. 4 in training (`TrainConfig.interpolation`).
+INTERPOLATIONS: tuple[str, ...] = ("sample", "all")
 #: MIL bags (study-level labels): at most this many slices per study per step.
 MIL_MAX_SLICES = 32
 
@@ -55,8 +57,8 @@ class TrainConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.interpolation not in ("all", "sample"):
-            raise ValueError(f"interpolation must be 'all' or 'sample', got {self.interpolation!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
 
     @property
     def images_per_slice(self) -> int:
