@@ -68,6 +68,23 @@ def no_thread_left_running():
         time.sleep(0.02)
 
 
+@pytest.fixture
+def shown_main_window(qtbot):
+    """A shown MainWindow; after the test it is closed, and its AI and atlas workers must have stopped."""
+    from ichviewer.qt.main_window import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.close()  # the window's Close event stops the AI and atlas workers (bounded)
+    for name in ("inference", "atlas"):
+        pool = getattr(getattr(getattr(w, name, None), "controller", None), "_pool", None)
+        if pool is not None:
+            assert pool.activeThreadCount() == 0, f"the {name} worker was still running after the window closed"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """An unexpected skip is a failure (GUIDE): a skipped test hides a broken feature."""

@@ -157,3 +157,24 @@ def test_evaluate_cases_size_mimic_and_observed_triage_tables() -> None:
     assert obs["miss_rate"]["k"] == 0 and obs["false_positive_rate"]["k"] == 0
     with pytest.raises(ValueError, match="unknown mimic"):
         evaluate_cases({"ANY": y_any}, {"ANY": p_any}, {"ANY": 0.5}, mimic=["blood"] * 11, n_boot=10)
+
+
+def test_headline_auc_is_the_share_weighted_mean_of_the_size_bins_and_the_card_says_so() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from ichviewer.evaluation.model_card import _punctate_ceiling
+
+    rng = np.random.default_rng(3)
+    y_any = np.r_[np.ones(40, int), np.zeros(60, int)]
+    volume = np.r_[np.exp(rng.uniform(np.log(0.02), np.log(60), 40)), np.zeros(60)]
+    p_any = np.clip(rng.normal(0.3, 0.2, 100) + 0.4 * y_any * (volume > 0.1), 0, 1)
+    r = evaluate_cases({"ANY": y_any}, {"ANY": p_any}, {"ANY": 0.5}, volume_ml=volume, n_boot=20)
+    bins = r["by_size"]["bins"]
+    assert sum(b["share_of_positives"] for b in bins) == pytest.approx(1.0)
+    weighted = sum(b["share_of_positives"] * b["auc_vs_negatives"]["value"] for b in bins)
+    assert weighted == pytest.approx(roc_auc_score(y_any, p_any))
+    text = _punctate_ceiling(bins)
+    punct = bins[0]
+    ceiling = 1 - punct["share_of_positives"] * (1 - punct["auc_vs_negatives"]["value"])
+    assert f"= {weighted:.3f}" in text and f"at {ceiling:.3f}" in text
+    assert _punctate_ceiling([]) == ""

@@ -10,8 +10,7 @@ from atlas_fixtures import PHANTOM_MATRIX, build_explaining_ensemble
 from ichviewer.atlas import PhantomSource, build_atlas
 from ichviewer.core.phantom import generate_case
 from ichviewer.inference import load_ensemble
-from ichviewer.qt.atlas_attach import AtlasUI, attach_atlas
-from ichviewer.qt.main_window import MainWindow
+from ichviewer.qt.atlas_attach import attach_atlas
 from ichviewer.review import ReviewStore
 
 pytestmark = pytest.mark.gui
@@ -34,16 +33,8 @@ def bleed():
 
 
 @pytest.fixture
-def window(qtbot):
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()  # shutdown hooks stop the atlas worker (bounded)
-    ui = getattr(w, "atlas", None)
-    if isinstance(ui, AtlasUI):
-        assert ui.controller._pool.activeThreadCount() == 0
+def window(shown_main_window):
+    return shown_main_window  # conftest: closed after the test, workers checked stopped
 
 
 def test_prediction_basis_fills_for_a_phantom_bleed_and_click_enlarges(qtbot, window, ensemble_with_atlas, bleed):

@@ -38,16 +38,8 @@ def _volume(n: int, seed: int = 0, shape: tuple[int, int] = (24, 32), uid: str =
 
 
 @pytest.fixture
-def window(qtbot):
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.close()  # the window's Close event stops the AI workers (bounded)
-    ui = getattr(w, "inference", None)
-    if isinstance(ui, InferenceUI):
-        assert ui.controller._pool.activeThreadCount() == 0
+def window(shown_main_window):
+    return shown_main_window  # conftest: closed after the test, workers checked stopped
 
 
 def _attach(window: MainWindow, ensemble_dir: Path | None, chunk: int = 8, auto: bool = True) -> InferenceUI:

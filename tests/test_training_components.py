@@ -359,6 +359,38 @@ def test_stratified_sampler_keeps_the_expected_loss_of_uniform_sampling():
     assert np.all(w_u == 1)
 
 
+def test_hard_example_draws_follow_the_last_loss_and_the_walk_still_covers_every_slice():
+    from ichviewer.training.trainer import StratifiedSampler
+
+    n = 100
+    lab = np.zeros((n, 6), np.float32)
+    lab[:10, 5] = 1
+    cache = SliceCache(np.zeros((n, 3, 4, 4), np.uint8), lab, np.ones_like(lab), [CaseRecord("c", 0, n, [0] * 6)], 4)
+    sampler = StratifiedSampler(cache, np.arange(n), 0.5, np.random.default_rng(0), hard_fraction=0.5)
+    # before anything is seen, no draw is by loss: the first pass is the plain walk
+    first = np.concatenate([sampler.batch(16)[0] for _ in range(12)])
+    assert sorted(first[lab[first, 5] == 0][:90]) == list(range(10, 100))
+    # every row seen: negative 42 had a loss 10,000x the others, positive 3 likewise
+    losses = np.full(n, 0.01, np.float32)
+    losses[42], losses[3] = 100.0, 100.0
+    sampler.record(np.arange(n), losses)
+    rows = np.concatenate([sampler.batch(16)[0] for _ in range(50)])
+    # the hard share (4 of 8 negatives, 4 of 8 positives per batch) goes almost all to the hard rows
+    assert (rows == 42).sum() > 0.9 * 50 * 4
+    assert (rows == 3).sum() > 0.9 * 50 * 4
+    # the walk goes on: the other negatives keep coming
+    assert len(set(rows[lab[rows, 5] == 0].tolist())) > 80
+    # a loss per image (3 images per slice with --interpolation all) is averaged per row
+    sampler.record(np.array([42, 43]), np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+    assert sampler.loss[42] == pytest.approx(3.0) and sampler.loss[43] == pytest.approx(4.0)
+    # the losses survive a checkpoint round trip
+    again = StratifiedSampler(cache, np.arange(n), 0.5, np.random.default_rng(5), hard_fraction=0.5)
+    again.restore(sampler.state())
+    np.testing.assert_array_equal(again.loss, sampler.loss)
+    with pytest.raises(ValueError, match="hard-example fraction"):
+        StratifiedSampler(cache, np.arange(n), 0.5, np.random.default_rng(0), hard_fraction=1.0)
+
+
 def test_twin_negatives_are_the_same_heads_without_the_bleed():
     from ichviewer.training.data import TWIN_TAG, add_twin_negatives
 

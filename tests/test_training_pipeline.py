@@ -74,18 +74,19 @@ def test_export_matches_pytorch_and_a_wrong_model_is_caught(tmp_path, phantom_ca
         verify_onnx(other, tmp_path / spec.file, val.float_images(np.arange(4)))
 
 
-def test_resume_continues_from_the_checkpoint_to_the_same_weights(tmp_path, phantom_caches):
+@pytest.mark.parametrize("options", [{}, {"hard_fraction": 0.5, "precision": "bf16"}], ids=["plain", "mining-bf16"])
+def test_resume_continues_from_the_checkpoint_to_the_same_weights(tmp_path, phantom_caches, options):
     train, val = phantom_caches
-    full = train_member(_config(), train, val, tmp_path / "a.pt")
-    # Interrupted after the first epoch (4 steps), then resumed.
-    part = train_member(_config(), train, val, tmp_path / "b.pt", max_steps=4)
+    full = train_member(_config(**options), train, val, tmp_path / "a.pt")
+    # Interrupted after the first epoch (4 steps), then resumed (with the mining losses).
+    part = train_member(_config(**options), train, val, tmp_path / "b.pt", max_steps=4)
     assert len(part.history) == 1
-    resumed = train_member(_config(), train, val, tmp_path / "b.pt", resume=True)
+    resumed = train_member(_config(**options), train, val, tmp_path / "b.pt", resume=True)
     assert [h.epoch for h in resumed.history] == [0, 1] and resumed.steps == 8
     for k, v in full.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[k], v, atol=1e-5, rtol=1e-4)
     with pytest.raises(CheckpointError, match="other settings"):
-        train_member(_config(lr=5e-3), train, val, tmp_path / "b.pt", resume=True)
+        train_member(_config(lr=5e-3, **options), train, val, tmp_path / "b.pt", resume=True)
 
 
 def test_specialist_member_and_study_level_mil_training_run(phantom_caches):

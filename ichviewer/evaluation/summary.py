@@ -283,6 +283,7 @@ def _by_size(y: NDArray, p: NDArray, called: NDArray, volume_ml: ArrayLike, n_bo
     if np.any(v[np.isfinite(v)] < 0):
         raise ValueError("volume_ml must not be negative")
     pos = (y == 1) & np.isfinite(v)
+    n_pos = max(int(pos.sum()), 1)
     bins = []
     for name, low, high in SIZE_BINS:
         in_bin = pos & (v <= high) & ((v > low) if low > 0 else True)
@@ -295,6 +296,9 @@ def _by_size(y: NDArray, p: NDArray, called: NDArray, volume_ml: ArrayLike, n_bo
                 "sensitivity": proportion(int(called[in_bin].sum()), int(in_bin.sum())).to_dict(),
                 "mean_probability": float(p[in_bin].mean()) if in_bin.any() else math.nan,
                 "auc_vs_negatives": _subset_auc(y, p, in_bin | (y == 0), n_boot, seed),
+                # AUC(ANY) = sum over bins of share x the bin's AUC against all negatives (exactly,
+                # when every positive has a volume): the weight each bin carries in the headline AUC
+                "share_of_positives": int(in_bin.sum()) / n_pos,
             }
         )
     name, low, high = SIZE_BINS[0]

@@ -25,14 +25,12 @@ def class_weights(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return alpha_p, alpha_n
 
 
-def weighted_bce(logits, targets, alpha_p, alpha_n, known=None, sample_weight=None):
-    """Lee et al. 2019, Eq. 2, summed over labels and averaged over the batch (torch tensors).
+def weighted_bce_per_sample(logits, targets, alpha_p, alpha_n, known=None):
+    """Lee et al. 2019, Eq. 2 for each sample (torch tensor (n,)): the loss summed over labels.
 
     L = -sum_c [alpha_P^c y^c ln s(z^c) + alpha_N^c (1 - y^c) ln(1 - s(z^c))]. Written with
     log-sigmoid of the logits z for numerical stability; `targets` may be soft (Eq. 4
     interpolated labels). `known` (same shape, 0/1) drops labels a study CSV does not give.
-    `sample_weight` (n,) are importance weights of a stratified sample (mean 1 in expectation),
-    so the expected loss stays Eq. 2 over the whole training set.
     """
     import torch.nn.functional as F
 
@@ -41,7 +39,16 @@ def weighted_bce(logits, targets, alpha_p, alpha_n, known=None, sample_weight=No
     per_label = -(alpha_p * targets * log_p + alpha_n * (1.0 - targets) * log_not_p)
     if known is not None:
         per_label = per_label * known
-    per_sample = per_label.sum(dim=1)
+    return per_label.sum(dim=1)
+
+
+def weighted_bce(logits, targets, alpha_p, alpha_n, known=None, sample_weight=None):
+    """Lee et al. 2019, Eq. 2, summed over labels and averaged over the batch (torch tensors).
+
+    `sample_weight` (n,) are importance weights of a stratified sample (mean 1 in expectation),
+    so the expected loss stays Eq. 2 over the whole training set.
+    """
+    per_sample = weighted_bce_per_sample(logits, targets, alpha_p, alpha_n, known)
     if sample_weight is not None:
         per_sample = per_sample * sample_weight
     return per_sample.mean()

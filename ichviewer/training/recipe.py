@@ -24,7 +24,7 @@ from ichviewer.training.data import (
     split_by_patient,
 )
 from ichviewer.training.networks import FAMILIES
-from ichviewer.training.trainer import INTERPOLATIONS
+from ichviewer.training.trainer import INTERPOLATIONS, PRECISIONS
 from ichviewer.training.progress import ProgressBar
 
 #: The documented command that trains the bundled ensemble (the other defaults are its recipe).
@@ -68,6 +68,8 @@ class RecipeConfig:
     steps_per_epoch: int | None = 500
     lr: float = 3e-3
     positive_fraction: float = 0.5
+    hard_fraction: float = 0.0
+    precision: str = "fp32"
     ensemble: str = "mean"
     min_sensitivity: float = 0.95
     target_miss_rate: float = 0.01
@@ -112,6 +114,10 @@ class RecipeConfig:
             raise ValueError(f"steps per epoch must be at least 1, got {self.steps_per_epoch}")
         if not 0.0 <= self.positive_fraction < 1.0:
             raise ValueError(f"positive fraction must be in [0, 1), got {self.positive_fraction}")
+        if not 0.0 <= self.hard_fraction < 1.0:
+            raise ValueError(f"hard-example fraction must be in [0, 1), got {self.hard_fraction}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0.0 < self.min_sensitivity <= 1.0:
             raise ValueError(f"min sensitivity must be in (0, 1], got {self.min_sensitivity}")
         if not 0.0 <= self.target_miss_rate < 1.0:
@@ -255,6 +261,7 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
             seed=config.seed * 1000 + i, specialist=specialist, threads=config.threads,
             positive_fraction=config.positive_fraction, interpolation=config.interpolation,
             pair_twins=config.twins and config.pair_twins,
+            hard_fraction=config.hard_fraction, precision=config.precision,
         )
         result = train_member(
             tc, train, val, config.work / "checkpoints" / f"{name}.pt", resume=config.resume, stream=stream,

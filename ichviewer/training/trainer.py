@@ -15,13 +15,15 @@ import numpy as np
 from ichviewer import LABELS
 from ichviewer.training.augmentation import augment_images, draw_augmentation, draw_beta, interpolate_slices
 from ichviewer.training.data import SliceCache
-from ichviewer.training.losses import class_weights, weighted_bce
+from ichviewer.training.losses import class_weights, weighted_bce, weighted_bce_per_sample
 from ichviewer.training.progress import ProgressBar
 
 #: Bump when the checkpoint layout changes; an older checkpoint is then not resumed.
 CHECKPOINT_VERSION = 1
 #: Ways of using Eq. 4 in training (`TrainConfig.interpolation`).
 INTERPOLATIONS: tuple[str, ...] = ("sample", "all")
+#: Arithmetic of the training forward pass (`TrainConfig.precision`).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 #: MIL bags (study-level labels): at most this many slices per study per step.
 MIL_MAX_SLICES = 32
 
@@ -54,11 +56,21 @@ class TrainConfig:
     positive_fraction: float = 0.5  # share of ANY-positive slices per batch (0: uniform sampling as Lee et al.)
     #: Put the counterfactual twin slice (`data.add_twin_negatives`) of each positive slice in the same batch.
     pair_twins: bool = False
+    #: Share of each stratum's quota drawn in proportion to the slice's last training loss
+    #: (hard-example mining; 0: every slice in turn, as Lee et al.). See `StratifiedSampler`.
+    hard_fraction: float = 0.0
+    #: "bf16": forward pass under CPU bfloat16 autocast (~1.35x faster steps on AVX-512-BF16
+    #: CPUs); weights, optimiser, loss, validation and export stay float32.
+    precision: str = "fp32"
     threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        if not 0.0 <= self.hard_fraction < 1.0:
+            raise ValueError(f"hard-example fraction must be in [0, 1), got {self.hard_fraction}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     @property
     def images_per_slice(self) -> int:
@@ -233,10 +245,25 @@ class StratifiedSampler:
     weighting every sample by p_uniform / p_drawn keeps the expected loss exactly Eq. 2
     over the training set while lowering its variance. Each stratum is walked through in
     a fresh permutation, so every slice is seen before any repeats.
+
+    Hard-example mining (`hard_fraction` > 0; departure 15 in `ichviewer.training`): that
+    share of each stratum's quota is drawn among the slices already seen, with probability
+    proportional to the loss each had when last trained on (`record`). The rest of the quota
+    continues the walk, so every slice is still visited. A case is read by its highest
+    slice, so the few normal slices that look like blood (basal cisterns, calcified falx, the
+    skull base of thin series) and the faint small bleeds decide the case-level AUC; uniform
+    sampling shows each of them once per pass. The drawn rows keep their stratum's
+    importance weight: the emphasis on hard slices is intended, not undone.
     """
 
     def __init__(
-        self, cache: SliceCache, rows: np.ndarray, fraction: float, rng: np.random.Generator, partners: np.ndarray | None = None
+        self,
+        cache: SliceCache,
+        rows: np.ndarray,
+        fraction: float,
+        rng: np.random.Generator,
+        partners: np.ndarray | None = None,
+        hard_fraction: float = 0.0,
     ) -> None:
         any_col = LABELS.index("ANY")
         pos = rows[cache.labels[rows, any_col] >= 0.5]
@@ -255,6 +282,34 @@ class StratifiedSampler:
         self.partners = partners if partners is not None and len(self.strata) == 2 else None
         self._orders = [rng.permutation(s[0]) for s in self.strata]
         self._pos = [0] * len(self.strata)
+        if not 0.0 <= hard_fraction < 1.0:
+            raise ValueError(f"hard-example fraction must be in [0, 1), got {hard_fraction}")
+        self.hard_fraction = float(hard_fraction)
+        #: last training loss of each cache row (NaN: not trained on yet); only with mining
+        self.loss = np.full(cache.n_slices, np.nan, dtype=np.float32) if hard_fraction > 0 else None
+
+    def record(self, rows: np.ndarray, losses: np.ndarray) -> None:
+        """Remember each row's training loss (`losses` per row, or per image when a row gave several)."""
+        if self.loss is None:
+            return
+        rows = np.asarray(rows)
+        per_row = np.asarray(losses, dtype=np.float32).reshape(-1, rows.size).mean(axis=0)
+        self.loss[rows] = per_row
+
+    def _take_hard(self, k: int, i: int) -> np.ndarray:
+        """`k` rows of stratum `i` drawn by last loss among the rows seen (none until `k` are seen)."""
+        members = self.strata[i][0]
+        loss = self.loss[members]
+        seen = np.isfinite(loss)
+        if k <= 0 or seen.sum() < k:
+            return np.zeros(0, dtype=np.int64)
+        weight = np.maximum(loss[seen], 0.0).astype(np.float64) + 1e-6
+        return self.rng.choice(members[seen], size=k, replace=True, p=weight / weight.sum())
+
+    def _draw(self, k: int, i: int) -> np.ndarray:
+        """`k` rows of stratum `i`: the hard-example share by loss, the rest in walk order."""
+        hard = self._take_hard(int(round(self.hard_fraction * k)), i) if self.loss is not None else np.zeros(0, np.int64)
+        return np.concatenate([hard, self._take(k - hard.size, i)]).astype(np.int64)
 
     def _take(self, k: int, i: int) -> np.ndarray:
         out = [np.zeros(0, dtype=np.int64)]
@@ -272,25 +327,31 @@ class StratifiedSampler:
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, importance weights) of one batch."""
         if len(self.strata) == 1:
-            return self._take(size, 0), np.ones(size, dtype=np.float32)
+            return self._draw(size, 0), np.ones(size, dtype=np.float32)
         n_pos = int(round(self.strata[0][1] * size))
         n_pos = min(max(n_pos, 1), size - 1)
-        pos = self._take(n_pos, 0)
+        pos = self._draw(n_pos, 0)
         paired = np.zeros(0, dtype=np.int64)
         if self.partners is not None:
             twins = self.partners[pos]
             # at most half the negative quota, so mimics, children and normal heads keep their share
             paired = twins[twins >= 0][: (size - n_pos) // 2]
-        rows = np.concatenate([pos, paired, self._take(size - n_pos - paired.size, 1)])
+        rows = np.concatenate([pos, paired, self._draw(size - n_pos - paired.size, 1)])
         w = np.concatenate([np.full(n_pos, self.strata[0][2]), np.full(size - n_pos, self.strata[1][2])]).astype(np.float32)
         return rows, w
 
     def state(self) -> dict:
-        return {"orders": [o.copy() for o in self._orders], "pos": list(self._pos)}
+        return {
+            "orders": [o.copy() for o in self._orders],
+            "pos": list(self._pos),
+            "loss": None if self.loss is None else self.loss.copy(),
+        }
 
     def restore(self, state: dict) -> None:
         self._orders = [np.asarray(o) for o in state["orders"]]
         self._pos = list(state["pos"])
+        if self.loss is not None and state.get("loss") is not None:
+            self.loss = np.asarray(state["loss"], dtype=np.float32).copy()
 
 
 def twin_partners(cache: SliceCache) -> np.ndarray | None:
@@ -386,7 +447,7 @@ def train_member(
         per_step = config.batch_size
     steps = config.steps_per_epoch or max(1, n_units // per_step)
     partners = twin_partners(train) if config.pair_twins and not mil else None
-    sampler = None if mil else StratifiedSampler(train, rows, config.positive_fraction, rng, partners)
+    sampler = None if mil else StratifiedSampler(train, rows, config.positive_fraction, rng, partners, config.hard_fraction)
     total_steps = steps * config.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps, pct_start=0.15)
@@ -439,10 +500,16 @@ def train_member(
             if config.augment:
                 xt = augment_images(xt, draw_augmentation(xt.shape[0], config.input_size, rng))
             xt = xt.contiguous(memory_format=torch.channels_last)
-            logits, _ = model(xt)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                logits, _ = model(xt)
+            logits = logits.float()
             if mil:
                 logits = torch.stack([logits[sp].max(dim=0).values for sp in spans])
-            loss = weighted_bce(logits, torch.from_numpy(y), alpha_p, alpha_n, torch.from_numpy(k), weights)
+                loss = weighted_bce(logits, torch.from_numpy(y), alpha_p, alpha_n, torch.from_numpy(k))
+            else:
+                per_sample = weighted_bce_per_sample(logits, torch.from_numpy(y), alpha_p, alpha_n, torch.from_numpy(k))
+                sampler.record(pick, per_sample.detach().numpy())
+                loss = (per_sample * weights).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
