@@ -96,6 +96,9 @@ def test_browser_by_subtype_and_self_test_kept_in_the_review_database(qtbot, win
     try:
         ui = attach_atlas(window, ensemble_with_atlas, review_store=store, reader=resident)
         browser = ui.open_browser()  # a child window of the viewer, deleted when closed
+        assert "Opening the atlas" in browser.status.text() or browser.browse is not None  # index read off the GUI thread
+        qtbot.waitUntil(lambda: browser.browse is not None, timeout=WAIT_MS)
+        assert browser.status.isHidden() and ui.open_browser() is browser
         assert browser.browse.subtype.itemText(0) == "IPH (0 examples)" and browser.browse.list.count() == 0
         browser.browse.set_subtype("SDH")
         assert browser.browse.list.count() >= 4
@@ -118,3 +121,17 @@ def test_browser_by_subtype_and_self_test_kept_in_the_review_database(qtbot, win
     finally:
         window.close()
         store.close()
+
+
+def test_browser_names_the_file_when_the_atlas_cannot_be_opened(qtbot, tmp_path):
+    from ichviewer.qt.atlas_browser import AtlasBrowserWindow
+
+    bad = tmp_path / "broken.atlas.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    browser = AtlasBrowserWindow(bad)
+    qtbot.addWidget(browser)
+    with qtbot.waitSignal(browser.sig_failed, timeout=WAIT_MS) as blocker:
+        browser.show()
+    assert str(bad) in blocker.args[0] and "not an ICH Viewer atlas" in blocker.args[0]
+    assert "cannot be shown" in browser.status.text() and browser.browse is None
+    browser.close()

@@ -191,24 +191,77 @@ class AtlasSelfTestPage(QWidget):
 
 
 class AtlasBrowserWindow(QWidget):
-    """A top-level window: "Browse" (examples by subtype) and "Self-test" tabs over one atlas."""
+    """A top-level window: "Browse" (examples by subtype) and "Self-test" tabs over one atlas.
+
+    The atlas index (about 1 s at 100,000 entries) is read on a worker thread: the window
+    shows "Opening ..." at once and fills in when `sig_ready` fires, or shows why the
+    atlas cannot be opened (`sig_failed`), so the viewer never freezes.
+    """
+
+    sig_ready = Signal()
+    sig_failed = Signal(str)
+    _sig_opened = Signal(object)  # worker -> GUI thread
+    _sig_open_failed = Signal(str)
 
     def __init__(self, atlas_path: str | Path, *, review_store: Any = None, reader: Any = None, parent: QWidget | None = None) -> None:
         super().__init__(parent, Qt.WindowType.Window)
-        from ichviewer.atlas import open_atlas
-
-        self.setWindowTitle(f"ICH atlas – {Path(atlas_path).name}")
-        self.atlas = open_atlas(atlas_path)  # GUI thread's own connection: entries are small and read on demand
+        self.atlas_path = Path(atlas_path)
+        self.setWindowTitle(f"ICH atlas – {self.atlas_path.name}")
+        self.atlas: Any = None
+        self.browse: AtlasBrowsePage | None = None
+        self.self_test: AtlasSelfTestPage | None = None
         self.review_store = review_store
         self.reader = reader
-        self.browse = AtlasBrowsePage(self.atlas)
-        self.self_test = AtlasSelfTestPage(self._make_quiz)
+        self._closing = False
+        self._opened: Any = None  # set by the worker, so a close racing the open still closes it
+        self.status = QLabel(f"Opening the atlas {self.atlas_path.name} …")
+        self.status.setWordWrap(True)
+        self.status.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.tabs = QTabWidget()
-        self.tabs.addTab(self.browse, "Browse")
-        self.tabs.addTab(self.self_test, "Self-test")
+        self.tabs.hide()
         layout = QVBoxLayout(self)
+        layout.addWidget(self.status)
         layout.addWidget(self.tabs)
         self.resize(900, 650)
+        self._sig_opened.connect(self._on_opened)
+        self._sig_open_failed.connect(self._on_open_failed)
+        from PySide6.QtCore import QThreadPool
+
+        from ichviewer.qt.workers import _Job
+
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._pool.start(_Job(self._open, self._sig_opened.emit, lambda exc: self._sig_open_failed.emit(self._describe(exc))))
+
+    def _open(self) -> Any:  # worker thread: no widgets here
+        from ichviewer.atlas import open_atlas
+
+        self._opened = open_atlas(self.atlas_path)  # read-only connection, usable from the GUI thread afterwards
+        return self._opened
+
+    def _describe(self, exc: BaseException) -> str:
+        from ichviewer.atlas import AtlasError
+
+        if isinstance(exc, AtlasError):
+            return str(exc)
+        return f"{self.atlas_path}: cannot open the atlas ({type(exc).__name__}: {exc})"
+
+    def _on_opened(self, atlas: Any) -> None:
+        if self._closing:
+            return  # closeEvent closed it
+        self.atlas = atlas
+        self.browse = AtlasBrowsePage(atlas)
+        self.self_test = AtlasSelfTestPage(self._make_quiz)
+        self.tabs.addTab(self.browse, "Browse")
+        self.tabs.addTab(self.self_test, "Self-test")
+        self.status.hide()
+        self.tabs.show()
+        self.sig_ready.emit()
+
+    def _on_open_failed(self, message: str) -> None:
+        log.warning("atlas browser: %s", message)
+        self.status.setText(f"The atlas cannot be shown.\n{message}")
+        self.sig_failed.emit(message)
 
     def _make_quiz(self, subtypes: tuple[str, ...] | None) -> Any:
         from ichviewer.atlas.quiz import AtlasQuiz
@@ -221,5 +274,10 @@ class AtlasBrowserWindow(QWidget):
         return AtlasQuiz(self.atlas, self.review_store, self.reader, subtypes=subtypes)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
-        self.atlas.close()
+        self._closing = True
+        self._pool.waitForDone(10000)  # an open still reading the index finishes, then is closed
+        opened, self._opened = self._opened, None
+        if opened is not None:  # shown or not yet delivered: close it either way
+            opened.close()
+        self.atlas = None
         super().closeEvent(event)
