@@ -95,6 +95,8 @@ def test_evaluate_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             assert root.findall("{http://www.w3.org/2000/svg}polyline")
     assert "AUC " + f"{any_entry['auc']['value']:.3f}" in html
     assert "9.9.9.404" in html and "no pixel data" in html
+    punctate = r["by_size"]["bins"][0]["auc_vs_negatives"]["value"]
+    assert "AUC against all negatives" in html and f"{punctate:.3f}" in html  # per-size AUCs in the size table
     # Self-contained: no scripts, no external images, stylesheets or fonts.
     assert "<script" not in html.lower()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html)

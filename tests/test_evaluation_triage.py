@@ -162,7 +162,7 @@ def test_evaluate_cases_size_mimic_and_observed_triage_tables() -> None:
 def test_headline_auc_is_the_share_weighted_mean_of_the_size_bins_and_the_card_says_so() -> None:
     from sklearn.metrics import roc_auc_score
 
-    from ichviewer.evaluation.model_card import _punctate_ceiling
+    from ichviewer.evaluation.summary import size_decomposition_text
 
     rng = np.random.default_rng(3)
     y_any = np.r_[np.ones(40, int), np.zeros(60, int)]
@@ -173,8 +173,8 @@ def test_headline_auc_is_the_share_weighted_mean_of_the_size_bins_and_the_card_s
     assert sum(b["share_of_positives"] for b in bins) == pytest.approx(1.0)
     weighted = sum(b["share_of_positives"] * b["auc_vs_negatives"]["value"] for b in bins)
     assert weighted == pytest.approx(roc_auc_score(y_any, p_any))
-    text = _punctate_ceiling(bins)
+    text = size_decomposition_text(bins)
     punct = bins[0]
     ceiling = 1 - punct["share_of_positives"] * (1 - punct["auc_vs_negatives"]["value"])
     assert f"= {weighted:.3f}" in text and f"at {ceiling:.3f}" in text
-    assert _punctate_ceiling([]) == ""
+    assert size_decomposition_text([]) == ""

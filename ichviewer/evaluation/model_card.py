@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ichviewer import LABELS
+from ichviewer.evaluation.summary import size_decomposition_text
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -154,7 +154,7 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
                 f"| {b['name']} ({b.get('range', '')}) | {_prop(b.get('sensitivity'))} | {_fmt(b.get('mean_probability'))} "
                 f"| {_ci(b.get('auc_vs_negatives'))} |"
             )
-        ceiling = _punctate_ceiling(size.get("bins", []))
+        ceiling = size_decomposition_text(size.get("bins", []))
         if ceiling:
             lines += ["", ceiling]
         without = size.get("auc_without_punctate")
@@ -228,22 +228,3 @@ def write_model_card(out: str | Path, evaluation_json: str | Path, training_log_
     out.write_text(text, "utf-8")
     return out
 
-
-def _punctate_ceiling(bins: list[dict]) -> str:
-    """A sentence: AUC(ANY) as the share-weighted mean of the size bins' AUCs, and its ceiling set by the punctate bin."""
-    try:
-        parts = [(b["name"], float(b["share_of_positives"]), float(b["auc_vs_negatives"]["value"])) for b in bins]
-    except (KeyError, TypeError, ValueError):
-        return ""
-    parts = [x for x in parts if x[1] > 0 and math.isfinite(x[2])]
-    if not parts or parts[0][0] != "punctate":
-        return ""
-    name, share, auc = parts[0]
-    total = sum(sh * a for _, sh, a in parts)
-    ceiling = 1.0 - share * (1.0 - auc)
-    terms = " + ".join(f"{sh:.2f} x {a:.3f}" for _, sh, a in parts)
-    return (
-        f"AUC(ANY) is the positives-weighted mean of these AUCs: {terms} = {total:.3f}. With every larger bleed "
-        f"ranked above every negative, the punctate bin ({share:.0%} of positives at {auc:.3f}) would still cap "
-        f"AUC(ANY) at {ceiling:.3f}."
-    )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ichviewer import __version__
+from ichviewer.evaluation.summary import size_decomposition_text
 from ichviewer.evaluation.svg import Chart, ci_bar
 
 LABEL_NAMES: dict[str, str] = {
@@ -85,6 +86,13 @@ def _target(v: Any) -> str:
     """A target rate as '1 %', '0.5 %', '0 %'."""
     v = _num(v)
     return "–" if not math.isfinite(v) else f"{100 * v:g} %"
+
+
+def _auc_cell(a: dict | None) -> str:
+    """'0.862 (0.80–0.91)' for an AUC dict with value and ci."""
+    if not a or not math.isfinite(_num(a.get("value"))):
+        return '<span class="muted">–</span>'
+    return f'{_dec(a["value"])} <span class="ci">({_ci_dec(a.get("ci"))})</span>'
 
 
 def _prop_cell(p: dict | None, digits: int = 1) -> str:
@@ -297,14 +305,21 @@ def _size_table(by_size: dict) -> str:
             f'<tr><td><b>{escape(b["name"])}</b> <span class="muted">{escape(b["range"].replace("<=", "≤"))}</span></td>'
             f'<td class="num">{s["n"]}</td><td class="num">{_prop_cell(s)}</td>'
             f'<td>{ci_bar(_num(s["value"]), _num((s["ci"] or [None])[0]), _num((s["ci"] or [None, None])[1]), "#0072B2")}</td>'
-            f'<td class="num">{_dec(b["mean_probability"], 2)}</td></tr>'
+            f'<td class="num">{_dec(b["mean_probability"], 2)}</td>'
+            f'<td class="num">{_auc_cell(b.get("auc_vs_negatives"))}</td></tr>'
         )
     extra = ""
+    decomposition = size_decomposition_text(by_size["bins"])
+    if decomposition:
+        extra += f"<p>{escape(decomposition)}</p>"
     if by_size.get("n_positive_unknown_volume"):
-        extra = f'<p class="muted">{by_size["n_positive_unknown_volume"]} positive studies have no volume and are not in this table.</p>'
+        extra += f'<p class="muted">{by_size["n_positive_unknown_volume"]} positive studies have no volume and are not in this table.</p>'
+    without = by_size.get("auc_without_punctate")
+    if without:
+        extra += f"<p>AUC(ANY) with the punctate positives left out: {_auc_cell(without)}.</p>"
     return (
         "<table><thead><tr><th>Bleed size (total volume)</th><th>Studies</th><th>Sensitivity (95 % CI)</th>"
-        "<th>0 – 100 %</th><th>Mean p(ANY)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>" + extra
+        "<th>0 – 100 %</th><th>Mean p(ANY)</th><th>AUC against all negatives (95 % CI)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>" + extra
     )
 
 
@@ -320,7 +335,7 @@ def _mimic_table(mimics: dict) -> str:
         )
     return (
         "<table><thead><tr><th>Negative studies with</th><th>Studies</th><th>False-positive rate (95 % CI)</th>"
-        "<th>0 – 100 %</th><th>Mean p(ANY)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        "<th>0 – 100 %</th><th>Mean p(ANY)</th><th>AUC against all negatives (95 % CI)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
     )
 
 

@@ -311,6 +311,26 @@ def _by_size(y: NDArray, p: NDArray, called: NDArray, volume_ml: ArrayLike, n_bo
     }
 
 
+def size_decomposition_text(bins: list[dict]) -> str:
+    """A sentence: AUC(ANY) as the share-weighted mean of the size bins' AUCs, and its ceiling set by the punctate bin."""
+    try:
+        parts = [(b["name"], float(b["share_of_positives"]), float(b["auc_vs_negatives"]["value"])) for b in bins]
+    except (KeyError, TypeError, ValueError):
+        return ""
+    parts = [x for x in parts if x[1] > 0 and math.isfinite(x[2])]
+    if not parts or parts[0][0] != "punctate":
+        return ""
+    name, share, auc = parts[0]
+    total = sum(sh * a for _, sh, a in parts)
+    ceiling = 1.0 - share * (1.0 - auc)
+    terms = " + ".join(f"{sh:.2f} x {a:.3f}" for _, sh, a in parts)
+    return (
+        f"AUC(ANY) is the positives-weighted mean of these AUCs: {terms} = {total:.3f}. With every larger bleed "
+        f"ranked above every negative, the punctate bin ({share:.0%} of positives at {auc:.3f}) would still cap "
+        f"AUC(ANY) at {ceiling:.3f}."
+    )
+
+
 def normalise_mimic(value: str | None) -> str | None:
     """Canonical mimic kind ("beam hardening" and "beam_hardening" -> "beam-hardening"); None if empty.
 
