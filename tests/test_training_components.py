@@ -216,6 +216,17 @@ def test_networks_end_in_gap_linear_six_logits(family):
         torch.testing.assert_close(logits, net.classifier(feats.mean(dim=(2, 3))))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_input_stem_takes_twice_the_input_and_gives_the_same_feature_grid(family):
+    plain = build_network(family, width=4).eval()
+    stemmed = build_network(family, width=4, input_stem=True).eval()
+    with torch.no_grad():
+        _, f_plain = plain(torch.rand(2, 3, 32, 32))
+        logits, f_stem = stemmed(torch.rand(2, 3, 64, 64))
+    assert f_stem.shape == f_plain.shape  # CAM and atlas features keep their size
+    torch.testing.assert_close(logits, stemmed.classifier(f_stem.mean(dim=(2, 3))))
+
+
 def test_unknown_family_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="vgg, resnet, inception, mobilenet"):
         build_network("alexnet")

@@ -192,3 +192,11 @@ def test_cli_reports_bad_labels_without_a_traceback(tmp_path, capsys):
     rc = main(["train", "--out", str(tmp_path / "o"), "--source", "dicom", "--data", str(tmp_path / "d"), "--labels", str(bad)])
     err = capsys.readouterr().err
     assert rc == 2 and "labels.csv" in err and "no 'any' column" in err
+
+
+def test_a_network_with_the_input_stem_exports_and_matches_pytorch(tmp_path):
+    torch.manual_seed(2)
+    net = build_network("resnet", width=4, input_stem=True).eval()
+    images = np.random.default_rng(0).random((3, 3, 2 * SIZE, 2 * SIZE), dtype=np.float32)
+    spec, check = export_member(net, tmp_path, "stem", 2 * SIZE, images, interpolation_degree=1)
+    assert check.max_logit_diff <= 1e-4 and (tmp_path / spec.file).is_file()

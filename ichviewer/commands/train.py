@@ -101,6 +101,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=PRECISION_DEFAULT,
         help="forward-pass arithmetic in training: bf16 autocast is ~1.35x faster on AVX-512-BF16 CPUs (default %(default)s)",
     )
+    p.add_argument(
+        "--input-stem",
+        action="store_true",
+        help="put a learned 2x downsampling stem in front of each network; use with twice the --input-size (e.g. 256)",
+    )
     p.add_argument("--matrix", type=int, default=256, help="phantom in-plane matrix (default 256)")
     p.add_argument(
         "--thin-every", type=int, default=1, help="keep every k-th planned 1 mm phantom thin, the rest 5 mm (default 1)"
@@ -164,6 +169,7 @@ def run_train(args: argparse.Namespace) -> int:
             positive_fraction=args.positive_fraction,
             hard_fraction=args.hard_fraction,
             precision=args.precision,
+            input_stem=args.input_stem,
             ensemble=args.ensemble,
             min_sensitivity=args.min_sensitivity,
             target_miss_rate=args.target_miss_rate,

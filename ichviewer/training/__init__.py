@@ -101,4 +101,12 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    1.35x faster steps on this AVX-512-BF16 CPU over the four families (ResNet 1.8x,
    MobileNet none). Weights, optimiser, loss, validation and the exported ONNX stay
    float32.
+17. Input stem (option, off by default: `--input-stem` with twice the `--input-size`, e.g.
+   256): a learned strided 3x3 convolution and a 1x1 back to three channels in front of each
+   network (`networks.make_input_stem`), so the network sees the slice at about its native
+   0.9 mm pixels while every later layer, the CAM grid and the atlas features keep their
+   size. One Inception member, 3,000 steps with bf16: development-set case AUC 0.864 against
+   0.803 at 128 pixels, punctate bleeds 0.61 against 0.51, at about 2.3x the step time
+   (models/EXPERIMENTS.md). Not yet in the bundled recipe: four members at that cost do not
+   fit the 60-minute budget without other changes.
 """

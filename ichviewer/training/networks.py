@@ -185,13 +185,36 @@ class SmallMobileNet(_Classifier):
 _BUILDERS = {"vgg": SmallVGG, "resnet": SmallResNet, "inception": SmallInception, "mobilenet": SmallMobileNet}
 
 
-def build_network(family: str, width: int = 16) -> _Classifier:
-    """A fresh network of `family` (one of FAMILIES); `width` scales every layer's channels."""
+def make_input_stem(channels: int = 16) -> nn.Sequential:
+    """A learned 2x downsampler to three channels: strided 3x3 conv + BN + ReLU, then a 1x1 conv.
+
+    Put in front of a network (`build_network(..., input_stem=True)`), it lets the network see a
+    twice-as-fine input (e.g. 256 instead of 128 pixels) while every later layer works at the
+    same size as before, so a punctate bleed of 2-3 native pixels reaches the network through
+    learned filters instead of being averaged into one pixel first.
+    """
+    return nn.Sequential(
+        nn.Conv2d(3, channels, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(channels, 3, 1),
+    )
+
+
+def build_network(family: str, width: int = 16, input_stem: bool = False) -> _Classifier:
+    """A fresh network of `family` (one of FAMILIES); `width` scales every layer's channels.
+
+    `input_stem=True` prepends `make_input_stem()`, so the network takes inputs twice as large and
+    gives the same feature-map size (train it with twice the input size).
+    """
     if family not in _BUILDERS:
         raise ValueError(f"unknown network family {family!r}; choose from {', '.join(FAMILIES)}")
     if width < 2 or width % 2:
         raise ValueError(f"network width must be an even number >= 2, got {width}")
-    return _BUILDERS[family](width)
+    net = _BUILDERS[family](width)
+    if input_stem:
+        net.body = nn.Sequential(make_input_stem(), net.body)
+    return net
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -70,6 +70,7 @@ class RecipeConfig:
     positive_fraction: float = 0.5
     hard_fraction: float = 0.0
     precision: str = "fp32"
+    input_stem: bool = False
     ensemble: str = "mean"
     min_sensitivity: float = 0.95
     target_miss_rate: float = 0.01
@@ -261,7 +262,7 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
             seed=config.seed * 1000 + i, specialist=specialist, threads=config.threads,
             positive_fraction=config.positive_fraction, interpolation=config.interpolation,
             pair_twins=config.twins and config.pair_twins,
-            hard_fraction=config.hard_fraction, precision=config.precision,
+            hard_fraction=config.hard_fraction, precision=config.precision, input_stem=config.input_stem,
         )
         result = train_member(
             tc, train, val, config.work / "checkpoints" / f"{name}.pt", resume=config.resume, stream=stream,
