@@ -200,3 +200,27 @@ def test_a_network_with_the_input_stem_exports_and_matches_pytorch(tmp_path):
     images = np.random.default_rng(0).random((3, 3, 2 * SIZE, 2 * SIZE), dtype=np.float32)
     spec, check = export_member(net, tmp_path, "stem", 2 * SIZE, images, interpolation_degree=1)
     assert check.max_logit_diff <= 1e-4 and (tmp_path / spec.file).is_file()
+
+
+def test_train_cli_defaults_and_choices_are_the_recipes():
+    """commands/train.py repeats the recipe's defaults and choices so the CLI imports no training code; keep them equal."""
+    from dataclasses import fields
+
+    from ichviewer.cli import build_parser
+    from ichviewer.core.windowing import INPUT_WINDOW_SETS
+    from ichviewer.inference.preprocessing import CROPS
+    from ichviewer.training.recipe import RecipeConfig
+    from ichviewer.training.trainer import INTERPOLATIONS, PRECISIONS
+
+    args = build_parser().parse_args(["train", "--out", "x"])
+    recipe = RecipeConfig(out="x")
+    for name in ("epochs", "seed", "input_size", "windows", "crop", "interpolation", "slab_mm", "width", "batch_size",
+                 "steps_per_epoch", "lr", "positive_fraction", "hard_fraction", "precision", "input_stem", "matrix",
+                 "thin_every", "pair_twins"):
+        assert name in {f.name for f in fields(RecipeConfig)}
+        assert getattr(args, name) == getattr(recipe, name), name
+    assert (args.n_cases[0], args.n_cases[1]) == (recipe.n_train, recipe.n_validation)
+    assert (not args.no_twins) == recipe.twins
+    choices = {a.dest: tuple(a.choices) for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions if a.choices}
+    assert choices["precision"] == PRECISIONS and choices["interpolation"] == INTERPOLATIONS
+    assert set(choices["windows"]) == set(INPUT_WINDOW_SETS) and set(choices["crop"]) == set(CROPS)

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 TRAIN_EXTRA_HINT = "install the train extra: pip install -e '.[train]'"
-#: The bundled recipe's values (RecipeConfig's defaults; kept here so the CLI imports no training code).
+#: RecipeConfig's defaults and the trainer's choices, repeated so the CLI imports no training code
+#: (tests/test_training_pipeline.py::test_train_cli_defaults_and_choices_are_the_recipes keeps them equal).
 HARD_FRACTION_DEFAULT = 0.0
 PRECISIONS = ("fp32", "bf16")
 PRECISION_DEFAULT = "fp32"

@@ -88,11 +88,11 @@ def _target(v: Any) -> str:
     return "–" if not math.isfinite(v) else f"{100 * v:g} %"
 
 
-def _auc_cell(a: dict | None) -> str:
-    """'0.862 (0.80–0.91)' for an AUC dict with value and ci."""
-    if not a or not math.isfinite(_num(a.get("value"))):
+def _value_ci_cell(a: dict | None) -> str:
+    """'0.862 <span class="ci">(0.780–0.928)</span>' for a dict with value and ci (an AUC, an AP)."""
+    if not a:
         return '<span class="muted">–</span>'
-    return f'{_dec(a["value"])} <span class="ci">({_ci_dec(a.get("ci"))})</span>'
+    return f'{_dec(a.get("value"))} <span class="ci">({_ci_dec(a.get("ci"))})</span>'
 
 
 def _prop_cell(p: dict | None, digits: int = 1) -> str:
@@ -273,8 +273,8 @@ def _operating_table(result: dict) -> str:
             f'<td><span class="swatch" style="background:{LABEL_COLOURS.get(label, "#333")}"></span><b>{escape(label)}</b>'
             f' <span class="muted">{escape(LABEL_NAMES.get(label, ""))}</span></td>'
             f'<td class="num">{e["n_positive"]} / {e["n_negative"]}</td>'
-            f'<td class="num">{_dec(e["auc"]["value"])} <span class="ci">({_ci_dec(e["auc"]["ci"])})</span></td>'
-            f'<td class="num">{_dec(e["average_precision"]["value"])} <span class="ci">({_ci_dec(e["average_precision"]["ci"])})</span></td>'
+            f'<td class="num">{_value_ci_cell(e["auc"])}</td>'
+            f'<td class="num">{_value_ci_cell(e["average_precision"])}</td>'
             f'<td class="num">{f"{thr:.3g}" if isinstance(thr, (int, float)) else "per study"}</td>'
             f'<td class="num">{_prop_cell(op["sensitivity"])}</td>'
             f'<td class="num">{_prop_cell(op["specificity"])}</td>'
@@ -306,7 +306,7 @@ def _size_table(by_size: dict) -> str:
             f'<td class="num">{s["n"]}</td><td class="num">{_prop_cell(s)}</td>'
             f'<td>{ci_bar(_num(s["value"]), _num((s["ci"] or [None])[0]), _num((s["ci"] or [None, None])[1]), "#0072B2")}</td>'
             f'<td class="num">{_dec(b["mean_probability"], 2)}</td>'
-            f'<td class="num">{_auc_cell(b.get("auc_vs_negatives"))}</td></tr>'
+            f'<td class="num">{_value_ci_cell(b.get("auc_vs_negatives"))}</td></tr>'
         )
     extra = ""
     decomposition = size_decomposition_text(by_size["bins"])
@@ -316,7 +316,7 @@ def _size_table(by_size: dict) -> str:
         extra += f'<p class="muted">{by_size["n_positive_unknown_volume"]} positive studies have no volume and are not in this table.</p>'
     without = by_size.get("auc_without_punctate")
     if without:
-        extra += f"<p>AUC(ANY) with the punctate positives left out: {_auc_cell(without)}.</p>"
+        extra += f"<p>AUC(ANY) with the punctate positives left out: {_value_ci_cell(without)}.</p>"
     return (
         "<table><thead><tr><th>Bleed size (total volume)</th><th>Studies</th><th>Sensitivity (95 % CI)</th>"
         "<th>0 – 100 %</th><th>Mean p(ANY)</th><th>AUC against all negatives (95 % CI)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>" + extra

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from ichviewer import SUBTYPES
 from ichviewer.qt.atlas_widgets import AtlasExampleView, overlay_rgb, to_pixmap
+from ichviewer.qt.workers import _Job
 
 log = logging.getLogger(__name__)
 
@@ -225,10 +226,6 @@ class AtlasBrowserWindow(QWidget):
         self.resize(900, 650)
         self._sig_opened.connect(self._on_opened)
         self._sig_open_failed.connect(self._on_open_failed)
-        from PySide6.QtCore import QThreadPool
-
-        from ichviewer.qt.workers import _Job
-
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)
         self._pool.start(_Job(self._open, self._sig_opened.emit, lambda exc: self._sig_open_failed.emit(self._describe(exc))))
