@@ -7,6 +7,7 @@ import datetime as _dt
 import getpass
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,26 @@ _INSERT_READ_SQL = (
 )
 
 
+
+def _enable_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """Switch the file to WAL mode (persistent), waiting while another process holds a lock.
+
+    SQLite can answer the journal-mode change with "database is locked" at once, without
+    its busy handler, when another connection is opening or migrating the same new file at
+    that moment (two readers starting together). WAL is a property of the file, so once
+    either connection has switched it the other only has to see it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=wal")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
 class ReviewStore:
     """Connection to one review database file.
 
@@ -156,7 +177,7 @@ class ReviewStore:
             self.conn = conn
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self.db = Database(conn, strict=True)
-            self.db.enable_wal()
+            _enable_wal(conn, busy_timeout_ms / 1000)
             # FULL: in WAL mode each commit is fsynced, so a saved read survives a
             # power cut, not only a crash of the app.
             conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
