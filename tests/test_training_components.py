@@ -188,10 +188,13 @@ def test_translation_scales_with_input_size():
 def test_median_filter_equals_a_sort_based_median_with_replicated_edges():
     import torch.nn.functional as F
 
-    x = torch.from_numpy(np.random.default_rng(5).random((3, 2, 9, 7)).astype(np.float32))
-    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    sort_based = F.unfold(padded, kernel_size=3).view(3, 2, 9, 63).median(dim=2).values.view(3, 2, 9, 7)
-    torch.testing.assert_close(median3x3(x), sort_based, rtol=0, atol=0)
+    rng = np.random.default_rng(5)
+    # continuous values, and small integers (many ties, where a selection shortcut could slip)
+    for x in (rng.random((3, 2, 9, 7)), rng.integers(0, 3, (3, 2, 9, 7))):
+        x = torch.from_numpy(x.astype(np.float32))
+        padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        sort_based = F.unfold(padded, kernel_size=3).view(3, 2, 9, 63).median(dim=2).values.view(3, 2, 9, 7)
+        torch.testing.assert_close(median3x3(x), sort_based, rtol=0, atol=0)
 
 
 def test_median_filter_removes_salt_noise_and_keeps_flat_regions():

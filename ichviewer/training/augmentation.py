@@ -85,29 +85,43 @@ def draw_augmentation(n: int, input_size: int, rng: np.random.Generator) -> Augm
     )
 
 
-#: Compare-exchange pairs of a median-of-9 sorting network (Paeth; 19 exchanges): after it,
-#: element 4 holds the median of the nine.
-_MEDIAN9_NETWORK = (
-    (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
-    (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
-)
-
-
 def median3x3(images):
     """3x3 median filter of (n, C, H, W) torch images, edges replicated (Lee et al.: window size 3).
 
-    A sorting network of element-wise min/max over the nine shifted views: the same result
-    as a sort-based median, about ten times faster on the CPU (it was a third of a step).
+    Column sort, then three-way selections (exact; the separable 3x3 median of Graphics Gems):
+    sort each vertical triple into low <= mid <= high once per pixel, then the window's median
+    is med3(max of the three lows, med3 of the three mids, min of the three highs) over the
+    horizontal neighbours. About 16 element-wise min/max passes instead of a sorting network's
+    38, and no sort: the same result as a sort-based median (a test compares them).
     """
     import torch
     import torch.nn.functional as F
 
     n, c, h, w = images.shape
     padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
-    v = [padded[:, :, i : i + h, j : j + w] for i in range(3) for j in range(3)]
-    for a, b in _MEDIAN9_NETWORK:
-        v[a], v[b] = torch.minimum(v[a], v[b]), torch.maximum(v[a], v[b])
-    return v[4].contiguous()
+    top, centre, bottom = padded[:, :, 0:h], padded[:, :, 1 : h + 1], padded[:, :, 2 : h + 2]
+    lo, hi = torch.minimum(top, centre), torch.maximum(top, centre)
+    mid = torch.maximum(lo, torch.minimum(hi, bottom))  # median of the column triple
+    lo = torch.minimum(lo, bottom)
+    hi = torch.maximum(hi, bottom)
+
+    def shifted(t):
+        return t[..., 0:w], t[..., 1 : w + 1], t[..., 2 : w + 2]
+
+    lo_a, lo_b, lo_c = shifted(lo)
+    mid_a, mid_b, mid_c = shifted(mid)
+    hi_a, hi_b, hi_c = shifted(hi)
+    max_lo = torch.maximum(torch.maximum(lo_a, lo_b), lo_c)
+    min_hi = torch.minimum(torch.minimum(hi_a, hi_b), hi_c)
+    med_mid = _median3(mid_a, mid_b, mid_c)
+    return _median3(max_lo, med_mid, min_hi).contiguous()
+
+
+def _median3(a, b, c):
+    """Element-wise median of three tensors: max(min(a, b), min(max(a, b), c))."""
+    import torch
+
+    return torch.maximum(torch.minimum(a, b), torch.minimum(torch.maximum(a, b), c))
 
 
 def augment_images(images, params: AugmentParams):
