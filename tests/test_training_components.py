@@ -458,3 +458,22 @@ def test_allocator_tuning_applies_on_linux_glibc():
         assert applied is True
     else:
         assert applied is False
+
+
+def test_one_interpolation_per_slice_equals_picking_from_all_three():
+    from ichviewer.training.augmentation import interpolate_one_per_slice, interpolate_slices
+
+    rng = np.random.default_rng(3)
+    n = 40
+    x, lo, up = (rng.random((n, 3, 6, 5)).astype(np.float32) for _ in range(3))
+    y, ylo, yup = (rng.random((n, 6)).astype(np.float32) for _ in range(3))
+    edge = rng.random(n) < 0.3
+    which = rng.integers(0, 3, n)
+    beta, beta2 = 0.61, 0.83
+    all_x, all_y = interpolate_slices(x, y, lo, ylo, up, yup, edge, beta, beta2)
+    take = which * n + np.arange(n)
+    partner = np.where(which[:, None, None, None] == 1, lo, np.where(which[:, None, None, None] == 2, up, x))
+    ypartner = np.where(which[:, None] == 1, ylo, np.where(which[:, None] == 2, yup, y))
+    one_x, one_y = interpolate_one_per_slice(x, y, partner, ypartner, which, edge, beta, beta2)
+    assert np.array_equal(one_x, all_x[take]) and np.array_equal(one_y, all_y[take])
+    assert one_x.dtype == np.float32 and one_y.dtype == np.float32

@@ -59,6 +59,36 @@ def interpolate_slices(
     return images, labels
 
 
+def interpolate_one_per_slice(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_partner: np.ndarray,
+    y_partner: np.ndarray,
+    which: np.ndarray,
+    is_edge: np.ndarray,
+    beta: float,
+    beta2: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One image per slice of the three `interpolate_slices` makes: the same values, a third of the work.
+
+    `which` per slice: 0 the original, 1 its interpolation towards the lower neighbour, 2
+    towards the upper one (`x_partner`, `y_partner` hold that neighbour's image and labels;
+    for 0 any finite image, it gets weight 0). Lee et al. 2019, Eq. 4 with the ratios of
+    `interpolate_slices` (beta; beta2 for the upper interpolation of an end slice), so
+    `interpolate_one_per_slice(...) == interpolate_slices(...)[which * n + arange(n)]`
+    exactly: the original is 1 * x + 0 * partner.
+    """
+    n = x.shape[0]
+    which = np.asarray(which)
+    edge = np.asarray(is_edge, dtype=bool)
+    b = np.where(which == 0, np.float32(1.0), np.where((which == 2) & edge, np.float32(beta2), np.float32(beta)))
+    b = b.astype(np.float32)
+    bx = b.reshape((n,) + (1,) * (x.ndim - 1))
+    images = (bx * x + (1.0 - bx) * x_partner).astype(np.float32, copy=False)
+    labels = (b[:, None] * y + (1.0 - b[:, None]) * y_partner).astype(np.float32, copy=False)
+    return images, labels
+
+
 @dataclass(frozen=True)
 class AugmentParams:
     """Per-image augmentation draws (degrees, scale factor, translation in input pixels, denoise)."""

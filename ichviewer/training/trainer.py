@@ -13,7 +13,13 @@ from typing import Any, TextIO
 import numpy as np
 
 from ichviewer import LABELS
-from ichviewer.training.augmentation import augment_images, draw_augmentation, draw_beta, interpolate_slices
+from ichviewer.training.augmentation import (
+    augment_images,
+    draw_augmentation,
+    draw_beta,
+    interpolate_one_per_slice,
+    interpolate_slices,
+)
 from ichviewer.training.data import SliceCache
 from ichviewer.training.losses import class_weights, weighted_bce, weighted_bce_per_sample
 from ichviewer.training.progress import ProgressBar
@@ -222,7 +228,15 @@ def _slice_batch(cache: SliceCache, rows: np.ndarray, config: TrainConfig, rng: 
     x = cache.float_images(rows)
     y = cache.labels[rows]
     k = cache.known[rows]
-    if config.interpolate:
+    if config.interpolate and config.interpolation == "sample":
+        lower, upper, edge = cache.neighbours(rows)
+        beta = draw_beta(rng)  # one beta per batch (Lee et al. 2019, Eq. 4)
+        beta2 = draw_beta(rng)  # the second ratio for first/last slices
+        which = rng.integers(0, 3, rows.size)  # 0 original, 1 towards the lower, 2 towards the upper neighbour
+        partner = np.where(which == 1, lower, np.where(which == 2, upper, rows))
+        x, y = interpolate_one_per_slice(x, y, cache.float_images(partner), cache.labels[partner], which, edge, beta, beta2)
+        k = np.minimum(k, cache.known[partner])
+    elif config.interpolate:
         lower, upper, edge = cache.neighbours(rows)
         beta = draw_beta(rng)  # one beta per batch (Lee et al. 2019, Eq. 4)
         beta2 = draw_beta(rng)  # the second ratio for first/last slices
@@ -231,11 +245,6 @@ def _slice_batch(cache: SliceCache, rows: np.ndarray, config: TrainConfig, rng: 
             edge, beta, beta2,
         )
         k = np.concatenate([k, np.minimum(k, cache.known[lower]), np.minimum(k, cache.known[upper])])
-        if config.interpolation == "sample":
-            n = rows.size
-            which = rng.integers(0, 3, n)  # 0 original, 1 towards the lower, 2 towards the upper neighbour
-            take = which * n + np.arange(n)
-            x, y, k = x[take], y[take], k[take]
     return x, y, k
 
 
