@@ -40,3 +40,15 @@ def test_model_card_carries_the_evaluated_figures_and_commands(tmp_path: Path) -
     assert "| metal |" in card and "42 minutes" in card
     met = auc["value"] >= 0.97 and sens["value"] >= 0.95
     assert ("**met**" in card) == met and ("NOT met" in card) == (not met)
+
+
+def test_model_card_input_line_names_the_stem_and_precision() -> None:
+    from ichviewer.evaluation.model_card import _input_text
+
+    plain = _input_text({"input_size": 128, "crop": "head", "windows": "brain-subdural-bone", "slab_mm": 5.0})
+    assert plain == ("128 x 128 pixels of a square around the head, three channels (brain, subdural and bone windows); "
+                     "thin slices averaged into 5 mm slabs")
+    stem = _input_text({"input_size": 256, "crop": "head", "windows": "brain-subdural-bone", "slab_mm": 5.0,
+                        "input_stem": True, "precision": "bf16"})
+    assert "256 x 256 pixels of a square around the head, through a learned 2x downsampling stem" in stem
+    assert "128 x 128" in stem and "bfloat16" in stem

@@ -448,18 +448,6 @@ def test_paired_batches_hold_the_twin_of_each_bleeding_slice():
     assert twin_partners(build_phantom_cache(plans[2:], input_size=32, matrix=64)) is None
 
 
-def test_allocator_tuning_applies_on_linux_glibc():
-    import platform
-
-    from ichviewer.training.trainer import keep_large_buffers_in_heap
-
-    applied = keep_large_buffers_in_heap()
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        assert applied is True
-    else:
-        assert applied is False
-
-
 def test_one_interpolation_per_slice_equals_picking_from_all_three():
     from ichviewer.training.augmentation import interpolate_one_per_slice, interpolate_slices
 

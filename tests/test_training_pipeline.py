@@ -201,6 +201,24 @@ def test_a_network_with_the_input_stem_exports_and_matches_pytorch(tmp_path):
     spec, check = export_member(net, tmp_path, "stem", 2 * SIZE, images, interpolation_degree=1)
     assert check.max_logit_diff <= 1e-4 and (tmp_path / spec.file).is_file()
 
+    # The atlas block is the network's penultimate block, not the stem: the same shape as
+    # without the stem at half the input size, and its tail is the last block only.
+    import onnxruntime as ort
+
+    plain = build_network("resnet", width=4).eval()
+    plain_spec, _ = export_member(plain, tmp_path / "plain", "plain", SIZE, images[:, :, ::2, ::2].copy(), interpolation_degree=1)
+
+    def block_shape(directory, file):
+        sess = ort.InferenceSession(str(directory / file), providers=["CPUExecutionProvider"])
+        size = sess.get_inputs()[0].shape[-1]
+        out = sess.run(["block_penultimate"], {"image": np.zeros((1, 3, size, size), np.float32)})[0]
+        return out.shape
+
+    assert block_shape(tmp_path, spec.file) == block_shape(tmp_path / "plain", plain_spec.file)
+    tails = sorted(tmp_path.glob("stem_tail_*.onnx")), sorted((tmp_path / "plain").glob("plain_tail_*.onnx"))
+    assert len(tails[0]) == len(tails[1]) == 1
+    assert abs(tails[0][0].stat().st_size - tails[1][0].stat().st_size) < 4096
+
 
 def test_train_cli_defaults_and_choices_are_the_recipes():
     """commands/train.py repeats the recipe's defaults and choices so the CLI imports no training code; keep them equal."""

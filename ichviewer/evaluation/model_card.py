@@ -51,7 +51,11 @@ def _input_text(cfg: Mapping[str, Any]) -> str:
         str(cfg.get("windows", "lee")), str(cfg.get("windows"))
     )
     slab = f"; thin slices averaged into {cfg['slab_mm']:g} mm slabs" if cfg.get("slab_mm") else ""
-    return f"{size} x {size} pixels of {crop}, three channels ({windows}){slab}"
+    stem = ""
+    if cfg.get("input_stem") and isinstance(size, int):
+        stem = f", through a learned 2x downsampling stem (every later layer works at {size // 2} x {size // 2})"
+    precision = "; trained with bfloat16 autocast (weights and ONNX float32)" if cfg.get("precision") == "bf16" else ""
+    return f"{size} x {size} pixels of {crop}{stem}, three channels ({windows}){slab}{precision}"
 
 
 def _twin_text(log: Mapping[str, Any]) -> str:

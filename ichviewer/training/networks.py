@@ -205,7 +205,9 @@ def build_network(family: str, width: int = 16, input_stem: bool = False) -> _Cl
     """A fresh network of `family` (one of FAMILIES); `width` scales every layer's channels.
 
     `input_stem=True` prepends `make_input_stem()`, so the network takes inputs twice as large and
-    gives the same feature-map size (train it with twice the input size).
+    gives the same feature-map size (train it with twice the input size). The stem becomes the
+    first module of `body`, so `body[-1]` is still the last block and `body[-2]` the penultimate
+    one, whose output the export gives the atlas (`export.BLOCK_OUTPUT`).
     """
     if family not in _BUILDERS:
         raise ValueError(f"unknown network family {family!r}; choose from {', '.join(FAMILIES)}")
@@ -213,7 +215,7 @@ def build_network(family: str, width: int = 16, input_stem: bool = False) -> _Cl
         raise ValueError(f"network width must be an even number >= 2, got {width}")
     net = _BUILDERS[family](width)
     if input_stem:
-        net.body = nn.Sequential(make_input_stem(), net.body)
+        net.body = nn.Sequential(make_input_stem(), *net.body)
     return net
 
 

@@ -415,36 +415,6 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
-#: glibc mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def keep_large_buffers_in_heap() -> bool:
-    """Stop glibc from mapping and unmapping every large tensor buffer; True when applied.
-
-    By default glibc serves each allocation over its (dynamic) mmap threshold with a fresh
-    mmap and returns it on free, so every batch, augmentation and activation buffer of a
-    training step (a 32 x 3 x 256 x 256 float batch is 25 MB) is page-faulted in again
-    (70 million minor faults in one 59-minute bundled run). Raising the mmap threshold to
-    glibc's maximum (32 MB on 64-bit) and the trim threshold to 1 GiB keeps freed buffers in
-    the heap for the next step: about 1.4x faster steps at 256 pixels on this machine, the
-    same results. Elsewhere (macOS, Windows, musl) nothing is changed.
-    """
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
-
-
 def train_member(
     config: TrainConfig,
     train: SliceCache,
@@ -472,7 +442,6 @@ def train_member(
     cpu_start = time.process_time()
     if config.threads:
         torch.set_num_threads(config.threads)
-    keep_large_buffers_in_heap()
     _set_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     # channels_last makes CPU convolutions ~1.7x faster here (oneDNN's preferred layout).
@@ -508,7 +477,11 @@ def train_member(
             raise CheckpointError(
                 f"{ckpt}: the checkpoint was made with other settings; resume with the same options or use a new --out"
             )
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:  # e.g. an input-stem checkpoint from before the stem joined the body
+            raise CheckpointError(f"{ckpt}: the checkpoint's network layout differs ({str(exc).splitlines()[0]}); "
+                                  "train again with a new --work") from None
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         rng.bit_generator.state = state["numpy_rng"]
