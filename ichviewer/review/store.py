@@ -128,7 +128,6 @@ _INSERT_READ_SQL = (
 )
 
 
-
 def _enable_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
     """Switch the file to WAL mode (persistent), waiting while another process holds a lock.
 
@@ -144,9 +143,10 @@ def _enable_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
                 conn.execute("PRAGMA journal_mode=wal")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
 
 class ReviewStore:
     """Connection to one review database file.

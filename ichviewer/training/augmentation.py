@@ -121,9 +121,9 @@ def median3x3(images):
     Column sort, then three-way selections (exact; the separable 3x3 median of Graphics Gems):
     sort each vertical triple into low <= mid <= high once per pixel, then the window's median
     is med3(max of the three lows, med3 of the three mids, min of the three highs) over the
-    horizontal neighbours. 16 element-wise min/max passes instead of a sorting network's 38,
+    horizontal neighbours. 18 element-wise min/max passes instead of a sorting network's 38,
     most of them written in place: the same result as a sort-based median (a test compares
-    them), about 4x faster than with fresh buffers for every pass (60 -> 14 ms for 16 images
+    them), about 4x faster than with fresh buffers for every pass (60 -> 16 ms for 16 images
     of 3 x 256 x 256 on two cores, most of it page faults of new buffers).
     """
     import torch

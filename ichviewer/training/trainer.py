@@ -228,23 +228,23 @@ def _slice_batch(cache: SliceCache, rows: np.ndarray, config: TrainConfig, rng: 
     x = cache.float_images(rows)
     y = cache.labels[rows]
     k = cache.known[rows]
-    if config.interpolate and config.interpolation == "sample":
+    if config.interpolate:
         lower, upper, edge = cache.neighbours(rows)
         beta = draw_beta(rng)  # one beta per batch (Lee et al. 2019, Eq. 4)
         beta2 = draw_beta(rng)  # the second ratio for first/last slices
-        which = rng.integers(0, 3, rows.size)  # 0 original, 1 towards the lower, 2 towards the upper neighbour
-        partner = np.where(which == 1, lower, np.where(which == 2, upper, rows))
-        x, y = interpolate_one_per_slice(x, y, cache.float_images(partner), cache.labels[partner], which, edge, beta, beta2)
-        k = np.minimum(k, cache.known[partner])
-    elif config.interpolate:
-        lower, upper, edge = cache.neighbours(rows)
-        beta = draw_beta(rng)  # one beta per batch (Lee et al. 2019, Eq. 4)
-        beta2 = draw_beta(rng)  # the second ratio for first/last slices
-        x, y = interpolate_slices(
-            x, y, cache.float_images(lower), cache.labels[lower], cache.float_images(upper), cache.labels[upper],
-            edge, beta, beta2,
-        )
-        k = np.concatenate([k, np.minimum(k, cache.known[lower]), np.minimum(k, cache.known[upper])])
+        if config.interpolation == "sample":
+            which = rng.integers(0, 3, rows.size)  # 0 original, 1 towards the lower, 2 towards the upper neighbour
+            partner = np.where(which == 1, lower, np.where(which == 2, upper, rows))
+            x, y = interpolate_one_per_slice(
+                x, y, cache.float_images(partner), cache.labels[partner], which, edge, beta, beta2,
+            )
+            k = np.minimum(k, cache.known[partner])
+        else:
+            x, y = interpolate_slices(
+                x, y, cache.float_images(lower), cache.labels[lower], cache.float_images(upper), cache.labels[upper],
+                edge, beta, beta2,
+            )
+            k = np.concatenate([k, np.minimum(k, cache.known[lower]), np.minimum(k, cache.known[upper])])
     return x, y, k
 
 
