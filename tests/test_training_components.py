@@ -373,6 +373,39 @@ def test_stratified_sampler_keeps_the_expected_loss_of_uniform_sampling():
     assert np.all(w_u == 1)
 
 
+def test_case_balanced_positives_give_every_bleeding_case_the_same_share():
+    from ichviewer.training.trainer import StratifiedSampler, case_balanced_probabilities
+
+    # three bleeding cases of 10 slices with 1, 4 and 9 positive slices (a punctate, a small
+    # and a large bleed), and three normal cases
+    lab = np.zeros((60, 6), np.float32)
+    cases = []
+    for i in range(6):
+        cases.append(CaseRecord(f"c{i}", 10 * i, 10 * i + 10, [0] * 5 + [int(i < 3)]))
+    lab[0:1, 5] = 1
+    lab[10:14, 5] = 1
+    lab[20:29, 5] = 1
+    cache = SliceCache(np.zeros((60, 3, 4, 4), np.uint8), lab, np.ones_like(lab), cases, 4)
+    pos = np.flatnonzero(lab[:, 5] == 1)
+    p = case_balanced_probabilities(cache, pos)
+    np.testing.assert_allclose([p[pos < 10].sum(), p[(pos >= 10) & (pos < 20)].sum(), p[pos >= 20].sum()], [1 / 3] * 3)
+
+    def shares(mode):
+        sampler = StratifiedSampler(cache, np.arange(60), 0.5, np.random.default_rng(0), positive_sampling=mode)
+        rows, w = zip(*(sampler.batch(16) for _ in range(300)))
+        rows, w = np.concatenate(rows), np.concatenate(w)
+        drawn = rows[lab[rows, 5] == 1]
+        # the importance weights are the stratified sampler's in both modes
+        np.testing.assert_allclose(np.unique(w[lab[rows, 5] == 1]), (14 / 60) / 0.5)
+        return np.bincount(drawn // 10, minlength=3)[:3] / drawn.size
+
+    by_slice, by_case = shares("slice"), shares("case")
+    np.testing.assert_allclose(by_slice, [1 / 14, 4 / 14, 9 / 14], atol=0.01)  # the punctate bleed: 7 %
+    np.testing.assert_allclose(by_case, [1 / 3] * 3, atol=0.03)  # every case a third
+    with pytest.raises(ValueError, match="positive sampling"):
+        StratifiedSampler(cache, np.arange(60), 0.5, np.random.default_rng(0), positive_sampling="lesion")
+
+
 def test_hard_example_draws_follow_the_last_loss_and_the_walk_still_covers_every_slice():
     from ichviewer.training.trainer import StratifiedSampler
 

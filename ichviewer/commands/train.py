@@ -11,6 +11,8 @@ TRAIN_EXTRA_HINT = "install the train extra: pip install -e '.[train]'"
 HARD_FRACTION_DEFAULT = 0.0
 PRECISIONS = ("fp32", "bf16")
 PRECISION_DEFAULT = "fp32"
+POSITIVE_SAMPLINGS = ("slice", "case")
+POSITIVE_SAMPLING_DEFAULT = "slice"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -97,6 +99,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of each batch drawn by last training loss (hard-example mining; 0: off; default %(default)g)",
     )
     p.add_argument(
+        "--positive-sampling",
+        choices=POSITIVE_SAMPLINGS,
+        default=POSITIVE_SAMPLING_DEFAULT,
+        help="draw the batch's haemorrhage slices slice by slice, or so that every bleeding case "
+        "(a punctate one as much as a large one) gets the same share (default %(default)s)",
+    )
+    p.add_argument(
         "--precision",
         choices=PRECISIONS,
         default=PRECISION_DEFAULT,
@@ -169,6 +178,7 @@ def run_train(args: argparse.Namespace) -> int:
             lr=args.lr,
             positive_fraction=args.positive_fraction,
             hard_fraction=args.hard_fraction,
+            positive_sampling=args.positive_sampling,
             precision=args.precision,
             input_stem=args.input_stem,
             ensemble=args.ensemble,

@@ -24,7 +24,7 @@ from ichviewer.training.data import (
     split_by_patient,
 )
 from ichviewer.training.networks import FAMILIES
-from ichviewer.training.trainer import INTERPOLATIONS, PRECISIONS
+from ichviewer.training.trainer import INTERPOLATIONS, POSITIVE_SAMPLINGS, PRECISIONS
 from ichviewer.training.progress import ProgressBar
 
 #: The documented command that trains the bundled ensemble (the other defaults are its recipe).
@@ -71,6 +71,7 @@ class RecipeConfig:
     lr: float = 3e-3
     positive_fraction: float = 0.5
     hard_fraction: float = 0.0
+    positive_sampling: str = "slice"
     precision: str = "fp32"
     input_stem: bool = False
     ensemble: str = "mean"
@@ -121,6 +122,8 @@ class RecipeConfig:
             raise ValueError(f"hard-example fraction must be in [0, 1), got {self.hard_fraction}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.positive_sampling not in POSITIVE_SAMPLINGS:
+            raise ValueError(f"positive sampling must be one of {POSITIVE_SAMPLINGS}, got {self.positive_sampling!r}")
         if not 0.0 < self.min_sensitivity <= 1.0:
             raise ValueError(f"min sensitivity must be in (0, 1], got {self.min_sensitivity}")
         if not 0.0 <= self.target_miss_rate < 1.0:
@@ -264,7 +267,8 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
             seed=config.seed * 1000 + i, specialist=specialist, threads=config.threads,
             positive_fraction=config.positive_fraction, interpolation=config.interpolation,
             pair_twins=config.twins and config.pair_twins,
-            hard_fraction=config.hard_fraction, precision=config.precision, input_stem=config.input_stem,
+            hard_fraction=config.hard_fraction, positive_sampling=config.positive_sampling,
+            precision=config.precision, input_stem=config.input_stem,
         )
         result = train_member(
             tc, train, val, config.work / "checkpoints" / f"{name}.pt", resume=config.resume, stream=stream,
