@@ -24,7 +24,7 @@ from ichviewer.training.data import (
     split_by_patient,
 )
 from ichviewer.training.networks import FAMILIES
-from ichviewer.training.trainer import INTERPOLATIONS, POSITIVE_SAMPLINGS, PRECISIONS
+from ichviewer.training.trainer import check_batch_options
 from ichviewer.training.progress import ProgressBar
 
 #: The documented command that trains the bundled ensemble (the other defaults are its recipe).
@@ -99,8 +99,11 @@ class RecipeConfig:
             raise ValueError(f"crop must be one of {list(CROPS)}, got {self.crop!r}")
         if self.slab_mm is not None and not 0 < float(self.slab_mm) <= 20:
             raise ValueError(f"slab must be in (0, 20] mm, got {self.slab_mm}")
-        if self.interpolation not in INTERPOLATIONS:  # checked here too: before minutes of data generation
-            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        # the trainer's own checks, here too: before minutes of data generation
+        check_batch_options(
+            interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
+            positive_sampling=self.positive_sampling, precision=self.precision,
+        )
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
             raise ValueError(f"families must be among {FAMILIES}, got {list(self.families)}")
@@ -116,14 +119,6 @@ class RecipeConfig:
                 raise ValueError(f"{key.replace('_', ' ')} must be at least {lo}, got {getattr(self, key)}")
         if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
             raise ValueError(f"steps per epoch must be at least 1, got {self.steps_per_epoch}")
-        if not 0.0 <= self.positive_fraction < 1.0:
-            raise ValueError(f"positive fraction must be in [0, 1), got {self.positive_fraction}")
-        if not 0.0 <= self.hard_fraction < 1.0:
-            raise ValueError(f"hard-example fraction must be in [0, 1), got {self.hard_fraction}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.positive_sampling not in POSITIVE_SAMPLINGS:
-            raise ValueError(f"positive sampling must be one of {POSITIVE_SAMPLINGS}, got {self.positive_sampling!r}")
         if not 0.0 < self.min_sensitivity <= 1.0:
             raise ValueError(f"min sensitivity must be in (0, 1], got {self.min_sensitivity}")
         if not 0.0 <= self.target_miss_rate < 1.0:

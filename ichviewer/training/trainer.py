@@ -33,6 +33,31 @@ INTERPOLATIONS: tuple[str, ...] = ("sample", "all")
 #: "case", every positive case equally often, its positive slices sharing its turns
 #: (departure 18 in `ichviewer.training`).
 POSITIVE_SAMPLINGS: tuple[str, ...] = ("slice", "case")
+
+
+def check_batch_options(
+    *,
+    interpolation: str | None = None,
+    positive_fraction: float | None = None,
+    hard_fraction: float | None = None,
+    positive_sampling: str | None = None,
+    precision: str | None = None,
+) -> None:
+    """Raise ValueError naming the first of these options (those given) that is out of range.
+
+    One place for the checks that TrainConfig, RecipeConfig (before minutes of data
+    generation) and StratifiedSampler each need.
+    """
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    if positive_fraction is not None and not 0.0 <= positive_fraction < 1.0:
+        raise ValueError(f"positive fraction must be in [0, 1), got {positive_fraction}")
+    if hard_fraction is not None and not 0.0 <= hard_fraction < 1.0:
+        raise ValueError(f"hard-example fraction must be in [0, 1), got {hard_fraction}")
+    if positive_sampling is not None and positive_sampling not in POSITIVE_SAMPLINGS:
+        raise ValueError(f"positive sampling must be one of {POSITIVE_SAMPLINGS}, got {positive_sampling!r}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 #: Arithmetic of the training forward pass (`TrainConfig.precision`).
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 #: MIL bags (study-level labels): at most this many slices per study per step.
@@ -81,14 +106,10 @@ class TrainConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
-        if not 0.0 <= self.hard_fraction < 1.0:
-            raise ValueError(f"hard-example fraction must be in [0, 1), got {self.hard_fraction}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.positive_sampling not in POSITIVE_SAMPLINGS:
-            raise ValueError(f"positive sampling must be one of {POSITIVE_SAMPLINGS}, got {self.positive_sampling!r}")
+        check_batch_options(
+            interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
+            positive_sampling=self.positive_sampling, precision=self.precision,
+        )
 
     @property
     def images_per_slice(self) -> int:
@@ -295,13 +316,10 @@ class StratifiedSampler:
         hard_fraction: float = 0.0,
         positive_sampling: str = "slice",
     ) -> None:
-        if positive_sampling not in POSITIVE_SAMPLINGS:
-            raise ValueError(f"positive sampling must be one of {POSITIVE_SAMPLINGS}, got {positive_sampling!r}")
+        check_batch_options(positive_fraction=fraction, hard_fraction=hard_fraction, positive_sampling=positive_sampling)
         any_col = LABELS.index("ANY")
         pos = rows[cache.labels[rows, any_col] >= 0.5]
         neg = rows[cache.labels[rows, any_col] < 0.5]
-        if not 0.0 <= fraction < 1.0:
-            raise ValueError(f"positive fraction must be in [0, 1), got {fraction}")
         if fraction == 0.0 or pos.size == 0 or neg.size == 0:
             self.strata = [(rows, 1.0, 1.0)]
         else:
@@ -318,8 +336,6 @@ class StratifiedSampler:
             self._probs[0] = case_balanced_probabilities(cache, self.strata[0][0])
         self._orders = [rng.permutation(s[0]) for s in self.strata]
         self._pos = [0] * len(self.strata)
-        if not 0.0 <= hard_fraction < 1.0:
-            raise ValueError(f"hard-example fraction must be in [0, 1), got {hard_fraction}")
         self.hard_fraction = float(hard_fraction)
         #: last training loss of each cache row (NaN: not trained on yet); only with mining
         self.loss = np.full(cache.n_slices, np.nan, dtype=np.float32) if hard_fraction > 0 else None
