@@ -404,6 +404,11 @@ def test_case_balanced_positives_give_every_bleeding_case_the_same_share():
     np.testing.assert_allclose(by_case, [1 / 3] * 3, atol=0.03)  # every case a third
     with pytest.raises(ValueError, match="positive sampling"):
         StratifiedSampler(cache, np.arange(60), 0.5, np.random.default_rng(0), positive_sampling="lesion")
+    # a checkpoint made before the option existed (no key) still matches the default
+    from ichviewer.training.trainer import TrainConfig
+
+    assert "positive_sampling" not in TrainConfig("m", "vgg").fingerprint()
+    assert TrainConfig("m", "vgg", positive_sampling="case").fingerprint()["positive_sampling"] == "case"
 
 
 def test_hard_example_draws_follow_the_last_loss_and_the_walk_still_covers_every_slice():

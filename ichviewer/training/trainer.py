@@ -33,6 +33,8 @@ INTERPOLATIONS: tuple[str, ...] = ("sample", "all")
 #: "case", every positive case equally often, its positive slices sharing its turns
 #: (departure 18 in `ichviewer.training`).
 POSITIVE_SAMPLINGS: tuple[str, ...] = ("slice", "case")
+#: Arithmetic of the training forward pass (`TrainConfig.precision`).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 
 def check_batch_options(
@@ -58,8 +60,8 @@ def check_batch_options(
         raise ValueError(f"positive sampling must be one of {POSITIVE_SAMPLINGS}, got {positive_sampling!r}")
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-#: Arithmetic of the training forward pass (`TrainConfig.precision`).
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
+
 #: MIL bags (study-level labels): at most this many slices per study per step.
 MIL_MAX_SLICES = 32
 
@@ -118,6 +120,8 @@ class TrainConfig:
     def fingerprint(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("threads")
+        if d["positive_sampling"] == "slice":  # options added later leave out their default,
+            d.pop("positive_sampling")  # so checkpoints made before them still resume
         return d
 
 
@@ -417,8 +421,12 @@ def case_balanced_probabilities(cache: SliceCache, rows: np.ndarray) -> np.ndarr
     rows = np.asarray(rows, dtype=np.int64)
     if rows.size == 0:
         return np.zeros(0, dtype=np.float64)
-    starts = np.array([c.start for c in cache.cases], dtype=np.int64)
-    case_of = np.searchsorted(starts, rows, side="right") - 1
+    case_of = np.full(cache.n_slices, -1, dtype=np.int64)
+    for i, c in enumerate(cache.cases):
+        case_of[c.start : c.stop] = i
+    case_of = case_of[rows]
+    if (case_of < 0).any():
+        raise ValueError("some rows belong to no case of the cache")
     counts = np.bincount(case_of, minlength=len(cache.cases))
     p = 1.0 / counts[case_of]
     return p / p.sum()
