@@ -40,6 +40,12 @@ How it is built (all vectorised numpy, values from ../shared/REFERENCE.md):
   and sqrt(5 / slice_mm) times more on thinner ones.
 * A slice is labelled positive for a subtype when that subtype's mask has at least one
   voxel on the slice; ANY is the union.
+* Slice thickness: by default each slice is the volume sampled at its centre plane (no
+  partial volume across the slice). With `thickness_planes=k` each slice is the mean of k
+  equally spaced planes across its thickness, as a real CT slice integrates over its
+  thickness: the anatomy, lesions and mimics are built on the fine planes, the noise is
+  added to the averaged slice (at the thick slice's level), a slice's mask is the union of
+  its planes' masks, and lesion volumes are counted on the fine planes.
 """
 
 from __future__ import annotations
@@ -963,6 +969,7 @@ def generate_case(
     slice_mm: float = 5.0,
     age: str = "adult",
     matrix: int = 512,
+    thickness_planes: int = 1,
 ) -> PhantomCase:
     """A synthetic non-contrast head CT with labelled haemorrhage(s); the same arguments give the same case.
 
@@ -970,10 +977,20 @@ def generate_case(
     `volume_ml` is the target lesion volume (total for "mixed"); None draws it from a
     punctate / small / large mixture. `matrix` sets the in-plane size; the field of view
     stays 220-250 mm, so the pixel spacing grows as the matrix shrinks.
+    `thickness_planes` > 1 averages that many planes across each slice's thickness (see
+    the module docstring); 1 samples each slice at its centre plane.
     """
     from pydicom.uid import generate_uid
 
     _validate(seed, subtype, volume_ml, mimic, slice_mm, age, matrix)
+    if isinstance(thickness_planes, bool) or not isinstance(thickness_planes, (int, np.integer)) or not (
+        1 <= thickness_planes <= 10 and float(slice_mm) / thickness_planes >= 0.5
+    ):
+        raise ValueError(
+            f"thickness_planes must be an integer from 1 to 10 with planes at least 0.5 mm apart, got {thickness_planes!r} "
+            f"for {slice_mm!r} mm slices"
+        )
+    planes = int(thickness_planes)
     seed = int(seed)
     matrix = int(matrix)
     slice_mm = float(slice_mm)
@@ -1002,11 +1019,16 @@ def generate_case(
     n_slices = int(math.ceil((z_hi - z_lo) / slice_mm)) + 1
     z_table = 40.0 + rng_anat.uniform(-20, 20)  # AC-PC plane in patient coordinates
     z = z_table + z_lo + slice_mm * np.arange(n_slices)
+    # The planes the volume is built on: each slice's centre plane, or `planes` planes
+    # spread evenly across its thickness (their mean is the slice centre).
+    step = slice_mm / planes
+    z_fine = (z[:, None] + step * (np.arange(planes) - (planes - 1) / 2.0)[None, :]).ravel()
+    n_fine = n_slices * planes
     cs, sn = math.cos(p.yaw), math.sin(p.yaw)
     dx, dy = (x[None, :] - centre[0]), (y[:, None] - centre[1])
     X2 = ((cs * dx + sn * dy) / p.sx).astype(np.float32)
     Y2 = ((-sn * dx + cs * dy) / p.sy).astype(np.float32)
-    Zs = ((z - z_table) / p.scale).astype(np.float32)
+    Zs = ((z_fine - z_table) / p.scale).astype(np.float32)
 
     def to_rc(Xa, Ya, r_off=0, c_off=0):
         px = cs * Xa * p.sx - sn * Ya * p.sy + centre[0]
@@ -1027,8 +1049,8 @@ def generate_case(
     if shift > 0:
         chunk = 1  # the displacement depends on the slice
         src = max(plans, key=lambda pl: pl.mass_effect_mm)
-    for k0 in range(0, n_slices, chunk):
-        k = slice(k0, min(k0 + chunk, n_slices))
+    for k0 in range(0, n_fine, chunk):
+        k = slice(k0, min(k0 + chunk, n_fine))
         Xc, Yc = X2[r_, c_], Y2[r_, c_]
         if pix < 0.6:
             F[k, r_, c_] = _upsample2(_sample_field(coarse, geom, Xc[::2, ::2], Yc[::2, ::2], Zs[k]), F[k, r_, c_].shape)
@@ -1049,10 +1071,26 @@ def generate_case(
         sdf_ic[k, r_, c_] = _paint_anatomy(sub, p, F[k, r_, c_], coarse, geom)["sdf_ic"]
     anat = {"sdf_ic": sdf_ic}
 
-    voxel_ml = slice_mm * pix * pix / 1000.0
+    voxel_ml = step * pix * pix / 1000.0
     masks, sites = _grow_lesions(cv, anat, plans, rng_les, F, voxel_ml, p)
     _paint_lesions(cv, masks, rng_les, pix)
     mimic_detail = _paint_mimic(cv, mimic, rng_mim, p, anat, pix) if mimic else ""
+    # Lesion volumes are counted on the planes the lesions were grown on.
+    vols = {s: float(masks[s].sum()) * voxel_ml for s in SUBTYPES}
+    fine_union = np.zeros(masks[SUBTYPES[0]].shape, dtype=bool)
+    for s in SUBTYPES:
+        fine_union |= masks[s]
+    vols["total"] = float(fine_union.sum()) * voxel_ml
+    metal = getattr(cv, "metal", None)
+    tissue = cv.tissue
+    if planes > 1:
+        # Each slice integrates its planes (partial volume across the slice thickness).
+        shape2 = cv.hu.shape[1:]
+        cv.hu = cv.hu.reshape(n_slices, planes, *shape2).mean(axis=1, dtype=np.float32)
+        masks = {s: m.reshape(n_slices, planes, *shape2).any(axis=1) for s, m in masks.items()}
+        if metal is not None:
+            metal = metal.reshape(n_slices, planes, *shape2).any(axis=1)
+        tissue = tissue.reshape(n_slices, planes, *shape2)[:, planes // 2]  # the centre plane's tissue
 
     # Noise: slightly correlated in plane, larger on thin slices (fewer photons per voxel).
     from scipy import ndimage
@@ -1067,7 +1105,6 @@ def generate_case(
         kernel = ndimage.gaussian_filter1d(delta, sig_px)
         noise *= np.float32(1.0 / float(np.sum(kernel**2)))  # back to unit SD (2-D: sum(k^2)^2, sqrt)
     cv.hu += noise * np.float32(sd)
-    metal = getattr(cv, "metal", None)
     if metal is not None:
         cv.hu[metal] = HU_MAX  # metal saturates the detector range, noise or not
     hu = np.clip(np.rint(cv.hu), HU_MIN, HU_MAX).astype(np.int16)
@@ -1081,18 +1118,15 @@ def generate_case(
         f"{slice_mm:g}",
         age,
         str(matrix),
-    ]
+    ] + ([f"planes{planes}"] if planes > 1 else [])
     study_uid = generate_uid(entropy_srcs=[*key, "study"])
     series_uid = generate_uid(entropy_srcs=[*key, "series"])
     x0 = float(x[0])
     y0 = float(y[0])
     origins = np.stack([np.full(n_slices, x0), np.full(n_slices, y0), z], axis=1)
-    vox_ml = slice_mm * pix * pix / 1000.0
-    vols = {s: float(masks[s].sum()) * vox_ml for s in SUBTYPES}
     union = np.zeros(hu.shape, dtype=bool)
     for s in SUBTYPES:
         union |= masks[s]
-    vols["total"] = float(union.sum()) * vox_ml
     per_slice = {s: masks[s].any(axis=(1, 2)) for s in SUBTYPES}
     any_slice = union.any(axis=(1, 2))
     slice_labels = [
@@ -1134,6 +1168,6 @@ def generate_case(
         requested_volume_ml=None if volume_ml is None else float(volume_ml),
         mimic_detail=mimic_detail,
         sites=sites,
-        tissue=cv.tissue,
+        tissue=tissue,
         hemisphere=(np.sign(X2) * (np.abs(X2) * p.sx > 1.0)).astype(np.int8),
     )
