@@ -30,3 +30,19 @@ def test_phantom_set_writes_studies_and_a_labels_csv_that_match(tmp_path: Path) 
     # Refuses to write over an existing set.
     again = subprocess.run([sys.executable, "-m", "ichviewer", "phantom-set", str(out), "--n", "2"], capture_output=True, text=True)
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_phantom_set_can_integrate_thick_slices(tmp_path: Path) -> None:
+    plain, thick = tmp_path / "plain", tmp_path / "thick"
+    for out, extra in ((plain, []), (thick, ["--thickness-planes", "5"])):
+        done = subprocess.run([sys.executable, "-m", "ichviewer", "phantom-set", str(out), "--n", "2", "--matrix", "64", *extra],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    a = list(csv.DictReader(open(plain / "labels.csv", encoding="utf-8")))
+    b = list(csv.DictReader(open(thick / "labels.csv", encoding="utf-8")))
+    assert [r["kind"] for r in a] == [r["kind"] for r in b]
+    assert not {r["series_uid"] for r in a} & {r["series_uid"] for r in b}  # other images, other series
+    assert [r["any"] for r in a] == [r["any"] for r in b]
+    bad = subprocess.run([sys.executable, "-m", "ichviewer", "phantom-set", str(tmp_path / "bad"), "--thickness-planes", "0"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--thickness-planes" in bad.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from ichviewer.training.data import (
     build_dicom_cache,
     build_phantom_cache,
     plan_phantom_cases,
+    plans_fingerprint,
     read_training_labels,
     split_by_patient,
 )
@@ -251,6 +254,22 @@ def test_phantom_splits_never_share_a_case_and_cover_the_mix():
     assert {p.age for p in train} == {"adult", "child"} and {p.slice_mm for p in train} == {1.0, 5.0}
     assert sum(p.subtype != "none" for p in train) == 20  # balanced
     assert plan_phantom_cases(40, "train", seed=0) == train  # reproducible
+    assert {p.thickness_planes for p in train} == {1}  # the generator's centre plane by default
+
+
+def test_thickness_planes_reach_the_5mm_plans_their_twins_and_the_cache():
+    from ichviewer.training.data import add_twin_negatives
+
+    plans = add_twin_negatives(plan_phantom_cases(20, "train", seed=0, thickness_planes=5))
+    assert {p.thickness_planes for p in plans if p.slice_mm == 5.0} == {5}
+    assert {p.thickness_planes for p in plans if p.slice_mm == 1.0} == {1}  # thin slices are thin already
+    twins = [p for p in plans if p.kind.endswith("twin")]
+    assert twins and all(t.thickness_planes == (5 if t.slice_mm == 5.0 else 1) for t in twins)
+    one = [p for p in plans if p.slice_mm == 5.0][:1]
+    flat = [dataclasses.replace(one[0], thickness_planes=1)]
+    a, b = build_phantom_cache(one, input_size=32, matrix=64), build_phantom_cache(flat, input_size=32, matrix=64)
+    assert a.images.shape == b.images.shape and not np.array_equal(a.images, b.images)
+    assert plans_fingerprint(one, 32, 64) != plans_fingerprint(flat, 32, 64)
 
 
 def test_phantom_cache_matches_the_phantom_labels_and_inference_preprocessing():

@@ -234,7 +234,7 @@ def test_train_cli_defaults_and_choices_are_the_recipes():
     recipe = RecipeConfig(out="x")
     for name in ("epochs", "seed", "input_size", "windows", "crop", "interpolation", "slab_mm", "width", "batch_size",
                  "steps_per_epoch", "lr", "positive_fraction", "hard_fraction", "precision", "input_stem", "matrix",
-                 "thin_every", "pair_twins", "positive_sampling"):
+                 "thin_every", "thickness_planes", "pair_twins", "positive_sampling"):
         assert name in {f.name for f in fields(RecipeConfig)}
         assert getattr(args, name) == getattr(recipe, name), name
     assert (args.n_cases[0], args.n_cases[1]) == (recipe.n_train, recipe.n_validation)

@@ -56,6 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--split", choices=("train", "validation", "test"), default="test")
     s.add_argument("--seed", type=int, default=0, help="run seed of the recipe whose split to draw (default 0)")
     s.add_argument("--matrix", type=int, default=256, help="in-plane matrix (default 256)")
+    s.add_argument(
+        "--thickness-planes",
+        type=int,
+        default=1,
+        help="build each 5 mm slice from this many planes across its thickness and average them "
+        "(partial volume, as real thick slices have; default 1: the centre plane)",
+    )
     s.set_defaults(func=run_phantom_set)
 
 
@@ -155,12 +162,16 @@ def run_phantom_set(args: argparse.Namespace) -> int:
     if args.n < 1:
         print("ichviewer phantom-set: --n must be at least 1", file=sys.stderr)
         return 2
-    plans = plan_phantom_cases(args.n, args.split, seed=args.seed)
+    if not 1 <= args.thickness_planes <= 10:
+        print("ichviewer phantom-set: --thickness-planes must be from 1 to 10", file=sys.stderr)
+        return 2
+    plans = plan_phantom_cases(args.n, args.split, seed=args.seed, thickness_planes=args.thickness_planes)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, plan in enumerate(plans):
         case = generate_case(plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
-                             slice_mm=plan.slice_mm, age=plan.age, matrix=args.matrix)
+                             slice_mm=plan.slice_mm, age=plan.age, matrix=args.matrix,
+                             thickness_planes=plan.thickness_planes)
         folder = out / f"{i:04d}_{plan.kind.replace(' ', '_')}"
         write_phantom(folder, case)
         present = set(case.present)

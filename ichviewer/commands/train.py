@@ -120,6 +120,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--thin-every", type=int, default=1, help="keep every k-th planned 1 mm phantom thin, the rest 5 mm (default 1)"
     )
+    p.add_argument(
+        "--thickness-planes",
+        type=int,
+        default=1,
+        help="build each 5 mm training phantom slice from this many planes across its thickness "
+        "(partial volume, as real thick slices have; default 1: the centre plane)",
+    )
     p.add_argument("--families", default="vgg,resnet,inception,mobilenet", help="comma-separated member families")
     p.add_argument(
         "--specialists", default="", help="extra subtype-specialist members (Kang et al.): comma list of IPH..SAH, small"
@@ -164,6 +171,7 @@ def run_train(args: argparse.Namespace) -> int:
             n_train=args.n_cases[0],
             n_validation=args.n_cases[1],
             thin_every=args.thin_every,
+            thickness_planes=args.thickness_planes,
             matrix=args.matrix,
             input_size=args.input_size,
             windows=args.windows,

@@ -52,6 +52,8 @@ class CasePlan:
     age: str = "adult"
     volume_ml: float | None = None
     kind: str = ""  # a short tag for logs ("SDH child", "none 1mm metal", ...)
+    #: planes averaged across each slice's thickness (`generate_case(thickness_planes=...)`; 1: centre plane)
+    thickness_planes: int = 1
 
 
 #: One cycle of the balanced mix (half with haemorrhage). Every subtype, mixed bleeds,
@@ -82,13 +84,15 @@ _CYCLE: tuple[tuple[str, str | None, float, str, str], ...] = (
 )
 
 
-def plan_phantom_cases(n: int, split: str, seed: int = 0, thin_every: int = 1) -> list[CasePlan]:
+def plan_phantom_cases(n: int, split: str, seed: int = 0, thin_every: int = 1, thickness_planes: int = 1) -> list[CasePlan]:
     """`n` balanced case plans for `split`, with seeds disjoint between splits and run seeds.
 
     The mix cycles through `_CYCLE` (every subtype, mixed, small bleeds, mimic-only
     negatives, normal heads, children, 1 mm slices). `thin_every` > 1 keeps only every
     k-th 1 mm entry thin (the others become 5 mm), because a 1 mm phantom costs about
     ten 5 mm ones to generate and its slices are strongly redundant.
+    `thickness_planes` > 1 builds every 5 mm case from that many planes across each slice
+    (partial volume across the slice, as real thick slices have); thin cases keep 1.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -110,7 +114,8 @@ def plan_phantom_cases(n: int, split: str, seed: int = 0, thin_every: int = 1) -
             volume = float(np.exp(rng.uniform(np.log(0.03), np.log(5.0))))
         tags = [subtype, f"{slice_mm:g}mm"] + ([age] if age != "adult" else []) + ([mimic] if mimic else [])
         tags += ["small"] if vol == "small" else []
-        out.append(CasePlan(s, subtype, mimic, slice_mm, age, volume, " ".join(tags)))
+        planes = int(thickness_planes) if slice_mm >= 5.0 else 1
+        out.append(CasePlan(s, subtype, mimic, slice_mm, age, volume, " ".join(tags), planes))
     return out
 
 
@@ -133,7 +138,7 @@ def add_twin_negatives(plans: Sequence[CasePlan]) -> list[CasePlan]:
         out.append(p)
         if p.subtype != "none":
             tags = ["none", f"{p.slice_mm:g}mm"] + ([p.age] if p.age != "adult" else []) + ([p.mimic] if p.mimic else [])
-            out.append(CasePlan(p.seed, "none", p.mimic, p.slice_mm, p.age, None, " ".join(tags + [TWIN_TAG])))
+            out.append(CasePlan(p.seed, "none", p.mimic, p.slice_mm, p.age, None, " ".join(tags + [TWIN_TAG]), p.thickness_planes))
     return out
 
 
@@ -287,7 +292,7 @@ def _phantom_part(args: tuple) -> tuple[np.ndarray, np.ndarray, dict]:
     plan, input_size, matrix, windows, crop, slab_mm = args
     case = generate_case(
         plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
-        slice_mm=plan.slice_mm, age=plan.age, matrix=matrix,
+        slice_mm=plan.slice_mm, age=plan.age, matrix=matrix, thickness_planes=plan.thickness_planes,
     )
     images = volume_to_inputs(case.volume, input_size, windows, crop, slab_mm)
     labels = np.asarray([[int(d[lab]) for lab in LABELS] for d in case.slice_labels], dtype=np.float32)

@@ -57,6 +57,7 @@ class RecipeConfig:
     n_train: int = 400
     n_validation: int = 100
     thin_every: int = 1
+    thickness_planes: int = 1
     matrix: int = 256
     input_size: int = 128
     windows: str = "brain-subdural-bone"
@@ -114,6 +115,8 @@ class RecipeConfig:
         bad = [s for s in self.specialists if s not in SPECIALISTS]
         if bad:
             raise ValueError(f"specialists must be among {SPECIALISTS}, got {bad}")
+        if not 1 <= int(self.thickness_planes) <= 10:
+            raise ValueError(f"thickness planes must be from 1 to 10, got {self.thickness_planes}")
         for key, lo in (("epochs", 1), ("n_train", 2), ("n_validation", 2), ("input_size", 32), ("batch_size", 1), ("matrix", 64)):
             if int(getattr(self, key)) < lo:
                 raise ValueError(f"{key.replace('_', ' ')} must be at least {lo}, got {getattr(self, key)}")
@@ -170,7 +173,7 @@ def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[Slice
     if config.source == "phantoms":
         caches = {}
         for split, n in (("train", config.n_train), ("validation", config.n_validation)):
-            plans = plan_phantom_cases(n, split, config.seed, config.thin_every)
+            plans = plan_phantom_cases(n, split, config.seed, config.thin_every, config.thickness_planes)
             if split == "train" and config.twins:
                 plans = add_twin_negatives(plans)
             key = plans_fingerprint(plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm)
