@@ -152,7 +152,7 @@ def run_phantom_set(args: argparse.Namespace) -> int:
     import csv
 
     from ichviewer import SUBTYPES
-    from ichviewer.core.phantom import generate_case
+    from ichviewer.core.phantom import check_thickness_planes, generate_case
     from ichviewer.training.data import plan_phantom_cases
 
     out = Path(args.out_dir)
@@ -162,8 +162,10 @@ def run_phantom_set(args: argparse.Namespace) -> int:
     if args.n < 1:
         print("ichviewer phantom-set: --n must be at least 1", file=sys.stderr)
         return 2
-    if not 1 <= args.thickness_planes <= 10:
-        print("ichviewer phantom-set: --thickness-planes must be from 1 to 10", file=sys.stderr)
+    try:
+        check_thickness_planes(args.thickness_planes)
+    except ValueError as exc:
+        print(f"ichviewer phantom-set: --thickness-planes: {exc}", file=sys.stderr)
         return 2
     plans = plan_phantom_cases(args.n, args.split, seed=args.seed, thickness_planes=args.thickness_planes)
     out.mkdir(parents=True, exist_ok=True)

@@ -941,6 +941,17 @@ def _paint_mimic(cv: _Canvas, kind: str, rng: np.random.Generator, p: _Params, a
 
 
 # ----------------------------------------------------------------------------- entry point
+def check_thickness_planes(thickness_planes, slice_mm: float = 5.0) -> None:
+    """Raise ValueError unless `thickness_planes` is an integer from 1 to 10 with planes at least 0.5 mm apart."""
+    if isinstance(thickness_planes, bool) or not isinstance(thickness_planes, (int, np.integer)) or not (
+        1 <= thickness_planes <= 10 and float(slice_mm) / thickness_planes >= 0.5
+    ):
+        raise ValueError(
+            f"thickness_planes must be an integer from 1 to 10 with planes at least 0.5 mm apart, got {thickness_planes!r} "
+            f"for {slice_mm!r} mm slices"
+        )
+
+
 def _validate(seed, subtype, volume_ml, mimic, slice_mm, age, matrix) -> None:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -983,13 +994,7 @@ def generate_case(
     from pydicom.uid import generate_uid
 
     _validate(seed, subtype, volume_ml, mimic, slice_mm, age, matrix)
-    if isinstance(thickness_planes, bool) or not isinstance(thickness_planes, (int, np.integer)) or not (
-        1 <= thickness_planes <= 10 and float(slice_mm) / thickness_planes >= 0.5
-    ):
-        raise ValueError(
-            f"thickness_planes must be an integer from 1 to 10 with planes at least 0.5 mm apart, got {thickness_planes!r} "
-            f"for {slice_mm!r} mm slices"
-        )
+    check_thickness_planes(thickness_planes, slice_mm)
     planes = int(thickness_planes)
     seed = int(seed)
     matrix = int(matrix)
@@ -1077,10 +1082,10 @@ def generate_case(
     mimic_detail = _paint_mimic(cv, mimic, rng_mim, p, anat, pix) if mimic else ""
     # Lesion volumes are counted on the planes the lesions were grown on.
     vols = {s: float(masks[s].sum()) * voxel_ml for s in SUBTYPES}
-    fine_union = np.zeros(masks[SUBTYPES[0]].shape, dtype=bool)
+    union = np.zeros(masks[SUBTYPES[0]].shape, dtype=bool)
     for s in SUBTYPES:
-        fine_union |= masks[s]
-    vols["total"] = float(fine_union.sum()) * voxel_ml
+        union |= masks[s]
+    vols["total"] = float(union.sum()) * voxel_ml
     metal = getattr(cv, "metal", None)
     tissue = cv.tissue
     if planes > 1:
@@ -1088,6 +1093,7 @@ def generate_case(
         shape2 = cv.hu.shape[1:]
         cv.hu = cv.hu.reshape(n_slices, planes, *shape2).mean(axis=1, dtype=np.float32)
         masks = {s: m.reshape(n_slices, planes, *shape2).any(axis=1) for s, m in masks.items()}
+        union = union.reshape(n_slices, planes, *shape2).any(axis=1)
         if metal is not None:
             metal = metal.reshape(n_slices, planes, *shape2).any(axis=1)
         tissue = tissue.reshape(n_slices, planes, *shape2)[:, planes // 2]  # the centre plane's tissue
@@ -1124,9 +1130,6 @@ def generate_case(
     x0 = float(x[0])
     y0 = float(y[0])
     origins = np.stack([np.full(n_slices, x0), np.full(n_slices, y0), z], axis=1)
-    union = np.zeros(hu.shape, dtype=bool)
-    for s in SUBTYPES:
-        union |= masks[s]
     per_slice = {s: masks[s].any(axis=(1, 2)) for s in SUBTYPES}
     any_slice = union.any(axis=(1, 2))
     slice_labels = [

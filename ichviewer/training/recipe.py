@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ichviewer import LABELS, __version__
+from ichviewer.core.phantom import check_thickness_planes
 from ichviewer.training.data import (
     SliceCache,
     build_dicom_cache,
@@ -115,8 +116,7 @@ class RecipeConfig:
         bad = [s for s in self.specialists if s not in SPECIALISTS]
         if bad:
             raise ValueError(f"specialists must be among {SPECIALISTS}, got {bad}")
-        if not 1 <= int(self.thickness_planes) <= 10:
-            raise ValueError(f"thickness planes must be from 1 to 10, got {self.thickness_planes}")
+        check_thickness_planes(self.thickness_planes)
         for key, lo in (("epochs", 1), ("n_train", 2), ("n_validation", 2), ("input_size", 32), ("batch_size", 1), ("matrix", 64)):
             if int(getattr(self, key)) < lo:
                 raise ValueError(f"{key.replace('_', ' ')} must be at least {lo}, got {getattr(self, key)}")

@@ -421,12 +421,7 @@ def case_balanced_probabilities(cache: SliceCache, rows: np.ndarray) -> np.ndarr
     rows = np.asarray(rows, dtype=np.int64)
     if rows.size == 0:
         return np.zeros(0, dtype=np.float64)
-    case_of = np.full(cache.n_slices, -1, dtype=np.int64)
-    for i, c in enumerate(cache.cases):
-        case_of[c.start : c.stop] = i
-    case_of = case_of[rows]
-    if (case_of < 0).any():
-        raise ValueError("some rows belong to no case of the cache")
+    case_of = cache.case_of_row()[rows]
     counts = np.bincount(case_of, minlength=len(cache.cases))
     p = 1.0 / counts[case_of]
     return p / p.sum()
