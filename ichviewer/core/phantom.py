@@ -45,7 +45,9 @@ How it is built (all vectorised numpy, values from ../shared/REFERENCE.md):
   equally spaced planes across its thickness, as a real CT slice integrates over its
   thickness: the anatomy, lesions and mimics are built on the fine planes, the noise is
   added to the averaged slice (at the thick slice's level), a slice's mask is the union of
-  its planes' masks, and lesion volumes are counted on the fine planes.
+  its planes' masks, and lesion volumes are counted on the fine planes. Metal and
+  beam-hardening streaks are drawn once per slice (they come from its reconstruction) and
+  weighted per plane by that plane's metal or beam-hardening amount.
 """
 
 from __future__ import annotations
@@ -856,7 +858,14 @@ def _streaks(rng: np.random.Generator, shape2: tuple[int, int], centre_rc: tuple
     return pat, np.sqrt(r * r + c * c)
 
 
-def _paint_mimic(cv: _Canvas, kind: str, rng: np.random.Generator, p: _Params, anat: dict, pix_mm: float) -> str:
+def _paint_mimic(cv: _Canvas, kind: str, rng: np.random.Generator, p: _Params, anat: dict, pix_mm: float,
+                 planes: int = 1) -> str:
+    """Paint one mimic; return its detail tag. `planes`: consecutive canvas planes that make one slice.
+
+    Streaks come from reconstructing a slice, so the planes of one slice share one streak
+    pattern (each plane weighted by its own metal or beam-hardening amount); drawing one per
+    plane would average several patterns into a blur when the slice integrates its planes.
+    """
     X2, Y2, Zs = cv.X2, cv.Y2, cv.Z
     if kind == "calcification":
         which = str(rng.choice(["choroid", "pineal", "falx"]))
@@ -911,33 +920,47 @@ def _paint_mimic(cv: _Canvas, kind: str, rng: np.random.Generator, p: _Params, a
                 hit.ravel()[int(np.argmin(sdf))] = True
             metal[b] |= hit
         head = cv.tissue != _AIR
-        for k in np.nonzero(metal.any(axis=(1, 2)))[0]:
-            rr, cc = np.nonzero(metal[k])
-            amount = min(1.0, math.sqrt(max(rr.size * pix_mm * pix_mm, 4.0) / 20.0))
+        for ks in _by_slice(np.nonzero(metal.any(axis=(1, 2)))[0], planes):
+            _, rr, cc = np.nonzero(metal[ks])
             pat, rad = _streaks(rng, metal.shape[1:], (rr.mean(), cc.mean()), pix_mm, 18, axis_deg=rng.uniform(0, 180))
-            streak = (260.0 * amount) * pat / (1.0 + rad / 8.0) - (40.0 * amount) / (1.0 + rad / 20.0)
-            sl = cv.hu[k]
-            sl += np.where(head[k] & ~metal[k], streak, 0.0).astype(np.float32)
+            for k in ks:
+                amount = min(1.0, math.sqrt(max(int(metal[k].sum()) * pix_mm * pix_mm, 4.0) / 20.0))
+                streak = (260.0 * amount) * pat / (1.0 + rad / 8.0) - (40.0 * amount) / (1.0 + rad / 20.0)
+                sl = cv.hu[k]
+                sl += np.where(head[k] & ~metal[k], streak, 0.0).astype(np.float32)
         cv.metal = metal
         return f"metal:{which}"
     # Beam hardening between the petrous bones: a dark Hounsfield bar and bright streaks.
     zk = np.nonzero((Zs > -60.0) & (Zs < -26.0))[0]
     inside = anat["sdf_ic"] < 0
-    for k in zk:
-        amp = float(np.exp(-((Zs[k] + 42.0) / 12.0) ** 2))
-        sl = cv.hu[k]
-        X, Y = X2, Y2
-        bar = _capsule_sdf(X, Y, np.float32(0.0), (-24.0, 19.0, 0.0), (24.0, 19.0, 0.0), 0.0, 0.0)
-        add = -35.0 * amp * np.exp(-((bar / 5.0) ** 2))
+    X, Y = X2, Y2
+    bar = _capsule_sdf(X, Y, np.float32(0.0), (-24.0, 19.0, 0.0), (24.0, 19.0, 0.0), 0.0, 0.0)
+    for ks in _by_slice(zk, planes):
+        streaks = []
         for s in (-1, 1):
             px = s * 24.0
             py = float(_ridge(np.float32(px)))
             d2 = (X - px) ** 2 + (Y - py) ** 2
             r0, c0 = np.unravel_index(int(np.argmin(d2)), d2.shape)
             pat, rad = _streaks(rng, X.shape, (float(r0), float(c0)), pix_mm, 8, axis_deg=0.0, width_deg=(2.0, 5.0))
-            add += amp * 240.0 * pat / (1.0 + rad / 10.0)
-        sl += np.where(inside[k], add, 0.0).astype(np.float32)
+            streaks.append((pat, rad))
+        for k in ks:
+            amp = float(np.exp(-((Zs[k] + 42.0) / 12.0) ** 2))
+            add = -35.0 * amp * np.exp(-((bar / 5.0) ** 2))
+            for pat, rad in streaks:
+                add += amp * 240.0 * pat / (1.0 + rad / 10.0)
+            sl = cv.hu[k]
+            sl += np.where(inside[k], add, 0.0).astype(np.float32)
     return "beam-hardening"
+
+
+def _by_slice(ks: np.ndarray, planes: int) -> list[np.ndarray]:
+    """Canvas plane indices `ks` (ascending) grouped by the slice they belong to (`planes` per slice)."""
+    ks = np.asarray(ks)
+    if ks.size == 0:
+        return []
+    cuts = np.nonzero(np.diff(ks // planes))[0] + 1
+    return np.split(ks, cuts)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -1079,7 +1102,7 @@ def generate_case(
     voxel_ml = step * pix * pix / 1000.0
     masks, sites = _grow_lesions(cv, anat, plans, rng_les, F, voxel_ml, p)
     _paint_lesions(cv, masks, rng_les, pix)
-    mimic_detail = _paint_mimic(cv, mimic, rng_mim, p, anat, pix) if mimic else ""
+    mimic_detail = _paint_mimic(cv, mimic, rng_mim, p, anat, pix, planes) if mimic else ""
     # Lesion volumes are counted on the planes the lesions were grown on.
     vols = {s: float(masks[s].sum()) * voxel_ml for s in SUBTYPES}
     union = np.zeros(masks[SUBTYPES[0]].shape, dtype=bool)
