@@ -52,3 +52,40 @@ def test_model_card_input_line_names_the_stem_and_precision() -> None:
                         "input_stem": True, "precision": "bf16"})
     assert "256 x 256 pixels of a square around the head, through a learned 2x downsampling stem" in stem
     assert "128 x 128" in stem and "bfloat16" in stem
+
+
+def test_model_card_sets_other_test_sets_and_real_normal_series_beside_the_held_out(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    evals = {}
+    for name, shift in (("heldout", 0.6), ("integrated", 0.3)):
+        y = rng.integers(0, 2, 100)
+        p = np.clip(y * shift + rng.normal(0.2, 0.2, 100), 0, 1)
+        evals[name] = evaluate_cases({"ANY": y}, {"ANY": p}, 0.5, volume_ml=np.where(y, rng.choice([0.05, 2.0, 9.0], 100), 0.0),
+                                     n_boot=100, seed=0)
+        write_json(evals[name], tmp_path / f"{name}.json")
+    (tmp_path / "log.json").write_text(json.dumps({"members": [], "data": {}, "hardware": {}}))
+    infer = {"schema": "ichviewer.infer/1", "studies": [
+        {"path": "/data/ct/ge-head-tilted", "n_slices": 28, "triage": "refer",
+         "case": {"SAH": {"probability": 0.755, "decision": "positive"}, "IPH": {"probability": 0.01, "decision": "negative"},
+                  "ANY": {"probability": 0.765, "decision": "positive"}}}],
+        "failed": [{"path": "/data/ct/broken", "reason": "no DICOM files"}]}
+    (tmp_path / "real.json").write_text(json.dumps(infer))
+    args = [sys.executable, "-m", "ichviewer", "model-card", "--evaluation", str(tmp_path / "heldout.json"),
+            "--training-log", str(tmp_path / "log.json"), "--out", str(tmp_path / "CARD.md"),
+            "--extra-evaluation", f"integrated 5 mm slices={tmp_path / 'integrated.json'}",
+            "--command", "integrated 5 mm slices=ichviewer phantom-set pv3 --thickness-planes 3",
+            "--command", "integrated 5 mm slices=ichviewer infer pv3 --json pv3.json",
+            "--normal-series", str(tmp_path / "real.json"), "--command", "normal series=ichviewer infer ct --json real.json"]
+    out = subprocess.run(args, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    card = (tmp_path / "CARD.md").read_text()
+    for name, row_name in (("heldout", "held-out test set (above)"), ("integrated", "integrated 5 mm slices")):
+        auc = evals[name]["labels"]["ANY"]["auc"]
+        assert f"| {row_name} | 100 | {auc['value']:.3f} ({auc['ci'][0]:.3f}–{auc['ci'][1]:.3f}) |" in card
+    # both commands of the named set are quoted, in order
+    assert "ichviewer phantom-set pv3 --thickness-planes 3\nichviewer infer pv3 --json pv3.json" in card
+    assert "| ge-head-tilted | 28 | 0.77 | positive | refer | SAH 0.76 |" in card
+    assert "| broken | | failed: no DICOM files |" in card and "ichviewer infer ct --json real.json" in card
+    # a malformed option is refused with a message naming it
+    bad = subprocess.run(args[:10] + ["--extra-evaluation", "no-equals-sign"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--extra-evaluation must be NAME=EVAL.json" in bad.stderr

@@ -47,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--command", action="append", default=[], metavar="NAME=COMMAND",
                    help="a command to quote, e.g. 'train=ichviewer train ...' (train, test set, infer, evaluate, atlas)")
     m.add_argument("--atlas-json", metavar="ATLAS_EVAL.json", help="`ichviewer atlas evaluate` output to summarise")
+    m.add_argument("--extra-evaluation", action="append", default=[], metavar="NAME=EVAL.json",
+                   help="the same models evaluated on another test set, shown beside the held-out figures "
+                   "(quote its commands with --command 'NAME=...'; repeatable)")
+    m.add_argument("--normal-series", metavar="INFER.json",
+                   help="`ichviewer infer` JSON of real series known to contain no haemorrhage "
+                   "(quote its command with --command 'normal series=...')")
     m.set_defaults(func=run_model_card)
 
 
@@ -55,18 +61,27 @@ def run_model_card(args: argparse.Namespace) -> int:
 
     from ichviewer.evaluation.model_card import write_model_card
 
-    commands = {}
+    commands: dict[str, str] = {}
     for item in args.command:
         name, sep, cmd = item.partition("=")
         if not sep:
             print(f"ichviewer model-card: --command must be NAME=COMMAND, got {item!r}", file=sys.stderr)
             return 2
-        commands[name.strip()] = cmd.strip()
+        name = name.strip()  # a name given twice quotes both commands, one per line
+        commands[name] = f"{commands[name]}\n{cmd.strip()}" if name in commands else cmd.strip()
+    extra = []
+    for item in args.extra_evaluation:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            print(f"ichviewer model-card: --extra-evaluation must be NAME=EVAL.json, got {item!r}", file=sys.stderr)
+            return 2
+        extra.append((name.strip(), path.strip()))
     atlas = None
     try:
         if args.atlas_json:
             atlas = json.loads(open(args.atlas_json, encoding="utf-8").read())
-        out = write_model_card(args.out, args.evaluation, args.training_log, commands, atlas)
+        out = write_model_card(args.out, args.evaluation, args.training_log, commands, atlas,
+                               extra_evaluations=extra, normal_series_json=args.normal_series)
     except (OSError, ValueError, KeyError) as exc:
         print(f"ichviewer model-card: {exc}", file=sys.stderr)
         return 2

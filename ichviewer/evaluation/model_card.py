@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +66,73 @@ def _twin_text(log: Mapping[str, Any]) -> str:
     return f" ({train['planned_cases']} planned plus {n_twins} counterfactual twins: the same heads without the bleed)"
 
 
+def _size_auc(ev: Mapping[str, Any], name: str) -> str:
+    for b in (ev.get("by_size") or {}).get("bins", []):
+        if b.get("name") == name:
+            return _ci(b.get("auc_vs_negatives"))
+    return "n/a"
+
+
+def _comparison_row(name: str, ev: Mapping[str, Any]) -> str:
+    any_ = (ev.get("labels") or {}).get("ANY", {})
+    op = any_.get("operating_point", {})
+    return (f"| {name} | {ev.get('n_cases', '?')} | {_ci(any_.get('auc'))} | {_prop(op.get('sensitivity'))} | "
+            f"{_prop(op.get('specificity'))} | {_size_auc(ev, 'punctate')} | {_size_auc(ev, 'small')} | {_size_auc(ev, 'larger')} |")
+
+
+def _other_sets_lines(evaluation: Mapping[str, Any], extra: Sequence[tuple[str, Mapping[str, Any]]],
+                      commands: Mapping[str, str]) -> list[str]:
+    """The held-out figures beside other test sets' (`extra`: (name, evaluation JSON)), and the commands that made them."""
+    lines = [
+        "", "### The same ensemble on other test sets", "",
+        "Each row is a separate `ichviewer evaluate` run of the same models; AUCs by size are of those positives",
+        "against all negatives. These sets were not used to choose the model.", "",
+        "| test set | studies | AUC(ANY) | sensitivity | specificity | punctate AUC | 0.1-5 mL AUC | > 5 mL AUC |",
+        "|---|---|---|---|---|---|---|---|",
+        _comparison_row("held-out test set (above)", evaluation),
+    ]
+    lines += [_comparison_row(name, ev) for name, ev in extra]
+    for name, _ in extra:
+        if commands.get(name):
+            lines += ["", f"{name}:", "", "```bash", commands[name], "```"]
+    return lines
+
+
+def _normal_series_lines(infer: Mapping[str, Any], command: str) -> list[str]:
+    """Real series known to hold no haemorrhage, as `ichviewer infer` read them: every positive call is a false positive."""
+    lines = [
+        "", "## Real head CTs without haemorrhage", "",
+        "The real DICOM series that ship with the project's tests contain no haemorrhage, so any positive",
+        "call on them is a false positive. Too few to estimate a rate, they show how far the synthetic",
+        "training is from real scanners.", "",
+        "| series | slices | ANY probability | decision | triage | highest subtype |", "|---|---|---|---|---|---|",
+    ]
+    for st in infer.get("studies", []):
+        case = st.get("case") or {}
+        a = case.get("ANY") or {}
+        subtypes = [(k, v.get("probability")) for k, v in case.items() if k != "ANY" and isinstance(v, Mapping)]
+        top = max(subtypes, key=lambda kv: kv[1] if kv[1] is not None else -1.0, default=(None, None))
+        name = Path(str(st.get("path", "?"))).name
+        top_text = f"{top[0]} {_fmt(top[1], 2)}" if top[0] else "n/a"
+        lines.append(f"| {name} | {st.get('n_slices', '?')} | {_fmt(a.get('probability'), 2)} | {a.get('decision', '?')} "
+                     f"| {st.get('triage', '?')} | {top_text} |")
+    for f in infer.get("failed", []):
+        lines.append(f"| {Path(str(f.get('path', '?'))).name} | | failed: {f.get('reason', '?')} | | | |")
+    if command:
+        lines += ["", "```bash", command, "```"]
+    return lines
+
+
 def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, Any], *,
-                      commands: Mapping[str, str], atlas: Mapping[str, Any] | None = None) -> str:
-    """The model card text. `commands` maps "train", "test set", "infer", "evaluate" (and "atlas") to the exact commands run."""
+                      commands: Mapping[str, str], atlas: Mapping[str, Any] | None = None,
+                      extra_evaluations: Sequence[tuple[str, Mapping[str, Any]]] = (),
+                      normal_series: Mapping[str, Any] | None = None) -> str:
+    """The model card text. `commands` maps "train", "test set", "infer", "evaluate" (and "atlas") to the exact commands run.
+
+    `extra_evaluations`: (name, evaluation JSON) of the same models on other test sets, shown beside the held-out
+    figures with `commands[name]`; `normal_series`: an `ichviewer infer` JSON of real series without haemorrhage,
+    shown with `commands["normal series"]`.
+    """
     ev, log = evaluation, training_log
     labels = ev.get("labels", {})
     any_ = labels.get("ANY", {})
@@ -182,6 +246,10 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
             f"{_prop(observed.get('miss_rate'))}; no haemorrhage among \"confident positive\": "
             f"{_prop(observed.get('false_positive_rate'))}; referred: {_fmt(observed.get('fraction_refer'))}.",
         ]
+    if extra_evaluations:
+        lines += _other_sets_lines(ev, extra_evaluations, commands)
+    if normal_series is not None:
+        lines += _normal_series_lines(normal_series, commands.get("normal series", ""))
     if atlas:
         lines += ["", "## Bundled atlas (prediction basis, Lee et al. 2019)", ""]
         size = atlas.get("size_bytes")
@@ -225,9 +293,15 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
 
 
 def write_model_card(out: str | Path, evaluation_json: str | Path, training_log_json: str | Path,
-                     commands: Mapping[str, str], atlas: Mapping[str, Any] | None = None) -> Path:
-    text = render_model_card(json.loads(Path(evaluation_json).read_text("utf-8")),
-                             json.loads(Path(training_log_json).read_text("utf-8")), commands=commands, atlas=atlas)
+                     commands: Mapping[str, str], atlas: Mapping[str, Any] | None = None,
+                     extra_evaluations: Sequence[tuple[str, str | Path]] = (),
+                     normal_series_json: str | Path | None = None) -> Path:
+    def read(path: str | Path) -> Any:
+        return json.loads(Path(path).read_text("utf-8"))
+
+    text = render_model_card(read(evaluation_json), read(training_log_json), commands=commands, atlas=atlas,
+                             extra_evaluations=[(name, read(path)) for name, path in extra_evaluations],
+                             normal_series=read(normal_series_json) if normal_series_json else None)
     out = Path(out)
     out.write_text(text, "utf-8")
     return out
