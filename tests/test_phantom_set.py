@@ -46,3 +46,7 @@ def test_phantom_set_can_integrate_thick_slices(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "ichviewer", "phantom-set", str(tmp_path / "bad"), "--thickness-planes", "0"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--thickness-planes" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "ichviewer", "phantom-set", str(tmp_path / "bad"), "--thickness-planes", "1,x"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "integers separated by commas, got '1,x'" in bad.stderr
+    assert not (tmp_path / "bad").exists()

@@ -272,6 +272,31 @@ def test_thickness_planes_reach_the_5mm_plans_their_twins_and_the_cache():
     assert plans_fingerprint(one, 32, 64) != plans_fingerprint(flat, 32, 64)
 
 
+def test_thickness_planes_can_be_mixed_per_case():
+    from ichviewer.commands.phantom import thickness_planes_arg
+    from ichviewer.training.data import add_twin_negatives, thickness_plane_choices
+
+    plans = add_twin_negatives(plan_phantom_cases(120, "train", seed=0, thickness_planes=(1, 3)))
+    thick = [p for p in plans if p.slice_mm == 5.0 and not p.kind.endswith("twin")]
+    got = [p.thickness_planes for p in thick]
+    assert set(got) == {1, 3} and 0.3 < got.count(3) / len(got) < 0.7  # drawn per case, about half each
+    # not tied to the subtype cycle: bleeds and normal heads both come in both kinds
+    for bleeds in (True, False):
+        assert {p.thickness_planes for p in thick if (p.subtype != "none") == bleeds} == {1, 3}
+    assert {p.thickness_planes for p in plans if p.slice_mm == 1.0} == {1}
+    twins = {p.seed: p.thickness_planes for p in plans if p.kind.endswith("twin")}
+    assert all(twins[p.seed] == p.thickness_planes for p in plans if p.seed in twins and not p.kind.endswith("twin"))
+    assert plan_phantom_cases(120, "train", seed=0, thickness_planes=(1, 3)) == plan_phantom_cases(
+        120, "train", seed=0, thickness_planes=[1, 3])  # reproducible
+    # one value is the old behaviour, as int or as text
+    assert plan_phantom_cases(30, "train", seed=0, thickness_planes=(3,)) == plan_phantom_cases(30, "train", seed=0, thickness_planes=3)
+    assert thickness_planes_arg("3") == 3 and thickness_planes_arg("1, 3") == (1, 3)
+    assert thickness_plane_choices("1,5") == (1, 5)
+    for bad, words in (("1,x", "integers separated by commas"), ("0", "thickness_planes"), ("", "integers")):
+        with pytest.raises(ValueError, match=words):
+            thickness_plane_choices(bad)
+
+
 def test_phantom_cache_matches_the_phantom_labels_and_inference_preprocessing():
     from ichviewer.core.windowing import LEE_WINDOWS
     from ichviewer.inference.preprocessing import geometry_for, preprocess_slices

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ichviewer.commands.phantom import thickness_planes_arg
+
 TRAIN_EXTRA_HINT = "install the train extra: pip install -e '.[train]'"
 #: RecipeConfig's defaults and the trainer's choices, repeated so the CLI imports no training code
 #: (tests/test_training_pipeline.py::test_train_cli_defaults_and_choices_are_the_recipes keeps them equal).
@@ -122,10 +124,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--thickness-planes",
-        type=int,
+        type=thickness_planes_arg,
         default=1,
         help="build each 5 mm training phantom slice from this many planes across its thickness "
-        "(partial volume, as real thick slices have; default 1: the centre plane)",
+        "(partial volume, as real thick slices have; default 1: the centre plane); "
+        "a list such as 1,3 mixes them, each 5 mm case drawing one",
     )
     p.add_argument("--families", default="vgg,resnet,inception,mobilenet", help="comma-separated member families")
     p.add_argument(

@@ -84,7 +84,8 @@ _CYCLE: tuple[tuple[str, str | None, float, str, str], ...] = (
 )
 
 
-def plan_phantom_cases(n: int, split: str, seed: int = 0, thin_every: int = 1, thickness_planes: int = 1) -> list[CasePlan]:
+def plan_phantom_cases(n: int, split: str, seed: int = 0, thin_every: int = 1,
+                       thickness_planes: int | Sequence[int] = 1) -> list[CasePlan]:
     """`n` balanced case plans for `split`, with seeds disjoint between splits and run seeds.
 
     The mix cycles through `_CYCLE` (every subtype, mixed, small bleeds, mimic-only
@@ -93,11 +94,14 @@ def plan_phantom_cases(n: int, split: str, seed: int = 0, thin_every: int = 1, t
     ten 5 mm ones to generate and its slices are strongly redundant.
     `thickness_planes` > 1 builds every 5 mm case from that many planes across each slice
     (partial volume across the slice, as real thick slices have); thin cases keep 1.
+    A sequence of values mixes them: each 5 mm plan draws one from its own seed, so the
+    reconstructions vary the way a site's scanners do (and independently of the subtype).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if n < 0:
         raise ValueError(f"number of cases must be >= 0, got {n}")
+    choices = thickness_plane_choices(thickness_planes)
     base = seed * SEED_BLOCK + SPLIT_SEED_OFFSET[split]
     out: list[CasePlan] = []
     thin_seen = 0
@@ -114,9 +118,35 @@ def plan_phantom_cases(n: int, split: str, seed: int = 0, thin_every: int = 1, t
             volume = float(np.exp(rng.uniform(np.log(0.03), np.log(5.0))))
         tags = [subtype, f"{slice_mm:g}mm"] + ([age] if age != "adult" else []) + ([mimic] if mimic else [])
         tags += ["small"] if vol == "small" else []
-        planes = int(thickness_planes) if slice_mm >= 5.0 else 1
+        planes = 1
+        if slice_mm >= 5.0:
+            planes = choices[0] if len(choices) == 1 else int(np.random.default_rng([s, 98]).choice(choices))
         out.append(CasePlan(s, subtype, mimic, slice_mm, age, volume, " ".join(tags), planes))
     return out
+
+
+def thickness_plane_choices(value: int | str | Sequence[int]) -> tuple[int, ...]:
+    """Thickness-plane counts from an int, a sequence or text such as "3" or "1,3"; each is checked.
+
+    Raises ValueError naming the bad value.
+    """
+    from ichviewer.core.phantom import check_thickness_planes
+
+    if isinstance(value, str):
+        parts = [t.strip() for t in value.split(",")]
+        try:
+            values: list = [int(t) for t in parts]
+        except ValueError:
+            raise ValueError(f"thickness planes must be integers separated by commas, got {value!r}") from None
+    elif isinstance(value, (list, tuple)):
+        values = list(value)
+    else:
+        values = [value]
+    if not values:
+        raise ValueError("thickness planes: give at least one value")
+    for v in values:
+        check_thickness_planes(v)
+    return tuple(int(v) for v in values)
 
 
 #: Tag ending the `kind` of a counterfactual twin (see `add_twin_negatives`).

@@ -14,7 +14,6 @@ from typing import Any, TextIO
 import numpy as np
 
 from ichviewer import LABELS, __version__
-from ichviewer.core.phantom import check_thickness_planes
 from ichviewer.training.data import (
     SliceCache,
     build_dicom_cache,
@@ -23,6 +22,7 @@ from ichviewer.training.data import (
     plan_phantom_cases,
     plans_fingerprint,
     split_by_patient,
+    thickness_plane_choices,
 )
 from ichviewer.training.networks import FAMILIES
 from ichviewer.training.trainer import check_batch_options
@@ -58,7 +58,7 @@ class RecipeConfig:
     n_train: int = 400
     n_validation: int = 100
     thin_every: int = 1
-    thickness_planes: int = 1
+    thickness_planes: int | tuple[int, ...] = 1  # a tuple mixes them (`plan_phantom_cases`)
     matrix: int = 256
     input_size: int = 128
     windows: str = "brain-subdural-bone"
@@ -116,7 +116,7 @@ class RecipeConfig:
         bad = [s for s in self.specialists if s not in SPECIALISTS]
         if bad:
             raise ValueError(f"specialists must be among {SPECIALISTS}, got {bad}")
-        check_thickness_planes(self.thickness_planes)
+        thickness_plane_choices(self.thickness_planes)
         for key, lo in (("epochs", 1), ("n_train", 2), ("n_validation", 2), ("input_size", 32), ("batch_size", 1), ("matrix", 64)):
             if int(getattr(self, key)) < lo:
                 raise ValueError(f"{key.replace('_', ' ')} must be at least {lo}, got {getattr(self, key)}")
