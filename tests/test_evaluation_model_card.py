@@ -89,3 +89,20 @@ def test_model_card_sets_other_test_sets_and_real_normal_series_beside_the_held_
     # a malformed option is refused with a message naming it
     bad = subprocess.run(args[:10] + ["--extra-evaluation", "no-equals-sign"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--extra-evaluation must be NAME=EVAL.json" in bad.stderr
+
+
+def test_committed_model_card_matches_the_committed_evaluations() -> None:
+    # The card is rendered from these JSONs by `ichviewer model-card`; a hand edit or a stale card fails here.
+    from ichviewer.evaluation.model_card import _ci
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    card = (models / "MODEL_CARD.md").read_text("utf-8")
+    ev = json.loads((models / "default" / "evaluation.json").read_text("utf-8"))
+    assert f"ROC AUC: **{_ci(ev['labels']['ANY']['auc'])}**" in card
+    other = sorted((models / "default" / "other_sets").glob("evaluation_*.json"))
+    for path in other:
+        assert f"| {_ci(json.loads(path.read_text('utf-8'))['labels']['ANY']['auc'])} |" in card, path.name
+    real = models / "default" / "other_sets" / "real_normal_series_infer.json"
+    if real.exists():
+        for st in json.loads(real.read_text("utf-8"))["studies"]:
+            assert f"| {Path(st['path']).name} | {st['n_slices']} | {st['case']['ANY']['probability']:.2f} |" in card

@@ -101,8 +101,8 @@ def _other_sets_lines(evaluation: Mapping[str, Any], extra: Sequence[tuple[str, 
 def _normal_series_lines(infer: Mapping[str, Any], command: str) -> list[str]:
     """Real series known to hold no haemorrhage, as `ichviewer infer` read them: every positive call is a false positive."""
     lines = [
-        "", "## Real head CTs without haemorrhage", "",
-        "The real DICOM series that ship with the project's tests contain no haemorrhage, so any positive",
+        "", "## Real CT series without haemorrhage", "",
+        "The real DICOM series the project tests with (heads or head phantoms) contain no haemorrhage, so any positive",
         "call on them is a false positive. Too few to estimate a rate, they show how far the synthetic",
         "training is from real scanners.", "",
         "| series | slices | ANY probability | decision | triage | highest subtype |", "|---|---|---|---|---|---|",
@@ -287,6 +287,9 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         "  slices are the weakest point (see the size table), as the seed papers report.",
         "- Operating points were chosen on the synthetic validation split (sensitivity >= 0.95",
         "  where achievable); a site must re-choose them on its own data.",
+        "- Unless the test-set command says `--thickness-planes`, its 5 mm slices sample the phantom at",
+        "  their centre plane (the generator's default); a real 5 mm slice integrates over its thickness"
+        + (" (see \"The same ensemble on other test sets\")." if extra_evaluations else "."),
         "",
     ]
     return "\n".join(lines)
