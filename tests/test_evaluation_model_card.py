@@ -106,3 +106,12 @@ def test_committed_model_card_matches_the_committed_evaluations() -> None:
     if real.exists():
         for st in json.loads(real.read_text("utf-8"))["studies"]:
             assert f"| {Path(st['path']).name} | {st['n_slices']} | {st['case']['ANY']['probability']:.2f} |" in card
+
+
+def test_model_card_says_how_the_5mm_phantoms_were_sampled() -> None:
+    from ichviewer.evaluation.model_card import _thickness_text
+
+    assert _thickness_text({}) == "; 5 mm phantom slices sampled at their centre plane"
+    assert _thickness_text({"thickness_planes": 3}) == "; 5 mm phantom slices integrated over 3 planes across the slice"
+    assert _thickness_text({"thickness_planes": [1, 3]}) == (
+        "; 5 mm phantom slices drawn per case from: sampled at their centre plane, integrated over 3 planes across the slice")

@@ -58,6 +58,17 @@ def _input_text(cfg: Mapping[str, Any]) -> str:
     return f"{size} x {size} pixels of {crop}{stem}, three channels ({windows}){slab}{precision}"
 
 
+def _thickness_text(cfg: Mapping[str, Any]) -> str:
+    """How the 5 mm training phantoms were sampled across their thickness (`--thickness-planes`)."""
+    planes = cfg.get("thickness_planes", 1)
+    counts = [int(v) for v in planes] if isinstance(planes, (list, tuple)) else [int(planes)]
+    def one(k: int) -> str:
+        return "sampled at their centre plane" if k == 1 else f"integrated over {k} planes across the slice"
+    if len(counts) == 1:
+        return f"; 5 mm phantom slices {one(counts[0])}"
+    return "; 5 mm phantom slices drawn per case from: " + ", ".join(one(k) for k in counts)
+
+
 def _twin_text(log: Mapping[str, Any]) -> str:
     cfg, train = log.get("command_config", {}), log.get("data", {}).get("train", {})
     if not cfg.get("twins") or "planned_cases" not in train:
@@ -158,7 +169,8 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         f"- Input: {_input_text(log.get('command_config', {}))}.",
         f"- Training data: {log.get('data', {}).get('train', {}).get('cases', '?')} synthetic training studies"
         + _twin_text(log)
-        + f" and {log.get('data', {}).get('validation', {}).get('cases', '?')} validation studies (case-level split by seed).",
+        + f" and {log.get('data', {}).get('validation', {}).get('cases', '?')} validation studies (case-level split by seed)"
+        + _thickness_text(log.get("command_config", {})) + ".",
         f"- Training time: {minutes:.0f} minutes on {hw.get('processor', '?')} CPU, {hw.get('torch_threads', '?')} threads "
         f"(PyTorch {hw.get('torch', '?')}), no GPU.",
         "",
