@@ -54,8 +54,11 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    it from K planes across its thickness (partial volume, as real thick slices and
    slab-averaged thin series have; about 1.9x the generation time for K = 3, 2.9x for
    K = 5). Normal heads read as point-sampled 5 mm, thickness-integrated 5 mm and 1 mm
-   series score 0.22, 0.49 and 0.80 with the stem ensemble trained on point samples
-   (models/EXPERIMENTS.md); the bundled recipe does not use it yet.
+   series score 0.22, 0.49 and 0.80 with the stem ensemble trained on point samples.
+   `--thickness-planes 1,3` mixes the two per case. Neither is in the bundled recipe:
+   trained on integrated or mixed slices the ensemble scored 0.892 and 0.904 on the
+   point-sampled development set against 0.916 (0.850 and 0.837 against 0.816 on an
+   integrated one; models/EXPERIMENTS.md, stop 12).
 7. Ensembles: the unweighted mean is the default, as in the paper. "weighted" follows
    Kang et al. in spirit (members weighted by how they complement each other);
    lacking segmentations, weights are found by exhaustive search on a 0.1 simplex
