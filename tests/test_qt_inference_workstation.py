@@ -47,7 +47,8 @@ def _attach(window: MainWindow, ensemble_dir: Path | None, chunk: int = 8, auto:
 
 
 def test_findings_fill_in_per_chunk_then_finish_with_triage_and_provider(qtbot, window, tmp_path):
-    ens = _ensemble(tmp_path / "ens", negative_below=0.0, positive_above=0.0)  # ANY > 0 => confident positive
+    ens = _ensemble(tmp_path / "ens", negative_below=0.0, positive_above=0.0,  # ANY > 0 => confident positive
+                    description="Trained on phantoms only. Not for clinical use.")
     ui = _attach(window, ens, chunk=4)
     seen: list[tuple[int, str, int]] = []
     # Connected after the panel: each record is what the reader sees after that chunk.
@@ -67,6 +68,9 @@ def test_findings_fill_in_per_chunk_then_finish_with_triage_and_provider(qtbot, 
     assert result.provider == "CPUExecutionProvider"
     assert ui.panel.provider_label.text() == "Ran on: CPU"
     assert "alpha 1.0" in ui.panel.models_label.text() and "beta 2.1" in ui.panel.models_label.text()
+    # the manifest's description is on show beside the findings
+    assert ui.panel.about_label.text() == "test-ensemble: Trained on phantoms only. Not for clinical use."
+    assert not ui.panel.about_label.isHidden()
     time_label = ui.panel.elapsed_label
     assert time_label.text().startswith("Elapsed:")  # shown, whatever its value
     assert ui.panel.progress.isHidden()

@@ -100,6 +100,12 @@ class FindingsPanel(QWidget):
         self.models_label.setWordWrap(True)
         self.provider_label = QLabel("")
         self.elapsed_label = QLabel("")
+        # The ensemble's own description from its manifest (the bundled one says what it was
+        # trained on and "Not for clinical use"): a reader sees where the findings come from.
+        self.about_label = QLabel("")
+        self.about_label.setWordWrap(True)
+        self.about_label.setStyleSheet("color: #a0a0a0; font-size: 11px;")
+        self.about_label.setVisible(False)
 
         self.auto_infer_check = QCheckBox("Analyse studies when opened")
         self.auto_infer_check.setChecked(True)
@@ -117,6 +123,7 @@ class FindingsPanel(QWidget):
         layout.addWidget(self.models_label)
         layout.addWidget(self.provider_label)
         layout.addWidget(self.elapsed_label)
+        layout.addWidget(self.about_label)
         buttons = QHBoxLayout()
         buttons.addWidget(self.auto_infer_check)
         buttons.addStretch(1)
@@ -162,6 +169,10 @@ class FindingsPanel(QWidget):
         self.models_label.setToolTip("\n".join(f"{m.name} {m.version}  SHA-256 {m.sha256[:16]}\u2026" for m in infos))
         self.set_provider(getattr(ensemble, "provider", ""))
         self._thresholds = dict(ensemble.manifest.operating_points.thresholds)
+        about = str(getattr(ensemble.manifest, "description", "") or "").strip()
+        name = str(getattr(ensemble.manifest, "name", "") or "")
+        self.about_label.setText(f"{name}: {about}" if name and about else about)
+        self.about_label.setVisible(bool(about))
 
     def set_provider(self, provider: str) -> None:
         self.provider_label.setText(f"Ran on: {provider_display_name(provider)}")
