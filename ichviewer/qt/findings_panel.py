@@ -168,10 +168,10 @@ class FindingsPanel(QWidget):
         self.models_label.setText("Models: " + ", ".join(f"{m.name} {m.version}" for m in infos))
         self.models_label.setToolTip("\n".join(f"{m.name} {m.version}  SHA-256 {m.sha256[:16]}\u2026" for m in infos))
         self.set_provider(getattr(ensemble, "provider", ""))
-        self._thresholds = dict(ensemble.manifest.operating_points.thresholds)
-        about = str(getattr(ensemble.manifest, "description", "") or "").strip()
-        name = str(getattr(ensemble.manifest, "name", "") or "")
-        self.about_label.setText(f"{name}: {about}" if name and about else about)
+        manifest = ensemble.manifest
+        self._thresholds = dict(manifest.operating_points.thresholds)
+        about = manifest.description.strip()
+        self.about_label.setText(f"{manifest.name}: {about}" if manifest.name and about else about)
         self.about_label.setVisible(bool(about))
 
     def set_provider(self, provider: str) -> None:
