@@ -15,6 +15,7 @@ from ichviewer import LABELS
 from ichviewer.core.phantom import generate_case
 from ichviewer.training.augmentation import (
     AugmentParams,
+    affine_warp,
     augment_images,
     draw_augmentation,
     draw_beta,
@@ -23,7 +24,11 @@ from ichviewer.training.augmentation import (
     translation_px,
 )
 from ichviewer.training.data import (
+    LESION_MAP_STRIDE,
     SPLITS,
+    add_twin_negatives,
+    concat_caches,
+    subset_cases,
     CaseRecord,
     SliceCache,
     TrainingDataError,
@@ -133,9 +138,9 @@ def test_sampled_interpolation_gives_one_image_per_slice_drawn_from_the_three():
     lab[1] = 1
     cache = SliceCache(images, lab, np.ones_like(lab), cases, 2)
     rows = np.array([0, 1, 2, 3, 4, 5] * 20)
-    x_all, y_all, _ = _slice_batch(cache, rows, TrainConfig("m", "vgg", interpolate=True), np.random.default_rng(3))
+    x_all, y_all, _, _ = _slice_batch(cache, rows, TrainConfig("m", "vgg", interpolate=True), np.random.default_rng(3))
     assert x_all.shape[0] == 3 * rows.size
-    x, y, k = _slice_batch(cache, rows, TrainConfig("m", "vgg", interpolation="sample"), np.random.default_rng(3))
+    x, y, k, _ = _slice_batch(cache, rows, TrainConfig("m", "vgg", interpolation="sample"), np.random.default_rng(3))
     assert x.shape[0] == y.shape[0] == k.shape[0] == rows.size
     # each image is one of the three (original or an Eq. 4 interpolation) made for its own slice
     for i in range(rows.size):
@@ -313,6 +318,94 @@ def test_phantom_cache_matches_the_phantom_labels_and_inference_preprocessing():
     # the cache holds the engine's own model inputs, quantised to 8 bits like the paper's window images
     assert np.abs(cache.float_images(np.arange(c0.start, c0.stop)) - x).max() <= 0.5 / 255 + 1e-6
     assert cache.cases[0].labels == list(expected_labels.max(axis=0))
+
+
+# --------------------------------------------------------------------------- lesion maps (departure 19)
+
+
+def test_lesion_maps_mark_each_subtype_where_the_blood_is():
+    from ichviewer.core.windowing import INPUT_WINDOW_SETS
+
+    size = 64
+    plans = add_twin_negatives([p for p in plan_phantom_cases(8, "train", seed=11) if p.subtype not in (None, "none")][:3])
+    cache = build_phantom_cache(plans, size, matrix=128, windows=INPUT_WINDOW_SETS["brain-subdural-bone"], crop="head",
+                                with_maps=True)
+    m = size // LESION_MAP_STRIDE
+    assert cache.maps.shape == (cache.n_slices, 5, m, m) and cache.maps.dtype == np.uint8
+    # a subtype's map is non-zero exactly on the slices labelled with it
+    np.testing.assert_array_equal(cache.maps.max(axis=(2, 3)) > 0, cache.labels[:, :5] > 0)
+    # and where it is non-zero is where the image differs from the same head without the bleed (its twin)
+    by_id = {c.case_id: c for c in cache.cases}
+    checked = 0
+    for c in cache.cases:
+        twin = by_id.get(f"{c.case_id}-twin")
+        if twin is None:
+            continue
+        for r in range(c.n_slices):
+            if cache.labels[c.start + r, 5] == 0:
+                continue
+            diff = np.abs(cache.images[c.start + r].astype(int) - cache.images[twin.start + r].astype(int)).max(axis=0)
+            cells = diff.reshape(m, LESION_MAP_STRIDE, m, LESION_MAP_STRIDE).max(axis=(1, 3))
+            iy, ix = np.unravel_index(np.argmax(cells), cells.shape)
+            assert cache.maps[c.start + r, :, iy, ix].max() > 0
+            checked += 1
+    assert checked >= 3
+
+
+def test_lesion_maps_survive_save_load_subset_and_concat(tmp_path):
+    plain = _cache([2, 3])
+    m = 16 // LESION_MAP_STRIDE
+    cache = SliceCache(np.zeros((5, 3, 16, 16), np.uint8), plain.labels, plain.known, plain.cases, 16,
+                       maps=np.random.default_rng(0).integers(0, 256, (5, 5, m, m)).astype(np.uint8))
+    cache.save(tmp_path / "c.npz")
+    back = SliceCache.load(tmp_path / "c.npz")
+    np.testing.assert_array_equal(back.maps, cache.maps)
+    np.testing.assert_array_equal(subset_cases(cache, [1]).maps, cache.maps[2:])
+    np.testing.assert_array_equal(concat_caches([cache, cache]).maps, np.concatenate([cache.maps, cache.maps]))
+    other = _cache([1])
+    other = SliceCache(np.zeros((1, 3, 16, 16), np.uint8), other.labels, other.known, other.cases, 16)
+    assert concat_caches([cache, other]).maps is None  # a part without maps: none
+    with pytest.raises(ValueError, match="maps must be uint8"):
+        SliceCache(cache.images, cache.labels, cache.known, cache.cases, 16, maps=cache.maps[:, :, :1])
+
+
+def test_a_lesion_map_moves_with_its_image_under_augmentation():
+    image = torch.zeros(1, 1, 64, 64)
+    image[0, 0, 16:24, 24:32] = 1.0  # map cell (2, 3) at stride 8
+    lesion = torch.zeros(1, 1, 8, 8)
+    lesion[0, 0, 2, 3] = 1.0
+    shift = AugmentParams(np.zeros(1), np.ones(1), np.array([[8.0, -16.0]]), np.zeros(1, bool))
+    moved_image = augment_images(image, shift)
+    moved_map = affine_warp(lesion, shift, (64, 64))
+    assert float(moved_image[0, 0, 0:8, 32:40].min()) > 0.99 and float(moved_image.sum()) == pytest.approx(64.0)
+    assert float(moved_map[0, 0, 0, 4]) == pytest.approx(1.0) and float(moved_map.sum()) == pytest.approx(1.0)
+    # with rotation and scale too, the map's peak stays on the image's block
+    params = AugmentParams(np.array([7.0]), np.array([0.93]), np.array([[5.0, -3.0]]), np.zeros(1, bool))
+    cells = augment_images(image, params)[0, 0].reshape(8, 8, 8, 8).sum(dim=(1, 3))
+    peak = np.unravel_index(int(torch.argmax(affine_warp(lesion, params, (64, 64))[0, 0])), (8, 8))
+    assert peak == np.unravel_index(int(torch.argmax(cells)), (8, 8))
+
+
+def test_lesion_map_loss_weighs_blood_and_background_equally_and_any_is_the_union():
+    from ichviewer.training.trainer import lesion_map_loss, lesion_map_targets
+
+    maps = torch.zeros(2, 5, 4, 4)
+    maps[0, 2, 1, 1] = 1.0  # one SDH cell
+    maps[1, 0, 3, 3] = 0.5  # half an IPH cell
+    t = lesion_map_targets(maps, (2, 2))
+    assert t.shape == (2, 6, 2, 2)
+    assert float(t[0, 2, 0, 0]) == 1.0 and float(t[1, 0, 1, 1]) == 0.5
+    torch.testing.assert_close(t[:, 5], t[:, :5].max(dim=1).values)
+    z = torch.zeros(2, 6, 2, 2)  # every cell at p = 0.5: each mean is ln 2
+    ln2 = math.log(2.0)
+    # SDH and ANY (1.5 cells of blood): ln 2 + ln 2; IPH: less than one cell of blood counts by
+    # its mass (0.5 ln 2), plus the background's ln 2; IVH, EDH, SAH: background only
+    expected = (2 * ln2 * 2 + 1.5 * ln2 + ln2 * 3) / 6
+    assert float(lesion_map_loss(z, t)) == pytest.approx(expected, rel=1e-6)
+    # one blood cell weighs as much as all the background: raising only it lowers the loss by half its term
+    z2 = z.clone()
+    z2[0, 2, 0, 0] = 20.0
+    assert float(lesion_map_loss(z, t) - lesion_map_loss(z2, t)) == pytest.approx(ln2 / 6, rel=1e-3)
 
 
 # --------------------------------------------------------------------------- DICOM + CSV

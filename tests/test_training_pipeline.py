@@ -25,7 +25,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def phantom_caches():
     """Tiny phantom train/validation caches (64-pixel phantoms, 32-pixel inputs), generated once."""
-    train = build_phantom_cache(plan_phantom_cases(6, "train", seed=3), SIZE, matrix=64)
+    train = build_phantom_cache(plan_phantom_cases(6, "train", seed=3), SIZE, matrix=64, with_maps=True)
     val = build_phantom_cache(plan_phantom_cases(4, "validation", seed=3), SIZE, matrix=64)
     return train, val
 
@@ -74,7 +74,10 @@ def test_export_matches_pytorch_and_a_wrong_model_is_caught(tmp_path, phantom_ca
         verify_onnx(other, tmp_path / spec.file, val.float_images(np.arange(4)))
 
 
-@pytest.mark.parametrize("options", [{}, {"hard_fraction": 0.5, "precision": "bf16"}], ids=["plain", "mining-bf16"])
+@pytest.mark.parametrize(
+    "options", [{}, {"hard_fraction": 0.5, "precision": "bf16"}, {"lesion_map_weight": 1.0}],
+    ids=["plain", "mining-bf16", "lesion-maps"],
+)
 def test_resume_continues_from_the_checkpoint_to_the_same_weights(tmp_path, phantom_caches, options):
     train, val = phantom_caches
     full = train_member(_config(**options), train, val, tmp_path / "a.pt")
@@ -87,6 +90,33 @@ def test_resume_continues_from_the_checkpoint_to_the_same_weights(tmp_path, phan
         torch.testing.assert_close(resumed.model.state_dict()[k], v, atol=1e-5, rtol=1e-4)
     with pytest.raises(CheckpointError, match="other settings"):
         train_member(_config(lr=5e-3, **options), train, val, tmp_path / "b.pt", resume=True)
+
+
+def test_lesion_map_loss_trains_a_head_beside_the_network_and_needs_maps(phantom_caches):
+    train, val = phantom_caches
+    with_maps = train_member(_config(lesion_map_weight=1.0, epochs=1, steps_per_epoch=2, seed=9), train, val)
+    without = train_member(_config(epochs=1, steps_per_epoch=2, seed=9), train, val)
+    # the exported network is the same shape either way (the map head is not part of it) ...
+    assert with_maps.model.state_dict().keys() == without.model.state_dict().keys()
+    # ... but the map loss changed its training
+    assert any(not torch.equal(v, without.model.state_dict()[k]) for k, v in with_maps.model.state_dict().items())
+    no_maps = replace(train, maps=None)
+    with pytest.raises(ValueError, match="lesion maps"):
+        train_member(_config(lesion_map_weight=1.0, epochs=1, steps_per_epoch=1), no_maps, val)
+    study = replace(train, cases=[replace(c, slice_labelled=False) for c in train.cases])
+    with pytest.raises(ValueError, match="lesion maps"):
+        train_member(_config(lesion_map_weight=1.0, epochs=1, steps_per_epoch=1), study, val)
+    with pytest.raises(ValueError, match="lesion map weight"):
+        _config(lesion_map_weight=-1.0)
+    assert "lesion_map_weight" not in _config().fingerprint()  # older checkpoints still resume
+    assert _config(lesion_map_weight=0.5).fingerprint()["lesion_map_weight"] == 0.5
+
+
+def test_recipe_refuses_the_lesion_map_loss_without_phantoms(tmp_path):
+    from ichviewer.training.recipe import RecipeConfig
+
+    with pytest.raises(ValueError, match="needs phantoms"):
+        RecipeConfig(out=tmp_path, source="dicom", data_dir=tmp_path, labels_csv=tmp_path / "l.csv", lesion_map_weight=1.0)
 
 
 def test_specialist_member_and_study_level_mil_training_run(phantom_caches):
@@ -234,7 +264,7 @@ def test_train_cli_defaults_and_choices_are_the_recipes():
     recipe = RecipeConfig(out="x")
     for name in ("epochs", "seed", "input_size", "windows", "crop", "interpolation", "slab_mm", "width", "batch_size",
                  "steps_per_epoch", "lr", "positive_fraction", "hard_fraction", "precision", "input_stem", "matrix",
-                 "thin_every", "thickness_planes", "pair_twins", "positive_sampling"):
+                 "thin_every", "thickness_planes", "pair_twins", "positive_sampling", "lesion_map_weight"):
         assert name in {f.name for f in fields(RecipeConfig)}
         assert getattr(args, name) == getattr(recipe, name), name
     assert (args.n_cases[0], args.n_cases[1]) == (recipe.n_train, recipe.n_validation)

@@ -118,6 +118,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="put a learned 2x downsampling stem in front of each network; use with twice the --input-size (e.g. 256)",
     )
+    p.add_argument(
+        "--lesion-map-weight",
+        type=float,
+        default=0.0,
+        help="weight of an auxiliary loss that teaches each network where the blood is, from the phantoms' "
+        "masks (phantoms only; not exported; 0: off, the default)",
+    )
     p.add_argument("--matrix", type=int, default=256, help="phantom in-plane matrix (default 256)")
     p.add_argument(
         "--thin-every", type=int, default=1, help="keep every k-th planned 1 mm phantom thin, the rest 5 mm (default 1)"
@@ -192,6 +199,7 @@ def run_train(args: argparse.Namespace) -> int:
             positive_sampling=args.positive_sampling,
             precision=args.precision,
             input_stem=args.input_stem,
+            lesion_map_weight=args.lesion_map_weight,
             ensemble=args.ensemble,
             min_sensitivity=args.min_sensitivity,
             target_miss_rate=args.target_miss_rate,

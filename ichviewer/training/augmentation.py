@@ -171,6 +171,22 @@ def augment_images(images, params: AugmentParams):
     bright border. Bilinear sampling keeps values inside the input's range.
     """
     import torch
+
+    out = affine_warp(images, params)
+    mask = torch.from_numpy(params.denoise)
+    if bool(mask.any()):
+        out[mask] = median3x3(out[mask])
+    return out
+
+
+def affine_warp(images, params: AugmentParams, shift_size: tuple[int, int] | None = None):
+    """The rotation, scale and translation of `augment_images` alone (no median filter).
+
+    It works in normalised coordinates, so a (n, C, h, w) map covering the same field as
+    the images (e.g. a lesion map at 1/8 of their size) moves with them exactly when
+    `shift_size` gives the (h, w) of the images `shift_px` was drawn for.
+    """
+    import torch
     import torch.nn.functional as F
 
     n, _, h, w = images.shape
@@ -183,11 +199,8 @@ def augment_images(images, params: AugmentParams):
     mats[:, 0, 0], mats[:, 0, 1] = cos, -sin * h / w
     mats[:, 1, 0], mats[:, 1, 1] = sin * w / h, cos
     # translation in normalised coordinates: 2 px / size per pixel, sign so +x moves content right
-    mats[:, 0, 2] = -2.0 * params.shift_px[:, 0] / w
-    mats[:, 1, 2] = -2.0 * params.shift_px[:, 1] / h
+    sh, sw = shift_size or (h, w)
+    mats[:, 0, 2] = -2.0 * params.shift_px[:, 0] / sw
+    mats[:, 1, 2] = -2.0 * params.shift_px[:, 1] / sh
     grid = F.affine_grid(torch.from_numpy(mats), list(images.shape), align_corners=False)
-    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    mask = torch.from_numpy(params.denoise)
-    if bool(mask.any()):
-        out[mask] = median3x3(out[mask])
-    return out
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

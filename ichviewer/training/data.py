@@ -33,6 +33,9 @@ SEED_BLOCK = 10_000_000
 
 ProgressFn = Callable[[int, int], None]
 
+#: Lesion maps (`SliceCache.maps`) are stored at the model input size divided by this.
+LESION_MAP_STRIDE = 8
+
 
 class TrainingDataError(ValueError):
     """The training data cannot be used; the message names the file and the problem."""
@@ -202,6 +205,9 @@ class SliceCache:
 
     `known` (N, L) is 1 where a label is known; a study-level CSV without subtype
     columns leaves the subtypes unknown, and the loss ignores those entries.
+    `maps` (N, 5, m, m) uint8, optional: where each subtype's blood is on the slice, in the
+    model input's frame at 1/LESION_MAP_STRIDE of its size (0-255 = the highest fraction of
+    a map cell's input pixels covered). Phantoms know their masks; DICOM studies have none.
     """
 
     images: np.ndarray
@@ -210,6 +216,7 @@ class SliceCache:
     cases: list[CaseRecord]
     input_size: int
     meta: dict = field(default_factory=dict)
+    maps: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -224,6 +231,10 @@ class SliceCache:
             expected = c.stop
         if expected != n:
             raise ValueError(f"cases cover {expected} rows, the arrays have {n}")
+        if self.maps is not None:
+            m = self.input_size // LESION_MAP_STRIDE
+            if self.maps.dtype != np.uint8 or self.maps.shape != (n, len(SUBTYPES), m, m):
+                raise ValueError(f"maps must be uint8 ({n}, {len(SUBTYPES)}, {m}, {m}), got {self.maps.dtype} {self.maps.shape}")
 
     @property
     def n_slices(self) -> int:
@@ -269,6 +280,7 @@ class SliceCache:
             known=self.known,
             cases=np.asarray(json.dumps([asdict(c) for c in self.cases])),
             meta=np.asarray(json.dumps({**self.meta, "input_size": self.input_size})),
+            **({"maps": self.maps} if self.maps is not None else {}),
         )
         os.replace(tmp, path)
 
@@ -277,7 +289,8 @@ class SliceCache:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             cases = [CaseRecord(**c) for c in json.loads(str(z["cases"]))]
-            return cls(z["images"], z["labels"], z["known"], cases, int(meta.pop("input_size")), meta)
+            maps = z["maps"] if "maps" in z.files else None
+            return cls(z["images"], z["labels"], z["known"], cases, int(meta.pop("input_size")), meta, maps)
 
 
 def concat_caches(parts: Sequence[SliceCache]) -> SliceCache:
@@ -295,6 +308,7 @@ def concat_caches(parts: Sequence[SliceCache]) -> SliceCache:
         cases,
         parts[0].input_size,
         dict(parts[0].meta),
+        np.concatenate([p.maps for p in parts]) if all(p.maps is not None for p in parts) else None,
     )
 
 
@@ -316,10 +330,36 @@ def volume_to_inputs(volume, input_size: int, windows=None, crop: str = "none", 
 # --------------------------------------------------------------------------- phantoms
 
 
-def _phantom_part(args: tuple) -> tuple[np.ndarray, np.ndarray, dict]:
+def lesion_maps(case, input_size: int, crop: str = "none") -> np.ndarray:
+    """Where each subtype's blood is on every slice of a PhantomCase, in the model input's frame (`SliceCache.maps`).
+
+    Each slice's own mask (the one its labels come from, also when the model sees a slab)
+    is resampled onto the input grid like the pixels (`preprocess_slices`), and each block of
+    LESION_MAP_STRIDE x LESION_MAP_STRIDE input pixels keeps its highest coverage. Only
+    slices and subtypes with blood are resampled.
+    """
+    from ichviewer.inference.preprocessing import _apply_taps, geometry_for
+
+    n = case.volume.hu.shape[0]
+    m = int(input_size) // LESION_MAP_STRIDE
+    out = np.zeros((n, len(SUBTYPES), m, m), dtype=np.uint8)
+    geom = geometry_for(case.volume, (int(input_size), int(input_size)), crop)
+    ty, tx = geom.input_taps()
+    for j, sub in enumerate(SUBTYPES):
+        mask = case.masks[sub]
+        rows = np.nonzero(mask.any(axis=(1, 2)))[0]
+        if rows.size == 0:
+            continue
+        cover = _apply_taps(mask[rows].astype(np.float32), ty, tx)[:, : m * LESION_MAP_STRIDE, : m * LESION_MAP_STRIDE]
+        block = cover.reshape(rows.size, m, LESION_MAP_STRIDE, m, LESION_MAP_STRIDE).max(axis=(2, 4))
+        out[rows, j] = np.rint(np.clip(block, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return out
+
+
+def _phantom_part(args: tuple) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
     from ichviewer.core.phantom import generate_case
 
-    plan, input_size, matrix, windows, crop, slab_mm = args
+    plan, input_size, matrix, windows, crop, slab_mm, with_maps = args
     case = generate_case(
         plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
         slice_mm=plan.slice_mm, age=plan.age, matrix=matrix, thickness_planes=plan.thickness_planes,
@@ -335,7 +375,7 @@ def _phantom_part(args: tuple) -> tuple[np.ndarray, np.ndarray, dict]:
         "age": case.age,
         "slice_mm": float(case.slice_mm),
     }
-    return images, labels, info
+    return images, labels, info, (lesion_maps(case, input_size, crop) if with_maps else None)
 
 
 def build_phantom_cache(
@@ -347,17 +387,18 @@ def build_phantom_cache(
     windows=None,
     crop: str = "none",
     slab_mm: float | None = None,
+    with_maps: bool = False,
 ) -> SliceCache:
     """Generate every planned phantom, convert its slices to model inputs and keep only those.
 
     `matrix` is the phantom's in-plane size; the field of view is the same at every
     matrix, so at a model input of 128-192 pixels a 256 matrix gives nearly the same
     inputs as 512 at a quarter of the generation time. `workers` > 1 generates in
-    separate processes.
+    separate processes. `with_maps` keeps each slice's lesion maps too (`lesion_maps`).
     """
     if not plans:
         raise ValueError("no cases planned")
-    jobs = [(p, int(input_size), int(matrix), tuple(windows) if windows else None, crop, slab_mm) for p in plans]
+    jobs = [(p, int(input_size), int(matrix), tuple(windows) if windows else None, crop, slab_mm, with_maps) for p in plans]
     results: list = []
     if workers > 1:
         import multiprocessing as mp
@@ -373,21 +414,26 @@ def build_phantom_cache(
             results.append(_phantom_part(job))
             if progress:
                 progress(len(results), len(jobs))
-    images, labels, cases, start = [], [], [], 0
-    for im, lab, info in results:
+    images, labels, maps, cases, start = [], [], [], [], 0
+    for im, lab, info, mp in results:
         n = im.shape[0]
         # a twin is the same head as its positive: one patient
         patient = info["case_id"].removesuffix(f"-{TWIN_TAG}")
         cases.append(CaseRecord(start=start, stop=start + n, labels=[int(v) for v in lab.max(axis=0)], patient_id=patient, **info))
         images.append(im)
         labels.append(lab)
+        maps.append(mp)
         start += n
     lab = np.concatenate(labels)
-    return SliceCache(np.concatenate(images), lab, np.ones_like(lab), cases, int(input_size), {"source": "phantoms", "matrix": matrix})
+    return SliceCache(
+        np.concatenate(images), lab, np.ones_like(lab), cases, int(input_size), {"source": "phantoms", "matrix": matrix},
+        np.concatenate(maps) if with_maps else None,
+    )
 
 
 def plans_fingerprint(
-    plans: Sequence[CasePlan], input_size: int, matrix: int, windows=None, crop: str = "none", slab_mm: float | None = None
+    plans: Sequence[CasePlan], input_size: int, matrix: int, windows=None, crop: str = "none", slab_mm: float | None = None,
+    with_maps: bool = False,
 ) -> str:
     """Cache key: the plans, sizes, windows, framing, and the code that makes the pixels (phantom, preprocessing, windows)."""
     from ichviewer.core import phantom, windowing
@@ -397,6 +443,8 @@ def plans_fingerprint(
     text = json.dumps([asdict(p) for p in plans]) + f"|{input_size}|{matrix}|{code}"
     if windows or crop != "none" or slab_mm:  # (keeps the keys of older caches made with the defaults)
         text += f"|{[(w.width, w.level) for w in windows or ()]}|{crop}|{slab_mm}"
+    if with_maps:
+        text += f"|maps{LESION_MAP_STRIDE}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -588,4 +636,5 @@ def subset_cases(cache: SliceCache, case_indices: Sequence[int]) -> SliceCache:
         cases.append(CaseRecord(**{**asdict(c), "start": start, "stop": start + c.n_slices}))
         start += c.n_slices
     r = np.concatenate(rows)
-    return SliceCache(cache.images[r], cache.labels[r], cache.known[r], cases, cache.input_size, dict(cache.meta))
+    maps = cache.maps[r] if cache.maps is not None else None
+    return SliceCache(cache.images[r], cache.labels[r], cache.known[r], cases, cache.input_size, dict(cache.meta), maps)

@@ -76,6 +76,7 @@ class RecipeConfig:
     positive_sampling: str = "slice"
     precision: str = "fp32"
     input_stem: bool = False
+    lesion_map_weight: float = 0.0
     ensemble: str = "mean"
     min_sensitivity: float = 0.95
     target_miss_rate: float = 0.01
@@ -92,6 +93,10 @@ class RecipeConfig:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if self.source == "dicom" and (self.data_dir is None or self.labels_csv is None):
             raise ValueError("the dicom source needs a data folder (--data) and a labels CSV (--labels)")
+        if not (math.isfinite(self.lesion_map_weight) and self.lesion_map_weight >= 0):
+            raise ValueError(f"lesion map weight must be >= 0, got {self.lesion_map_weight}")
+        if self.lesion_map_weight > 0 and self.source != "phantoms":
+            raise ValueError("the lesion-map loss needs phantoms (DICOM studies come without blood masks)")
         from ichviewer.core.windowing import INPUT_WINDOW_SETS
         from ichviewer.inference.preprocessing import CROPS
 
@@ -176,14 +181,17 @@ def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[Slice
             plans = plan_phantom_cases(n, split, config.seed, config.thin_every, config.thickness_planes)
             if split == "train" and config.twins:
                 plans = add_twin_negatives(plans)
-            key = plans_fingerprint(plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm)
+            with_maps = split == "train" and config.lesion_map_weight > 0  # departure 19
+            key = plans_fingerprint(
+                plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm, with_maps
+            )
             path = work / "cache" / f"{split}-{key}.npz"
             if path.exists():
                 caches[split] = SliceCache.load(path)
             else:
                 caches[split] = build_phantom_cache(
                     plans, config.input_size, config.matrix, config.workers, _progress_fn(f"phantoms ({split})", stream),
-                    windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm,
+                    windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm, with_maps=with_maps,
                 )
                 caches[split].save(path)
             kinds: dict[str, int] = {}
@@ -266,7 +274,7 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
             positive_fraction=config.positive_fraction, interpolation=config.interpolation,
             pair_twins=config.twins and config.pair_twins,
             hard_fraction=config.hard_fraction, positive_sampling=config.positive_sampling,
-            precision=config.precision, input_stem=config.input_stem,
+            precision=config.precision, input_stem=config.input_stem, lesion_map_weight=config.lesion_map_weight,
         )
         result = train_member(
             tc, train, val, config.work / "checkpoints" / f"{name}.pt", resume=config.resume, stream=stream,

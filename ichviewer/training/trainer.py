@@ -14,6 +14,7 @@ import numpy as np
 
 from ichviewer import LABELS
 from ichviewer.training.augmentation import (
+    affine_warp,
     augment_images,
     draw_augmentation,
     draw_beta,
@@ -105,6 +106,10 @@ class TrainConfig:
     #: Prepend `networks.make_input_stem()` (a learned 2x downsampler): train at twice the input size
     #: for the cost of the usual size in every later layer (departure 17 in `ichviewer.training`).
     input_stem: bool = False
+    #: Weight of the lesion-map loss (`lesion_map_loss`; departure 19 in `ichviewer.training`): an
+    #: auxiliary 1x1 convolution on the last features learns where the blood is from the cache's
+    #: maps. 0 (default) trains on labels alone, as Lee et al. The head is not exported.
+    lesion_map_weight: float = 0.0
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -112,6 +117,8 @@ class TrainConfig:
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
             positive_sampling=self.positive_sampling, precision=self.precision,
         )
+        if not (math.isfinite(self.lesion_map_weight) and self.lesion_map_weight >= 0):
+            raise ValueError(f"lesion map weight must be >= 0, got {self.lesion_map_weight}")
 
     @property
     def images_per_slice(self) -> int:
@@ -122,6 +129,8 @@ class TrainConfig:
         d.pop("threads")
         if d["positive_sampling"] == "slice":  # options added later leave out their default,
             d.pop("positive_sampling")  # so checkpoints made before them still resume
+        if not d["lesion_map_weight"]:
+            d.pop("lesion_map_weight")
         return d
 
 
@@ -257,11 +266,20 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _slice_batch(cache: SliceCache, rows: np.ndarray, config: TrainConfig, rng: np.random.Generator):
-    """Images, soft labels and known-mask for one step of slice-level training."""
+def _float_maps(cache: SliceCache, rows: np.ndarray) -> np.ndarray:
+    return cache.maps[rows].astype(np.float32) * np.float32(1.0 / 255.0)
+
+
+def _slice_batch(cache: SliceCache, rows: np.ndarray, config: TrainConfig, rng: np.random.Generator, with_maps: bool = False):
+    """Images, soft labels, known-mask and (`with_maps`) lesion maps for one step of slice-level training.
+
+    The maps are interpolated with their slices exactly as the images are (Eq. 4), so an
+    interpolated image's map is as soft as its labels.
+    """
     x = cache.float_images(rows)
     y = cache.labels[rows]
     k = cache.known[rows]
+    maps = _float_maps(cache, rows) if with_maps else None
     if config.interpolate:
         lower, upper, edge = cache.neighbours(rows)
         beta = draw_beta(rng)  # one beta per batch (Lee et al. 2019, Eq. 4)
@@ -269,17 +287,53 @@ def _slice_batch(cache: SliceCache, rows: np.ndarray, config: TrainConfig, rng: 
         if config.interpolation == "sample":
             which = rng.integers(0, 3, rows.size)  # 0 original, 1 towards the lower, 2 towards the upper neighbour
             partner = np.where(which == 1, lower, np.where(which == 2, upper, rows))
+            if with_maps:
+                maps, _ = interpolate_one_per_slice(
+                    maps, y, _float_maps(cache, partner), cache.labels[partner], which, edge, beta, beta2,
+                )
             x, y = interpolate_one_per_slice(
                 x, y, cache.float_images(partner), cache.labels[partner], which, edge, beta, beta2,
             )
             k = np.minimum(k, cache.known[partner])
         else:
+            if with_maps:
+                maps, _ = interpolate_slices(
+                    maps, y, _float_maps(cache, lower), cache.labels[lower], _float_maps(cache, upper), cache.labels[upper],
+                    edge, beta, beta2,
+                )
             x, y = interpolate_slices(
                 x, y, cache.float_images(lower), cache.labels[lower], cache.float_images(upper), cache.labels[upper],
                 edge, beta, beta2,
             )
             k = np.concatenate([k, np.minimum(k, cache.known[lower]), np.minimum(k, cache.known[upper])])
-    return x, y, k
+    return x, y, k, maps
+
+
+def lesion_map_targets(maps, grid: tuple[int, int]):
+    """Lesion maps (n, 5, m, m) torch -> targets (n, 6, h, w) on the feature grid: each cell's highest
+    coverage per subtype, and for ANY the highest over the subtypes (LABELS order)."""
+    import torch
+    import torch.nn.functional as F
+
+    sub = F.adaptive_max_pool2d(maps, grid)
+    return torch.cat([sub, sub.max(dim=1, keepdim=True).values], dim=1)
+
+
+def lesion_map_loss(map_logits, targets):
+    """Balanced binary cross-entropy of a (n, 6, h, w) logit map against lesion-map targets (departure 19).
+
+    For each label, the mean loss over blood cells plus the mean over blood-free cells
+    (targets are soft: a cell counts by its coverage), averaged over labels: a punctate
+    bleed's one cell weighs as much as the rest of the batch's background. Less than one
+    cell's worth of blood in the batch counts by its mass (the sums are floored at 1).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    dims = (0, 2, 3)
+    pos = (targets * -F.logsigmoid(map_logits)).sum(dims) / targets.sum(dims).clamp_min(1.0)
+    neg = ((1.0 - targets) * -F.logsigmoid(-map_logits)).sum(dims) / (1.0 - targets).sum(dims).clamp_min(1.0)
+    return (pos + neg).mean()
 
 
 class StratifiedSampler:
@@ -509,6 +563,11 @@ def train_member(
     model = build_network(config.family, config.width, config.input_stem).to(memory_format=torch.channels_last)
     rows = specialist_rows(train, config.specialist)
     mil = not train.slice_labelled
+    use_maps = config.lesion_map_weight > 0
+    if use_maps and (mil or train.maps is None):
+        raise ValueError("the lesion-map loss needs slice-labelled training data with lesion maps (phantoms)")
+    # The auxiliary lesion-map head (departure 19) lives beside the network, never in it: export is unchanged.
+    map_head = torch.nn.Conv2d(model.n_features, len(LABELS), 1) if use_maps else None
     study_labels = train.case_labels().astype(np.float32)
     if mil:
         ap, an = class_weights(train.case_labels())  # Eq. 3 from study counts
@@ -524,7 +583,8 @@ def train_member(
         train, rows, config.positive_fraction, rng, partners, config.hard_fraction, config.positive_sampling
     )
     total_steps = steps * config.epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    params = list(model.parameters()) + (list(map_head.parameters()) if map_head is not None else [])
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps, pct_start=0.15)
     alpha_p = torch.as_tensor(ap, dtype=torch.float32)
     alpha_n = torch.as_tensor(an, dtype=torch.float32)
@@ -545,6 +605,8 @@ def train_member(
         except RuntimeError as exc:  # e.g. an input-stem checkpoint from before the stem joined the body
             raise CheckpointError(f"{ckpt}: the checkpoint's network layout differs ({str(exc).splitlines()[0]}); "
                                   "train again with a new --work") from None
+        if map_head is not None:
+            map_head.load_state_dict(state["map_head"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         rng.bit_generator.state = state["numpy_rng"]
@@ -563,7 +625,7 @@ def train_member(
         order = rng.permutation(n_units) if mil else None
         losses = []
         for s in range(steps):
-            weights = None
+            weights = maps = None
             if mil:
                 pick = np.take(order, np.arange(s * per_step, (s + 1) * per_step), mode="wrap")
                 bag_rows, spans = _mil_bags(train, pick, rng)
@@ -572,15 +634,19 @@ def train_member(
                 k = np.stack([train.known[train.cases[int(c)].start] for c in pick])
             else:
                 pick, w = sampler.batch(per_step)
-                x, y, k = _slice_batch(train, pick, config, rng)
+                x, y, k, maps = _slice_batch(train, pick, config, rng, use_maps)
                 # interpolated copies inherit their slice's importance weight
                 weights = torch.from_numpy(np.tile(w, x.shape[0] // w.size))
             xt = torch.from_numpy(np.ascontiguousarray(x))
+            mt = torch.from_numpy(np.ascontiguousarray(maps)) if maps is not None else None
             if config.augment:
-                xt = augment_images(xt, draw_augmentation(xt.shape[0], config.input_size, rng))
+                aug = draw_augmentation(xt.shape[0], config.input_size, rng)
+                xt = augment_images(xt, aug)
+                if mt is not None:
+                    mt = affine_warp(mt, aug, tuple(xt.shape[-2:]))  # the same rotation, scale and shift as its image
             xt = xt.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                logits, _ = model(xt)
+                logits, feats = model(xt)
             logits = logits.float()
             if mil:
                 logits = torch.stack([logits[sp].max(dim=0).values for sp in spans])
@@ -589,6 +655,10 @@ def train_member(
                 per_sample = weighted_bce_per_sample(logits, torch.from_numpy(y), alpha_p, alpha_n, torch.from_numpy(k))
                 sampler.record(pick, per_sample.detach().numpy())
                 loss = (per_sample * weights).mean()
+                if map_head is not None:
+                    feats = feats.float()
+                    map_loss = lesion_map_loss(map_head(feats), lesion_map_targets(mt, tuple(feats.shape[-2:])))
+                    loss = loss + config.lesion_map_weight * map_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -623,6 +693,7 @@ def train_member(
                     "config": config.fingerprint(),
                     "epoch": epoch,
                     "model": model.state_dict(),
+                    "map_head": map_head.state_dict() if map_head is not None else None,
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                     "numpy_rng": rng.bit_generator.state,
