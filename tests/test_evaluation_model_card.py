@@ -108,6 +108,14 @@ def test_committed_model_card_matches_the_committed_evaluations() -> None:
             assert f"| {Path(st['path']).name} | {st['n_slices']} | {st['case']['ANY']['probability']:.2f} |" in card
 
 
+def test_model_card_names_the_lesion_map_loss_when_it_was_used() -> None:
+    from ichviewer.evaluation.model_card import _loss_text
+
+    assert _loss_text({}) == "class-weighted binary cross-entropy of the slice labels (Lee et al. Eq. 2-3)"
+    assert "lesion-map" not in _loss_text({"lesion_map_weight": 0.0})
+    assert "plus 3 x a lesion-map loss" in _loss_text({"lesion_map_weight": 3.0})
+
+
 def test_model_card_says_how_the_5mm_phantoms_were_sampled() -> None:
     from ichviewer.evaluation.model_card import _thickness_text
 

@@ -69,6 +69,18 @@ def _thickness_text(cfg: Mapping[str, Any]) -> str:
     return "; 5 mm phantom slices drawn per case from: " + ", ".join(one(k) for k in counts)
 
 
+def _loss_text(cfg: Mapping[str, Any]) -> str:
+    """The training loss: Eq. 2, plus the lesion-map loss when `--lesion-map-weight` was given."""
+    text = "class-weighted binary cross-entropy of the slice labels (Lee et al. Eq. 2-3)"
+    weight = float(cfg.get("lesion_map_weight") or 0.0)
+    if weight > 0:
+        text += (
+            f", plus {weight:g} x a lesion-map loss: an auxiliary head, not exported, learns where the blood is "
+            "from the phantoms' masks (departure 19)"
+        )
+    return text
+
+
 def _twin_text(log: Mapping[str, Any]) -> str:
     cfg, train = log.get("command_config", {}), log.get("data", {}).get("train", {})
     if not cfg.get("twins") or "planned_cases" not in train:
@@ -167,6 +179,7 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         f"- Ensemble: {log.get('ensemble', {}).get('method', 'mean')} of member probabilities; outputs IPH, IVH, SDH, EDH, SAH and ANY per slice;",
         "  case level = maximum over slices.",
         f"- Input: {_input_text(log.get('command_config', {}))}.",
+        f"- Training loss: {_loss_text(log.get('command_config', {}))}.",
         f"- Training data: {log.get('data', {}).get('train', {}).get('cases', '?')} synthetic training studies"
         + _twin_text(log)
         + f" and {log.get('data', {}).get('validation', {}).get('cases', '?')} validation studies (case-level split by seed)"

@@ -132,4 +132,19 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    the development set (case AUC 0.898 against 0.864, punctate 0.69 against 0.61), the
    four-member bundled recipe did not (0.920 against 0.916, slice-level AUC 0.928 against
    0.951; models/EXPERIMENTS.md), so the bundled recipe does not use it.
+19. Lesion-map loss (option, off by default: `--lesion-map-weight W`, phantoms only): Lee
+   et al. had slice labels only; a phantom also knows where its blood is. The training
+   cache then keeps each slice's subtype masks in the model input's frame at 1/8 of its
+   size (`data.lesion_maps`), moved by the same augmentation and mixed by the same Eq. 4
+   ratios as the image. An auxiliary 1x1 convolution on the last convolutional features
+   predicts them (six channels, ANY the union), with a binary cross-entropy that weighs the
+   blood cells and the blood-free cells of each label equally (`trainer.lesion_map_loss`),
+   added to Eq. 2 with weight W. The head sits beside the network and is never exported:
+   the classifier is still GAP, one linear layer and sigmoids, and the inference contract is
+   unchanged. The aim is the punctate bleeds: a label says a slice has blood, the map says
+   which cell of the 16 x 16 feature grid, so a two-pixel sliver against the inner table
+   gets a direct signal.
+   One Inception member, 3,000 steps with the stem and bf16: development-set case AUC 0.890
+   with W = 1 and 0.890 with W = 3, against 0.864 without (punctate 0.65 and 0.67 against
+   0.61; models/EXPERIMENTS.md).
 """
