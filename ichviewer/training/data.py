@@ -415,14 +415,14 @@ def build_phantom_cache(
             if progress:
                 progress(len(results), len(jobs))
     images, labels, maps, cases, start = [], [], [], [], 0
-    for im, lab, info, mp in results:
+    for im, lab, info, lesion in results:
         n = im.shape[0]
         # a twin is the same head as its positive: one patient
         patient = info["case_id"].removesuffix(f"-{TWIN_TAG}")
         cases.append(CaseRecord(start=start, stop=start + n, labels=[int(v) for v in lab.max(axis=0)], patient_id=patient, **info))
         images.append(im)
         labels.append(lab)
-        maps.append(mp)
+        maps.append(lesion)
         start += n
     lab = np.concatenate(labels)
     return SliceCache(

@@ -93,8 +93,6 @@ class RecipeConfig:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if self.source == "dicom" and (self.data_dir is None or self.labels_csv is None):
             raise ValueError("the dicom source needs a data folder (--data) and a labels CSV (--labels)")
-        if not (math.isfinite(self.lesion_map_weight) and self.lesion_map_weight >= 0):
-            raise ValueError(f"lesion map weight must be >= 0, got {self.lesion_map_weight}")
         if self.lesion_map_weight > 0 and self.source != "phantoms":
             raise ValueError("the lesion-map loss needs phantoms (DICOM studies come without blood masks)")
         from ichviewer.core.windowing import INPUT_WINDOW_SETS
@@ -109,7 +107,7 @@ class RecipeConfig:
         # the trainer's own checks, here too: before minutes of data generation
         check_batch_options(
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
-            positive_sampling=self.positive_sampling, precision=self.precision,
+            positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
         )
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:

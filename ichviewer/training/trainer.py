@@ -45,6 +45,7 @@ def check_batch_options(
     hard_fraction: float | None = None,
     positive_sampling: str | None = None,
     precision: str | None = None,
+    lesion_map_weight: float | None = None,
 ) -> None:
     """Raise ValueError naming the first of these options (those given) that is out of range.
 
@@ -61,6 +62,8 @@ def check_batch_options(
         raise ValueError(f"positive sampling must be one of {POSITIVE_SAMPLINGS}, got {positive_sampling!r}")
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if lesion_map_weight is not None and not (math.isfinite(lesion_map_weight) and lesion_map_weight >= 0):
+        raise ValueError(f"lesion map weight must be >= 0, got {lesion_map_weight}")
 
 
 #: MIL bags (study-level labels): at most this many slices per study per step.
@@ -115,10 +118,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_batch_options(
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
-            positive_sampling=self.positive_sampling, precision=self.precision,
+            positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
         )
-        if not (math.isfinite(self.lesion_map_weight) and self.lesion_map_weight >= 0):
-            raise ValueError(f"lesion map weight must be >= 0, got {self.lesion_map_weight}")
 
     @property
     def images_per_slice(self) -> int:
