@@ -114,6 +114,8 @@ def test_model_card_names_the_lesion_map_loss_when_it_was_used() -> None:
     assert _loss_text({}) == "class-weighted binary cross-entropy of the slice labels (Lee et al. Eq. 2-3)"
     assert "lesion-map" not in _loss_text({"lesion_map_weight": 0.0})
     assert "plus 3 x a lesion-map loss" in _loss_text({"lesion_map_weight": 3.0})
+    assert "stride" not in _loss_text({"lesion_map_weight": 3.0, "lesion_map_stride": None})
+    assert "block at stride 8 (8-pixel cells)" in _loss_text({"lesion_map_weight": 3.0, "lesion_map_stride": 8})
 
 
 def test_model_card_says_how_the_5mm_phantoms_were_sampled() -> None:

@@ -238,6 +238,24 @@ def test_input_stem_takes_twice_the_input_and_gives_the_same_feature_grid(family
     torch.testing.assert_close(logits, stemmed.classifier(f_stem.mean(dim=(2, 3))))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_body_taps_name_the_last_block_at_each_stride(family):
+    from ichviewer.training.networks import body_taps
+
+    net = build_network(family, width=4, input_stem=True).train()
+    taps = body_taps(net, 64)
+    assert net.training  # the dry pass leaves the mode as it found it
+    assert set(taps) == {2, 4, 8, 16}
+    assert taps[16] == (len(net.body) - 1, net.n_features)  # the coarsest is the last features
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for stride, (index, channels) in taps.items():
+            out = net.eval().body[: index + 1](x)
+            assert out.shape[1:] == (channels, 64 // stride, 64 // stride)
+            if index + 1 < len(net.body):  # the next block is at a coarser stride: this is the last at this one
+                assert net.body[: index + 2](x).shape[-1] < out.shape[-1]
+
+
 def test_unknown_family_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="vgg, resnet, inception, mobilenet"):
         build_network("alexnet")

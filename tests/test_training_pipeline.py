@@ -112,6 +112,34 @@ def test_lesion_map_loss_trains_a_head_beside_the_network_and_needs_maps(phantom
     assert _config(lesion_map_weight=0.5).fingerprint()["lesion_map_weight"] == 0.5
 
 
+def test_lesion_map_stride_puts_the_head_on_the_finer_block_and_leaves_no_hook(tmp_path, phantom_caches):
+    train, val = phantom_caches
+    config = _config(input_stem=True, lesion_map_weight=1.0, lesion_map_stride=8, epochs=1, steps_per_epoch=2)
+    result = train_member(config, train, val, tmp_path / "fine.pt")
+    head = torch.load(tmp_path / "fine.pt", map_location="cpu", weights_only=False)["map_head"]
+    # resnet, width 4, with the input stem: the stride-8 block is the 2w-channel residual block, not the 6w last features
+    assert head["weight"].shape == (len(LABELS), 8, 1, 1) and result.model.n_features == 24
+    assert not any(m._forward_hooks for m in result.model.modules())  # the tap is removed after training
+    coarse = train_member(replace(config, lesion_map_stride=None), train, val, tmp_path / "coarse.pt")
+    assert torch.load(tmp_path / "coarse.pt", weights_only=False)["map_head"]["weight"].shape[1] == 24
+    assert any(not torch.equal(v, coarse.model.state_dict()[k]) for k, v in result.model.state_dict().items())
+    assert config.fingerprint()["lesion_map_stride"] == 8 and "lesion_map_stride" not in coarse.config.fingerprint()
+    with pytest.raises(ValueError, match="no block at lesion-map stride 32; choose one of \\[8, 16\\]"):
+        train_member(replace(config, lesion_map_stride=32), train, val)
+    with pytest.raises(ValueError, match="needs a lesion-map weight"):
+        _config(lesion_map_stride=8)
+    with pytest.raises(ValueError, match="at least 8"):
+        _config(lesion_map_weight=1.0, lesion_map_stride=4)
+
+
+def test_recipe_checks_the_lesion_map_stride_for_every_member_before_data(tmp_path):
+    from ichviewer.training.recipe import RecipeConfig
+
+    RecipeConfig(out=tmp_path, input_size=256, input_stem=True, lesion_map_weight=1.0, lesion_map_stride=16)
+    with pytest.raises(ValueError, match="network at input size 128 has no block at lesion-map stride 16; choose one of \\[8\\]"):
+        RecipeConfig(out=tmp_path, input_size=128, lesion_map_weight=1.0, lesion_map_stride=16)
+
+
 def test_recipe_refuses_the_lesion_map_loss_without_phantoms(tmp_path):
     from ichviewer.training.recipe import RecipeConfig
 
@@ -264,7 +292,8 @@ def test_train_cli_defaults_and_choices_are_the_recipes():
     recipe = RecipeConfig(out="x")
     for name in ("epochs", "seed", "input_size", "windows", "crop", "interpolation", "slab_mm", "width", "batch_size",
                  "steps_per_epoch", "lr", "positive_fraction", "hard_fraction", "precision", "input_stem", "matrix",
-                 "thin_every", "thickness_planes", "pair_twins", "positive_sampling", "lesion_map_weight"):
+                 "thin_every", "thickness_planes", "pair_twins", "positive_sampling", "lesion_map_weight",
+                 "lesion_map_stride"):
         assert name in {f.name for f in fields(RecipeConfig)}
         assert getattr(args, name) == getattr(recipe, name), name
     assert (args.n_cases[0], args.n_cases[1]) == (recipe.n_train, recipe.n_validation)

@@ -125,6 +125,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="weight of an auxiliary loss that teaches each network where the blood is, from the phantoms' "
         "masks (phantoms only; not exported; 0: off, the default)",
     )
+    p.add_argument(
+        "--lesion-map-stride",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="input pixels per cell of the grid the lesion-map head reads (8 or 16 with --input-stem; default: "
+        "the last features). A finer grid gives a punctate bleed a cell of its own",
+    )
     p.add_argument("--matrix", type=int, default=256, help="phantom in-plane matrix (default 256)")
     p.add_argument(
         "--thin-every", type=int, default=1, help="keep every k-th planned 1 mm phantom thin, the rest 5 mm (default 1)"
@@ -200,6 +208,7 @@ def run_train(args: argparse.Namespace) -> int:
             precision=args.precision,
             input_stem=args.input_stem,
             lesion_map_weight=args.lesion_map_weight,
+            lesion_map_stride=args.lesion_map_stride,
             ensemble=args.ensemble,
             min_sensitivity=args.min_sensitivity,
             target_miss_rate=args.target_miss_rate,

@@ -78,6 +78,9 @@ def _loss_text(cfg: Mapping[str, Any]) -> str:
             f", plus {weight:g} x a lesion-map loss: an auxiliary head, not exported, learns where the blood is "
             "from the phantoms' masks (departure 19)"
         )
+        stride = cfg.get("lesion_map_stride")
+        if stride:
+            text += f", read from each network's block at stride {int(stride)} ({int(stride)}-pixel cells)"
     return text
 
 

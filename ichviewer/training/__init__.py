@@ -149,4 +149,8 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    0.61). The four-member bundled recipe with W = 3 gained much less (0.921 against 0.916,
    slice-level AUC equal, 48 minutes; models/EXPERIMENTS.md), below the +0.01 set beforehand
    for shipping it, so the bundled recipe does not use it.
+   `--lesion-map-stride 8` puts the head on a finer block instead: each family's last block
+   at stride 8 (`networks.body_taps`), 32 x 32 cells of about 6 mm at the 256-pixel input, so
+   a punctate sliver has a cell of its own. The network reads it through a training-only
+   forward hook (`trainer.lesion_map_tap`); export is unchanged.
 """

@@ -219,5 +219,27 @@ def build_network(family: str, width: int = 16, input_stem: bool = False) -> _Cl
     return net
 
 
+def body_taps(model: _Classifier, input_size: int) -> dict[int, tuple[int, int]]:
+    """Output stride (input pixels per feature cell) -> (index into `model.body`, channels) of the
+    last body block at that stride, found by one dry forward pass at `input_size`.
+
+    The lesion-map head (departure 19 in `ichviewer.training`) reads the block at the stride it
+    is given (`TrainConfig.lesion_map_stride`), so every family offers the strides its body has.
+    """
+    was_training = model.training
+    model.eval()
+    taps: dict[int, tuple[int, int]] = {}
+    try:
+        with torch.no_grad():
+            x = torch.zeros(1, 3, input_size, input_size)
+            for i, layer in enumerate(model.body):
+                x = layer(x)
+                if x.shape[-1] and input_size % x.shape[-1] == 0:
+                    taps[input_size // x.shape[-1]] = (i, int(x.shape[1]))
+    finally:
+        model.train(was_training)
+    return taps
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -25,7 +25,7 @@ from ichviewer.training.data import (
     thickness_plane_choices,
 )
 from ichviewer.training.networks import FAMILIES
-from ichviewer.training.trainer import check_batch_options
+from ichviewer.training.trainer import check_batch_options, check_lesion_map_stride
 from ichviewer.training.progress import ProgressBar
 
 #: The documented command that trains the bundled ensemble (the other defaults are its recipe).
@@ -77,6 +77,7 @@ class RecipeConfig:
     precision: str = "fp32"
     input_stem: bool = False
     lesion_map_weight: float = 0.0
+    lesion_map_stride: int | None = None
     ensemble: str = "mean"
     min_sensitivity: float = 0.95
     target_miss_rate: float = 0.01
@@ -108,6 +109,7 @@ class RecipeConfig:
         check_batch_options(
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
             positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
+            lesion_map_stride=self.lesion_map_stride,
         )
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
@@ -129,6 +131,8 @@ class RecipeConfig:
             raise ValueError(f"min sensitivity must be in (0, 1], got {self.min_sensitivity}")
         if not 0.0 <= self.target_miss_rate < 1.0:
             raise ValueError(f"target miss rate must be in [0, 1), got {self.target_miss_rate}")
+        families = set(self.families) | ({self.specialist_family} if self.specialists else set())
+        check_lesion_map_stride(sorted(families), self.width, self.input_size, self.input_stem, self.lesion_map_stride)
 
     @property
     def window_set(self):
@@ -273,6 +277,7 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
             pair_twins=config.twins and config.pair_twins,
             hard_fraction=config.hard_fraction, positive_sampling=config.positive_sampling,
             precision=config.precision, input_stem=config.input_stem, lesion_map_weight=config.lesion_map_weight,
+            lesion_map_stride=config.lesion_map_stride,
         )
         result = train_member(
             tc, train, val, config.work / "checkpoints" / f"{name}.pt", resume=config.resume, stream=stream,

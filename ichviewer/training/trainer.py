@@ -46,6 +46,7 @@ def check_batch_options(
     positive_sampling: str | None = None,
     precision: str | None = None,
     lesion_map_weight: float | None = None,
+    lesion_map_stride: int | None = None,
 ) -> None:
     """Raise ValueError naming the first of these options (those given) that is out of range.
 
@@ -64,6 +65,16 @@ def check_batch_options(
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if lesion_map_weight is not None and not (math.isfinite(lesion_map_weight) and lesion_map_weight >= 0):
         raise ValueError(f"lesion map weight must be >= 0, got {lesion_map_weight}")
+    if lesion_map_stride is not None:
+        from ichviewer.training.data import LESION_MAP_STRIDE
+
+        if not lesion_map_weight:
+            raise ValueError("a lesion-map stride needs a lesion-map weight above 0")
+        if lesion_map_stride < LESION_MAP_STRIDE:
+            raise ValueError(
+                f"lesion map stride must be at least {LESION_MAP_STRIDE} (the cache keeps maps at 1/{LESION_MAP_STRIDE} "
+                f"of the input), got {lesion_map_stride}"
+            )
 
 
 #: MIL bags (study-level labels): at most this many slices per study per step.
@@ -113,12 +124,17 @@ class TrainConfig:
     #: auxiliary 1x1 convolution on the last features learns where the blood is from the cache's
     #: maps. 0 (default) trains on labels alone, as Lee et al. The head is not exported.
     lesion_map_weight: float = 0.0
+    #: Input pixels per cell of the grid the lesion-map head reads: the last body block at that
+    #: stride (`networks.body_taps`). None: the last features (stride 16 with the input stem).
+    #: A finer grid gives a punctate bleed a cell of its own.
+    lesion_map_stride: int | None = None
     threads: int | None = None
 
     def __post_init__(self) -> None:
         check_batch_options(
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
             positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
+            lesion_map_stride=self.lesion_map_stride,
         )
 
     @property
@@ -130,8 +146,9 @@ class TrainConfig:
         d.pop("threads")
         if d["positive_sampling"] == "slice":  # options added later leave out their default,
             d.pop("positive_sampling")  # so checkpoints made before them still resume
-        if not d["lesion_map_weight"]:
-            d.pop("lesion_map_weight")
+        for key in ("lesion_map_weight", "lesion_map_stride"):
+            if not d[key]:
+                d.pop(key)
         return d
 
 
@@ -335,6 +352,56 @@ def lesion_map_loss(map_logits, targets):
     pos = (targets * -F.logsigmoid(map_logits)).sum(dims) / targets.sum(dims).clamp_min(1.0)
     neg = ((1.0 - targets) * -F.logsigmoid(-map_logits)).sum(dims) / (1.0 - targets).sum(dims).clamp_min(1.0)
     return (pos + neg).mean()
+
+
+class _BlockTap:
+    """Keeps the output of one body block from the latest training forward pass (a forward hook)."""
+
+    def __init__(self, block, channels: int) -> None:
+        self.channels = channels
+        self.output = None
+        self._handle = block.register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output) -> None:
+        if module.training:
+            self.output = output
+
+    def remove(self) -> None:
+        self._handle.remove()
+        self.output = None
+
+
+def _lesion_map_block(model, family: str, input_size: int, stride: int) -> tuple[int, int]:
+    """(body index, channels) of the block at `stride`; ValueError naming the strides on offer if none."""
+    from ichviewer.training.data import LESION_MAP_STRIDE
+    from ichviewer.training.networks import body_taps
+
+    taps = body_taps(model, input_size)
+    if stride not in taps:
+        offered = sorted(s for s in taps if s >= LESION_MAP_STRIDE)
+        raise ValueError(
+            f"the {family} network at input size {input_size} has no block at lesion-map stride {stride}; "
+            f"choose one of {offered}"
+        )
+    return taps[stride]
+
+
+def check_lesion_map_stride(families, width: int, input_size: int, input_stem: bool, stride: int | None) -> None:
+    """Raise ValueError if any of `families` has no block at `stride` (before minutes of data generation)."""
+    if stride is None:
+        return
+    from ichviewer.training.networks import build_network
+
+    for family in families:
+        _lesion_map_block(build_network(family, width, input_stem), family, input_size, stride)
+
+
+def lesion_map_tap(model, config: TrainConfig) -> _BlockTap | None:
+    """The block the lesion-map head reads at `config.lesion_map_stride` (None: the last features)."""
+    if config.lesion_map_stride is None:
+        return None
+    index, channels = _lesion_map_block(model, config.family, config.input_size, config.lesion_map_stride)
+    return _BlockTap(model.body[index], channels)
 
 
 class StratifiedSampler:
@@ -568,7 +635,10 @@ def train_member(
     if use_maps and (mil or train.maps is None):
         raise ValueError("the lesion-map loss needs slice-labelled training data with lesion maps (phantoms)")
     # The auxiliary lesion-map head (departure 19) lives beside the network, never in it: export is unchanged.
-    map_head = torch.nn.Conv2d(model.n_features, len(LABELS), 1) if use_maps else None
+    map_head, map_tap = None, None
+    if use_maps:
+        map_tap = lesion_map_tap(model, config)
+        map_head = torch.nn.Conv2d(map_tap.channels if map_tap else model.n_features, len(LABELS), 1)
     study_labels = train.case_labels().astype(np.float32)
     if mil:
         ap, an = class_weights(train.case_labels())  # Eq. 3 from study counts
@@ -657,7 +727,7 @@ def train_member(
                 sampler.record(pick, per_sample.detach().numpy())
                 loss = (per_sample * weights).mean()
                 if map_head is not None:
-                    feats = feats.float()
+                    feats = (map_tap.output if map_tap else feats).float()
                     map_loss = lesion_map_loss(map_head(feats), lesion_map_targets(mt, tuple(feats.shape[-2:])))
                     loss = loss + config.lesion_map_weight * map_loss
             opt.zero_grad(set_to_none=True)
@@ -708,6 +778,8 @@ def train_member(
             )
         if max_steps is not None and step_count >= max_steps:
             break
+    if map_tap is not None:
+        map_tap.remove()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
