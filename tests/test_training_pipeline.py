@@ -140,6 +140,30 @@ def test_recipe_checks_the_lesion_map_stride_for_every_member_before_data(tmp_pa
         RecipeConfig(out=tmp_path, input_size=128, lesion_map_weight=1.0, lesion_map_stride=16)
 
 
+def test_cache_size_estimate_covers_the_built_cache(phantom_caches):
+    from ichviewer.training.data import estimate_cache_bytes
+
+    train, val = phantom_caches
+    for cache, plans, maps in ((train, plan_phantom_cases(6, "train", seed=3), True),
+                               (val, plan_phantom_cases(4, "validation", seed=3), False)):
+        built = cache.images.nbytes + cache.labels.nbytes + (cache.maps.nbytes if maps else 0)
+        assert built <= estimate_cache_bytes(plans, SIZE, maps) <= 1.5 * built
+
+
+def test_recipe_refuses_to_start_without_disk_for_its_caches(tmp_path, monkeypatch):
+    import shutil as shutil_module
+
+    from ichviewer.training import recipe
+    from ichviewer.training.data import TrainingDataError
+
+    config = recipe.RecipeConfig(out=tmp_path / "out", work_dir=tmp_path / "work", n_train=4, n_validation=2)
+    full = shutil_module.disk_usage(tmp_path)._replace(free=10_000_000)
+    monkeypatch.setattr(recipe.shutil, "disk_usage", lambda path: full)
+    with pytest.raises(TrainingDataError, match=r"cache: the training caches need about 0\.\d GB and the disk has 0\.0 GB free"):
+        recipe.load_data(config)
+    assert not list((tmp_path / "work" / "cache").iterdir())  # refused before generating anything
+
+
 def test_recipe_refuses_the_lesion_map_loss_without_phantoms(tmp_path):
     from ichviewer.training.recipe import RecipeConfig
 

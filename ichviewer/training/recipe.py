@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,9 +17,11 @@ import numpy as np
 from ichviewer import LABELS, __version__
 from ichviewer.training.data import (
     SliceCache,
+    TrainingDataError,
     build_dicom_cache,
     build_phantom_cache,
     add_twin_negatives,
+    estimate_cache_bytes,
     plan_phantom_cases,
     plans_fingerprint,
     split_by_patient,
@@ -171,6 +174,16 @@ def _progress_fn(label: str, stream: TextIO | None):
     return update
 
 
+def check_free_disk(folder: Path, needed_bytes: int) -> None:
+    """Raise TrainingDataError, naming the folder and both sizes, if its disk has less free space than needed."""
+    free = shutil.disk_usage(folder).free
+    if needed_bytes > free:
+        raise TrainingDataError(
+            f"{folder}: the training caches need about {needed_bytes / 1e9:.1f} GB and the disk has "
+            f"{free / 1e9:.1f} GB free; free some space or give --work a folder on a larger disk"
+        )
+
+
 def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[SliceCache, SliceCache, dict]:
     """Training and validation caches, built once and reused from the work folder (keyed by content)."""
     work = config.work
@@ -178,7 +191,7 @@ def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[Slice
     info: dict[str, Any] = {"source": config.source}
     t0 = time.perf_counter()
     if config.source == "phantoms":
-        caches = {}
+        caches, planned = {}, {}
         for split, n in (("train", config.n_train), ("validation", config.n_validation)):
             plans = plan_phantom_cases(n, split, config.seed, config.thin_every, config.thickness_planes)
             if split == "train" and config.twins:
@@ -187,7 +200,13 @@ def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[Slice
             key = plans_fingerprint(
                 plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm, with_maps
             )
-            path = work / "cache" / f"{split}-{key}.npz"
+            planned[split] = (plans, with_maps, work / "cache" / f"{split}-{key}.npz")
+        check_free_disk(
+            work / "cache",
+            sum(estimate_cache_bytes(p, config.input_size, m) for p, m, path in planned.values() if not path.exists()),
+        )
+        for split, n in (("train", config.n_train), ("validation", config.n_validation)):
+            plans, with_maps, path = planned[split]
             if path.exists():
                 caches[split] = SliceCache.load(path)
             else:
