@@ -63,11 +63,16 @@ def _pct(v: Any, digits: int = 1) -> str:
     return "–" if not math.isfinite(v) else f"{100 * v:.{digits}f} %"
 
 
-def _ci_pct(ci: Any, digits: int = 1) -> str:
+def _ci_text(ci: Any, digits: int, scale: float) -> str:
+    """"lo–hi" of a confidence interval times `scale`, or "" when either end is missing."""
     lo, hi = (_num(ci[0]), _num(ci[1])) if ci else (math.nan, math.nan)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return ""
-    return f"{100 * lo:.{digits}f}–{100 * hi:.{digits}f}"
+    return f"{scale * lo:.{digits}f}–{scale * hi:.{digits}f}"
+
+
+def _ci_pct(ci: Any, digits: int = 1) -> str:
+    return _ci_text(ci, digits, 100.0)
 
 
 def _dec(v: Any, digits: int = 3) -> str:
@@ -76,10 +81,7 @@ def _dec(v: Any, digits: int = 3) -> str:
 
 
 def _ci_dec(ci: Any, digits: int = 3) -> str:
-    lo, hi = (_num(ci[0]), _num(ci[1])) if ci else (math.nan, math.nan)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return ""
-    return f"{lo:.{digits}f}–{hi:.{digits}f}"
+    return _ci_text(ci, digits, 1.0)
 
 
 def _target(v: Any) -> str:
