@@ -326,3 +326,26 @@ def test_train_cli_defaults_and_choices_are_the_recipes():
     assert choices["precision"] == PRECISIONS and choices["interpolation"] == INTERPOLATIONS
     assert choices["positive_sampling"] == POSITIVE_SAMPLINGS
     assert set(choices["windows"]) == set(INPUT_WINDOW_SETS) and set(choices["crop"]) == set(CROPS)
+
+
+def test_devset_scores_onnx_members_on_cache_slices_as_pytorch_does(tmp_path, phantom_caches):
+    from ichviewer.evaluation.metrics import roc_auc
+    from ichviewer.training.devset import ANY, case_scores, dev_figures, format_figures, member_slice_probabilities
+
+    _, val = phantom_caches
+    torch.manual_seed(2)
+    net = build_network("resnet", width=4).eval()
+    spec, _ = export_member(net, tmp_path, "res", SIZE, val.float_images(np.arange(4)))
+    probs = member_slice_probabilities(tmp_path / spec.file, val, batch=5, threads=1)
+    with torch.inference_mode():
+        expected = torch.sigmoid(net(torch.from_numpy(val.float_images(np.arange(val.n_slices))))[0]).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-4)
+    # the case score is the highest slice; a member twice is the same ensemble as once
+    fig = dev_figures(val, {"a": probs, "b": probs})
+    y = val.case_labels()[:, ANY]
+    top = np.asarray([probs[c.start : c.stop, ANY].max() for c in val.cases])
+    np.testing.assert_allclose(case_scores(val, probs)[:, ANY], top)
+    assert fig["members"]["a"] == fig["ensemble_case_auc"] == pytest.approx(roc_auc(y, top))
+    assert fig["ensemble_slice_auc"] == pytest.approx(roc_auc(val.labels[:, ANY], probs[:, ANY]))
+    assert sum(b["n"] for b in fig["size_bins"].values()) == int(y.sum())
+    assert "member a: case AUC" in format_figures(fig)

@@ -1,0 +1,154 @@
+"""The development set that model experiments are compared on (models/EXPERIMENTS.md).
+
+Never the test set: 300 phantoms planned from the validation split with seed 5, disjoint
+from every recipe run's training and validation cases (seed 0) and from the held-out test
+split. The cache holds model inputs exactly as the recipe makes them (brain-subdural-bone
+windows, head crop, thin series in 5 mm slabs), so ONNX members are scored on the same
+pixels they would see from `ichviewer infer`, without the DICOM round trip.
+
+    python -m ichviewer.training.devset build dev300_256.npz [--input-size 256] [--workers 2]
+    python -m ichviewer.training.devset score dev300_256.npz MODEL.onnx [MODEL.onnx ...] [--json OUT]
+
+`score` prints each member's case-level AUC for ANY (case score: the highest slice's
+probability), the unweighted-mean ensemble's case and slice-level AUC, and the AUC of each
+bleed-size bin (punctate <= 0.1 mL, 0.1-5 mL, > 5 mL) and of punctate bleeds by subtype,
+each against all negatives: the figures EXPERIMENTS.md tabulates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ichviewer import LABELS, SUBTYPES
+from ichviewer.evaluation.metrics import roc_auc
+from ichviewer.training.data import SliceCache, build_phantom_cache, plan_phantom_cases
+
+DEV_CASES = 300
+DEV_SPLIT = "validation"
+DEV_SEED = 5
+#: Bleed-size bins (mL) of the model card and EXPERIMENTS.md: punctate, small, larger.
+SIZE_BINS = (("punctate", 0.0, 0.1), ("0.1-5 mL", 0.1, 5.0), ("> 5 mL", 5.0, float("inf")))
+ANY = LABELS.index("ANY")
+
+
+def build_dev_cache(input_size: int = 256, workers: int = 1, n: int = DEV_CASES) -> SliceCache:
+    """The development cache, built as the recipe builds its own (recipe.RecipeConfig defaults)."""
+    from ichviewer.core.windowing import INPUT_WINDOW_SETS
+
+    plans = plan_phantom_cases(n, DEV_SPLIT, seed=DEV_SEED)
+    return build_phantom_cache(
+        plans, input_size, 256, workers=workers,
+        windows=INPUT_WINDOW_SETS["brain-subdural-bone"], crop="head", slab_mm=5.0,
+    )
+
+
+def member_slice_probabilities(onnx_path: str | Path, cache: SliceCache, batch: int = 64, threads: int = 2) -> np.ndarray:
+    """Sigmoid of one ONNX member's logits for every slice of `cache`: (N, len(LABELS))."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    out = np.empty((cache.n_slices, len(LABELS)), dtype=np.float32)
+    for i in range(0, cache.n_slices, batch):
+        rows = np.arange(i, min(i + batch, cache.n_slices))
+        (z,) = sess.run(["logits"], {"image": cache.float_images(rows)})
+        out[rows] = 1.0 / (1.0 + np.exp(-z))
+    return out
+
+
+def case_scores(cache: SliceCache, slice_probs: np.ndarray) -> np.ndarray:
+    """Case score per label: the highest slice's probability (as `ichviewer infer` scores a series)."""
+    return np.stack([slice_probs[c.start : c.stop].max(axis=0) for c in cache.cases])
+
+
+def dev_figures(cache: SliceCache, member_probs: dict[str, np.ndarray]) -> dict:
+    """Member and mean-ensemble AUCs on the development cache (see the module docstring)."""
+    y_case = cache.case_labels()[:, ANY]
+    out: dict = {"n_cases": len(cache.cases), "n_positive": int(y_case.sum()), "members": {}}
+    for name, p in member_probs.items():
+        out["members"][name] = roc_auc(y_case, case_scores(cache, p)[:, ANY])
+    mean = np.mean(np.stack(list(member_probs.values())), axis=0)
+    case = case_scores(cache, mean)
+    out["ensemble_case_auc"] = roc_auc(y_case, case[:, ANY])
+    out["ensemble_slice_auc"] = roc_auc(cache.labels[:, ANY], mean[:, ANY])
+    volume = np.asarray([c.volume_ml for c in cache.cases])
+    negatives = y_case == 0
+    bins = {}
+    for name, lo, hi in SIZE_BINS:
+        pos = (y_case == 1) & (volume > lo) & (volume <= hi) if lo > 0 else (y_case == 1) & (volume <= hi)
+        keep = pos | negatives
+        bins[name] = {"n": int(pos.sum()), "auc": roc_auc(y_case[keep], case[keep, ANY]) if pos.any() else None}
+    out["size_bins"] = bins
+    punct = (y_case == 1) & (volume <= SIZE_BINS[0][2])
+    labels = cache.case_labels()
+    by_subtype = {}
+    for k, st in enumerate(SUBTYPES):
+        pos = punct & (labels[:, LABELS.index(st)] == 1)
+        keep = pos | negatives
+        by_subtype[st] = {"n": int(pos.sum()), "auc": roc_auc(y_case[keep], case[keep, ANY]) if pos.any() else None}
+    out["punctate_by_subtype"] = by_subtype
+    kinds: dict[str, list[float]] = {}
+    for c, s, y in zip(cache.cases, case[:, ANY], y_case):
+        if not y:
+            key = ("1 mm " if c.slice_mm < 5 else "5 mm ") + "negatives"
+            kinds.setdefault(key, []).append(float(s))
+    out["negative_mean_case_score"] = {k: float(np.mean(v)) for k, v in sorted(kinds.items())}
+    return out
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def format_figures(fig: dict) -> str:
+    lines = [f"{fig['n_cases']} cases, {fig['n_positive']} with haemorrhage"]
+    for name, auc in fig["members"].items():
+        lines.append(f"  member {name}: case AUC {_fmt(auc)}")
+    lines.append(f"mean ensemble: case AUC {_fmt(fig['ensemble_case_auc'])}, slice AUC {_fmt(fig['ensemble_slice_auc'])}")
+    lines.append("  by size, against all negatives: " + ", ".join(
+        f"{k} {_fmt(v['auc'])} (n={v['n']})" for k, v in fig["size_bins"].items()))
+    lines.append("  punctate by subtype, against all negatives: " + ", ".join(
+        f"{k} {_fmt(v['auc'])} (n={v['n']})" for k, v in fig["punctate_by_subtype"].items()))
+    lines.append("  mean case score of negatives: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in fig["negative_mean_case_score"].items()))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ichviewer.training.devset", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="generate the development cache")
+    b.add_argument("out")
+    b.add_argument("--input-size", type=int, default=256)
+    b.add_argument("--workers", type=int, default=1)
+    s = sub.add_parser("score", help="score ONNX members on the development cache")
+    s.add_argument("cache")
+    s.add_argument("models", nargs="+")
+    s.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    if args.cmd == "build":
+        cache = build_dev_cache(args.input_size, args.workers)
+        cache.save(args.out)
+        print(f"wrote {args.out}: {len(cache.cases)} cases, {cache.n_slices} slices")
+        return 0
+    cache = SliceCache.load(args.cache)
+    probs = {}
+    for path in args.models:
+        probs[Path(path).stem] = member_slice_probabilities(path, cache)
+    fig = dev_figures(cache, probs)
+    print(format_figures(fig))
+    if args.json:
+        Path(args.json).write_text(json.dumps(fig, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
