@@ -331,6 +331,11 @@ def test_evaluate_reads_a_phantom_set_with_case_level_csv_and_per_slice_labels_j
     report = json.loads(out.read_text())
     assert report["n_queries"] == expected > 0
     assert set(report["top1_same_subtype"]) == {"attention_eq7", "attention_eq7_all_features", "pooled_features", "chance"}
+    capsys.readouterr()
+    bad = tmp_path / "no_such_folder" / "eval.json"
+    argv = ["atlas", "evaluate", str(summary.path), "--models", str(ens_dir), "--data", str(held_out), "--every", "50"]
+    assert main(argv + ["--json", str(bad)]) == 1
+    assert f"cannot write {bad}" in capsys.readouterr().err
 
 
 def test_planned_phantom_source_gives_the_recipe_cases_with_their_labels():

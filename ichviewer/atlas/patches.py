@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ichviewer.core.volume import AIR_HU
-from ichviewer.inference.preprocessing import _apply_taps, resample_taps
+from ichviewer.inference.preprocessing import apply_taps, resample_taps
 
 #: Patch side in mm (large enough for a convexity SDH or EDH with its neighbourhood).
 PATCH_MM = 64.0
@@ -23,7 +23,7 @@ def crop_resample(image: np.ndarray, centre: tuple[float, float], half_px: tuple
         scale = 2.0 * half_px[axis] / out_px
         lo = centre[axis] + 0.5 - half_px[axis]  # continuous coordinate of the box edge (pixel j covers [j, j+1])
         taps.append(resample_taps(out_px, img.shape[axis], scale, lo + 0.5 * scale - 0.5, mode="air"))
-    return _apply_taps(img[None], taps[0], taps[1])[0] + np.float32(fill)
+    return apply_taps(img[None], taps[0], taps[1])[0] + np.float32(fill)
 
 
 def patch_around(hu: np.ndarray, heat: np.ndarray, pixel_spacing: tuple[float, float], *, patch_mm: float = PATCH_MM, patch_px: int = PATCH_PX) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float, float]]:
@@ -48,4 +48,4 @@ def context_slice(hu: np.ndarray, max_px: int = CONTEXT_PX) -> np.ndarray:
     if scale == 1.0:
         return np.round(img).astype(np.int16)
     taps = [resample_taps(max(1, int(round(n / scale))), n, scale, 0.5 * scale - 0.5, mode="edge") for n in img.shape]
-    return np.round(_apply_taps(img[None], taps[0], taps[1])[0]).astype(np.int16)
+    return np.round(apply_taps(img[None], taps[0], taps[1])[0]).astype(np.int16)

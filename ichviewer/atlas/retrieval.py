@@ -30,7 +30,7 @@ from ichviewer.atlas.build import LAST_BLOCK, explaining_member
 from ichviewer.atlas.store import Atlas, AtlasEntry
 from ichviewer.inference.cam import class_activation_map
 from ichviewer.inference.model import LoadedModel, _sigmoid
-from ichviewer.inference.preprocessing import _apply_taps, geometry_for, preprocess_slices, resample_taps, slab_slices
+from ichviewer.inference.preprocessing import apply_taps, geometry_for, preprocess_slices, resample_taps, slab_slices
 
 #: Examples returned per ranking by default (the panel shows 4-8).
 DEFAULT_K = 6
@@ -97,7 +97,7 @@ def resample_grid(maps: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
         return maps
     taps = [resample_taps(g, n, n / g, 0.5 * n / g - 0.5, mode="edge") for g, n in ((grid[0], h), (grid[1], w))]
     lead = maps.shape[:-2]
-    out = _apply_taps(maps.reshape((-1, h, w)), taps[0], taps[1])
+    out = apply_taps(maps.reshape((-1, h, w)), taps[0], taps[1])
     return out.reshape(lead + out.shape[-2:])
 
 

@@ -102,6 +102,15 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _write_text(path: str, text: str) -> str | None:
+    """Write `text` and a newline to `path`; the problem, naming the file, if it cannot be written."""
+    try:
+        Path(path).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return None
+
+
 def _load_models(models: str | None, near: Path | None = None):
     from ichviewer.inference import load_ensemble
     from ichviewer.inference.manifest import MANIFEST_NAME
@@ -175,11 +184,8 @@ def run_query(args: argparse.Namespace) -> int:
         text = json.dumps(data, indent=2)
         if args.json_out == "-":
             print(text)
-        else:
-            try:
-                Path(args.json_out).write_text(text + "\n", encoding="utf-8")
-            except OSError as exc:
-                return _fail(f"cannot write {args.json_out}: {exc.strerror or exc}")
+        elif (problem := _write_text(args.json_out, text)) is not None:
+            return _fail(problem)
         print(
             f"{PROG}: {args.label} on slice {args.slice_index}: {len(result.examples)} examples by Eq. 7, "
             f"{len(result.pooled_examples)} by pooled features" + (f" ({result.reason})" if result.reason else ""),
@@ -236,8 +242,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             return _fail(str(exc))
     data = report.to_dict()
     print(json.dumps(data, indent=2))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    if args.json_out and (problem := _write_text(args.json_out, json.dumps(data, indent=2))) is not None:
+        return _fail(problem)
     return 0
 
 

@@ -59,7 +59,7 @@ def resample_matrix(n_out: int, n_src: int, scale: float, shift: float, *, mode:
     return m.astype(np.float32)
 
 
-def _apply_taps(x: np.ndarray, ty: tuple[np.ndarray, np.ndarray], tx: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def apply_taps(x: np.ndarray, ty: tuple[np.ndarray, np.ndarray], tx: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Separable resampling of (n, h, w) images with per-axis taps: columns first, then rows."""
     (iy, wy), (ix, wx) = ty, tx
     x = np.asarray(x, dtype=np.float32)
@@ -163,7 +163,7 @@ class SliceGeometry:
         maps = np.asarray(maps, dtype=np.float32)
         ty, tx = self.source_taps(maps.shape[-2:])
         lead = maps.shape[:-2]
-        out = _apply_taps(maps.reshape((-1,) + maps.shape[-2:]), ty, tx)
+        out = apply_taps(maps.reshape((-1,) + maps.shape[-2:]), ty, tx)
         return out.reshape(lead + out.shape[-2:])
 
 
@@ -282,7 +282,7 @@ def preprocess_slices(
     np.fmax(x, air, out=x)  # fmax also turns NaN into air
     x -= air  # air -> 0, so padding adds nothing
     ty, tx = geometry.input_taps()
-    resized = _apply_taps(x, ty, tx)
+    resized = apply_taps(x, ty, tx)
     resized += air
     out = multi_window(resized, tuple(windows))
     if mean is not None:

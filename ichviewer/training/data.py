@@ -356,7 +356,7 @@ def lesion_maps(case, input_size: int, crop: str = "none") -> np.ndarray:
     LESION_MAP_STRIDE x LESION_MAP_STRIDE input pixels keeps its highest coverage. Only
     slices and subtypes with blood are resampled.
     """
-    from ichviewer.inference.preprocessing import _apply_taps, geometry_for
+    from ichviewer.inference.preprocessing import apply_taps, geometry_for
 
     n = case.volume.hu.shape[0]
     m = int(input_size) // LESION_MAP_STRIDE
@@ -368,7 +368,7 @@ def lesion_maps(case, input_size: int, crop: str = "none") -> np.ndarray:
         rows = np.nonzero(mask.any(axis=(1, 2)))[0]
         if rows.size == 0:
             continue
-        cover = _apply_taps(mask[rows].astype(np.float32), ty, tx)[:, : m * LESION_MAP_STRIDE, : m * LESION_MAP_STRIDE]
+        cover = apply_taps(mask[rows].astype(np.float32), ty, tx)[:, : m * LESION_MAP_STRIDE, : m * LESION_MAP_STRIDE]
         block = cover.reshape(rows.size, m, LESION_MAP_STRIDE, m, LESION_MAP_STRIDE).max(axis=(2, 4))
         out[rows, j] = np.rint(np.clip(block, 0.0, 1.0) * 255.0).astype(np.uint8)
     return out
