@@ -152,5 +152,7 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    `--lesion-map-stride 8` puts the head on a finer block instead: each family's last block
    at stride 8 (`networks.body_taps`), 32 x 32 cells of about 6 mm at the 256-pixel input, so
    a punctate sliver has a cell of its own. The network reads it through a training-only
-   forward hook (`trainer.lesion_map_tap`); export is unchanged.
+   forward hook (`trainer.lesion_map_tap`); export is unchanged. The bundled recipe with it
+   (W = 3, 44.7 minutes) scored 0.910 on the development set against the shipped 0.916
+   (punctate 0.705 against 0.716; models/EXPERIMENTS.md, stop 15), so it is not used either.
 """
