@@ -117,6 +117,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _start(path: str | None, settings: str | None, screenshot: str | None, options: dict) -> int:
+    from ichviewer.qt.platform_check import display_problem
+
+    problem = display_problem()
+    if problem is not None:  # Qt would abort the process with a generic line instead
+        print(f"ichviewer: {problem}", file=sys.stderr)
+        return 1
     from ichviewer.qt.app import run_viewer, run_viewer_for_screenshot
 
     if screenshot is None:
