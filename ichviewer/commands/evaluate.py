@@ -35,6 +35,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(func=run_evaluate)
 
+    o = subparsers.add_parser(
+        "operating-points",
+        help="re-choose an ensemble's thresholds on your own labelled studies, into a copy of its folder",
+        description="Choose per-label high-sensitivity thresholds and the triage thresholds on a site's labelled "
+        "studies from `ichviewer infer` predictions of the same ensemble, and write a copy of the ensemble folder "
+        "with them (the models are unchanged; operating_points.json records the choice). Point --models at the "
+        "copy to use it.",
+    )
+    o.add_argument("--models", required=True, metavar="DIR", help="the ensemble folder that produced the predictions")
+    o.add_argument("--predictions", required=True, metavar="INFER.json", help="`ichviewer infer --models DIR` output")
+    o.add_argument("--labels", required=True, metavar="LABELS.csv", help="same format as for `ichviewer evaluate`")
+    o.add_argument("--out", required=True, metavar="NEW_DIR", help="where to write the re-thresholded copy (must not exist)")
+    o.add_argument("--min-sensitivity", type=float, default=0.95, help="per-label sensitivity target (default 0.95)")
+    o.add_argument("--target-miss-rate", type=float, default=0.01,
+                   help="largest share of haemorrhages among studies triaged 'confident negative' (default 0.01)")
+    o.set_defaults(func=run_operating_points)
+
     m = subparsers.add_parser(
         "model-card",
         help="write models/MODEL_CARD.md from an evaluation JSON and a training log",
@@ -54,6 +71,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="`ichviewer infer` JSON of real series known to contain no haemorrhage "
                    "(quote its command with --command 'normal series=...')")
     m.set_defaults(func=run_model_card)
+
+
+def run_operating_points(args: argparse.Namespace) -> int:
+    from ichviewer.evaluation.inputs import EvaluationInputError, match_cases, read_labels, read_predictions
+    from ichviewer.evaluation.site_operating_points import (
+        SOURCE_FILE,
+        check_same_models,
+        site_operating_points,
+        write_site_ensemble,
+    )
+    from ichviewer.inference.errors import InferenceError
+    from ichviewer.inference.manifest import MANIFEST_NAME, load_manifest
+
+    prog = "ichviewer operating-points"
+    if not 0.0 < args.min_sensitivity <= 1.0 or not 0.0 <= args.target_miss_rate < 1.0:
+        print(f"{prog}: --min-sensitivity must be in (0, 1] and --target-miss-rate in [0, 1)", file=sys.stderr)
+        return 2
+    try:
+        manifest = load_manifest(f"{args.models}/{MANIFEST_NAME}")
+        predictions = read_predictions(args.predictions)
+        check_same_models(predictions, {m.sha256 for m in manifest.models}, args.predictions, args.models)
+        matched = match_cases(predictions, read_labels(args.labels), args.predictions)
+        chosen = site_operating_points(matched, manifest.operating_points, args.min_sensitivity, args.target_miss_rate)
+        path = write_site_ensemble(args.models, args.out, chosen, {
+            "predictions": str(args.predictions), "labels": str(args.labels), **matched.inputs_summary(),
+        })
+    except (EvaluationInputError, InferenceError, ValueError, FileExistsError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{prog}: {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    r = chosen.report
+    print(f"{prog}: {r['n_studies']} studies ({r['n_positive']} with haemorrhage), sensitivity target {r['min_sensitivity']:g}")
+    for lab, e in r["labels"].items():
+        if "kept" in e:
+            print(f"  {lab}: threshold {e['threshold']:.3g} kept ({e['kept']})")
+        else:
+            lo, hi = e["sensitivity_ci"]
+            print(f"  {lab}: threshold {e['previous_threshold']:.3g} -> {e['threshold']:.3g}: sensitivity "
+                  f"{e['sensitivity']:.3f} (95 % CI {lo:.2f}-{hi:.2f}; {e['n_positive']} positive), specificity "
+                  + ("-" if e["specificity"] is None else f"{e['specificity']:.3f}") + f" ({e['n_negative']} negative)")
+    t = r["triage"]
+    print(f"  triage on ANY: confident negative below {t['negative_below']:.3g} ({t['fraction_negative']:.0%} of studies), "
+          f"confident positive above {t['positive_above']:.3g} ({t['fraction_positive']:.0%})")
+    few = [lab for lab, e in r["labels"].items() if "kept" not in e and e["n_positive"] < 20]
+    if few:
+        print(f"  warning: {', '.join(few)} had fewer than 20 positive studies; their thresholds are uncertain "
+              "(see the intervals) and should be re-chosen on more studies")
+    print(f"wrote {path} and {SOURCE_FILE}; use it with --models {args.out}")
+    return 0
 
 
 def run_model_card(args: argparse.Namespace) -> int:

@@ -42,6 +42,8 @@ class StudyPrediction:
     probability: dict[str, float]
     threshold: dict[str, float]
     triage: str | None
+    #: sha256 of each ensemble member that produced it (`models[].sha256` of the infer JSON); () if not given
+    model_sha256: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,9 @@ def read_predictions(path: str | Path) -> Predictions:
                 probability=prob,
                 threshold=thr,
                 triage=triage,
+                model_sha256=tuple(
+                    str(m["sha256"]) for m in st.get("models") or [] if isinstance(m, dict) and m.get("sha256")
+                ),
             )
         )
     failed = [
