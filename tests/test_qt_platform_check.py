@@ -56,3 +56,14 @@ def test_the_installed_plugin_is_found_and_open_refuses_without_a_display(monkey
     monkeypatch.setattr(sys, "platform", "linux")
     assert main(["open", str(tmp_path), "--settings-dir", str(tmp_path / "s"), "--no-ai"]) == 1
     assert "no display to open a window on" in capsys.readouterr().err
+
+
+def test_demo_without_a_display_refuses_before_writing_the_case(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    cache = tmp_path / "demo-cache"
+    assert main(["demo", "--cache-dir", str(cache), "--settings-dir", str(tmp_path / "s"), "--no-ai"]) == 1
+    assert "no display to open a window on" in capsys.readouterr().err
+    assert not cache.exists()

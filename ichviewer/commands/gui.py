@@ -103,6 +103,8 @@ def ensure_demo_case(folder: Path, rebuild: bool = False) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if not _display_usable():  # before the case is written: nothing to show it on
+        return 1
     folder = demo_cache_dir(args.cache_dir)
     try:
         series_dir = ensure_demo_case(folder, rebuild=args.rebuild)
@@ -116,12 +118,19 @@ def run_demo(args: argparse.Namespace) -> int:
     return _start(str(series_dir), args.settings_dir, args.screenshot, _workstation_options(args))
 
 
-def _start(path: str | None, settings: str | None, screenshot: str | None, options: dict) -> int:
+def _display_usable() -> bool:
+    """False (with the reason on stderr) when Qt could not open a window here."""
     from ichviewer.qt.platform_check import display_problem
 
     problem = display_problem()
     if problem is not None:  # Qt would abort the process with a generic line instead
         print(f"ichviewer: {problem}", file=sys.stderr)
+        return False
+    return True
+
+
+def _start(path: str | None, settings: str | None, screenshot: str | None, options: dict) -> int:
+    if not _display_usable():
         return 1
     from ichviewer.qt.app import run_viewer, run_viewer_for_screenshot
 
