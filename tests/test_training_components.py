@@ -468,6 +468,24 @@ def test_dicom_folder_with_study_csv_is_study_labelled_and_subtypes_unknown(tmp_
     np.testing.assert_array_equal(cache.known[0], [0, 0, 0, 0, 0, 1])  # only ANY is known
 
 
+def test_dicom_training_refuses_to_save_its_cache_on_a_full_disk(tmp_path, monkeypatch):
+    import shutil as shutil_module
+
+    from ichviewer.training import recipe
+
+    root, cases = _write_studies(tmp_path, [(31, "SDH")])
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text(f"study_uid,any\n{cases[0].volume.study_uid},1\n")
+    config = recipe.RecipeConfig(
+        out=tmp_path / "out", work_dir=tmp_path / "work", source="dicom", data_dir=root, labels_csv=csv_path, input_size=32
+    )
+    full = shutil_module.disk_usage(tmp_path)._replace(free=1000)
+    monkeypatch.setattr(recipe.shutil, "disk_usage", lambda path: full)
+    with pytest.raises(TrainingDataError, match=r"cache: the training caches need about 0\.\d GB and the disk has 0\.0 GB free"):
+        recipe.load_data(config)
+    assert not list((tmp_path / "work" / "cache").iterdir())
+
+
 def test_labels_csv_errors_name_the_file_and_line(tmp_path):
     bad = tmp_path / "l.csv"
     bad.write_text("series_uid,slice_index,any\n1.2.3,0,1\n1.2.3,x,0\n")

@@ -270,6 +270,11 @@ class SliceCache:
     def float_images(self, rows) -> np.ndarray:
         return self.images[rows].astype(np.float32) * np.float32(1.0 / 255.0)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its arrays: about what `save` writes (uncompressed)."""
+        return int(sum(a.nbytes for a in (self.images, self.labels, self.known, self.maps) if a is not None))
+
     def save(self, path: str | Path) -> None:
         path = Path(path)
         tmp = path.with_suffix(".tmp.npz")

@@ -236,6 +236,8 @@ def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[Slice
                 config.data_dir, config.labels_csv, config.input_size, _progress_fn("DICOM", stream),
                 windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm,
             )
+            # A site's studies are only counted once read; refuse before a half-written save.
+            check_free_disk(work / "cache", cache.nbytes)
             cache.save(path)
         splits = split_by_patient(cache, config.seed)
         if splits["train"] is None or splits["validation"] is None:
