@@ -65,6 +65,8 @@ def run_open(args: argparse.Namespace) -> int:
     if args.path is not None and not os.path.exists(args.path):
         print(f"ichviewer open: {args.path}: no such file or folder", file=sys.stderr)
         return 2
+    if not _display_usable():
+        return 1
     return _start(args.path, args.settings_dir, args.screenshot, _workstation_options(args))
 
 
@@ -130,8 +132,7 @@ def _display_usable() -> bool:
 
 
 def _start(path: str | None, settings: str | None, screenshot: str | None, options: dict) -> int:
-    if not _display_usable():
-        return 1
+    """Run the workstation; callers have checked `_display_usable()` first."""
     from ichviewer.qt.app import run_viewer, run_viewer_for_screenshot
 
     if screenshot is None:
