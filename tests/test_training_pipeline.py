@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from dataclasses import replace
@@ -214,6 +216,8 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
     assert set(log["ensemble"]["validation_ap"]) == set(LABELS)
     assert log["ensemble"]["method"] == "weighted" and abs(sum(log["ensemble"]["weights"]) - 1) < 1e-9
     assert log["seconds_total"] > 0 and all(m["train_seconds"] > 0 for m in log["members"])
+    # `ichviewer train` keeps freed memory in the process (allocator.py) and says so in its log
+    assert log["hardware"]["allocator"]["applied"] is (platform.libc_ver()[0] == "glibc")
     ops = manifest["operating_points"]
     assert set(ops["thresholds"]) == set(LABELS)
     assert 0 <= ops["triage"]["negative_below"] <= ops["triage"]["positive_above"] <= 1
@@ -349,3 +353,29 @@ def test_devset_scores_onnx_members_on_cache_slices_as_pytorch_does(tmp_path, ph
     assert fig["ensemble_slice_auc"] == pytest.approx(roc_auc(val.labels[:, ANY], probs[:, ANY]))
     assert sum(b["n"] for b in fig["size_bins"].values()) == int(y.sum())
     assert "member a: case AUC" in format_figures(fig)
+
+
+_TRAIN_AND_HASH = """
+import hashlib, sys
+from ichviewer.training.allocator import tune_allocator_for_training
+from ichviewer.training.data import build_phantom_cache, plan_phantom_cases
+from ichviewer.training.trainer import TrainConfig, train_member
+state = tune_allocator_for_training()
+train = build_phantom_cache(plan_phantom_cases(4, "train", seed=3), 32, matrix=64, with_maps=True)
+config = TrainConfig(name="t", family="resnet", width=4, input_size=32, epochs=1, batch_size=8, steps_per_epoch=3,
+                     seed=5, threads=1, lesion_map_weight=3.0)
+model = train_member(config, train, train).model
+digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.state_dict().values()))
+print(state["applied"], digest.hexdigest())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator tuning is glibc's mallopt")
+def test_allocator_tuning_is_applied_and_trains_bit_identical_weights():
+    runs = {}
+    for flag in ("0", "1"):
+        env = dict(os.environ, ICHVIEWER_MALLOC_TUNING=flag)
+        out = subprocess.run([sys.executable, "-c", _TRAIN_AND_HASH], env=env, capture_output=True, text=True, check=True)
+        runs[flag] = out.stdout.split()
+    assert runs["0"][0] == "False" and runs["1"][0] == "True"
+    assert runs["0"][1] == runs["1"][1]

@@ -164,6 +164,55 @@ def _split(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def recipe_config_from_args(args: argparse.Namespace):
+    """The `RecipeConfig` an `ichviewer train` command line describes (ValueError for a bad combination)."""
+    from ichviewer.training.recipe import RecipeConfig
+
+    specialists = tuple(s.upper() if s.lower() != "small" else "small" for s in _split(args.specialists))
+    return RecipeConfig(
+        out=args.out,
+        source=args.source,
+        data_dir=args.data,
+        labels_csv=args.labels,
+        families=_split(args.families),
+        specialists=specialists,
+        epochs=args.epochs,
+        seed=args.seed,
+        n_train=args.n_cases[0],
+        n_validation=args.n_cases[1],
+        thin_every=args.thin_every,
+        thickness_planes=args.thickness_planes,
+        matrix=args.matrix,
+        input_size=args.input_size,
+        windows=args.windows,
+        crop=args.crop,
+        interpolation=args.interpolation,
+        slab_mm=args.slab_mm or None,
+        twins=not args.no_twins,
+        pair_twins=args.pair_twins,
+        width=args.width,
+        batch_size=args.batch_size,
+        steps_per_epoch=args.steps_per_epoch or None,
+        lr=args.lr,
+        positive_fraction=args.positive_fraction,
+        hard_fraction=args.hard_fraction,
+        positive_sampling=args.positive_sampling,
+        precision=args.precision,
+        input_stem=args.input_stem,
+        lesion_map_weight=args.lesion_map_weight,
+        lesion_map_stride=args.lesion_map_stride,
+        ensemble=args.ensemble,
+        min_sensitivity=args.min_sensitivity,
+        target_miss_rate=args.target_miss_rate,
+        workers=args.workers,
+        threads=args.threads,
+        resume=args.resume,
+        max_steps=args.max_steps,
+        name=args.name,
+        work_dir=args.work,
+    )
+
+
 def run_train(args: argparse.Namespace) -> int:
     try:
         import torch  # noqa: F401
@@ -172,53 +221,11 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     from ichviewer.training.data import TrainingDataError
     from ichviewer.training.export import ExportMismatchError
-    from ichviewer.training.recipe import RecipeConfig, run_recipe
+    from ichviewer.training.recipe import run_recipe
     from ichviewer.training.trainer import CheckpointError
 
-    specialists = tuple(s.upper() if s.lower() != "small" else "small" for s in _split(args.specialists))
     try:
-        config = RecipeConfig(
-            out=args.out,
-            source=args.source,
-            data_dir=args.data,
-            labels_csv=args.labels,
-            families=_split(args.families),
-            specialists=specialists,
-            epochs=args.epochs,
-            seed=args.seed,
-            n_train=args.n_cases[0],
-            n_validation=args.n_cases[1],
-            thin_every=args.thin_every,
-            thickness_planes=args.thickness_planes,
-            matrix=args.matrix,
-            input_size=args.input_size,
-            windows=args.windows,
-            crop=args.crop,
-            interpolation=args.interpolation,
-            slab_mm=args.slab_mm or None,
-            twins=not args.no_twins,
-            pair_twins=args.pair_twins,
-            width=args.width,
-            batch_size=args.batch_size,
-            steps_per_epoch=args.steps_per_epoch or None,
-            lr=args.lr,
-            positive_fraction=args.positive_fraction,
-            hard_fraction=args.hard_fraction,
-            positive_sampling=args.positive_sampling,
-            precision=args.precision,
-            input_stem=args.input_stem,
-            lesion_map_weight=args.lesion_map_weight,
-            lesion_map_stride=args.lesion_map_stride,
-            ensemble=args.ensemble,
-            min_sensitivity=args.min_sensitivity,
-            target_miss_rate=args.target_miss_rate,
-            workers=args.workers,
-            threads=args.threads,
-            resume=args.resume,
-            max_steps=args.max_steps,
-            name=args.name,
-            work_dir=args.work,
-        )
+        config = recipe_config_from_args(args)
     except ValueError as exc:
         print(f"ichviewer train: {exc}", file=sys.stderr)
         return 2

@@ -262,6 +262,22 @@ def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[Slice
     return train, val, info
 
 
+def member_train_config(config: RecipeConfig, index: int, name: str, family: str, specialist: str | None):
+    """The `TrainConfig` of the recipe's member number `index` (as `config.members()` lists them)."""
+    from ichviewer.training.trainer import TrainConfig
+
+    return TrainConfig(
+        name=name, family=family, width=config.width, input_size=config.input_size, epochs=config.epochs,
+        batch_size=config.batch_size, steps_per_epoch=config.steps_per_epoch, lr=config.lr,
+        seed=config.seed * 1000 + index, specialist=specialist, threads=config.threads,
+        positive_fraction=config.positive_fraction, interpolation=config.interpolation,
+        pair_twins=config.twins and config.pair_twins,
+        hard_fraction=config.hard_fraction, positive_sampling=config.positive_sampling,
+        precision=config.precision, input_stem=config.input_stem, lesion_map_weight=config.lesion_map_weight,
+        lesion_map_stride=config.lesion_map_stride,
+    )
+
+
 def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> RecipeResult:
     """Train, export and describe an ensemble in `config.out` (see `ichviewer.training` for the recipe).
 
@@ -272,11 +288,13 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
     import torch
 
     from ichviewer.inference.manifest import Aggregation, EnsembleManifest
+    from ichviewer.training.allocator import tune_allocator_for_training
     from ichviewer.training.ensembling import choose_operating_points, combine_members, fit_ensemble_weights
     from ichviewer.training.export import export_member, write_checksums
-    from ichviewer.training.trainer import TrainConfig, case_auc, choose_interpolation_degree, train_member, validation_map
+    from ichviewer.training.trainer import case_auc, choose_interpolation_degree, train_member, validation_map
 
     t_all = time.perf_counter()
+    allocator = tune_allocator_for_training()  # cheaper steps, identical numbers (see allocator.py)
     config.out.mkdir(parents=True, exist_ok=True)
     (config.work / "checkpoints").mkdir(parents=True, exist_ok=True)
     if config.threads:
@@ -290,16 +308,7 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
     members_log = []
     trained = []
     for i, (name, family, specialist) in enumerate(config.members()):
-        tc = TrainConfig(
-            name=name, family=family, width=config.width, input_size=config.input_size, epochs=config.epochs,
-            batch_size=config.batch_size, steps_per_epoch=config.steps_per_epoch, lr=config.lr,
-            seed=config.seed * 1000 + i, specialist=specialist, threads=config.threads,
-            positive_fraction=config.positive_fraction, interpolation=config.interpolation,
-            pair_twins=config.twins and config.pair_twins,
-            hard_fraction=config.hard_fraction, positive_sampling=config.positive_sampling,
-            precision=config.precision, input_stem=config.input_stem, lesion_map_weight=config.lesion_map_weight,
-            lesion_map_stride=config.lesion_map_stride,
-        )
+        tc = member_train_config(config, i, name, family, specialist)
         result = train_member(
             tc, train, val, config.work / "checkpoints" / f"{name}.pt", resume=config.resume, stream=stream,
             max_steps=config.max_steps,
@@ -369,6 +378,7 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
             "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
+            "allocator": allocator,
         },
         "data": data_info,
         "members": members_log,
