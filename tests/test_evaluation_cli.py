@@ -132,6 +132,9 @@ def test_study_uid_matching_and_unassessed_subtypes(tmp_path: Path) -> None:
         (["series_uid", "any", "sdh"], ["1.2.826.0.1.0", "0", "1"], "any is 0 but a subtype is 1"),
         (["series_uid", "any", "mimic"], ["1.2.826.0.1.0", "0", "blood"], "unknown mimic"),
         (["series_uid", "any"], ["5.5.5", "1"], "no study in"),
+        (["series_uid", "any", "visible_voxels"], ["1.2.826.0.1.0", "1", "2.5"], "column visible_voxels: '2.5' is not a count"),
+        (["series_uid", "any", "visible_voxels"], ["1.2.826.0.1.0", "1", "-1"], "column visible_voxels: '-1' is not a count"),
+        (["series_uid", "any", "visible_voxels"], ["1.2.826.0.1.0", "1", "many"], "column visible_voxels: not a number"),
     ],
 )
 def test_bad_labels_give_a_clear_error_naming_the_file(
@@ -191,3 +194,30 @@ def test_compare_two_ensembles_with_delong(tmp_path: Path, capsys: pytest.Captur
     assert test["auc_b"] == pytest.approx(roc_auc_score(y, p_b))
     assert test["difference"] > 0.2 and test["p_value"] < 0.01
     assert "Comparison (DeLong)" in report.read_text()
+
+
+def test_hidden_positives_are_counted_and_left_out_of_a_second_auc(tmp_path: Path) -> None:
+    # visible_voxels = 0 on a positive: labelled blood that cannot be seen (`phantom-set` writes the column).
+    studies, rows, truth = make_study_set(n=40)
+    visible = [("0" if i in (1, 3) else "17") if truth["ANY"][i] else "0" for i in range(40)]
+    visible[5] = ""  # unknown for one positive: neither hidden nor left out
+    labels = write_csv(tmp_path / "labels.csv", HEADER + ["visible_voxels"], [r + [v] for r, v in zip(rows, visible)])
+    predictions = write_infer(tmp_path / "infer.json", studies)
+    out, report = tmp_path / "m.json", tmp_path / "r.html"
+    assert run(["evaluate", "--predictions", str(predictions), "--labels", str(labels), "--json", str(out),
+                "--report", str(report), "--bootstrap", "100"]) == 0
+    vis = json.loads(out.read_text())["by_visibility"]
+    p_any = np.array([s["case"]["ANY"]["probability"] for s in studies])
+    keep = np.ones(40, dtype=bool)
+    keep[[1, 3]] = False
+    assert vis["n_positive_hidden"] == 2 and vis["n_positive_unknown"] == 1
+    assert vis["auc_visible_only"]["value"] == pytest.approx(roc_auc_score(truth["ANY"][keep], p_any[keep]))
+    assert vis["auc_visible_only"]["n_positive"] == 18
+    assert vis["hidden_mean_probability"] == pytest.approx(p_any[[1, 3]].mean())
+    assert vis["hidden_sensitivity"]["n"] == 2 and vis["hidden_sensitivity"]["k"] == int((p_any[[1, 3]] >= 0.5).sum())
+    html = report.read_text()
+    assert "cannot be seen" in html and f"{vis['auc_visible_only']['value']:.3f}" in html
+    # Without the column there is no such block.
+    plain = write_csv(tmp_path / "plain.csv", HEADER, rows)
+    assert run(["evaluate", "--predictions", str(predictions), "--labels", str(plain), "--json", str(out), "--bootstrap", "20"]) == 0
+    assert json.loads(out.read_text())["by_visibility"] is None

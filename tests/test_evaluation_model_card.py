@@ -18,8 +18,11 @@ def test_model_card_carries_the_evaluated_figures_and_commands(tmp_path: Path) -
     y = rng.integers(0, 2, 120)
     p = np.clip(y * 0.6 + rng.normal(0.2, 0.2, 120), 0, 1)
     mimic = ["metal" if (i % 7 == 0 and not y[i]) else "" for i in range(120)]
+    hidden = np.flatnonzero(y)[:2]  # two positives whose blood cannot be seen (visible_voxels 0)
+    visible = np.where(y, 40.0, 0.0)
+    visible[hidden] = 0.0
     result = evaluate_cases({"ANY": y, "SDH": y}, {"ANY": p, "SDH": p}, 0.5, volume_ml=np.where(y, 2.0, 0.0),
-                            mimic=mimic, n_boot=200, seed=0)
+                            mimic=mimic, n_boot=200, seed=0, visible_voxels=visible)
     write_json(result, tmp_path / "eval.json")
     log = {"members": [{"name": "resnet", "parameters": 1234, "interpolation_degree": 3}],
            "ensemble": {"method": "mean"}, "data": {"train": {"cases": 400}, "validation": {"cases": 100}},
@@ -38,6 +41,11 @@ def test_model_card_carries_the_evaluated_figures_and_commands(tmp_path: Path) -
     assert f"{sens['k']}/{sens['n']}" in card
     assert "ichviewer train --out models/default --seed 0" in card and "Not for clinical use" in card
     assert "| metal |" in card and "42 minutes" in card
+    vis = result["by_visibility"]
+    assert vis["n_positive_hidden"] == 2
+    assert (f"2 positive studies have labelled haemorrhage that cannot be seen" in card
+            and f"AUC(ANY) with them left out ({int(y.sum()) - 2} positives against all negatives): "
+                f"{vis['auc_visible_only']['value']:.3f}" in card)
     met = auc["value"] >= 0.97 and sens["value"] >= 0.95
     assert ("**met**" in card) == met and ("NOT met" in card) == (not met)
 

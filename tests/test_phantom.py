@@ -365,3 +365,35 @@ def test_planes_of_one_slice_share_one_streak_pattern():
             ring_sd[planes] = added[ring].std()
         ratios.append(ring_sd[3] / ring_sd[1])
     assert np.mean(ratios) > 0.75, ratios
+
+
+# ----------------------------------------------------------------------------- visibility
+def test_visible_blood_voxels_counts_blood_clear_of_the_bone_edge():
+    from types import SimpleNamespace
+
+    from ichviewer.core.phantom import visible_blood_voxels
+
+    # One 40 x 40 slice: a bone ring at columns 0-4, brain beyond; blood in the first pixel
+    # next to the bone (column 5) is hidden, in column 7 it is not.
+    hu = np.full((1, 40, 40), 30, dtype=np.int16)
+    hu[0, :, :5] = 1200
+    masks = {s: np.zeros(hu.shape, dtype=bool) for s in SUBTYPES}
+    masks["SDH"][0, 10:16, 5] = True
+    case = SimpleNamespace(volume=SimpleNamespace(hu=hu), masks=masks)
+    assert visible_blood_voxels(case) == 0
+    masks["SDH"][0, 10:13, 7] = True
+    hu[0, 10:13, 7] = 70
+    assert visible_blood_voxels(case) == 3
+    masks["IPH"][0, 30, 30] = True  # every subtype counts
+    assert visible_blood_voxels(case) == 4
+
+
+def test_generated_cases_report_visible_blood():
+    from ichviewer.core.phantom import visible_blood_voxels
+
+    assert visible_blood_voxels(case(3, "none", None, matrix=128)) == 0
+    iph = case(7, "IPH", 5.0, matrix=128)
+    assert visible_blood_voxels(iph) == int(iph.masks["IPH"].sum())  # parenchymal blood is clear of the skull
+    # A 0.03 mL SDH is a few voxels along the inner table: at most a couple of them clear of its edge.
+    sdh = generate_case(11, subtype="SDH", volume_ml=0.03, matrix=256)
+    assert 0 <= visible_blood_voxels(sdh) <= int(sdh.masks["SDH"].sum()) // 2

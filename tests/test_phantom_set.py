@@ -26,7 +26,9 @@ def test_phantom_set_writes_studies_and_a_labels_csv_that_match(tmp_path: Path) 
         assert int(r["any"]) == int(any(s["ANY"] for s in per_slice))
         assert int(r["sdh"]) == int(any(s["SDH"] for s in per_slice))
         assert (float(r["volume_ml"]) > 0) == bool(int(r["any"]))
+        assert int(r["visible_voxels"]) >= 0 and (int(r["any"]) or int(r["visible_voxels"]) == 0)
     assert rows[3]["mimic"] == "calcification" and rows[3]["any"] == "0"
+    assert int(rows[0]["visible_voxels"]) > 0  # the IPH lies in the parenchyma, clear of the skull
     # Refuses to write over an existing set.
     again = subprocess.run([sys.executable, "-m", "ichviewer", "phantom-set", str(out), "--n", "2"], capture_output=True, text=True)
     assert again.returncode == 2 and "not empty" in again.stderr

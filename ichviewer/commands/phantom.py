@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write N synthetic studies (the training recipe's balanced mix: every subtype, mixed "
         "bleeds, small bleeds, mimic-only negatives, children, 5 mm and 1 mm slices) as DICOM series in "
         "OUT_DIR/<index>_<kind>/, and OUT_DIR/labels.csv with series_uid, study_uid, any, iph, ivh, sdh, "
-        "edh, sah, volume_ml, mimic, age and slice_mm: the labels format of `ichviewer evaluate` and "
+        "edh, sah, volume_ml, visible_voxels (blood voxels clear of the bone's partial-volume edge; 0 means "
+        "labelled blood that cannot be seen), mimic, age, slice_mm and kind: the labels format of `ichviewer evaluate` and "
         "`ichviewer review import-labels`. The test split's seeds never overlap training or validation.",
     )
     s.add_argument("out_dir", metavar="OUT_DIR")
@@ -157,14 +158,14 @@ def run_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
-LABEL_COLUMNS = ("series_uid", "study_uid", "any", "iph", "ivh", "sdh", "edh", "sah", "volume_ml", "mimic", "age", "slice_mm", "kind")
+LABEL_COLUMNS = ("series_uid", "study_uid", "any", "iph", "ivh", "sdh", "edh", "sah", "volume_ml", "visible_voxels", "mimic", "age", "slice_mm", "kind")
 
 
 def run_phantom_set(args: argparse.Namespace) -> int:
     import csv
 
     from ichviewer import SUBTYPES
-    from ichviewer.core.phantom import generate_case
+    from ichviewer.core.phantom import generate_case, visible_blood_voxels
     from ichviewer.training.data import plan_phantom_cases
 
     out = Path(args.out_dir)
@@ -190,6 +191,8 @@ def run_phantom_set(args: argparse.Namespace) -> int:
             "any": int(bool(present)),
             **{s.lower(): int(s in present) for s in SUBTYPES},
             "volume_ml": round(float(case.volume_ml.get("total", 0.0)), 4),
+            # blood voxels beyond the bone's partial-volume edge (0: labelled but not visible)
+            "visible_voxels": visible_blood_voxels(case),
             "mimic": case.mimic or "",
             "age": case.age,
             "slice_mm": plan.slice_mm,

@@ -4,7 +4,9 @@ LABELS.csv: one row per study, a ``series_uid`` or ``study_uid`` column (``serie
 used when both are present), one 0/1 column per label (``any`` required; ``iph``, ``ivh``,
 ``sdh``, ``edh``, ``sah`` optional; names case-insensitive), and optionally ``volume_ml``
 (total haemorrhage volume, empty if unknown) and ``mimic`` (empty, ``calcification``,
-``metal`` or ``beam-hardening``). Other columns are ignored. An empty subtype cell means the
+``metal`` or ``beam-hardening``) and ``visible_voxels`` (blood voxels a reader could tell apart
+from the bone's partial-volume edge, as `ichviewer phantom-set` writes it; empty if unknown).
+Other columns are ignored. An empty subtype cell means the
 subtype was not assessed: that study is left out of that subtype's figures only. This is the
 format the review room imports (`ichviewer.review.imports.read_labels_csv` reads it with this module's parser).
 """
@@ -62,6 +64,7 @@ class LabelTable:
     labels: dict[str, NDArray[np.float64]]  # upper-case label -> 0/1 per row, NaN = not labelled
     volume_ml: NDArray[np.float64] | None
     mimic: list[str | None] | None
+    visible_voxels: NDArray[np.float64] | None = None  # NaN = unknown
 
 
 @dataclass
@@ -76,6 +79,7 @@ class MatchedCases:
     triage: list[str] | None
     volume_ml: NDArray[np.float64] | None
     mimic: list[str | None] | None
+    visible_voxels: NDArray[np.float64] | None = None
     unmatched_labels: list[str] = field(default_factory=list)  # in LABELS.csv, no prediction
     unmatched_predictions: list[str] = field(default_factory=list)  # predicted, not in LABELS.csv
     merged: dict[str, int] = field(default_factory=dict)  # key -> number of series merged (max)
@@ -206,6 +210,7 @@ def read_labels(path: str | Path) -> LabelTable:
     values: dict[str, list[float]] = {lab: [] for lab in label_cols}
     volumes: list[float] = []
     mimics: list[str | None] = []
+    visible: list[float] = []
     for r_i, row in enumerate(body, start=2):
         row = row + [""] * (len(header) - len(row))
 
@@ -239,6 +244,16 @@ def read_labels(path: str | Path) -> LabelTable:
             if v < 0 or math.isinf(v):
                 raise EvaluationInputError(f"{path}, line {r_i}, column volume_ml: {raw!r} is not a volume in mL")
             volumes.append(v)
+        if "visible_voxels" in col:
+            raw = cell("visible_voxels")
+            where = f"{path}, line {r_i}, column visible_voxels"
+            try:
+                n_vis = float(raw) if raw else math.nan
+            except ValueError:
+                raise EvaluationInputError(f"{where}: not a number: {raw!r}") from None
+            if not math.isnan(n_vis) and (math.isinf(n_vis) or n_vis < 0 or n_vis != int(n_vis)):
+                raise EvaluationInputError(f"{where}: {raw!r} is not a count of voxels")
+            visible.append(n_vis)
         if "mimic" in col:
             try:
                 mimics.append(normalise_mimic(cell("mimic")))
@@ -251,6 +266,7 @@ def read_labels(path: str | Path) -> LabelTable:
         labels={lab: np.asarray(v, dtype=np.float64) for lab, v in values.items()},
         volume_ml=np.asarray(volumes, dtype=np.float64) if "volume_ml" in col else None,
         mimic=mimics if "mimic" in col else None,
+        visible_voxels=np.asarray(visible, dtype=np.float64) if "visible_voxels" in col else None,
     )
 
 
@@ -313,6 +329,7 @@ def match_cases(predictions: Predictions, labels: LabelTable, predictions_path: 
         triage=[t for t in triage] if all(t is not None for t in triage) else None,  # type: ignore[misc]
         volume_ml=labels.volume_ml[rows_a] if labels.volume_ml is not None else None,
         mimic=[labels.mimic[i] for i in rows] if labels.mimic is not None else None,
+        visible_voxels=labels.visible_voxels[rows_a] if labels.visible_voxels is not None else None,
         unmatched_labels=unmatched,
         unmatched_predictions=unmatched_pred,
         merged=merged,
@@ -385,6 +402,7 @@ def evaluate_files(
         cases.thresholds,
         volume_ml=cases.volume_ml,
         mimic=cases.mimic,
+        visible_voxels=cases.visible_voxels,
         n_boot=n_boot,
         seed=seed,
         triage=cases.triage,

@@ -260,6 +260,18 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
                 f"AUC(ANY) with the punctate positives left out ({without.get('n_positive', '?')} positives against all "
                 f"negatives): {_ci(without)}.",
             ]
+    vis = ev.get("by_visibility")
+    if vis and vis.get("n_positive_hidden"):
+        n = vis["n_positive_hidden"]
+        lines += [
+            "", "### Haemorrhage that cannot be seen (ANY)", "",
+            f"{n} positive {'study has' if n == 1 else 'studies have'} labelled haemorrhage that cannot be seen "
+            f"({vis.get('definition', '')}; `visible_voxels` = 0 in labels.csv, "
+            "`ichviewer.core.phantom.visible_blood_voxels`). Mean probability "
+            f"{_fmt(vis.get('hidden_mean_probability'))}, called positive {_prop(vis.get('hidden_sensitivity'))}. "
+            f"AUC(ANY) with {'it' if n == 1 else 'them'} left out ({(vis.get('auc_visible_only') or {}).get('n_positive', '?')} "
+            f"positives against all negatives): {_ci(vis.get('auc_visible_only'))}. The headline AUC above keeps them.",
+        ]
     mimics = ev.get("mimics")
     if mimics:
         lines += ["", "### False positives on negative studies, by mimic (ANY)", "", "| mimic | false-positive rate | mean probability |", "|---|---|---|"]

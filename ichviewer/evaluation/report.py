@@ -325,6 +325,20 @@ def _size_table(by_size: dict) -> str:
     )
 
 
+def _visibility_text(vis: dict) -> str:
+    """Hidden positives (labelled blood that cannot be seen) and AUC(ANY) without them."""
+    n = vis.get("n_positive_hidden") or 0
+    if not n:
+        return "<p>Every positive study has blood a reader could see, clear of the bone's partial-volume edge.</p>"
+    hidden_sens = vis.get("hidden_sensitivity") or {}
+    return (
+        f"<p><b>{n}</b> positive {'study has' if n == 1 else 'studies have'} labelled haemorrhage that cannot be seen "
+        f"({escape(vis.get('definition', ''))}). Mean p(ANY) of {'it' if n == 1 else 'them'} {_dec(vis.get('hidden_mean_probability'), 2)}, "
+        f"called positive {_prop_cell(hidden_sens) if hidden_sens else '–'}. "
+        f"AUC(ANY) with {'it' if n == 1 else 'them'} left out: {_value_ci_cell(vis.get('auc_visible_only'))}.</p>"
+    )
+
+
 def _mimic_table(mimics: dict) -> str:
     rows = []
     for k in mimics["kinds"]:
@@ -469,6 +483,8 @@ def render_report(result: dict, title: str = "ICH Viewer evaluation") -> str:
     ]
     if result.get("by_size"):
         parts += ["<h2>Sensitivity by bleed size (ANY)</h2>", _size_table(result["by_size"])]
+    if result.get("by_visibility"):
+        parts += ["<h2>Haemorrhage that cannot be seen</h2>", _visibility_text(result["by_visibility"])]
     if result.get("mimics"):
         parts += ["<h2>False positives on mimics (ANY, studies without haemorrhage)</h2>", _mimic_table(result["mimics"])]
     if result.get("triage"):

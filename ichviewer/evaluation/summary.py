@@ -30,6 +30,12 @@
     ``mean_probability``, ``auc_vs_negatives`` {``value``, ``ci``}: the bin's positives ranked
     against every negative study}], ``auc_without_punctate`` {``value``, ``ci``, ``n_positive``}
     (ANY with punctate positives left out), ``n_positive_unknown_volume``}.
+``by_visibility``
+    null without a ``visible_voxels`` column (`ichviewer phantom-set` writes it); else
+    {``label`` "ANY", ``definition``, ``n_positive_hidden`` (positives whose blood has no voxel
+    clear of the bone's partial-volume edge), ``n_positive_unknown``, ``hidden_sensitivity``
+    (proportion), ``hidden_mean_probability``, ``auc_visible_only`` {``value``, ``ci``,
+    ``n_positive``} (ANY with the hidden positives left out)}.
 ``mimics``
     null without a ``mimic`` column; else {``label`` "ANY", ``kinds``: [{``mimic``,
     ``false_positive_rate`` (proportion), ``mean_probability``}] for negative studies with each
@@ -133,6 +139,7 @@ def evaluate_cases(
     n_boot: int = 2000,
     seed: int = 0,
     triage: Sequence[str] | None = None,
+    visible_voxels: ArrayLike | None = None,
     triage_targets: Sequence[float] = DEFAULT_TRIAGE_TARGETS,
 ) -> dict:
     """Evaluate case-level probabilities against case-level labels (see the module docstring).
@@ -141,7 +148,9 @@ def evaluate_cases(
     `thresholds` maps each label to one threshold or one per case (a single number applies to
     every label), e.g. the `threshold` of `choose_operating_points` on validation data. `volume_ml` (NaN where
     unknown) and `mimic` (None/"" or a kind in MIMIC_KINDS) describe each case; `triage` is
-    the category each case was given at inference, if any. A y_true value of NaN means the
+    the category each case was given at inference, if any; `visible_voxels` (NaN where unknown)
+    counts each case's blood voxels a reader could see (`ichviewer.core.phantom.visible_blood_voxels`).
+    A y_true value of NaN means the
     label is unknown for that case (allowed except for ANY); the case is then left out of that
     label's figures.
     """
@@ -244,6 +253,7 @@ def evaluate_cases(
         "map": _map(labels),
         "map_subtypes": _map(SUBTYPES),
         "by_size": None,
+        "by_visibility": None,
         "mimics": None,
         "triage": None,
     }
@@ -253,6 +263,8 @@ def evaluate_cases(
     called_any = p_any >= thr["ANY"]
     if volume_ml is not None:
         result["by_size"] = _by_size(y_any, p_any, called_any, volume_ml, n_boot, seed)
+    if visible_voxels is not None:
+        result["by_visibility"] = _by_visibility(y_any, p_any, called_any, visible_voxels, n_boot, seed)
     if mimic is not None:
         result["mimics"] = _by_mimic(y_any, p_any, called_any, mimic)
     curve = triage_curve(y_any, p_any)
@@ -308,6 +320,31 @@ def _by_size(y: NDArray, p: NDArray, called: NDArray, volume_ml: ArrayLike, n_bo
         "bins": bins,
         "auc_without_punctate": _subset_auc(y, p, ~punctate, n_boot, seed),
         "n_positive_unknown_volume": int(((y == 1) & ~np.isfinite(v)).sum()),
+    }
+
+
+#: What `by_visibility` calls a hidden positive (the text goes into the JSON, report and model card).
+HIDDEN_DEFINITION = (
+    "no blood voxel at least two pixels from bone, calcification or metal (> 300 HU) on its slice: "
+    "all of it lies in the partial-volume edge, where it looks like the skull's own edge"
+)
+
+
+def _by_visibility(y: NDArray, p: NDArray, called: NDArray, visible_voxels: ArrayLike, n_boot: int = 2000, seed: int = 0) -> dict:
+    v = np.asarray(visible_voxels, dtype=np.float64)
+    if v.shape != y.shape:
+        raise ValueError(f"visible_voxels has {v.size} values, expected {y.size}")
+    if np.any(v[np.isfinite(v)] < 0):
+        raise ValueError("visible_voxels must not be negative")
+    hidden = (y == 1) & (v == 0)
+    return {
+        "label": "ANY",
+        "definition": HIDDEN_DEFINITION,
+        "n_positive_hidden": int(hidden.sum()),
+        "n_positive_unknown": int(((y == 1) & ~np.isfinite(v)).sum()),
+        "hidden_sensitivity": proportion(int(called[hidden].sum()), int(hidden.sum())).to_dict(),
+        "hidden_mean_probability": float(p[hidden].mean()) if hidden.any() else math.nan,
+        "auc_visible_only": _subset_auc(y, p, ~hidden, n_boot, seed),
     }
 
 
