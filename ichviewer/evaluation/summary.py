@@ -288,12 +288,18 @@ def _subset_auc(y: NDArray, p: NDArray, keep: NDArray, n_boot: int, seed: int) -
     return {"value": auc, "ci": [lo, hi], "n_positive": int(yk.sum())}
 
 
-def _by_size(y: NDArray, p: NDArray, called: NDArray, volume_ml: ArrayLike, n_boot: int = 2000, seed: int = 0) -> dict:
-    v = np.asarray(volume_ml, dtype=np.float64)
-    if v.shape != y.shape:
-        raise ValueError(f"volume_ml has {v.size} values, expected {y.size}")
+def _per_case_amount(values: ArrayLike, name: str, n: int) -> NDArray[np.float64]:
+    """One non-negative number per case (NaN = unknown), e.g. volume_ml or visible_voxels."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape != (n,):
+        raise ValueError(f"{name} has {v.size} values, expected {n}")
     if np.any(v[np.isfinite(v)] < 0):
-        raise ValueError("volume_ml must not be negative")
+        raise ValueError(f"{name} must not be negative")
+    return v
+
+
+def _by_size(y: NDArray, p: NDArray, called: NDArray, volume_ml: ArrayLike, n_boot: int = 2000, seed: int = 0) -> dict:
+    v = _per_case_amount(volume_ml, "volume_ml", y.size)
     pos = (y == 1) & np.isfinite(v)
     n_pos = max(int(pos.sum()), 1)
     bins = []
@@ -331,11 +337,7 @@ HIDDEN_DEFINITION = (
 
 
 def _by_visibility(y: NDArray, p: NDArray, called: NDArray, visible_voxels: ArrayLike, n_boot: int = 2000, seed: int = 0) -> dict:
-    v = np.asarray(visible_voxels, dtype=np.float64)
-    if v.shape != y.shape:
-        raise ValueError(f"visible_voxels has {v.size} values, expected {y.size}")
-    if np.any(v[np.isfinite(v)] < 0):
-        raise ValueError("visible_voxels must not be negative")
+    v = _per_case_amount(visible_voxels, "visible_voxels", y.size)
     hidden = (y == 1) & (v == 0)
     return {
         "label": "ANY",
