@@ -133,3 +133,19 @@ def test_model_card_says_how_the_5mm_phantoms_were_sampled() -> None:
     assert _thickness_text({"thickness_planes": 3}) == "; 5 mm phantom slices integrated over 3 planes across the slice"
     assert _thickness_text({"thickness_planes": [1, 3]}) == (
         "; 5 mm phantom slices drawn per case from: sampled at their centre plane, integrated over 3 planes across the slice")
+
+
+def test_model_card_says_how_any_is_made() -> None:
+    from ichviewer.evaluation.model_card import _any_rule_text
+
+    assert _any_rule_text({}) == _any_rule_text({"any_rule": "model"}) == ""
+    assert "noisy-OR of the five subtype probabilities" in _any_rule_text({"any_rule": "noisy-or"})
+
+
+def test_readme_and_model_card_quote_the_bundled_command() -> None:
+    # README's reproduce block, the model card and `recipe.BUNDLED_COMMAND` (the benchmark's source) must agree.
+    from ichviewer.training.recipe import BUNDLED_COMMAND
+
+    root = Path(__file__).resolve().parents[1]
+    assert ".venv/bin/" + BUNDLED_COMMAND + "\n" in (root / "README.md").read_text("utf-8")
+    assert "\n" + BUNDLED_COMMAND + "\n" in (root / "models" / "MODEL_CARD.md").read_text("utf-8")

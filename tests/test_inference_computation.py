@@ -122,6 +122,32 @@ def test_ensemble_is_the_weighted_mean_of_members(tmp_path):
     assert [m.name for m in result.models] == ["a", "b"]
 
 
+def test_any_can_be_the_noisy_or_of_the_ensembles_subtypes(tmp_path):
+    # aggregation.any = "noisy-or": each slice's ANY is 1 - prod(1 - p_subtype) of the weighted-mean
+    # subtype probabilities, not the members' own ANY; the other labels and the members are unchanged.
+    pa = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    pb = np.array([0.9, 0.7, 0.5, 0.3, 0.1, 0.05])
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    a = mean_model(tmp_path, "a", head_w=np.zeros(6), head_b=logit(pa), weight=1.0)
+    b = mean_model(tmp_path, "b", head_w=np.zeros(6), head_b=logit(pb), weight=3.0)
+    write_manifest(tmp_path, [a, b], aggregation={"method": "max", "any": "noisy-or"})
+    ensemble = load_ensemble(tmp_path)
+    assert ensemble.manifest.aggregation.any_rule == "noisy-or"
+    result = run_study(constant_slices_volume(SLICE_HU), ensemble)
+    mean = (1 * pa + 3 * pb) / 4
+    expected = mean.copy()
+    expected[5] = 1 - np.prod(1 - mean[:5])  # 1 - 0.3*0.425*0.55*0.675*0.8
+    assert expected[5] == pytest.approx(0.962132, abs=1e-6)
+    np.testing.assert_allclose(result.slice_probabilities, np.tile(expected, (len(SLICE_HU), 1)), rtol=1e-5)
+    np.testing.assert_allclose(result.member_probabilities[1], np.tile(pb, (len(SLICE_HU), 1)), rtol=1e-5)
+    assert result.case["ANY"].probability == pytest.approx(expected[5], rel=1e-5)
+    # Written back with schema version 2, so an app without the rule refuses it rather than misreading it.
+    data = ensemble.manifest.to_dict()
+    assert data["schema_version"] == 2 and data["aggregation"] == {"method": "max", "any": "noisy-or"}
+    write_manifest(tmp_path, [a, b])
+    assert load_ensemble(tmp_path).manifest.to_dict()["schema_version"] == 1
+
+
 def test_equal_weights_by_default_and_batched_run_equals_slice_by_slice(tmp_path):
     rng = np.random.default_rng(3)
     a = add_member(tmp_path, "a", degree=3, seed=1, input_size=(16, 16))[0]

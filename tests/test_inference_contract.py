@@ -83,6 +83,7 @@ def test_minimal_old_style_manifest_still_loads(tmp_path):
         (lambda d: d["models"][0]["output"].update(labels=["IPH", "IVH", "SDH", "EDH", "SAH"]), "permutation"),
         (lambda d: d["models"][1].update(name="alpha"), "unique"),
         (lambda d: d["aggregation"].update(method="median"), "aggregation method"),
+        (lambda d: d["aggregation"].update(any="max-subtype"), "aggregation 'any' must be one of"),
         (lambda d: d["models"][0]["input"].update(windows=[{"width": 0, "level": 40}]), "window width must be positive"),
     ],
 )

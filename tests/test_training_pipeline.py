@@ -166,6 +166,24 @@ def test_recipe_refuses_to_start_without_disk_for_its_caches(tmp_path, monkeypat
     assert not list((tmp_path / "work" / "cache").iterdir())  # refused before generating anything
 
 
+def test_calibration_cases_follow_the_validation_cases_and_need_phantoms(tmp_path):
+    from ichviewer.training import recipe
+
+    config = recipe.RecipeConfig(out=tmp_path / "out", n_train=4, n_validation=3, calibration_cases=5)
+    plans = recipe.phantom_split_plans(config)
+    assert [len(plans[k]) for k in ("validation", "calibration")] == [3, 5]
+    # the next plans of the validation split: what a larger validation set would hold, none of its cases
+    longer = recipe.phantom_split_plans(recipe.RecipeConfig(out=tmp_path / "out", n_train=4, n_validation=8))
+    assert [p.seed for p in plans["validation"] + plans["calibration"]] == [p.seed for p in longer["validation"]]
+    assert not {p.seed for p in plans["calibration"]} & {p.seed for p in plans["train"]}
+    assert "calibration" not in recipe.phantom_split_plans(recipe.RecipeConfig(out=tmp_path / "out"))
+    with pytest.raises(ValueError, match="calibration cases are planned phantoms"):
+        recipe.RecipeConfig(out=tmp_path / "o", source="dicom", data_dir=tmp_path, labels_csv=tmp_path / "l.csv",
+                            calibration_cases=10)
+    with pytest.raises(ValueError, match="calibration cases must be >= 0"):
+        recipe.RecipeConfig(out=tmp_path / "o", calibration_cases=-1)
+
+
 def test_recipe_refuses_the_lesion_map_loss_without_phantoms(tmp_path):
     from ichviewer.training.recipe import RecipeConfig
 
@@ -195,7 +213,8 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
     argv = [
         "train", "--out", str(out), "--n-cases", "4", "3", "--epochs", "1", "--steps-per-epoch", "2",
         "--input-size", str(SIZE), "--matrix", "64", "--width", "4", "--batch-size", "4", "--workers", "1",
-        "--threads", "1", "--ensemble", "weighted", "--seed", "2",
+        "--threads", "1", "--ensemble", "weighted", "--seed", "2", "--any-rule", "noisy-or",
+        "--calibration-cases", "3",
     ]
     assert main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
@@ -218,14 +237,21 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
     assert log["seconds_total"] > 0 and all(m["train_seconds"] > 0 for m in log["members"])
     # `ichviewer train` keeps freed memory in the process (allocator.py) and says so in its log
     assert log["hardware"]["allocator"]["applied"] is (platform.libc_ver()[0] == "glibc")
+    # ANY from the subtypes (noisy-OR): in the manifest, so the engine computes what the thresholds were chosen on
+    assert manifest["aggregation"] == {"method": "max", "any": "noisy-or"} and manifest["schema_version"] == 2
     ops = manifest["operating_points"]
     assert set(ops["thresholds"]) == set(LABELS)
     assert 0 <= ops["triage"]["negative_below"] <= ops["triage"]["positive_above"] <= 1
+    # the operating points were placed on the validation and the calibration cases together
+    assert log["operating_points"]["fitted_on"]["calibration_cases"] == 3 == log["data"]["calibration"]["cases"]
+    assert log["operating_points"]["n_validation_cases"] == 6
 
     ensemble = load_ensemble(out, providers="cpu")  # checks checksums, signatures and the CAM head
     volume = generate_case(4242, subtype="IPH", matrix=64, slice_mm=1.0).volume  # thin: exercises the slabs
     result = run_study(volume, ensemble)
     assert result.complete and result.slice_probabilities.shape == (volume.n_slices, len(LABELS))
+    sp = result.slice_probabilities
+    np.testing.assert_allclose(sp[:, LABELS.index("ANY")], 1 - np.prod(1 - sp[:, :5], axis=1), rtol=1e-9)
     # the atlas extension: block activations come out of the same run, with the tail's gradient weights
     resnet = ensemble.model("resnet")
     spec = ensemble.manifest.models[0]
@@ -312,6 +338,7 @@ def test_train_cli_defaults_and_choices_are_the_recipes():
 
     from ichviewer.cli import build_parser
     from ichviewer.core.windowing import INPUT_WINDOW_SETS
+    from ichviewer.inference.manifest import ANY_RULES
     from ichviewer.inference.preprocessing import CROPS
     from ichviewer.training.recipe import RecipeConfig
     from ichviewer.training.trainer import INTERPOLATIONS, POSITIVE_SAMPLINGS, PRECISIONS
@@ -321,7 +348,7 @@ def test_train_cli_defaults_and_choices_are_the_recipes():
     for name in ("epochs", "seed", "input_size", "windows", "crop", "interpolation", "slab_mm", "width", "batch_size",
                  "steps_per_epoch", "lr", "positive_fraction", "hard_fraction", "precision", "input_stem", "matrix",
                  "thin_every", "thickness_planes", "pair_twins", "positive_sampling", "lesion_map_weight",
-                 "lesion_map_stride"):
+                 "lesion_map_stride", "any_rule", "calibration_cases"):
         assert name in {f.name for f in fields(RecipeConfig)}
         assert getattr(args, name) == getattr(recipe, name), name
     assert (args.n_cases[0], args.n_cases[1]) == (recipe.n_train, recipe.n_validation)
@@ -329,6 +356,7 @@ def test_train_cli_defaults_and_choices_are_the_recipes():
     choices = {a.dest: tuple(a.choices) for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions if a.choices}
     assert choices["precision"] == PRECISIONS and choices["interpolation"] == INTERPOLATIONS
     assert choices["positive_sampling"] == POSITIVE_SAMPLINGS
+    assert choices["any_rule"] == ANY_RULES
     assert set(choices["windows"]) == set(INPUT_WINDOW_SETS) and set(choices["crop"]) == set(CROPS)
 
 

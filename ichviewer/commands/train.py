@@ -150,8 +150,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--specialists", default="", help="extra subtype-specialist members (Kang et al.): comma list of IPH..SAH, small"
     )
     p.add_argument("--ensemble", choices=("mean", "weighted"), default="mean", help="member weights (default mean)")
+    p.add_argument(
+        "--any-rule", choices=("model", "noisy-or"), default="model",
+        help="each slice's ANY: the networks' own ANY output (Lee et al.; default), or the noisy-OR of the "
+        "ensemble's five subtype probabilities; written to the manifest and used for the operating points",
+    )
     p.add_argument("--min-sensitivity", type=float, default=0.95, help="per-label validation sensitivity target")
     p.add_argument("--target-miss-rate", type=float, default=0.01, help="triage: miss rate among confident negatives")
+    p.add_argument(
+        "--calibration-cases", type=int, default=0, metavar="N",
+        help="phantoms only: N more validation-split cases, used with the validation cases to place the "
+        "operating points and triage thresholds (not for model selection; default 0)",
+    )
     p.add_argument("--workers", type=int, default=2, help="processes generating phantoms (default 2)")
     p.add_argument("--threads", type=int, help="PyTorch threads (default: PyTorch's choice)")
     p.add_argument("--max-steps", type=int, help="stop each member after this many steps (timing runs)")
@@ -180,6 +190,7 @@ def recipe_config_from_args(args: argparse.Namespace):
         seed=args.seed,
         n_train=args.n_cases[0],
         n_validation=args.n_cases[1],
+        calibration_cases=args.calibration_cases,
         thin_every=args.thin_every,
         thickness_planes=args.thickness_planes,
         matrix=args.matrix,
@@ -202,6 +213,7 @@ def recipe_config_from_args(args: argparse.Namespace):
         lesion_map_weight=args.lesion_map_weight,
         lesion_map_stride=args.lesion_map_stride,
         ensemble=args.ensemble,
+        any_rule=args.any_rule,
         min_sensitivity=args.min_sensitivity,
         target_miss_rate=args.target_miss_rate,
         workers=args.workers,

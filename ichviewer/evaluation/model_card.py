@@ -84,6 +84,14 @@ def _loss_text(cfg: Mapping[str, Any]) -> str:
     return text
 
 
+def _any_rule_text(cfg: Mapping[str, Any]) -> str:
+    """How the ensemble's ANY is made (manifest aggregation.any), from the recipe's config."""
+    if cfg.get("any_rule", "model") == "noisy-or":
+        return (" (ANY per slice is the noisy-OR of the five subtype probabilities, 1 - (1 - p_IPH) x ... x (1 - p_SAH), "
+                "not the networks' own ANY output)")
+    return ""
+
+
 def _twin_text(log: Mapping[str, Any]) -> str:
     cfg, train = log.get("command_config", {}), log.get("data", {}).get("train", {})
     if not cfg.get("twins") or "planned_cases" not in train:
@@ -179,7 +187,8 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         f"- {len(members)} members trained from scratch by `ichviewer train` (Lee et al. 2019 recipe with the",
         "  departures listed in `ichviewer/training/__init__.py`): "
         + ", ".join(f"{m['name']} ({m.get('parameters', 0):,} parameters, interpolation degree {m.get('interpolation_degree')})" for m in members) + ".",
-        f"- Ensemble: {log.get('ensemble', {}).get('method', 'mean')} of member probabilities; outputs IPH, IVH, SDH, EDH, SAH and ANY per slice;",
+        f"- Ensemble: {log.get('ensemble', {}).get('method', 'mean')} of member probabilities; outputs IPH, IVH, SDH, EDH, SAH and ANY per slice"
+        + _any_rule_text(log.get("command_config", {})) + ";",
         "  case level = maximum over slices.",
         f"- Input: {_input_text(log.get('command_config', {}))}.",
         f"- Training loss: {_loss_text(log.get('command_config', {}))}.",

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ichviewer import LABELS
+from ichviewer import LABELS, SUBTYPES
 from ichviewer.inference.manifest import Aggregation, OperatingPoints
 from ichviewer.inference.model import ModelInfo
 
@@ -16,6 +16,28 @@ CONFIDENT_POSITIVE = "confident positive"
 REFER = "refer"
 TRIAGE_CLASSES = (CONFIDENT_NEGATIVE, CONFIDENT_POSITIVE, REFER)
 POSITIVE, NEGATIVE = "positive", "negative"
+
+
+_SUBTYPE_COLUMNS = [LABELS.index(s) for s in SUBTYPES]
+_ANY_COLUMN = LABELS.index("ANY")
+
+
+def apply_any_rule(slice_probabilities: np.ndarray, rule: str = "model") -> np.ndarray:
+    """(..., 6) probabilities with ANY per the manifest's `aggregation.any` rule (a new array).
+
+    "model": unchanged (the networks' own ANY output). "noisy-or": ANY = 1 - prod(1 - p_s)
+    over the five subtypes, the probability of at least one subtype if they were independent.
+    Chosen for the bundled ensemble on the development set, where the subtype heads (trained
+    with the larger Eq. 3 weights of rare labels) find small bleeds that the ANY head misses
+    (models/EXPERIMENTS.md, stop 19). NaN rows stay NaN.
+    """
+    p = np.array(slice_probabilities, dtype=np.float64)
+    if rule == "model":
+        return p
+    if rule != "noisy-or":
+        raise ValueError(f"unknown ANY rule {rule!r}")
+    p[..., _ANY_COLUMN] = 1.0 - np.prod(1.0 - p[..., _SUBTYPE_COLUMNS], axis=-1)
+    return p
 
 
 def aggregate(slice_probabilities: np.ndarray, aggregation: Aggregation = Aggregation()) -> np.ndarray:

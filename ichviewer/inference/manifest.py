@@ -21,8 +21,10 @@ from ichviewer.inference.preprocessing import CROPS
 
 #: Value of the manifest's "schema" key.
 MANIFEST_SCHEMA = "ichviewer.ensemble"
-#: Newest manifest schema version this code reads (and the one it writes).
-MANIFEST_SCHEMA_VERSION = 1
+#: Newest manifest schema version this code reads. A manifest is written with the lowest
+#: version that describes it: 1, or 2 when ANY is derived from the subtypes
+#: (`aggregation.any`), so an older reader refuses it instead of misreading its thresholds.
+MANIFEST_SCHEMA_VERSION = 2
 #: File name of the manifest inside an ensemble directory.
 MANIFEST_NAME = "manifest.json"
 #: Environment variable naming the default ensemble directory (overrides the bundled one).
@@ -39,6 +41,9 @@ INTERPOLATION_BETAS: Mapping[int, tuple[float, ...]] = {
 }
 
 AGGREGATIONS = ("max", "mean", "top_k_mean")
+#: Where a slice's ANY comes from: the models' own ANY output ("model", Lee et al. 2019), or
+#: "noisy-or" of the ensemble's five subtype probabilities, 1 - prod(1 - p_subtype).
+ANY_RULES = ("model", "noisy-or")
 ACTIVATIONS = ("sigmoid", "none")
 
 
@@ -272,19 +277,28 @@ class Aggregation:
 
     "max" (default): the highest slice. "mean": the mean over slices.
     "top_k_mean": the mean of the k highest slices (k=1 equals "max").
+    `any_rule` (manifest key "any"): each slice's ANY is the ensemble's own ANY output
+    ("model", the default) or the noisy-OR of its five subtype probabilities ("noisy-or";
+    `ichviewer.inference.findings.apply_any_rule`), before slices are aggregated.
     """
 
     method: str = "max"
     k: int = 3
+    any_rule: str = "model"
 
     def __post_init__(self) -> None:
         if self.method not in AGGREGATIONS:
             raise ValueError(f"aggregation method must be one of {AGGREGATIONS}, got {self.method!r}")
         if int(self.k) < 1:
             raise ValueError(f"aggregation k must be >= 1, got {self.k}")
+        if self.any_rule not in ANY_RULES:
+            raise ValueError(f"aggregation 'any' must be one of {ANY_RULES}, got {self.any_rule!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "k": self.k} if self.method == "top_k_mean" else {"method": self.method}
+        out: dict[str, Any] = {"method": self.method, "k": self.k} if self.method == "top_k_mean" else {"method": self.method}
+        if self.any_rule != "model":
+            out["any"] = self.any_rule
+        return out
 
 
 @dataclass(frozen=True)
@@ -353,7 +367,7 @@ class EnsembleManifest:
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "schema": MANIFEST_SCHEMA,
-            "schema_version": MANIFEST_SCHEMA_VERSION,
+            "schema_version": self.written_schema_version,
             "name": self.name,
             "description": self.description,
             "models": [m.to_dict() for m in self.models],
@@ -365,6 +379,11 @@ class EnsembleManifest:
         if self.explaining_model:
             data["explaining_model"] = self.explaining_model
         return data
+
+    @property
+    def written_schema_version(self) -> int:
+        """The lowest schema version that describes this manifest (see MANIFEST_SCHEMA_VERSION)."""
+        return 2 if self.aggregation.any_rule != "model" else 1
 
     def write(self, path: str | Path | None = None) -> Path:
         """Write the manifest as JSON (default: `directory/manifest.json`) and return the path."""
@@ -521,7 +540,8 @@ def manifest_from_dict(data: Any, directory: str | Path, *, source: str | Path |
             negative_below=triage.get("negative_below", float, 0.05),
             positive_above=triage.get("positive_above", float, 0.95),
         )
-        aggregation = Aggregation(method=agg.get("method", str, "max"), k=agg.get("k", int, 3))
+        aggregation = Aggregation(method=agg.get("method", str, "max"), k=agg.get("k", int, 3),
+                                  any_rule=agg.get("any", str, "model"))
         return EnsembleManifest(
             name=top.get("name", str, required=True),
             description=top.get("description", str, ""),

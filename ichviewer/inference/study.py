@@ -12,7 +12,7 @@ import numpy as np
 from ichviewer import LABELS
 from ichviewer.inference.ensemble import Ensemble
 from ichviewer.inference.errors import Cancelled
-from ichviewer.inference.findings import StudyResult
+from ichviewer.inference.findings import StudyResult, apply_any_rule
 from ichviewer.inference.interpolation import combine, interpolated_images, neighbours
 from ichviewer.inference.preprocessing import geometry_for, preprocess_slices, slab_slices
 
@@ -66,6 +66,7 @@ def run_study(
     n = int(volume.hu.shape[0])
     members = ensemble.models
     weights = ensemble.weights
+    any_rule = ensemble.manifest.aggregation.any_rule
     member_p = np.full((len(members), n, len(LABELS)), np.nan)
     slice_p = np.full((n, len(LABELS)), np.nan)
 
@@ -132,7 +133,8 @@ def run_study(
             flat = images.reshape((-1,) + images.shape[2:])
             probs = m.probabilities(flat).reshape(images.shape[0], b - a, len(LABELS))
             member_p[mi, a:b] = combine(probs, degree)
-        slice_p[a:b] = np.tensordot(weights, member_p[:, a:b], axes=(0, 0))  # weighted mean of members
+        # weighted mean of members, then ANY by the manifest's rule (its own output, or noisy-OR of the subtypes)
+        slice_p[a:b] = apply_any_rule(np.tensordot(weights, member_p[:, a:b], axes=(0, 0)), any_rule)
         if progress is not None:
             progress(b, n, snapshot())
     return snapshot(complete=True)

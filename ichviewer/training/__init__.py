@@ -155,4 +155,15 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    forward hook (`trainer.lesion_map_tap`); export is unchanged. The bundled recipe with it
    (W = 3, 44.7 minutes) scored 0.910 on the development set against the shipped 0.916
    (punctate 0.705 against 0.716; models/EXPERIMENTS.md, stop 15), so it is not used either.
+20. ANY from the subtypes (`--any-rule noisy-or`, in the bundled recipe): Lee et al. read
+   "any haemorrhage" from its own sixth output. With it, the manifest says `"aggregation":
+   {"any": "noisy-or"}` and the engine makes each slice's ANY from the ensemble's five
+   subtype probabilities, 1 - prod(1 - p_s) (`ichviewer.inference.findings.apply_any_rule`);
+   the ensemble weights and operating points are chosen on validation with the same rule.
+   The networks and their training are unchanged. Under Eq. 3 the subtype heads, whose
+   positives are rare and weigh more, are the more sensitive to small bleeds: on the
+   development set the shipped members' ensemble scores 0.945 against 0.916 (DeLong p = 0.01;
+   punctate bleeds 0.812 against 0.716; models/EXPERIMENTS.md, stop 19). The scores are then
+   not calibrated probabilities (normal heads score higher), so only operating points chosen
+   with the rule are meaningful.
 """

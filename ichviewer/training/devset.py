@@ -7,7 +7,7 @@ windows, head crop, thin series in 5 mm slabs), so ONNX members are scored on th
 pixels they would see from `ichviewer infer`, without the DICOM round trip.
 
     python -m ichviewer.training.devset build dev300_256.npz [--input-size 256] [--workers 2]
-    python -m ichviewer.training.devset score dev300_256.npz MODEL.onnx [MODEL.onnx ...] [--json OUT]
+    python -m ichviewer.training.devset score dev300_256.npz MODEL.onnx [MODEL.onnx ...] [--json OUT] [--any-rule noisy-or]
 
 `score` prints each member's case-level AUC for ANY (case score: the highest slice's
 probability), the unweighted-mean ensemble's case and slice-level AUC, and the AUC of each
@@ -69,13 +69,19 @@ def case_scores(cache: SliceCache, slice_probs: np.ndarray) -> np.ndarray:
     return np.stack([slice_probs[c.start : c.stop].max(axis=0) for c in cache.cases])
 
 
-def dev_figures(cache: SliceCache, member_probs: dict[str, np.ndarray]) -> dict:
-    """Member and mean-ensemble AUCs on the development cache (see the module docstring)."""
+def dev_figures(cache: SliceCache, member_probs: dict[str, np.ndarray], any_rule: str = "model") -> dict:
+    """Member and mean-ensemble AUCs on the development cache (see the module docstring).
+
+    `any_rule` makes ANY as a manifest's `aggregation.any` does ("noisy-or": from the five
+    subtypes), for each member and for the mean ensemble.
+    """
+    from ichviewer.inference.findings import apply_any_rule
+
     y_case = cache.case_labels()[:, ANY]
-    out: dict = {"n_cases": len(cache.cases), "n_positive": int(y_case.sum()), "members": {}}
+    out: dict = {"n_cases": len(cache.cases), "n_positive": int(y_case.sum()), "any_rule": any_rule, "members": {}}
     for name, p in member_probs.items():
-        out["members"][name] = roc_auc(y_case, case_scores(cache, p)[:, ANY])
-    mean = np.mean(np.stack(list(member_probs.values())), axis=0)
+        out["members"][name] = roc_auc(y_case, case_scores(cache, apply_any_rule(p, any_rule))[:, ANY])
+    mean = apply_any_rule(np.mean(np.stack(list(member_probs.values())), axis=0), any_rule)
     case = case_scores(cache, mean)
     out["ensemble_case_auc"] = roc_auc(y_case, case[:, ANY])
     out["ensemble_slice_auc"] = roc_auc(cache.labels[:, ANY], mean[:, ANY])
@@ -133,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("cache")
     s.add_argument("models", nargs="+")
     s.add_argument("--json", default=None)
+    s.add_argument("--any-rule", choices=("model", "noisy-or"), default="model",
+                   help="ANY as the networks output it, or the noisy-OR of the subtypes (manifest aggregation.any)")
     args = ap.parse_args(argv)
     if args.cmd == "build":
         cache = build_dev_cache(args.input_size, args.workers)
@@ -143,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     probs = {}
     for path in args.models:
         probs[Path(path).stem] = member_slice_probabilities(path, cache)
-    fig = dev_figures(cache, probs)
+    fig = dev_figures(cache, probs, args.any_rule)
     print(format_figures(fig))
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=2))

@@ -18,11 +18,13 @@ WEIGHT_STEP = 0.1
 DEFAULT_TARGET_MISS_RATE = 0.01
 
 
-def combine_members(member_probs: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """Weighted mean of per-slice member probabilities, as the inference engine combines members."""
+def combine_members(member_probs: Sequence[np.ndarray], weights: Sequence[float], any_rule: str = "model") -> np.ndarray:
+    """Weighted mean of per-slice member probabilities, then ANY by `any_rule`, as the inference engine combines members."""
+    from ichviewer.inference.findings import apply_any_rule
+
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
-    return np.tensordot(w, np.stack(member_probs), axes=(0, 0))
+    return apply_any_rule(np.tensordot(w, np.stack(member_probs), axes=(0, 0)), any_rule)
 
 
 def _simplex(m: int, step: float) -> list[tuple[float, ...]]:
@@ -36,7 +38,8 @@ def _simplex(m: int, step: float) -> list[tuple[float, ...]]:
 
 
 def fit_ensemble_weights(
-    member_probs: Sequence[np.ndarray], validation: SliceCache, method: str = "mean", step: float = WEIGHT_STEP
+    member_probs: Sequence[np.ndarray], validation: SliceCache, method: str = "mean", step: float = WEIGHT_STEP,
+    any_rule: str = "model",
 ) -> tuple[np.ndarray, dict]:
     """Member weights and what they score on validation.
 
@@ -44,7 +47,8 @@ def fit_ensemble_weights(
     Kang et al.'s idea of weighting members (they fitted a small weight network on
     segmentations; we have slice labels only): exhaustive search over the simplex grid
     with `step` (each member >= step, so every member stays in the ensemble), maximising
-    the validation mAP of the combined probabilities; ties keep the most even weights.
+    the validation mAP of the combined probabilities (ANY by `any_rule`, as the manifest will
+    say); ties keep the most even weights.
     """
     if method not in ENSEMBLE_METHODS:
         raise ValueError(f"ensemble method must be one of {ENSEMBLE_METHODS}, got {method!r}")
@@ -52,7 +56,7 @@ def fit_ensemble_weights(
     if m == 0:
         raise ValueError("no members")
     equal = np.full(m, 1.0 / m)
-    mean_map, _ = validation_map(validation, combine_members(member_probs, equal))
+    mean_map, _ = validation_map(validation, combine_members(member_probs, equal, any_rule))
     info: dict = {"method": method, "validation_map_mean": mean_map}
     if method == "mean" or m == 1:
         info["validation_map"] = mean_map
@@ -62,7 +66,7 @@ def fit_ensemble_weights(
         raise ValueError(f"weight step {step} leaves no grid for {m} members (need step <= 1/{m})")
     best_w, best = equal, mean_map
     for w in grid:
-        score, _ = validation_map(validation, combine_members(member_probs, w))
+        score, _ = validation_map(validation, combine_members(member_probs, w, any_rule))
         if score > best + 1e-12:
             best_w, best = np.asarray(w), score
     info.update({"validation_map": best, "grid_step": step, "grid_points": len(grid)})

@@ -20,6 +20,7 @@ from ichviewer.training.data import (
     TrainingDataError,
     build_dicom_cache,
     build_phantom_cache,
+    concat_caches,
     add_twin_negatives,
     estimate_cache_bytes,
     plan_phantom_cases,
@@ -33,11 +34,13 @@ from ichviewer.training.progress import ProgressBar
 
 #: The documented command that trains the bundled ensemble (the other defaults are its recipe).
 #: It departs from the defaults in its input (256 pixels through the learned stem, departure 17),
-#: bfloat16 autocast (departure 16) and its length (8 epochs of 450 steps). About 50 minutes on
-#: an otherwise idle 2-core CPU (see training_log.json for the real timing).
+#: bfloat16 autocast (departure 16), its length (8 epochs of 450 steps) and its ANY (the noisy-OR
+#: of the subtypes, departure 20). About 40 minutes on an otherwise idle 2-core CPU with the
+#: allocator tuning (see training_log.json for the real timing).
 BUNDLED_COMMAND = (
     "ichviewer train --out models/default --work build/train-work --seed 0 --n-cases 400 100 "
-    "--epochs 8 --steps-per-epoch 450 --batch-size 32 --input-size 256 --input-stem --precision bf16 --threads 2"
+    "--epochs 8 --steps-per-epoch 450 --batch-size 32 --input-size 256 --input-stem --precision bf16 --threads 2 "
+    "--any-rule noisy-or"
 )
 
 SOURCES = ("phantoms", "dicom")
@@ -82,8 +85,10 @@ class RecipeConfig:
     lesion_map_weight: float = 0.0
     lesion_map_stride: int | None = None
     ensemble: str = "mean"
+    any_rule: str = "model"  # manifest aggregation.any: the models' ANY output, or noisy-OR of the subtypes
     min_sensitivity: float = 0.95
     target_miss_rate: float = 0.01
+    calibration_cases: int = 0  # extra validation-split phantoms for the operating points only (departure 21)
     workers: int = 2
     threads: int | None = None
     resume: bool = False
@@ -97,6 +102,10 @@ class RecipeConfig:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if self.source == "dicom" and (self.data_dir is None or self.labels_csv is None):
             raise ValueError("the dicom source needs a data folder (--data) and a labels CSV (--labels)")
+        if int(self.calibration_cases) < 0:
+            raise ValueError(f"calibration cases must be >= 0, got {self.calibration_cases}")
+        if self.calibration_cases and self.source != "phantoms":
+            raise ValueError("calibration cases are planned phantoms; a DICOM site fits its operating points on its validation split")
         if self.lesion_map_weight > 0 and self.source != "phantoms":
             raise ValueError("the lesion-map loss needs phantoms (DICOM studies come without blood masks)")
         from ichviewer.core.windowing import INPUT_WINDOW_SETS
@@ -121,6 +130,10 @@ class RecipeConfig:
             raise ValueError(f"families must not repeat, got {list(self.families)}")
         if self.specialist_family not in FAMILIES:
             raise ValueError(f"specialist family must be one of {FAMILIES}, got {self.specialist_family!r}")
+        from ichviewer.inference.manifest import ANY_RULES
+
+        if self.any_rule not in ANY_RULES:
+            raise ValueError(f"any_rule must be one of {ANY_RULES}, got {self.any_rule!r}")
         bad = [s for s in self.specialists if s not in SPECIALISTS]
         if bad:
             raise ValueError(f"specialists must be among {SPECIALISTS}, got {bad}")
@@ -184,18 +197,39 @@ def check_free_disk(folder: Path, needed_bytes: int) -> None:
         )
 
 
-def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[SliceCache, SliceCache, dict]:
-    """Training and validation caches, built once and reused from the work folder (keyed by content)."""
+def phantom_split_plans(config: RecipeConfig) -> dict[str, list]:
+    """The phantom case plans of each data split the recipe uses: train (with twins), validation and,
+    when `calibration_cases` > 0, calibration: the validation split's plans that follow the validation
+    cases (same seed block, so disjoint from them, from training, from the test split and from the
+    development set's seed 5)."""
+    out = {}
+    for split, n in (("train", config.n_train), ("validation", config.n_validation)):
+        plans = plan_phantom_cases(n, split, config.seed, config.thin_every, config.thickness_planes)
+        if split == "train" and config.twins:
+            plans = add_twin_negatives(plans)
+        out[split] = plans
+    if config.calibration_cases:
+        n = config.n_validation + config.calibration_cases
+        out["calibration"] = plan_phantom_cases(n, "validation", config.seed, config.thin_every, config.thickness_planes)[
+            config.n_validation:
+        ]
+    return out
+
+
+def load_data(
+    config: RecipeConfig, stream: TextIO | None = None
+) -> tuple[SliceCache, SliceCache, SliceCache | None, dict]:
+    """Training, validation and (if asked for) calibration caches, built once and reused from the work
+    folder (keyed by content). The calibration cache is None unless `config.calibration_cases` > 0."""
     work = config.work
     (work / "cache").mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {"source": config.source}
     t0 = time.perf_counter()
+    calibration = None
     if config.source == "phantoms":
         caches, planned = {}, {}
-        for split, n in (("train", config.n_train), ("validation", config.n_validation)):
-            plans = plan_phantom_cases(n, split, config.seed, config.thin_every, config.thickness_planes)
-            if split == "train" and config.twins:
-                plans = add_twin_negatives(plans)
+        split_plans = phantom_split_plans(config)
+        for split, plans in split_plans.items():
             with_maps = split == "train" and config.lesion_map_weight > 0  # departure 19
             key = plans_fingerprint(
                 plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm, with_maps
@@ -205,8 +239,8 @@ def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[Slice
             work / "cache",
             sum(estimate_cache_bytes(p, config.input_size, m) for p, m, path in planned.values() if not path.exists()),
         )
-        for split, n in (("train", config.n_train), ("validation", config.n_validation)):
-            plans, with_maps, path = planned[split]
+        for split, (plans, with_maps, path) in planned.items():
+            n = {"train": config.n_train, "validation": config.n_validation}.get(split, len(plans))
             if path.exists():
                 caches[split] = SliceCache.load(path)
             else:
@@ -227,6 +261,7 @@ def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[Slice
             }
         info["matrix"] = config.matrix
         train, val = caches["train"], caches["validation"]
+        calibration = caches.get("calibration")
     else:
         path = work / "cache" / f"dicom-{config.input_size}-{config.windows}-{config.crop}-{config.slab_mm}.npz"
         if path.exists() and config.resume:
@@ -255,11 +290,12 @@ def load_data(config: RecipeConfig, stream: TextIO | None = None) -> tuple[Slice
             }
         )
     info["seconds"] = time.perf_counter() - t0
-    for name, c in (("train", train), ("validation", val)):
-        info.setdefault(name, {})["positive_cases"] = {
-            lab: int(v) for lab, v in zip(LABELS, c.case_labels().sum(axis=0))
-        }
-    return train, val, info
+    for name, c in (("train", train), ("validation", val), ("calibration", calibration)):
+        if c is not None:
+            info.setdefault(name, {})["positive_cases"] = {
+                lab: int(v) for lab, v in zip(LABELS, c.case_labels().sum(axis=0))
+            }
+    return train, val, calibration, info
 
 
 def member_train_config(config: RecipeConfig, index: int, name: str, family: str, specialist: str | None):
@@ -291,7 +327,13 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
     from ichviewer.training.allocator import tune_allocator_for_training
     from ichviewer.training.ensembling import choose_operating_points, combine_members, fit_ensemble_weights
     from ichviewer.training.export import export_member, write_checksums
-    from ichviewer.training.trainer import case_auc, choose_interpolation_degree, train_member, validation_map
+    from ichviewer.training.trainer import (
+        case_auc,
+        choose_interpolation_degree,
+        predict_slices,
+        train_member,
+        validation_map,
+    )
 
     t_all = time.perf_counter()
     allocator = tune_allocator_for_training()  # cheaper steps, identical numbers (see allocator.py)
@@ -299,11 +341,13 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
     (config.work / "checkpoints").mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
-    train, val, data_info = load_data(config, stream)
+    train, val, calibration, data_info = load_data(config, stream)
     if stream is not None:
         stream.write(
             f"data: {len(train.cases)} training cases ({train.n_slices} slices), "
-            f"{len(val.cases)} validation cases ({val.n_slices} slices), {data_info['seconds']:.0f} s\n"
+            f"{len(val.cases)} validation cases ({val.n_slices} slices)"
+            + (f", {len(calibration.cases)} calibration cases ({calibration.n_slices} slices)" if calibration else "")
+            + f", {data_info['seconds']:.0f} s\n"
         )
     members_log = []
     trained = []
@@ -339,9 +383,24 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
         )
     # Ensemble weights and operating points on validation, then export.
     member_probs = [p for _, _, _, p in trained]
-    weights, weight_info = fit_ensemble_weights(member_probs, val, config.ensemble)
-    ens_probs = combine_members(member_probs, weights)
-    ops, op_report = choose_operating_points(val, ens_probs, config.min_sensitivity, config.target_miss_rate)
+    weights, weight_info = fit_ensemble_weights(member_probs, val, config.ensemble, any_rule=config.any_rule)
+    ens_probs = combine_members(member_probs, weights, config.any_rule)
+    if calibration is None:
+        ops, op_report = choose_operating_points(val, ens_probs, config.min_sensitivity, config.target_miss_rate)
+    else:
+        # Departure 21: operating points on validation + calibration cases, the members' own
+        # interpolation degrees, combined as the engine will (weights and ANY rule as above).
+        t0 = time.perf_counter()
+        cal_probs = [predict_slices(result.model, calibration, degree=degree) for _, result, degree, _ in trained]
+        op_cache = concat_caches([val, calibration])
+        op_probs = combine_members(
+            [np.concatenate([pv, pc]) for pv, pc in zip(member_probs, cal_probs)], weights, config.any_rule
+        )
+        ops, op_report = choose_operating_points(op_cache, op_probs, config.min_sensitivity, config.target_miss_rate)
+        op_report["fitted_on"] = {
+            "validation_cases": len(val.cases), "calibration_cases": len(calibration.cases),
+            "calibration_seconds": time.perf_counter() - t0,
+        }
     ens_map, ens_ap = validation_map(val, ens_probs)
     specs, files = [], []
     check_rows = np.linspace(0, val.n_slices - 1, num=min(8, val.n_slices)).astype(int)
@@ -365,7 +424,7 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
     # Lee et al. made attention maps with their ResNet-50; ours is the ResNet-style member when present.
     explaining = next((s.name for s in specs if s.name == "resnet"), specs[0].name)
     manifest = EnsembleManifest(
-        name=config.name, models=tuple(specs), operating_points=ops, aggregation=Aggregation("max"),
+        name=config.name, models=tuple(specs), operating_points=ops, aggregation=Aggregation("max", any_rule=config.any_rule),
         attention_model=explaining, explaining_model=explaining, description=description, directory=config.out,
     )
     manifest_path = manifest.write()
