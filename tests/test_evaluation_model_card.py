@@ -142,6 +142,15 @@ def test_model_card_says_how_any_is_made() -> None:
     assert "noisy-OR of the five subtype probabilities" in _any_rule_text({"any_rule": "noisy-or"})
 
 
+def test_model_card_names_the_calibration_studies_when_there_were_some() -> None:
+    from ichviewer.evaluation.model_card import _calibration_text, _n_calibration
+
+    assert _calibration_text({}) == _calibration_text({"data": {"validation": {"cases": 100}}}) == ""
+    log = {"data": {"validation": {"cases": 100}, "calibration": {"cases": 200}}}
+    assert _n_calibration(log) == 200
+    assert "plus 200 calibration studies" in _calibration_text(log) and "only the operating points" in _calibration_text(log)
+
+
 def test_readme_and_model_card_quote_the_bundled_command() -> None:
     # README's reproduce block, the model card and `recipe.BUNDLED_COMMAND` (the benchmark's source) must agree.
     from ichviewer.training.recipe import BUNDLED_COMMAND

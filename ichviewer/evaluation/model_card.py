@@ -84,6 +84,16 @@ def _loss_text(cfg: Mapping[str, Any]) -> str:
     return text
 
 
+def _n_calibration(log: Mapping[str, Any]) -> int:
+    return int(((log.get("data") or {}).get("calibration") or {}).get("cases") or 0)
+
+
+def _calibration_text(log: Mapping[str, Any]) -> str:
+    """The calibration studies (`ichviewer train --calibration-cases`), which place only the operating points."""
+    n = _n_calibration(log)
+    return f", plus {n} calibration studies from the validation split that place only the operating points" if n else ""
+
+
 def _any_rule_text(cfg: Mapping[str, Any]) -> str:
     """How the ensemble's ANY is made (manifest aggregation.any), from the recipe's config."""
     if cfg.get("any_rule", "model") == "noisy-or":
@@ -195,6 +205,7 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         f"- Training data: {log.get('data', {}).get('train', {}).get('cases', '?')} synthetic training studies"
         + _twin_text(log)
         + f" and {log.get('data', {}).get('validation', {}).get('cases', '?')} validation studies (case-level split by seed)"
+        + _calibration_text(log)
         + _thickness_text(log.get("command_config", {})) + ".",
         f"- Training time: {minutes:.0f} minutes on {hw.get('processor', '?')} CPU, {hw.get('torch_threads', '?')} threads "
         f"(PyTorch {hw.get('torch', '?')}), no GPU.",
@@ -334,7 +345,9 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         "  along the falx or tentorium), post-operative heads and real mimics will differ.",
         "- Slices are classified in 2-D with neighbour interpolation; very small bleeds on thick",
         "  slices are the weakest point (see the size table), as the seed papers report.",
-        "- Operating points were chosen on the synthetic validation split (sensitivity >= 0.95",
+        "- Operating points were chosen on the synthetic validation split"
+        + (f" and its {_n_calibration(log)} calibration studies" if _n_calibration(log) else "")
+        + " (sensitivity >= 0.95",
         "  where achievable); a site must re-choose them on its own labelled studies",
         "  (`ichviewer operating-points --models models/default --predictions INFER.json --labels LABELS.csv --out DIR`).",
         "- Unless the test-set command says `--thickness-planes`, its 5 mm slices sample the phantom at",

@@ -15,7 +15,8 @@ Entry points: `ichviewer train ...` (`ichviewer.commands.train`) and, from Pytho
   checkpoints, interpolation-degree choice.
 - `export`: ONNX export under the inference contract, verified against PyTorch.
 - `ensembling`: unweighted mean (default) or Kang et al.-style weighted ensembles,
-  per-label high-sensitivity thresholds and triage thresholds, all on validation.
+  per-label high-sensitivity thresholds and triage thresholds, on validation (the
+  thresholds also on `--calibration-cases`, departure 21).
 - `recipe`: the whole run, writing manifest.json, SHA256SUMS and training_log.json.
 
 Where this recipe departs from Lee et al. 2019 (Methods) and why:
@@ -166,4 +167,12 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    punctate bleeds 0.812 against 0.716; models/EXPERIMENTS.md, stop 19). The scores are then
    not calibrated probabilities (normal heads score higher), so only operating points chosen
    with the rule are meaningful.
+21. Operating points on more cases than validation (option, off by default:
+   `--calibration-cases N`, phantoms only): N further validation-split phantoms, never used
+   for model selection or ensemble weights, are pooled with the validation cases to place the
+   per-label thresholds and the triage thresholds. Lee et al. chose operating points on their
+   validation set. With 200 calibration cases the bundled recipe wrote identical networks and
+   the same triage thresholds, a lower specificity on the development set and more false
+   "confident positive" calls (models/EXPERIMENTS.md, stop 19), so the bundled recipe does not
+   use it; it is for sites whose validation split is small.
 """
