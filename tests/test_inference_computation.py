@@ -294,6 +294,32 @@ def test_cam_equals_the_analytic_map_of_the_linear_head(tmp_path):
         np.testing.assert_allclose(am.distances(), expected, atol=1e-5)
 
 
+def test_any_attention_of_a_noisy_or_ensemble_mixes_the_subtype_maps_by_their_share(tmp_path):
+    # With aggregation.any = "noisy-or" the ANY shown is made from the subtypes, so its map is the
+    # subtype maps mixed by each one's share of -log(1 - ANY), not the ANY head's own map.
+    entry, weights = add_member(tmp_path, "cam", n_features=4, seed=7, input_size=(16, 16))
+    write_manifest(tmp_path, [entry], aggregation={"method": "max", "any": "noisy-or"})
+    ensemble = load_ensemble(tmp_path)
+    rng = np.random.default_rng(11)
+    volume = make_volume(rng.uniform(0, 100, (3, 16, 16)).astype(np.float32), spacing=(5.0, 0.7, 0.7))
+    x = multi_window(volume.hu[1])
+    feats = np.maximum(_conv_same(x, weights["conv_weights"][0], weights["conv_biases"][0]), 0)
+    hw, hb = weights["head_weight"].astype(np.float64), weights["head_bias"].astype(np.float64)
+    z = hw @ feats.mean(axis=(1, 2)) + hb
+    p = 1 / (1 + np.exp(-z[:5]))
+    share = -np.log(1 - p) / -np.log(1 - p).sum()
+    raw = np.tensordot(share @ hw[:5], feats, axes=(0, 0)) / feats[0].size
+    am = attention_map(volume, 1, "ANY", ensemble)
+    np.testing.assert_allclose(am.map, np.maximum(raw, 0), atol=1e-5)
+    assert am.probability == pytest.approx(1 - np.prod(1 - p), abs=1e-5)
+    assert am.logit == pytest.approx(np.log(am.probability / (1 - am.probability)), abs=1e-9)
+    own_any = np.maximum(np.tensordot(hw[5], feats, axes=(0, 0)) / feats[0].size, 0)
+    assert not np.allclose(am.map, own_any, atol=1e-3)
+    # a subtype's map is still its own head's
+    sdh = attention_map(volume, 1, "SDH", ensemble)
+    np.testing.assert_allclose(sdh.map, np.maximum(np.tensordot(hw[2], feats, axes=(0, 0)) / feats[0].size, 0), atol=1e-5)
+
+
 def test_attention_lands_on_the_blood_in_the_original_slice_geometry(tmp_path):
     # One feature = the blood window channel (W40/L60): only HU above 40 lights up.
     entry = add_member(

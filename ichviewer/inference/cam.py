@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ichviewer import LABELS
+from ichviewer import LABELS, SUBTYPES
 from ichviewer.inference.ensemble import Ensemble
 from ichviewer.inference.errors import ModelContractError
 from ichviewer.inference.model import LoadedModel, _sigmoid
@@ -61,7 +61,9 @@ class AttentionMap:
 
     `map` (H0, W0) lies on the original slice pixels, in Eq. 5 units (>= 0);
     `grid_map` (h, w) is the same on the feature grid. `features` (K, h, w) and
-    `weights` (K,) allow the per-feature maps of Eq. 6 (`feature_maps()`).
+    `weights` (K,) allow the per-feature maps of Eq. 6 (`feature_maps()`). For ANY in an
+    ensemble whose manifest makes ANY as the noisy-OR of the subtypes, `weights` mix the
+    subtype heads (`noisy_or_any_weights`) and `logit`/`probability` are the member's noisy-OR.
     """
 
     label: str
@@ -90,6 +92,24 @@ class AttentionMap:
         return map_distances(self.feature_maps(), self.grid_map)
 
 
+def noisy_or_any_weights(cam_weight: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, float]:
+    """CAM weights (K,) for ANY when the manifest makes ANY as the noisy-OR of the subtypes, and that ANY.
+
+    ANY = 1 - prod_s (1 - p_s), so -log(1 - ANY) = sum_s h_s with h_s = -log(1 - p_s): each
+    subtype's share of the noisy-OR is its h_s. The ANY map is the CAM (Eq. 5, linear in the
+    weights) of the subtype head weights mixed by those shares, sum_s (h_s / sum h) w^s: the
+    map of whichever subtypes make the slice's ANY, in proportion. With every subtype at 0 the
+    shares are equal. Uses the explaining member's own subtype probabilities on the slice.
+    """
+    sub = [LABELS.index(s) for s in SUBTYPES]
+    p = _sigmoid(np.asarray(logits, dtype=np.float64)[sub])
+    hazard = -np.log1p(-np.minimum(p, 1.0 - 1e-12))
+    total = float(hazard.sum())
+    share = hazard / total if total > 0 else np.full(len(sub), 1.0 / len(sub))
+    weights = np.tensordot(share, np.asarray(cam_weight, dtype=np.float64)[sub], axes=(0, 0))
+    return weights, float(1.0 - np.prod(1.0 - p))
+
+
 def slice_features(volume: Any, slice_index: int, model: LoadedModel) -> tuple[np.ndarray, np.ndarray, SliceGeometry]:
     """(logits (6,), features (K, h, w), geometry) of one original slice through `model`."""
     n = int(volume.hu.shape[0])
@@ -114,7 +134,9 @@ def attention_map(
 
     `source` is an Ensemble (its `attention_model`, or the first member with a CAM
     head; `model=` picks another member) or one LoadedModel. Features are cached per
-    volume in the ensemble, so switching label on the same slice is cheap.
+    volume in the ensemble, so switching label on the same slice is cheap. When the
+    ensemble's manifest says `"aggregation": {"any": "noisy-or"}`, ANY's map is the mix of the
+    subtype maps that makes the displayed ANY (`noisy_or_any_weights`), not the ANY head's.
     """
     label_name = LABELS[label] if isinstance(label, int) else str(label)
     if label_name not in LABELS:
@@ -134,6 +156,12 @@ def attention_map(
     if loaded.cam_weight is None:
         raise ModelContractError(loaded.name, loaded.path, "the manifest gives no CAM weights for this model")
     weights = loaded.cam_weight[c].astype(np.float64)
+    sigmoid = loaded.spec.activation == "sigmoid"
+    logit = float(logits[c])
+    probability = float(_sigmoid(logits[c]) if sigmoid else logits[c])
+    if label_name == "ANY" and sigmoid and isinstance(source, Ensemble) and source.manifest.aggregation.any_rule == "noisy-or":
+        weights, probability = noisy_or_any_weights(loaded.cam_weight, logits)
+        logit = float(np.log(max(probability, 1e-300)) - np.log(max(1.0 - probability, 1e-300)))
     grid = class_activation_map(feats, weights)
     on_slice = np.maximum(geometry.to_source(grid), 0.0)
     return AttentionMap(
@@ -144,7 +172,7 @@ def attention_map(
         grid_map=grid.astype(np.float32),
         features=feats,
         weights=weights,
-        logit=float(logits[c]),
-        probability=float(_sigmoid(logits[c]) if loaded.spec.activation == "sigmoid" else logits[c]),
+        logit=logit,
+        probability=probability,
         geometry=geometry,
     )

@@ -166,7 +166,8 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    development set the shipped members' ensemble scores 0.945 against 0.916 (DeLong p = 0.01;
    punctate bleeds 0.812 against 0.716; models/EXPERIMENTS.md, stop 19). The scores are then
    not calibrated probabilities (normal heads score higher), so only operating points chosen
-   with the rule are meaningful.
+   with the rule are meaningful. The ANY attention map follows the rule too: the subtype maps
+   mixed by each subtype's share of the noisy-OR (`ichviewer.inference.cam.noisy_or_any_weights`).
 21. Operating points on more cases than validation (option, off by default:
    `--calibration-cases N`, phantoms only): N further validation-split phantoms, never used
    for model selection or ensemble weights, are pooled with the validation cases to place the
