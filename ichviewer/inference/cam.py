@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ichviewer import LABELS, SUBTYPES
+from ichviewer import LABELS
 from ichviewer.inference.ensemble import Ensemble
 from ichviewer.inference.errors import ModelContractError
+from ichviewer.inference.findings import ANY_COLUMN, SUBTYPE_COLUMNS, apply_any_rule
 from ichviewer.inference.model import LoadedModel, _sigmoid
 from ichviewer.inference.preprocessing import SliceGeometry, geometry_for, preprocess_slices, slab_slices
 
@@ -101,13 +102,13 @@ def noisy_or_any_weights(cam_weight: np.ndarray, logits: np.ndarray) -> tuple[np
     map of whichever subtypes make the slice's ANY, in proportion. With every subtype at 0 the
     shares are equal. Uses the explaining member's own subtype probabilities on the slice.
     """
-    sub = [LABELS.index(s) for s in SUBTYPES]
-    p = _sigmoid(np.asarray(logits, dtype=np.float64)[sub])
+    probabilities = _sigmoid(logits)
+    p = probabilities[SUBTYPE_COLUMNS]
     hazard = -np.log1p(-np.minimum(p, 1.0 - 1e-12))
     total = float(hazard.sum())
-    share = hazard / total if total > 0 else np.full(len(sub), 1.0 / len(sub))
-    weights = np.tensordot(share, np.asarray(cam_weight, dtype=np.float64)[sub], axes=(0, 0))
-    return weights, float(1.0 - np.prod(1.0 - p))
+    share = hazard / total if total > 0 else np.full(len(p), 1.0 / len(p))
+    weights = np.tensordot(share, np.asarray(cam_weight, dtype=np.float64)[SUBTYPE_COLUMNS], axes=(0, 0))
+    return weights, float(apply_any_rule(probabilities, "noisy-or")[ANY_COLUMN])
 
 
 def slice_features(volume: Any, slice_index: int, model: LoadedModel) -> tuple[np.ndarray, np.ndarray, SliceGeometry]:

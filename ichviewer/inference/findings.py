@@ -18,8 +18,9 @@ TRIAGE_CLASSES = (CONFIDENT_NEGATIVE, CONFIDENT_POSITIVE, REFER)
 POSITIVE, NEGATIVE = "positive", "negative"
 
 
-_SUBTYPE_COLUMNS = [LABELS.index(s) for s in SUBTYPES]
-_ANY_COLUMN = LABELS.index("ANY")
+#: Columns of the five subtypes and of ANY in a (..., len(LABELS)) probability array.
+SUBTYPE_COLUMNS = [LABELS.index(s) for s in SUBTYPES]
+ANY_COLUMN = LABELS.index("ANY")
 
 
 def apply_any_rule(slice_probabilities: np.ndarray, rule: str = "model") -> np.ndarray:
@@ -36,7 +37,7 @@ def apply_any_rule(slice_probabilities: np.ndarray, rule: str = "model") -> np.n
         return p
     if rule != "noisy-or":
         raise ValueError(f"unknown ANY rule {rule!r}")
-    p[..., _ANY_COLUMN] = 1.0 - np.prod(1.0 - p[..., _SUBTYPE_COLUMNS], axis=-1)
+    p[..., ANY_COLUMN] = 1.0 - np.prod(1.0 - p[..., SUBTYPE_COLUMNS], axis=-1)
     return p
 
 

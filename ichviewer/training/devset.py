@@ -27,6 +27,7 @@ import numpy as np
 
 from ichviewer import LABELS, SUBTYPES
 from ichviewer.evaluation.metrics import roc_auc
+from ichviewer.inference.manifest import ANY_RULES
 from ichviewer.training.data import SliceCache, build_phantom_cache, plan_phantom_cases
 
 DEV_CASES = 300
@@ -139,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("cache")
     s.add_argument("models", nargs="+")
     s.add_argument("--json", default=None)
-    s.add_argument("--any-rule", choices=("model", "noisy-or"), default="model",
+    s.add_argument("--any-rule", choices=ANY_RULES, default="model",
                    help="ANY as the networks output it, or the noisy-OR of the subtypes (manifest aggregation.any)")
     args = ap.parse_args(argv)
     if args.cmd == "build":
