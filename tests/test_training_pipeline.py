@@ -383,6 +383,48 @@ def test_devset_scores_onnx_members_on_cache_slices_as_pytorch_does(tmp_path, ph
     assert "member a: case AUC" in format_figures(fig)
 
 
+def test_devset_reads_slices_with_eq4_interpolation_as_the_engine_does(tmp_path, phantom_caches):
+    from ichviewer.inference.interpolation import interpolation_betas
+    from ichviewer.training.devset import main, manifest_degrees, member_slice_probabilities
+
+    _, val = phantom_caches
+    torch.manual_seed(3)
+    net = build_network("vgg", width=4).eval()
+    with torch.no_grad():  # an untrained head says ~0.5 to everything; make its outputs follow the pixels
+        net.classifier.weight.mul_(300.0)
+    spec, _ = export_member(net, tmp_path, "v", SIZE, val.float_images(np.arange(4)))
+    got = member_slice_probabilities(tmp_path / spec.file, val, batch=7, threads=1, degree=3)
+    # Eq. 4 written out slice by slice: the slice (weight 1) and its blends with each neighbour in
+    # its own case (weight beta); the first and last slice use their one neighbour on both sides.
+    (beta,) = interpolation_betas(3)
+    x = torch.from_numpy(val.float_images(np.arange(val.n_slices)))
+    with torch.inference_mode():
+        p = lambda t: torch.sigmoid(net(t)[0]).numpy()  # noqa: E731
+        expected = np.empty((val.n_slices, 6))
+        for c in val.cases:
+            for s in range(c.start, c.stop):
+                lo = s - 1 if s > c.start else s + 1
+                up = s + 1 if s < c.stop - 1 else s - 1
+                xs = x[s : s + 1]
+                mixed = (p(xs) + beta * p(beta * xs + (1 - beta) * x[lo : lo + 1])
+                         + beta * p(beta * xs + (1 - beta) * x[up : up + 1])) / (1 + 2 * beta)
+                expected[s] = mixed[0]
+    plain = member_slice_probabilities(tmp_path / spec.file, val, threads=1)
+    change, error = np.abs(expected - plain).max(), np.abs(got - expected).max()
+    assert error < 0.05 * change  # matches Eq. 4 far more closely than the slice alone does
+    # `score` takes each member's degree from the manifest beside it, and 1 without one
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": [{"file": spec.file, "interpolation_degree": 3}]}))
+    assert manifest_degrees([tmp_path / spec.file]) == {str(tmp_path / spec.file): 3}
+    assert manifest_degrees([tmp_path / "elsewhere" / "x.onnx"]) == {str(tmp_path / "elsewhere" / "x.onnx"): 1}
+    cache_path = tmp_path / "dev.npz"
+    val.save(cache_path)
+    for degree in ("manifest", "1"):
+        out = tmp_path / f"fig-{degree}.json"
+        assert main(["score", str(cache_path), str(tmp_path / spec.file), "--json", str(out), "--degree", degree]) == 0
+        fig = json.loads(out.read_text())
+        assert fig["interpolation_degrees"] == {spec.file.removesuffix(".onnx"): 3 if degree == "manifest" else 1}
+
+
 _TRAIN_AND_HASH = """
 import hashlib, sys
 from ichviewer.training.allocator import tune_allocator_for_training

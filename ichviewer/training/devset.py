@@ -7,12 +7,14 @@ windows, head crop, thin series in 5 mm slabs), so ONNX members are scored on th
 pixels they would see from `ichviewer infer`, without the DICOM round trip.
 
     python -m ichviewer.training.devset build dev300_256.npz [--input-size 256] [--workers 2]
-    python -m ichviewer.training.devset score dev300_256.npz MODEL.onnx [MODEL.onnx ...] [--json OUT] [--any-rule noisy-or]
+    python -m ichviewer.training.devset score dev300_256.npz MODEL.onnx [MODEL.onnx ...] [--json OUT] [--any-rule noisy-or] [--degree N]
 
 `score` prints each member's case-level AUC for ANY (case score: the highest slice's
 probability), the unweighted-mean ensemble's case and slice-level AUC, and the AUC of each
 bleed-size bin (punctate <= 0.1 mL, 0.1-5 mL, > 5 mL) and of punctate bleeds by subtype,
-each against all negatives: the figures EXPERIMENTS.md tabulates.
+each against all negatives: the figures EXPERIMENTS.md tabulates. Each slice is read with the
+Eq. 4 interpolation degree the manifest beside the ONNX files gives its member, as
+`ichviewer infer` reads it (`--degree 1`: the slice alone, as every figure before stop 20 was).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 from ichviewer import LABELS, SUBTYPES
 from ichviewer.evaluation.metrics import roc_auc
-from ichviewer.inference.manifest import ANY_RULES
+from ichviewer.inference.manifest import ANY_RULES, INTERPOLATION_BETAS
 from ichviewer.training.data import SliceCache, build_phantom_cache, plan_phantom_cases
 
 DEV_CASES = 300
@@ -49,19 +51,66 @@ def build_dev_cache(input_size: int = 256, workers: int = 1, n: int = DEV_CASES)
     )
 
 
-def member_slice_probabilities(onnx_path: str | Path, cache: SliceCache, batch: int = 64, threads: int = 2) -> np.ndarray:
-    """Sigmoid of one ONNX member's logits for every slice of `cache`: (N, len(LABELS))."""
+def case_neighbours(cache: SliceCache) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) neighbour row of every cache row, within its own case (as `neighbours` does per series)."""
+    from ichviewer.inference.interpolation import neighbours
+
+    lower = np.empty(cache.n_slices, dtype=np.int64)
+    upper = np.empty(cache.n_slices, dtype=np.int64)
+    for c in cache.cases:
+        lo, up = neighbours(np.arange(c.stop - c.start), c.stop - c.start)
+        lower[c.start : c.stop] = c.start + lo
+        upper[c.start : c.stop] = c.start + up
+    return lower, upper
+
+
+def member_slice_probabilities(
+    onnx_path: str | Path, cache: SliceCache, batch: int = 64, threads: int = 2, degree: int = 1
+) -> np.ndarray:
+    """Sigmoid of one ONNX member's logits for every slice of `cache`: (N, len(LABELS)).
+
+    `degree` > 1 reads each slice as the inference engine does with a member of that
+    interpolation degree (Lee et al. 2019, Eq. 4: the slice and its blends with each
+    neighbour in its own case, combined by `ichviewer.inference.interpolation.combine`).
+    """
     import onnxruntime as ort
+
+    from ichviewer.inference.interpolation import combine, image_weights, interpolated_images
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     out = np.empty((cache.n_slices, len(LABELS)), dtype=np.float32)
-    for i in range(0, cache.n_slices, batch):
-        rows = np.arange(i, min(i + batch, cache.n_slices))
-        (z,) = sess.run(["logits"], {"image": cache.float_images(rows)})
-        out[rows] = 1.0 / (1.0 + np.exp(-z))
+    n_images = image_weights(degree).size  # raises for a degree the paper does not define
+    lower, upper = case_neighbours(cache) if degree > 1 else (None, None)
+    step = max(1, batch // n_images)
+    for i in range(0, cache.n_slices, step):
+        rows = np.arange(i, min(i + step, cache.n_slices))
+        if degree > 1:
+            images = interpolated_images(
+                cache.float_images(rows), cache.float_images(lower[rows]), cache.float_images(upper[rows]), degree
+            )
+            (z,) = sess.run(["logits"], {"image": images.reshape((-1,) + images.shape[2:])})
+            p = 1.0 / (1.0 + np.exp(-z))
+            out[rows] = combine(p.reshape(n_images, rows.size, len(LABELS)), degree)
+        else:
+            (z,) = sess.run(["logits"], {"image": cache.float_images(rows)})
+            out[rows] = 1.0 / (1.0 + np.exp(-z))
+    return out
+
+
+def manifest_degrees(models: Sequence[str | Path]) -> dict[str, int]:
+    """Each ONNX file's interpolation degree from the manifest.json beside it (1 when there is none)."""
+    out: dict[str, int] = {}
+    for path in map(Path, models):
+        degree = 1
+        manifest = path.parent / "manifest.json"
+        if manifest.is_file():
+            for m in json.loads(manifest.read_text("utf-8")).get("models", []):
+                if m.get("file") == path.name:
+                    degree = int(m.get("interpolation_degree", 1))
+        out[str(path)] = degree
     return out
 
 
@@ -117,8 +166,10 @@ def _fmt(v) -> str:
 
 def format_figures(fig: dict) -> str:
     lines = [f"{fig['n_cases']} cases, {fig['n_positive']} with haemorrhage"]
+    degrees = fig.get("interpolation_degrees", {})
     for name, auc in fig["members"].items():
-        lines.append(f"  member {name}: case AUC {_fmt(auc)}")
+        read = f" (Eq. 4 degree {degrees[name]})" if name in degrees else ""
+        lines.append(f"  member {name}: case AUC {_fmt(auc)}{read}")
     lines.append(f"mean ensemble: case AUC {_fmt(fig['ensemble_case_auc'])}, slice AUC {_fmt(fig['ensemble_slice_auc'])}")
     lines.append("  by size, against all negatives: " + ", ".join(
         f"{k} {_fmt(v['auc'])} (n={v['n']})" for k, v in fig["size_bins"].items()))
@@ -142,6 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--json", default=None)
     s.add_argument("--any-rule", choices=ANY_RULES, default="model",
                    help="ANY as the networks output it, or the noisy-OR of the subtypes (manifest aggregation.any)")
+    s.add_argument("--degree", default="manifest", choices=["manifest", *map(str, sorted(INTERPOLATION_BETAS))],
+                   help="Eq. 4 interpolation degree to read each slice with: as the manifest beside the ONNX files "
+                        "says (the default, as `ichviewer infer` reads them; 1 without a manifest), or a number "
+                        "(1: the slice alone)")
     args = ap.parse_args(argv)
     if args.cmd == "build":
         cache = build_dev_cache(args.input_size, args.workers)
@@ -149,10 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {args.out}: {len(cache.cases)} cases, {cache.n_slices} slices")
         return 0
     cache = SliceCache.load(args.cache)
+    degrees = manifest_degrees(args.models) if args.degree == "manifest" else {p: int(args.degree) for p in args.models}
     probs = {}
     for path in args.models:
-        probs[Path(path).stem] = member_slice_probabilities(path, cache)
+        probs[Path(path).stem] = member_slice_probabilities(path, cache, degree=degrees[path])
     fig = dev_figures(cache, probs, args.any_rule)
+    fig["interpolation_degrees"] = {Path(p).stem: d for p, d in degrees.items()}
     print(format_figures(fig))
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=2))
