@@ -383,6 +383,17 @@ def test_devset_scores_onnx_members_on_cache_slices_as_pytorch_does(tmp_path, ph
     assert "member a: case AUC" in format_figures(fig)
 
 
+def test_devset_build_makes_a_larger_set_that_starts_with_the_default_one(tmp_path):
+    from ichviewer.training.data import SliceCache
+    from ichviewer.training.devset import DEV_SEED, DEV_SPLIT, main
+
+    out = tmp_path / "dev.npz"
+    assert main(["build", str(out), "--n", "2", "--input-size", "32"]) == 0
+    cases = SliceCache.load(out).cases
+    planned = plan_phantom_cases(3, DEV_SPLIT, seed=DEV_SEED)[:2]
+    assert len(cases) == 2 and [c.kind for c in cases] == [p.kind for p in planned]
+
+
 def test_devset_reads_slices_with_eq4_interpolation_as_the_engine_does(tmp_path, phantom_caches):
     from ichviewer.inference.interpolation import interpolation_betas
     from ichviewer.training.devset import main, manifest_degrees, member_slice_probabilities

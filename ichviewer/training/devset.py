@@ -6,7 +6,7 @@ split. The cache holds model inputs exactly as the recipe makes them (brain-subd
 windows, head crop, thin series in 5 mm slabs), so ONNX members are scored on the same
 pixels they would see from `ichviewer infer`, without the DICOM round trip.
 
-    python -m ichviewer.training.devset build dev300_256.npz [--input-size 256] [--workers 2]
+    python -m ichviewer.training.devset build dev300_256.npz [--input-size 256] [--workers 2] [--n 300]
     python -m ichviewer.training.devset score dev300_256.npz MODEL.onnx [MODEL.onnx ...] [--json OUT] [--any-rule noisy-or] [--degree N]
 
 `score` prints each member's case-level AUC for ANY (case score: the highest slice's
@@ -187,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("out")
     b.add_argument("--input-size", type=int, default=256)
     b.add_argument("--workers", type=int, default=1)
+    b.add_argument("--n", type=int, default=DEV_CASES,
+                   help=f"cases (default {DEV_CASES}); a larger set starts with the same {DEV_CASES}")
     s = sub.add_parser("score", help="score ONNX members on the development cache")
     s.add_argument("cache")
     s.add_argument("models", nargs="+")
@@ -199,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(1: the slice alone)")
     args = ap.parse_args(argv)
     if args.cmd == "build":
-        cache = build_dev_cache(args.input_size, args.workers)
+        cache = build_dev_cache(args.input_size, args.workers, args.n)
         cache.save(args.out)
         print(f"wrote {args.out}: {len(cache.cases)} cases, {cache.n_slices} slices")
         return 0
