@@ -374,6 +374,13 @@ def test_devset_scores_onnx_members_on_cache_slices_as_pytorch_does(tmp_path, ph
     np.testing.assert_allclose(probs, expected, atol=1e-4)
     # the case score is the highest slice; a member twice is the same ensemble as once
     fig = dev_figures(val, {"a": probs, "b": probs})
+    # weights combine members as the engine does (normalised weighted mean, then the ANY rule)
+    other = probs[::-1].copy()
+    weighted = dev_figures(val, {"a": probs, "b": other}, weights={"a": 3.0, "b": 1.0})
+    assert weighted["ensemble_weights"] == {"a": 0.75, "b": 0.25}
+    mix = 0.75 * probs + 0.25 * other
+    assert weighted["ensemble_slice_auc"] == pytest.approx(roc_auc(val.labels[:, ANY], mix[:, ANY]))
+    assert "weighted ensemble (a 0.75, b 0.25)" in format_figures(weighted)
     y = val.case_labels()[:, ANY]
     top = np.asarray([probs[c.start : c.stop, ANY].max() for c in val.cases])
     np.testing.assert_allclose(case_scores(val, probs)[:, ANY], top)
@@ -396,7 +403,7 @@ def test_devset_build_makes_a_larger_set_that_starts_with_the_default_one(tmp_pa
 
 def test_devset_reads_slices_with_eq4_interpolation_as_the_engine_does(tmp_path, phantom_caches):
     from ichviewer.inference.interpolation import interpolation_betas
-    from ichviewer.training.devset import main, manifest_degrees, member_slice_probabilities
+    from ichviewer.training.devset import main, manifest_degrees, manifest_members, member_slice_probabilities
 
     _, val = phantom_caches
     torch.manual_seed(3)
@@ -424,8 +431,9 @@ def test_devset_reads_slices_with_eq4_interpolation_as_the_engine_does(tmp_path,
     change, error = np.abs(expected - plain).max(), np.abs(got - expected).max()
     assert error < 0.05 * change  # matches Eq. 4 far more closely than the slice alone does
     # `score` takes each member's degree from the manifest beside it, and 1 without one
-    (tmp_path / "manifest.json").write_text(json.dumps({"models": [{"file": spec.file, "interpolation_degree": 3}]}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": [{"file": spec.file, "interpolation_degree": 3, "weight": 0.4}]}))
     assert manifest_degrees([tmp_path / spec.file]) == {str(tmp_path / spec.file): 3}
+    assert manifest_members([tmp_path / spec.file]) == {str(tmp_path / spec.file): {"degree": 3, "weight": 0.4}}
     assert manifest_degrees([tmp_path / "elsewhere" / "x.onnx"]) == {str(tmp_path / "elsewhere" / "x.onnx"): 1}
     cache_path = tmp_path / "dev.npz"
     val.save(cache_path)

@@ -7,11 +7,11 @@ windows, head crop, thin series in 5 mm slabs), so ONNX members are scored on th
 pixels they would see from `ichviewer infer`, without the DICOM round trip.
 
     python -m ichviewer.training.devset build dev300_256.npz [--input-size 256] [--workers 2] [--n 300]
-    python -m ichviewer.training.devset score dev300_256.npz MODEL.onnx [MODEL.onnx ...] [--json OUT] [--any-rule noisy-or] [--degree N]
+    python -m ichviewer.training.devset score dev300_256.npz MODEL.onnx [MODEL.onnx ...] [--json OUT] [--any-rule noisy-or] [--degree N] [--weights equal]
 
 `score` prints each member's case-level AUC for ANY (case score: the highest slice's
-probability), the unweighted-mean ensemble's case and slice-level AUC, and the AUC of each
-bleed-size bin (punctate <= 0.1 mL, 0.1-5 mL, > 5 mL) and of punctate bleeds by subtype,
+probability), the ensemble's case and slice-level AUC (members weighted as the manifest
+beside them says, else equally), and the AUC of each bleed-size bin (punctate <= 0.1 mL, 0.1-5 mL, > 5 mL) and of punctate bleeds by subtype,
 each against all negatives: the figures EXPERIMENTS.md tabulates. Each slice is read with the
 Eq. 4 interpolation degree the manifest beside the ONNX files gives its member, as
 `ichviewer infer` reads it (`--degree 1`: the slice alone, as every figure before stop 20 was).
@@ -100,18 +100,27 @@ def member_slice_probabilities(
     return out
 
 
-def manifest_degrees(models: Sequence[str | Path]) -> dict[str, int]:
-    """Each ONNX file's interpolation degree from the manifest.json beside it (1 when there is none)."""
-    out: dict[str, int] = {}
+def manifest_members(models: Sequence[str | Path]) -> dict[str, dict]:
+    """Each ONNX file's Eq. 4 degree and ensemble weight from the manifest.json beside it.
+
+    Without a manifest (or an entry for the file) a member reads each slice alone (degree 1)
+    with weight 1.
+    """
+    out: dict[str, dict] = {}
     for path in map(Path, models):
-        degree = 1
+        found = {"degree": 1, "weight": 1.0}
         manifest = path.parent / "manifest.json"
         if manifest.is_file():
             for m in json.loads(manifest.read_text("utf-8")).get("models", []):
                 if m.get("file") == path.name:
-                    degree = int(m.get("interpolation_degree", 1))
-        out[str(path)] = degree
+                    found = {"degree": int(m.get("interpolation_degree", 1)), "weight": float(m.get("weight", 1.0))}
+        out[str(path)] = found
     return out
+
+
+def manifest_degrees(models: Sequence[str | Path]) -> dict[str, int]:
+    """Each ONNX file's interpolation degree from the manifest.json beside it (1 when there is none)."""
+    return {p: m["degree"] for p, m in manifest_members(models).items()}
 
 
 def case_scores(cache: SliceCache, slice_probs: np.ndarray) -> np.ndarray:
@@ -119,11 +128,14 @@ def case_scores(cache: SliceCache, slice_probs: np.ndarray) -> np.ndarray:
     return np.stack([slice_probs[c.start : c.stop].max(axis=0) for c in cache.cases])
 
 
-def dev_figures(cache: SliceCache, member_probs: dict[str, np.ndarray], any_rule: str = "model") -> dict:
-    """Member and mean-ensemble AUCs on the development cache (see the module docstring).
+def dev_figures(
+    cache: SliceCache, member_probs: dict[str, np.ndarray], any_rule: str = "model", weights: dict[str, float] | None = None
+) -> dict:
+    """Member and ensemble AUCs on the development cache (see the module docstring).
 
     `any_rule` makes ANY as a manifest's `aggregation.any` does ("noisy-or": from the five
-    subtypes), for each member and for the mean ensemble.
+    subtypes), for each member and for the ensemble. The ensemble is the mean of the members,
+    or with `weights` (by member name) their weighted mean, normalised as the engine does.
     """
     from ichviewer.inference.findings import apply_any_rule
 
@@ -131,7 +143,9 @@ def dev_figures(cache: SliceCache, member_probs: dict[str, np.ndarray], any_rule
     out: dict = {"n_cases": len(cache.cases), "n_positive": int(y_case.sum()), "any_rule": any_rule, "members": {}}
     for name, p in member_probs.items():
         out["members"][name] = roc_auc(y_case, case_scores(cache, apply_any_rule(p, any_rule))[:, ANY])
-    mean = apply_any_rule(np.mean(np.stack(list(member_probs.values())), axis=0), any_rule)
+    w = np.asarray([1.0 if weights is None else weights[n] for n in member_probs], dtype=np.float64)
+    out["ensemble_weights"] = dict(zip(member_probs, (w / w.sum()).tolist()))
+    mean = apply_any_rule(np.tensordot(w / w.sum(), np.stack(list(member_probs.values())), axes=(0, 0)), any_rule)
     case = case_scores(cache, mean)
     out["ensemble_case_auc"] = roc_auc(y_case, case[:, ANY])
     out["ensemble_slice_auc"] = roc_auc(cache.labels[:, ANY], mean[:, ANY])
@@ -170,7 +184,10 @@ def format_figures(fig: dict) -> str:
     for name, auc in fig["members"].items():
         read = f" (Eq. 4 degree {degrees[name]})" if name in degrees else ""
         lines.append(f"  member {name}: case AUC {_fmt(auc)}{read}")
-    lines.append(f"mean ensemble: case AUC {_fmt(fig['ensemble_case_auc'])}, slice AUC {_fmt(fig['ensemble_slice_auc'])}")
+    w = list(fig.get("ensemble_weights", {}).values())
+    kind = "mean ensemble" if not w or np.allclose(w, w[0]) else "weighted ensemble (" + ", ".join(
+        f"{k} {v:.2f}" for k, v in fig["ensemble_weights"].items()) + ")"
+    lines.append(f"{kind}: case AUC {_fmt(fig['ensemble_case_auc'])}, slice AUC {_fmt(fig['ensemble_slice_auc'])}")
     lines.append("  by size, against all negatives: " + ", ".join(
         f"{k} {_fmt(v['auc'])} (n={v['n']})" for k, v in fig["size_bins"].items()))
     lines.append("  punctate by subtype, against all negatives: " + ", ".join(
@@ -199,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="Eq. 4 interpolation degree to read each slice with: as the manifest beside the ONNX files "
                         "says (the default, as `ichviewer infer` reads them; 1 without a manifest), or a number "
                         "(1: the slice alone)")
+    s.add_argument("--weights", default="manifest", choices=["manifest", "equal"],
+                   help="ensemble weights: the manifest's (the default, as the app combines members; equal "
+                        "without a manifest) or equal")
     args = ap.parse_args(argv)
     if args.cmd == "build":
         cache = build_dev_cache(args.input_size, args.workers, args.n)
@@ -206,11 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {args.out}: {len(cache.cases)} cases, {cache.n_slices} slices")
         return 0
     cache = SliceCache.load(args.cache)
-    degrees = manifest_degrees(args.models) if args.degree == "manifest" else {p: int(args.degree) for p in args.models}
+    members = manifest_members(args.models)
+    degrees = {p: m["degree"] for p, m in members.items()} if args.degree == "manifest" else {p: int(args.degree) for p in args.models}
+    weights = {Path(p).stem: m["weight"] for p, m in members.items()} if args.weights == "manifest" else None
     probs = {}
     for path in args.models:
         probs[Path(path).stem] = member_slice_probabilities(path, cache, degree=degrees[path])
-    fig = dev_figures(cache, probs, args.any_rule)
+    fig = dev_figures(cache, probs, args.any_rule, weights)
     fig["interpolation_degrees"] = {Path(p).stem: d for p, d in degrees.items()}
     print(format_figures(fig))
     if args.json:
