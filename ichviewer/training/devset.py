@@ -11,8 +11,9 @@ pixels they would see from `ichviewer infer`, without the DICOM round trip.
 
 `score` prints each member's case-level AUC for ANY (case score: the highest slice's
 probability), the ensemble's case and slice-level AUC (members weighted as the manifest
-beside them says, else equally), and the AUC of each bleed-size bin (punctate <= 0.1 mL, 0.1-5 mL, > 5 mL) and of punctate bleeds by subtype,
-each against all negatives: the figures EXPERIMENTS.md tabulates. Each slice is read with the
+beside them says, else equally), and the AUC of each bleed-size bin (punctate <= 0.1 mL,
+0.1-5 mL, > 5 mL) and of punctate bleeds by subtype, each against all negatives: the figures
+EXPERIMENTS.md tabulates. Each slice is read with the
 Eq. 4 interpolation degree the manifest beside the ONNX files gives its member, as
 `ichviewer infer` reads it (`--degree 1`: the slice alone, as every figure before stop 20 was).
 """
