@@ -403,7 +403,8 @@ def test_devset_build_makes_a_larger_set_that_starts_with_the_default_one(tmp_pa
 
 def test_devset_reads_slices_with_eq4_interpolation_as_the_engine_does(tmp_path, phantom_caches):
     from ichviewer.inference.interpolation import interpolation_betas
-    from ichviewer.training.devset import main, manifest_degrees, manifest_members, member_slice_probabilities
+    from ichviewer.inference.manifest import EnsembleManifest
+    from ichviewer.training.devset import main, manifest_members, member_slice_probabilities
 
     _, val = phantom_caches
     torch.manual_seed(3)
@@ -431,10 +432,10 @@ def test_devset_reads_slices_with_eq4_interpolation_as_the_engine_does(tmp_path,
     change, error = np.abs(expected - plain).max(), np.abs(got - expected).max()
     assert error < 0.05 * change  # matches Eq. 4 far more closely than the slice alone does
     # `score` takes each member's degree from the manifest beside it, and 1 without one
-    (tmp_path / "manifest.json").write_text(json.dumps({"models": [{"file": spec.file, "interpolation_degree": 3, "weight": 0.4}]}))
-    assert manifest_degrees([tmp_path / spec.file]) == {str(tmp_path / spec.file): 3}
+    EnsembleManifest(name="t", models=(replace(spec, interpolation_degree=3, weight=0.4),), directory=tmp_path).write()
     assert manifest_members([tmp_path / spec.file]) == {str(tmp_path / spec.file): {"degree": 3, "weight": 0.4}}
-    assert manifest_degrees([tmp_path / "elsewhere" / "x.onnx"]) == {str(tmp_path / "elsewhere" / "x.onnx"): 1}
+    elsewhere = tmp_path / "elsewhere" / "x.onnx"
+    assert manifest_members([elsewhere]) == {str(elsewhere): {"degree": 1, "weight": 1.0}}
     cache_path = tmp_path / "dev.npz"
     val.save(cache_path)
     for degree in ("manifest", "1"):

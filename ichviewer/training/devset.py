@@ -88,40 +88,35 @@ def member_slice_probabilities(
     step = max(1, batch // n_images)
     for i in range(0, cache.n_slices, step):
         rows = np.arange(i, min(i + step, cache.n_slices))
-        if degree > 1:
-            images = interpolated_images(
-                cache.float_images(rows), cache.float_images(lower[rows]), cache.float_images(upper[rows]), degree
-            )
-            (z,) = sess.run(["logits"], {"image": images.reshape((-1,) + images.shape[2:])})
-            p = 1.0 / (1.0 + np.exp(-z))
-            out[rows] = combine(p.reshape(n_images, rows.size, len(LABELS)), degree)
-        else:
-            (z,) = sess.run(["logits"], {"image": cache.float_images(rows)})
-            out[rows] = 1.0 / (1.0 + np.exp(-z))
+        x = cache.float_images(rows)
+        # degree 1 has no blends: the neighbours are not read (interpolated_images returns x alone)
+        nb = (cache.float_images(lower[rows]), cache.float_images(upper[rows])) if degree > 1 else (x, x)
+        images = interpolated_images(x, *nb, degree)
+        (z,) = sess.run(["logits"], {"image": images.reshape((-1,) + images.shape[2:])})
+        out[rows] = combine((1.0 / (1.0 + np.exp(-z))).reshape(n_images, rows.size, len(LABELS)), degree)
     return out
 
 
 def manifest_members(models: Sequence[str | Path]) -> dict[str, dict]:
-    """Each ONNX file's Eq. 4 degree and ensemble weight from the manifest.json beside it.
+    """Each ONNX file's Eq. 4 degree and ensemble weight, from the manifest beside it.
 
-    Without a manifest (or an entry for the file) a member reads each slice alone (degree 1)
-    with weight 1.
+    The manifest is read by `load_manifest`, as the engine reads it (same validation and
+    defaults). A file with no manifest beside it, or none naming it, reads each slice alone
+    (degree 1) with weight 1.
     """
+    from ichviewer.inference.manifest import MANIFEST_NAME, load_manifest
+
+    manifests: dict[Path, dict[str, object]] = {}
     out: dict[str, dict] = {}
     for path in map(Path, models):
-        found = {"degree": 1, "weight": 1.0}
-        manifest = path.parent / "manifest.json"
-        if manifest.is_file():
-            for m in json.loads(manifest.read_text("utf-8")).get("models", []):
-                if m.get("file") == path.name:
-                    found = {"degree": int(m.get("interpolation_degree", 1)), "weight": float(m.get("weight", 1.0))}
-        out[str(path)] = found
+        if path.parent not in manifests:
+            found = (path.parent / MANIFEST_NAME).is_file()
+            manifests[path.parent] = {m.file: m for m in load_manifest(path.parent).models} if found else {}
+        spec = manifests[path.parent].get(path.name)
+        out[str(path)] = (
+            {"degree": 1, "weight": 1.0} if spec is None else {"degree": spec.interpolation_degree, "weight": spec.weight}
+        )
     return out
-
-
-def manifest_degrees(models: Sequence[str | Path]) -> dict[str, int]:
-    """Each ONNX file's interpolation degree from the manifest.json beside it (1 when there is none)."""
-    return {p: m["degree"] for p, m in manifest_members(models).items()}
 
 
 def case_scores(cache: SliceCache, slice_probs: np.ndarray) -> np.ndarray:
@@ -139,6 +134,7 @@ def dev_figures(
     or with `weights` (by member name) their weighted mean, normalised as the engine does.
     """
     from ichviewer.inference.findings import apply_any_rule
+    from ichviewer.training.ensembling import combine_members
 
     y_case = cache.case_labels()[:, ANY]
     out: dict = {"n_cases": len(cache.cases), "n_positive": int(y_case.sum()), "any_rule": any_rule, "members": {}}
@@ -146,7 +142,7 @@ def dev_figures(
         out["members"][name] = roc_auc(y_case, case_scores(cache, apply_any_rule(p, any_rule))[:, ANY])
     w = np.asarray([1.0 if weights is None else weights[n] for n in member_probs], dtype=np.float64)
     out["ensemble_weights"] = dict(zip(member_probs, (w / w.sum()).tolist()))
-    mean = apply_any_rule(np.tensordot(w / w.sum(), np.stack(list(member_probs.values())), axes=(0, 0)), any_rule)
+    mean = combine_members(list(member_probs.values()), w, any_rule)  # as the recipe and the engine combine members
     case = case_scores(cache, mean)
     out["ensemble_case_auc"] = roc_auc(y_case, case[:, ANY])
     out["ensemble_slice_auc"] = roc_auc(cache.labels[:, ANY], mean[:, ANY])
