@@ -146,9 +146,18 @@ def test_evaluate_cases_matches_scikit_learn_per_label_and_map() -> None:
         assert e["average_precision"]["value"] == pytest.approx(skm.average_precision_score(y[lab], p[lab]))
         lo, hi = e["auc"]["ci"]
         assert lo < e["auc"]["value"] < hi
-        tn, fp, fn, tp = skm.confusion_matrix(y[lab], p[lab] >= (0.5 if lab == "ANY" else 0.4)).ravel()
+        own = p[lab] >= (0.5 if lab == "ANY" else 0.4)
+        tn, fp, fn, tp = skm.confusion_matrix(y[lab], own).ravel()
+        assert (e["operating_point_own_threshold"]["tp"], e["operating_point_own_threshold"]["fn"]) == (tp, fn)
+        assert e["operating_point_own_threshold"]["specificity"]["value"] == pytest.approx(tn / (tn + fp))
+        # The workstation's decision: a subtype is positive only in a study whose ANY is.
+        called = own if lab == "ANY" else own & (p["ANY"] >= 0.5)
+        tn, fp, fn, tp = skm.confusion_matrix(y[lab], called).ravel()
         assert (e["operating_point"]["tp"], e["operating_point"]["fn"]) == (tp, fn)
         assert e["operating_point"]["specificity"]["value"] == pytest.approx(tn / (tn + fp))
+        if lab != "ANY":  # the two differ here, so the test tells the rules apart
+            assert e["operating_point"]["tp"] < e["operating_point_own_threshold"]["tp"]
+    assert r["settings"]["decision_rule"].startswith("ANY positive when")
     expected_map = np.mean([skm.average_precision_score(y[k], p[k]) for k in y])
     assert r["map"]["value"] == pytest.approx(expected_map)
     assert r["map_subtypes"]["labels"] == ["SDH", "SAH"]

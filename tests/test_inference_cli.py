@@ -50,9 +50,13 @@ def test_infer_writes_the_documented_json_and_csv_and_records_failures(tmp_path,
     assert study["path"] == str(tmp_path / "data" / "good")
     assert study["n_slices"] == 4 and study["study_uid"] and study["series_uid"]
     assert list(study["case"]) == list(LABELS)
+    any_positive = study["case"]["ANY"]["probability"] >= study["case"]["ANY"]["threshold"]
     for label, finding in study["case"].items():
-        assert set(finding) == {"probability", "decision", "threshold"}
-        assert finding["decision"] == ("positive" if finding["probability"] >= finding["threshold"] else "negative")
+        assert set(finding) == {"probability", "decision", "threshold", "own_threshold_reached"}
+        own = finding["probability"] >= finding["threshold"]
+        assert finding["own_threshold_reached"] is own
+        # ichviewer.core.decisions: a subtype is positive only in a study positive for ANY
+        assert finding["decision"] == ("positive" if own and (label == "ANY" or any_positive) else "negative")
     assert study["triage"] in ("confident negative", "confident positive", "refer")
     assert [s["index"] for s in study["slices"]] == [0, 1, 2, 3]
     assert all(set(s) == {"index", *LABELS} for s in study["slices"])

@@ -203,14 +203,22 @@ def test_decisions_and_triage_at_the_manifest_operating_points(tmp_path, p_any, 
     write_manifest(tmp_path, [entry], thresholds=thresholds, negative_below=0.05, positive_above=0.95)
     result = run_study(constant_slices_volume(SLICE_HU[:3]), load_ensemble(tmp_path))
     decisions = {label: f.decision for label, f in result.case.items()}
-    assert decisions["IPH"] == "negative"  # 0.2 < 0.3
-    assert decisions["IVH"] == "positive"  # 0.45 >= 0.45 (at the threshold counts as positive)
-    assert decisions["SDH"] == "negative"
-    assert decisions["EDH"] == "positive"
-    assert decisions["SAH"] == "positive"
+    own = {label: f.own_threshold_reached for label, f in result.case.items()}
+    assert own == {"IPH": False, "IVH": True, "SDH": False, "EDH": True, "SAH": True, "ANY": p_any >= 0.5}
+    # 0.45 >= 0.45: at the threshold counts as reached.
+    study_positive = p_any >= 0.5
+    assert result.study_positive is study_positive
+    assert decisions["ANY"] == ("positive" if study_positive else "negative")
+    # A subtype is named only in a study positive for haemorrhage (ichviewer.core.decisions).
+    for label in ("IVH", "EDH", "SAH"):
+        assert decisions[label] == ("positive" if study_positive else "negative")
+        assert result.case[label].held_back is (not study_positive)
+    assert decisions["IPH"] == decisions["SDH"] == "negative"
+    assert not result.case["IPH"].held_back and not result.case["ANY"].held_back
     assert result.case["IVH"].threshold == 0.45
     assert result.triage == triage_class
-    assert result.positive_slices("EDH") == [0, 1, 2]
+    assert result.positive_slices("EDH") == ([0, 1, 2] if study_positive else [])
+    assert result.positive_slices("ANY") == ([0, 1, 2] if study_positive else [])
 
 
 def test_progress_reports_each_chunk_in_slice_order_with_immutable_partials(tmp_path):

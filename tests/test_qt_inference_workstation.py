@@ -296,3 +296,34 @@ def test_a_phantom_dicom_study_opened_from_disk_gets_findings_and_an_overlay(qtb
         ui.toggle_attention_action.trigger()
     assert ui.overlay.map_for(middle).shape == (*case.volume.shape[1:], 4)
     assert window.axial.overlay_item.isVisible()
+
+
+@pytest.mark.parametrize("any_threshold", [1.0, 0.0])
+def test_subtypes_are_named_only_when_the_study_is_positive_for_haemorrhage(qtbot, window, tmp_path, any_threshold):
+    """ichviewer.core.decisions: every subtype reaches its own threshold (0); ANY's threshold
+    decides whether the table, the verdict, the plot's marks and the strip name them."""
+    thresholds = {**dict.fromkeys(LABELS, 0.0), "ANY": any_threshold}
+    ens = _ensemble(tmp_path / "ens", thresholds=thresholds)
+    ui = _attach(window, ens)
+    with qtbot.waitSignal(ui.controller.sig_finished, timeout=WAIT_MS) as blocker:
+        window.show_volume(_volume(6, seed=7))
+    result = blocker.args[1]
+    subtypes = [label for label in LABELS if label != "ANY"]
+    status = ui.panel.status.text()
+    if any_threshold == 1.0:  # ANY can never reach 1.0: the study is negative
+        assert not result.study_positive
+        assert all(ui.panel.decision_text(label) == "negative" for label in LABELS)
+        assert all(result.case[label].held_back for label in subtypes)
+        assert status.startswith(
+            "No haemorrhage found by the AI (IPH, IVH, SDH, EDH, SAH reach their own thresholds, ANY does not)"
+        )
+        assert "ANY" in ui.panel.table.item(LABELS.index("SDH"), 2).toolTip()
+    else:
+        assert result.study_positive
+        assert all(ui.panel.decision_text(label) == "positive" for label in LABELS)
+        assert status.startswith("Positive for haemorrhage: IPH, IVH, SDH, EDH, SAH.")
+    ui.panel.select_label("SDH")
+    expected = list(range(6)) if any_threshold == 0.0 else []
+    assert ui.plot.positive_slices() == expected == result.positive_slices("SDH")
+    assert ui.strip.positive == tuple(expected)
+    assert len(ui.plot.positive_points.data) == len(expected)

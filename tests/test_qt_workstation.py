@@ -172,3 +172,25 @@ def test_slice_scrollbar_and_positive_markers_beside_it(qtbot, workstation, tmp_
     assert workstation.state.slice_index == 4 and bar.value() == 4
     # Top of the strip is the superior (last) slice, like the scrollbar.
     assert ai.side_strip.position_of(8) < ai.side_strip.position_of(0)
+
+
+def test_in_a_short_window_no_panel_is_squeezed_and_the_any_row_shows(qtbot, workstation, tmp_path):
+    """Stacked right-hand panels taller than the window scroll instead of overlapping their rows
+    (the findings table's ANY row was hidden under the model list in a 1000-pixel window)."""
+    folder, _ = _series(tmp_path, 3)
+    ai = workstation.inference
+    with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS):
+        workstation.open_path(folder)
+    workstation.resize(1500, 900)
+    qtbot.wait(100)
+    assert workstation.height() <= 900, "the docked panels' minimum heights keep the window taller than 900 px"
+    panel = ai.panel
+    for widget in (panel, workstation.review.adjudication):
+        assert widget.height() >= widget.minimumSizeHint().height(), type(widget).__name__
+        assert widget.width() >= widget.minimumSizeHint().width(), type(widget).__name__
+    table = panel.table
+    last = table.visualItemRect(table.item(table.rowCount() - 1, 0))
+    assert table.viewport().rect().contains(last)
+    # nothing drawn over the ANY row: the widget below the table starts under it
+    below = panel.models_label.geometry().top()
+    assert table.geometry().bottom() < below

@@ -246,18 +246,27 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         "",
         "### Per label",
         "",
-        "| label | n positive / negative | AUC (95 % CI) | AP | threshold | sensitivity | specificity |",
-        "|---|---|---|---|---|---|---|",
+        f"Decisions as the workstation makes them ({ev.get('settings', {}).get('decision_rule', 'positive when probability >= threshold')}). "
+        "The last column is each label's probability against its threshold alone, which is what the threshold was chosen "
+        "for on validation; for a subtype the two differ where the study's ANY is negative.",
+        "",
+        "| label | n positive / negative | AUC (95 % CI) | AP | threshold | sensitivity | specificity | threshold alone: sensitivity / specificity |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label in LABELS:
         e = labels.get(label)
         if not e:
             continue
         o = e.get("operating_point", {})
+        alone = e.get("operating_point_own_threshold")
+        alone_text = (
+            f"{_fmt((alone.get('sensitivity') or {}).get('value'))} / {_fmt((alone.get('specificity') or {}).get('value'))}"
+            if alone else "–"
+        )
         lines.append(
             f"| {label} | {e.get('n_positive')} / {e.get('n_negative')} | {_ci(e.get('auc'))} | "
             f"{_fmt((e.get('average_precision') or {}).get('value'))} | {_fmt(e.get('threshold'))} | "
-            f"{_prop(o.get('sensitivity'))} | {_prop(o.get('specificity'))} |"
+            f"{_prop(o.get('sensitivity'))} | {_prop(o.get('specificity'))} | {alone_text} |"
         )
     size = ev.get("by_size")
     if size:

@@ -467,8 +467,8 @@ def render_report(result: dict, title: str = "ICH Viewer evaluation") -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body><main>",
         f"<h1>{escape(title)}</h1>",
-        f'<p class="lead">{result["n_cases"]} studies, case-level. Decision: positive when the probability is at or above '
-        "the label's threshold. Intervals are 95 %.</p>",
+        f'<p class="lead">{result["n_cases"]} studies, case-level. Decision: '
+        f'{escape(settings.get("decision_rule", "positive when probability >= threshold"))}. Intervals are 95 %.</p>',
         _cards(result),
         _inputs_warning(result.get("inputs")),
         "<h2>Operating point</h2>",

@@ -7,8 +7,10 @@
     ``"ichviewer.evaluate/1"``.
 ``settings``
     ``n_boot``, ``seed``, ``ci_level`` (0.95), ``auc_ci`` ("percentile bootstrap, case-level
-    resampling"), ``binomial_ci`` ("Clopper-Pearson exact"), ``decision_rule``
-    ("positive when probability >= threshold").
+    resampling"), ``binomial_ci`` ("Clopper-Pearson exact"), ``decision_rule`` (the
+    workstation's rule, `ichviewer.core.decisions`: with ANY evaluated, a subtype is positive
+    only when its probability reaches its threshold and ANY is positive; without ANY,
+    "positive when probability >= threshold").
 ``n_cases``
     Number of evaluated studies.
 ``labels``
@@ -18,7 +20,9 @@
     ``auc_se_delong``; ``average_precision`` {same shape as ``auc``}; ``threshold`` (a number,
     or null when thresholds differ between studies); ``operating_point`` {``tp``, ``fp``,
     ``tn``, ``fn``, ``sensitivity``, ``specificity``, ``ppv``, ``npv``}, each proportion being
-    {``k``, ``n``, ``value``, ``ci``}; ``roc`` {``fpr``, ``tpr``, ``thresholds``} (first
+    {``k``, ``n``, ``value``, ``ci``}, of the decisions under ``decision_rule``;
+    ``operating_point_own_threshold`` (same shape) of the label's probability against its
+    threshold alone (what the threshold was chosen for); ``roc`` {``fpr``, ``tpr``, ``thresholds``} (first
     threshold is null = +inf); ``pr`` {``precision``, ``recall``, ``thresholds``}; ``prevalence``.
     Undefined values (e.g. AUC with one class) are null.
 ``map``
@@ -65,6 +69,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ichviewer import LABELS, SUBTYPES
+from ichviewer.core.decisions import DECISION_RULE, case_calls
 from ichviewer.evaluation.delong import delong_components
 from ichviewer.evaluation.metrics import (
     CI_LEVEL,
@@ -170,7 +175,12 @@ def evaluate_cases(
     ys: dict[str, NDArray[np.int8]] = {}
     ps: dict[str, NDArray[np.float64]] = {}
     thr: dict[str, NDArray[np.float64]] = {}
+    calls: dict[str, NDArray[np.bool_]] = {}  # the workstation's decisions (ichviewer.core.decisions)
     unlabelled: dict[str, int] = {}
+    all_calls = case_calls(
+        {lab: as_scores(y_prob[lab], n, f"y_prob[{lab}]") for lab in labels},
+        {lab: _thresholds_array(lab, thresholds[lab], n) for lab in labels},
+    )
     for lab in labels:
         raw = np.asarray(y_true[lab], dtype=np.float64)
         if raw.shape != (n,):
@@ -184,6 +194,7 @@ def evaluate_cases(
         ys[lab] = as_binary(raw[known], f"y_true[{lab}]")
         ps[lab] = as_scores(y_prob[lab], n, f"y_prob[{lab}]")[known]
         thr[lab] = _thresholds_array(lab, thresholds[lab], n)[known]
+        calls[lab] = all_calls[lab][known]
         if ys[lab].size == 0:
             raise ValueError(f"no case has a known {lab} label")
 
@@ -227,7 +238,10 @@ def evaluate_cases(
                 "n_valid": int(np.isfinite(aps).sum()),
             },
             "threshold": float(t[0]) if np.all(t == t[0]) else None,
-            "operating_point": confusion_at(y, p >= t).to_dict(),
+            "operating_point": confusion_at(y, calls[lab]).to_dict(),
+            # The label's threshold read alone (what the threshold was chosen for on validation);
+            # differs from operating_point for a subtype only when ANY is evaluated too.
+            "operating_point_own_threshold": confusion_at(y, p >= t).to_dict(),
             "roc": {"fpr": roc.fpr.tolist(), "tpr": roc.tpr.tolist(), "thresholds": roc.thresholds.tolist()},
             "pr": {"precision": pr.precision.tolist(), "recall": pr.recall.tolist(), "thresholds": pr.thresholds.tolist()},
         }
@@ -246,7 +260,7 @@ def evaluate_cases(
             "ci_level": CI_LEVEL,
             "auc_ci": "percentile bootstrap, case-level resampling",
             "binomial_ci": "Clopper-Pearson exact",
-            "decision_rule": "positive when probability >= threshold",
+            "decision_rule": DECISION_RULE if "ANY" in labels else "positive when probability >= threshold",
         },
         "n_cases": n,
         "labels": per_label,

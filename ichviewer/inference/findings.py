@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ichviewer import LABELS, SUBTYPES
+from ichviewer.core import decisions
 from ichviewer.inference.manifest import Aggregation, OperatingPoints
 from ichviewer.inference.model import ModelInfo
 
@@ -73,22 +74,42 @@ def triage(case_probabilities: np.ndarray, op: OperatingPoints) -> str:
 
 @dataclass(frozen=True)
 class LabelFinding:
-    """Case-level result for one label: probability, decision ("positive"/"negative") and its threshold."""
+    """Case-level result for one label: probability, decision ("positive"/"negative") and its threshold.
+
+    `study_positive` is the study's ANY decision (`ichviewer.core.decisions`): a subtype is
+    positive only when its own threshold is reached and the study is positive for
+    haemorrhage. For ANY itself it is its own decision.
+    """
 
     label: str
     probability: float
     threshold: float
+    study_positive: bool = True
+
+    @property
+    def own_threshold_reached(self) -> bool:
+        return bool(decisions.own_threshold_reached(self.probability, self.threshold))
 
     @property
     def positive(self) -> bool:
-        return bool(self.probability >= self.threshold)
+        return self.own_threshold_reached and (self.label == "ANY" or self.study_positive)
+
+    @property
+    def held_back(self) -> bool:
+        """A subtype that reaches its own threshold in a study not called positive for haemorrhage."""
+        return self.own_threshold_reached and not self.positive
 
     @property
     def decision(self) -> str:
         return POSITIVE if self.positive else NEGATIVE
 
     def to_dict(self) -> dict[str, Any]:
-        return {"probability": float(self.probability), "decision": self.decision, "threshold": float(self.threshold)}
+        return {
+            "probability": float(self.probability),
+            "decision": self.decision,
+            "threshold": float(self.threshold),
+            "own_threshold_reached": self.own_threshold_reached,
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,19 +157,36 @@ class StudyResult:
         return int((~np.isnan(self.slice_probabilities).any(axis=1)).sum())
 
     @property
+    def study_positive(self) -> bool:
+        """The study is called positive for haemorrhage (ANY at or above its threshold)."""
+        return bool(decisions.own_threshold_reached(self.case_probabilities[ANY_COLUMN], self.operating_points.thresholds["ANY"]))
+
+    @property
     def case(self) -> dict[str, LabelFinding]:
         th = self.operating_points.thresholds
-        return {label: LabelFinding(label, float(self.case_probabilities[i]), th[label]) for i, label in enumerate(LABELS)}
+        study = self.study_positive
+        return {
+            label: LabelFinding(label, float(self.case_probabilities[i]), th[label], study)
+            for i, label in enumerate(LABELS)
+        }
 
     @property
     def triage(self) -> str:
         return triage(self.case_probabilities, self.operating_points)
 
     def slice_decisions(self, label: str) -> np.ndarray:
-        """(z,) bool: slices whose probability for `label` reaches its threshold (False where not computed)."""
+        """(z,) bool: slices whose probability for `label` reaches its threshold (False where not computed).
+
+        For a subtype, none in a study not called positive for haemorrhage (the case rule of
+        `ichviewer.core.decisions`, so the slice marks never contradict the case decision).
+        """
         col = self.slice_probabilities[:, LABELS.index(label)]
-        with np.errstate(invalid="ignore"):
-            return np.nan_to_num(col, nan=-1.0) >= self.operating_points.thresholds[label]
+        th = self.operating_points.thresholds
+        calls = decisions.case_calls(
+            {label: col, "ANY": np.full(col.shape, self.case_probabilities[ANY_COLUMN])},
+            {label: th[label], "ANY": th["ANY"]},
+        )
+        return calls[label]
 
     def positive_slices(self, label: str = "ANY") -> list[int]:
         return [int(i) for i in np.flatnonzero(self.slice_decisions(label))]

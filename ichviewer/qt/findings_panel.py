@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -43,6 +43,35 @@ TRIAGE_STYLE = {
 _IDLE_BADGE = ("#3a3a3a", "#bbbbbb")
 _POSITIVE_TEXT = QColor("#ff6b6b")
 _NEGATIVE_TEXT = QColor("#9ccc9c")
+_HELD_BACK_TEXT = QColor("#e0b050")  # a subtype over its own threshold in a study negative for haemorrhage
+
+
+def decision_tooltip(finding: Any, any_finding: Any) -> str:
+    """Why a label's decision is what it is (the case rule of `ichviewer.core.decisions`)."""
+    own = f"positive when probability \u2265 {finding.threshold:.2f} (manifest operating point)"
+    if finding.label == "ANY":
+        return own + "; decides whether the study is positive for haemorrhage"
+    if finding.held_back:
+        return (
+            f"{finding.label} {finding.probability:.2f} reaches its own threshold {finding.threshold:.2f}, but a subtype "
+            f"is named only in a study positive for haemorrhage, and ANY {any_finding.probability:.2f} is below "
+            f"its threshold {any_finding.threshold:.2f}"
+        )
+    return own + ", and only in a study positive for haemorrhage (ANY)"
+
+
+def verdict_text(case: dict[str, Any]) -> str:
+    """The one-line verdict under the findings table, consistent with the table's decisions."""
+    if not case["ANY"].positive:
+        held = [label for label in LABELS if case[label].held_back]
+        if held:
+            verb = "reaches its own threshold" if len(held) == 1 else "reach their own thresholds"
+            return f"No haemorrhage found by the AI ({', '.join(held)} {verb}, ANY does not)"
+        return "No haemorrhage found by the AI"
+    named = [label for label in LABELS if label != "ANY" and case[label].positive]
+    if not named:
+        return "Positive for haemorrhage (no subtype reaches its threshold)"
+    return "Positive for haemorrhage: " + ", ".join(named)
 
 
 def _badge_css(bg: str, fg: str) -> str:
@@ -94,7 +123,12 @@ class FindingsPanel(QWidget):
             self.table.setItem(row, 1, QTableWidgetItem("\u2013"))
             self.table.setItem(row, 2, QTableWidgetItem(""))
             self.table.item(row, 1).setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        self.table.setMinimumHeight(self.table.verticalHeader().defaultSectionSize() * (len(LABELS) + 1) + 6)
+        # All six rows always in view (ANY, the study's decision, is the last): the table never
+        # scrolls and the layout cannot squeeze it (at stop 20 the ANY row was hidden under the
+        # model list in a 1000-pixel-high window).
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._fit_table_height()
 
         self.models_label = QLabel("")
         self.models_label.setWordWrap(True)
@@ -193,8 +227,10 @@ class FindingsPanel(QWidget):
             prob_item.setText(f"{p:.2f}")
             prob_item.setToolTip(f"{p:.4f} (threshold {finding.threshold:.2f})")
             dec_item.setText(finding.decision)
-            dec_item.setForeground(_POSITIVE_TEXT if finding.positive else _NEGATIVE_TEXT)
-            dec_item.setToolTip(f"positive when probability \u2265 {finding.threshold:.2f} (manifest operating point)")
+            dec_item.setForeground(
+                _POSITIVE_TEXT if finding.positive else _HELD_BACK_TEXT if finding.held_back else _NEGATIVE_TEXT
+            )
+            dec_item.setToolTip(decision_tooltip(finding, result.case["ANY"]))
         done, total = result.slices_done, result.n_slices
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
@@ -209,9 +245,7 @@ class FindingsPanel(QWidget):
         self.update_result(result)
         self.progress.setVisible(False)
         self._set_badge(result.triage)
-        positives = [label for label in LABELS if result.case[label].positive]
-        verdict = ("Positive for " + ", ".join(positives)) if positives else "No haemorrhage found by the AI"
-        self.status.setText(f"{verdict}. {result.n_slices} slices in {result.seconds:.1f} s.")
+        self.status.setText(f"{verdict_text(result.case)}. {result.n_slices} slices in {result.seconds:.1f} s.")
         self.run_button.setEnabled(True)
 
     def show_cancelled(self) -> None:
@@ -235,6 +269,16 @@ class FindingsPanel(QWidget):
         self.provider_label.setText("")
         self.elapsed_label.setText("")
         self._set_badge(None)
+
+    def _fit_table_height(self) -> None:
+        rows = sum(self.table.rowHeight(r) for r in range(self.table.rowCount()))
+        header = self.table.horizontalHeader().sizeHint().height()
+        self.table.setFixedHeight(rows + header + 2 * self.table.frameWidth())
+
+    def changeEvent(self, event: Any) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.FontChange, QEvent.Type.StyleChange) and hasattr(self, "table"):
+            self._fit_table_height()
 
     def set_auto_infer(self, on: bool) -> None:
         self.auto_infer_check.blockSignals(True)

@@ -218,10 +218,14 @@ class InferenceUI(QObject):
 
     def _on_partial(self, _request_id: int, result: Any) -> None:
         self.panel.update_result(result)
+        self.plot.set_study_positive(result.study_positive)
+        for strip in self.strips:
+            strip.set_positive(self.plot.positive_slices())
 
     def _on_finished(self, _request_id: int, result: Any) -> None:
         self.panel.finish(result)
         self.plot.set_probabilities(result.slice_probabilities, result.operating_points.thresholds)
+        self.plot.set_study_positive(result.study_positive)
         for strip in self.strips:
             strip.set_positive(self.plot.positive_slices())
         self.main_window.statusBar().showMessage(

@@ -9,15 +9,17 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QByteArray, Qt, Signal
+from PySide6.QtCore import QByteArray, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
+    QScrollArea,
     QScrollBar,
     QSplitter,
     QVBoxLayout,
@@ -34,6 +36,29 @@ from ichviewer.qt.state import ViewState
 from ichviewer.qt.workers import LoadRequest, ReformatRequest, StudyLoader
 
 log = logging.getLogger(__name__)
+
+
+class PanelScrollArea(QScrollArea):
+    """Vertical-only scroll area for a docked panel: as wide as the panel needs plus its
+    scroll bar, so a panel that scrolls is never clipped on the right."""
+
+    def __init__(self, widget: QWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(widget)
+
+    def _width_for(self, hint: QSize) -> int:
+        return hint.width() + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def minimumSizeHint(self) -> QSize:
+        inner = self.widget().minimumSizeHint() if self.widget() is not None else QSize(0, 0)
+        return QSize(self._width_for(inner), super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:
+        inner = self.widget().sizeHint() if self.widget() is not None else QSize(0, 0)
+        return QSize(self._width_for(inner), inner.height() + 2 * self.frameWidth())
 #: Window size, position and splitter sizes, kept in the settings folder.
 LAYOUT_FILE = "window.json"
 
@@ -290,10 +315,18 @@ class MainWindow(QMainWindow):
             self.show_volume(self.volumes[uids[j]])
 
     def add_panel(self, widget: QWidget, title: str, area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea) -> QDockWidget:
-        """Dock a panel (findings, adjudication) on the right; returns the dock."""
+        """Dock a panel (findings, adjudication) on the right; returns the dock.
+
+        The panel sits in a scroll area: when the docks stacked on one side need more height
+        than the window has, a panel scrolls instead of being squeezed below its minimum
+        height (which overlapped its rows: the findings table's ANY row was hidden under the
+        model list in a 1000-pixel-high window).
+        """
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock_{title.lower().replace(' ', '_')}")
-        dock.setWidget(widget)
+        scroll = PanelScrollArea(widget, dock)
+        scroll.setObjectName(f"{dock.objectName()}_scroll")
+        dock.setWidget(scroll)
         self.addDockWidget(area, dock)
         return dock
 

@@ -81,6 +81,7 @@ class SliceProbabilityPlot(QWidget):
         self.current_slice = 0
         self._probs: np.ndarray | None = None  # (z, 6), NaN where not computed
         self._thresholds: dict[str, float] = {}
+        self._study_positive: bool | None = None  # the study's ANY decision, None while unknown
         self.plot_widget.scene().sigMouseClicked.connect(self._on_scene_clicked)
         self.view_box.sigResized.connect(self._on_resized)
         self._refresh()
@@ -89,6 +90,7 @@ class SliceProbabilityPlot(QWidget):
     def set_n_slices(self, n: int) -> None:
         """A new study: empty plot over `n` slices."""
         self.n_slices = int(n)
+        self._study_positive = None
         self._probs = np.full((self.n_slices, len(LABELS)), np.nan) if n else None
         self.view_box.setXRange(0.5, max(1, self.n_slices) + 0.5, padding=0.0)
         self._refresh()
@@ -129,10 +131,21 @@ class SliceProbabilityPlot(QWidget):
         self.current_slice = int(index)
         self.current_line.setPos(self.current_slice + 1)
 
+    def set_study_positive(self, positive: bool | None) -> None:
+        """The study's current ANY decision (None: not known yet). A subtype marks no slice in a
+        study not called positive for haemorrhage (`ichviewer.core.decisions`)."""
+        self._study_positive = positive
+        self._refresh()
+
     def positive_slices(self, label: str | None = None) -> list[int]:
-        """0-based slices whose probability for `label` (default: the shown one) reaches its threshold."""
+        """0-based slices whose probability for `label` (default: the shown one) reaches its threshold.
+
+        None for a subtype when the study is not positive for haemorrhage (`set_study_positive`).
+        """
         label = label or self.label
         if self._probs is None or label not in self._thresholds:
+            return []
+        if label != "ANY" and self._study_positive is False:
             return []
         col = np.nan_to_num(self._probs[:, LABELS.index(label)], nan=-1.0)
         return [int(i) for i in np.flatnonzero(col >= self._thresholds[label])]
