@@ -39,7 +39,7 @@ from ichviewer.training.data import (
     read_training_labels,
     split_by_patient,
 )
-from ichviewer.training.losses import class_weights, weighted_bce
+from ichviewer.training.losses import class_weights, noisy_or_any_bce_per_sample, weighted_bce
 from ichviewer.training.networks import FAMILIES, build_network
 
 
@@ -74,6 +74,24 @@ def test_weighted_bce_is_lee_eq2_summed_over_labels():
     t, a_p, a_n = targets.numpy()[0], ap.numpy(), an.numpy()
     by_hand = -np.sum(a_p * t * np.log(p) + a_n * (1 - t) * np.log(1 - p))
     assert float(weighted_bce(logits, targets, ap, an)) == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_noisy_or_any_loss_is_weighted_bce_of_one_minus_the_product():
+    z = torch.tensor([[0.3, -1.2, 2.0, -4.0, -0.5], [-6.0, -7.0, -5.5, -8.0, -6.5], [-30.0] * 5], dtype=torch.float32)
+    y = torch.tensor([1.0, 0.0, 1.0])
+    known = torch.tensor([1.0, 1.0, 0.0])
+    got = noisy_or_any_bce_per_sample(z, y, 2.0, 0.5, known).numpy()
+    p = 1 / (1 + np.exp(-z.numpy().astype(np.float64)))
+    q = 1 - np.prod(1 - p, axis=1)  # the noisy-OR ANY of apply_any_rule
+    by_hand = -(2.0 * y.numpy() * np.log(q) + 0.5 * (1 - y.numpy()) * np.log(1 - q)) * known.numpy()
+    np.testing.assert_allclose(got, by_hand, rtol=1e-4)
+    # all subtypes near 0 for a positive: large but finite, and its gradient raises them
+    zz = torch.full((1, 5), -30.0, requires_grad=True)
+    loss = noisy_or_any_bce_per_sample(zz, torch.tensor([1.0]), 1.0, 1.0).sum()
+    assert torch.isfinite(loss)
+    zz2 = torch.full((1, 5), -3.0, requires_grad=True)
+    noisy_or_any_bce_per_sample(zz2, torch.tensor([1.0]), 1.0, 1.0).sum().backward()
+    assert (zz2.grad < 0).all()  # descending the loss raises every subtype logit
 
 
 # --------------------------------------------------------------------------- Eq. 4

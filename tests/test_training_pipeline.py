@@ -77,8 +77,9 @@ def test_export_matches_pytorch_and_a_wrong_model_is_caught(tmp_path, phantom_ca
 
 
 @pytest.mark.parametrize(
-    "options", [{}, {"hard_fraction": 0.5, "precision": "bf16"}, {"lesion_map_weight": 1.0}],
-    ids=["plain", "mining-bf16", "lesion-maps"],
+    "options",
+    [{}, {"hard_fraction": 0.5, "precision": "bf16"}, {"lesion_map_weight": 1.0}, {"noisy_or_any_weight": 1.0}],
+    ids=["plain", "mining-bf16", "lesion-maps", "noisy-or-any"],
 )
 def test_resume_continues_from_the_checkpoint_to_the_same_weights(tmp_path, phantom_caches, options):
     train, val = phantom_caches
@@ -92,6 +93,22 @@ def test_resume_continues_from_the_checkpoint_to_the_same_weights(tmp_path, phan
         torch.testing.assert_close(resumed.model.state_dict()[k], v, atol=1e-5, rtol=1e-4)
     with pytest.raises(CheckpointError, match="other settings"):
         train_member(_config(lr=5e-3, **options), train, val, tmp_path / "b.pt", resume=True)
+
+
+def test_noisy_or_any_loss_changes_training_and_is_checked(phantom_caches):
+    train, val = phantom_caches
+    with_term = train_member(_config(noisy_or_any_weight=1.0, epochs=1, steps_per_epoch=2, seed=9), train, val)
+    without = train_member(_config(epochs=1, steps_per_epoch=2, seed=9), train, val)
+    w1 = with_term.model.classifier.weight.detach()
+    w0 = without.model.classifier.weight.detach()
+    assert not torch.allclose(w1, w0)  # the same seed and batches: only the loss differs
+    # study-level labels (MIL bags): the term reads each subtype's bag maximum
+    study = replace(train, cases=[replace(c, slice_labelled=False) for c in train.cases])
+    mil = train_member(_config(noisy_or_any_weight=1.0, epochs=1, steps_per_epoch=2, seed=9), study, val)
+    assert all(np.isfinite(h.train_loss) for h in mil.history)
+    assert "noisy_or_any_weight" not in _config().fingerprint()  # old checkpoints still resume
+    with pytest.raises(ValueError, match="noisy-OR ANY loss weight"):
+        _config(noisy_or_any_weight=-1.0)
 
 
 def test_lesion_map_loss_trains_a_head_beside_the_network_and_needs_maps(phantom_caches):

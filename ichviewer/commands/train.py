@@ -126,6 +126,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "masks (phantoms only; not exported; 0: off, the default)",
     )
     p.add_argument(
+        "--noisy-or-any-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="weight of a loss that trains the five subtypes' noisy-OR, 1 - prod(1 - p_s), against the ANY label: "
+        "the ANY that --any-rule noisy-or ranks studies by (0: off, the default)",
+    )
+    p.add_argument(
         "--lesion-map-stride",
         type=int,
         default=None,
@@ -212,6 +220,7 @@ def recipe_config_from_args(args: argparse.Namespace):
         input_stem=args.input_stem,
         lesion_map_weight=args.lesion_map_weight,
         lesion_map_stride=args.lesion_map_stride,
+        noisy_or_any_weight=args.noisy_or_any_weight,
         ensemble=args.ensemble,
         any_rule=args.any_rule,
         min_sensitivity=args.min_sensitivity,

@@ -176,4 +176,11 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    the same triage thresholds, a lower specificity on the development set and more false
    "confident positive" calls (models/EXPERIMENTS.md, stop 19), so the bundled recipe does not
    use it; it is for sites whose validation split is small.
+22. Noisy-OR ANY loss (option, off by default: `--noisy-or-any-weight W`): with `--any-rule
+   noisy-or` the app ranks studies by q = 1 - prod_s (1 - p_s) of the five subtypes, but Eq. 2
+   trains each subtype head alone, and Eq. 3's large positive weights for rare subtypes leave
+   their probabilities high on normal slices, which the product then multiplies. This adds
+   W times the class-weighted BCE of q against the ANY label to each sample's loss
+   (`losses.noisy_or_any_bce_per_sample`; with study labels, on each subtype's bag maximum).
+   Lee et al. have no such term. Measured in models/EXPERIMENTS.md (stop 21).
 """

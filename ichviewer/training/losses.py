@@ -52,3 +52,27 @@ def weighted_bce(logits, targets, alpha_p, alpha_n, known=None, sample_weight=No
     if sample_weight is not None:
         per_sample = per_sample * sample_weight
     return per_sample.mean()
+
+
+def noisy_or_any_bce_per_sample(subtype_logits, any_targets, alpha_p, alpha_n, known=None):
+    """Class-weighted BCE of the noisy-OR ANY against the ANY label, per sample (torch (n,)).
+
+    The bundled ensemble reads ANY as q = 1 - prod_s (1 - s(z_s)) over the five subtype logits
+    (`ichviewer.inference.findings.apply_any_rule`), but Eq. 2 trains each subtype head alone,
+    and the larger Eq. 3 weights of rare subtypes lift their probabilities on normal slices
+    (EDH 0.6-0.7 on the highest slice of normal studies), which the noisy-OR multiplies into
+    ANY 0.9+ on negatives (models/EXPERIMENTS.md, stop 21). This term trains the quantity the
+    app ranks studies by: -[alpha_P y ln q + alpha_N (1 - y) ln(1 - q)], written with
+    ln(1 - q) = sum_s ln s(-z_s) and ln q = ln(-expm1(ln(1 - q))) for numerical stability.
+    `alpha_p`, `alpha_n` are ANY's Eq. 3 weights; `known` (n,) drops samples without an ANY label.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    log_not_q = F.logsigmoid(-subtype_logits).sum(dim=1)
+    # -expm1(x) for x -> 0- underflows to 0; clamp keeps the log finite (its gradient then vanishes).
+    log_q = torch.log(torch.clamp(-torch.expm1(log_not_q), min=1e-12))
+    per_sample = -(alpha_p * any_targets * log_q + alpha_n * (1.0 - any_targets) * log_not_q)
+    if known is not None:
+        per_sample = per_sample * known
+    return per_sample

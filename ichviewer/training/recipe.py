@@ -84,6 +84,7 @@ class RecipeConfig:
     input_stem: bool = False
     lesion_map_weight: float = 0.0
     lesion_map_stride: int | None = None
+    noisy_or_any_weight: float = 0.0  # departure 22: train the subtypes' noisy-OR against the ANY label
     ensemble: str = "mean"
     any_rule: str = "model"  # manifest aggregation.any: the models' ANY output, or noisy-OR of the subtypes
     min_sensitivity: float = 0.95
@@ -106,6 +107,8 @@ class RecipeConfig:
             raise ValueError(f"calibration cases must be >= 0, got {self.calibration_cases}")
         if self.calibration_cases and self.source != "phantoms":
             raise ValueError("calibration cases are planned phantoms; a DICOM site fits its operating points on its validation split")
+        if not (math.isfinite(self.noisy_or_any_weight) and self.noisy_or_any_weight >= 0):
+            raise ValueError(f"noisy-OR ANY loss weight must be >= 0, got {self.noisy_or_any_weight}")
         if self.lesion_map_weight > 0 and self.source != "phantoms":
             raise ValueError("the lesion-map loss needs phantoms (DICOM studies come without blood masks)")
         from ichviewer.core.windowing import INPUT_WINDOW_SETS
@@ -310,7 +313,7 @@ def member_train_config(config: RecipeConfig, index: int, name: str, family: str
         pair_twins=config.twins and config.pair_twins,
         hard_fraction=config.hard_fraction, positive_sampling=config.positive_sampling,
         precision=config.precision, input_stem=config.input_stem, lesion_map_weight=config.lesion_map_weight,
-        lesion_map_stride=config.lesion_map_stride,
+        lesion_map_stride=config.lesion_map_stride, noisy_or_any_weight=config.noisy_or_any_weight,
     )
 
 

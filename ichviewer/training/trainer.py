@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ichviewer import LABELS
+from ichviewer.inference.findings import ANY_COLUMN, SUBTYPE_COLUMNS
 from ichviewer.training.augmentation import (
     affine_warp,
     augment_images,
@@ -22,7 +23,12 @@ from ichviewer.training.augmentation import (
     interpolate_slices,
 )
 from ichviewer.training.data import SliceCache
-from ichviewer.training.losses import class_weights, weighted_bce, weighted_bce_per_sample
+from ichviewer.training.losses import (
+    class_weights,
+    noisy_or_any_bce_per_sample,
+    weighted_bce,
+    weighted_bce_per_sample,
+)
 from ichviewer.training.progress import ProgressBar
 
 #: Bump when the checkpoint layout changes; an older checkpoint is then not resumed.
@@ -128,9 +134,15 @@ class TrainConfig:
     #: stride (`networks.body_taps`). None: the last features (stride 16 with the input stem).
     #: A finer grid gives a punctate bleed a cell of its own.
     lesion_map_stride: int | None = None
+    #: Weight of the noisy-OR ANY loss (`losses.noisy_or_any_bce_per_sample`; departure 22 in
+    #: `ichviewer.training`): the five subtype heads are also trained so that their noisy-OR,
+    #: the ANY a `--any-rule noisy-or` manifest reads, matches the ANY label. 0 (default): Eq. 2 alone.
+    noisy_or_any_weight: float = 0.0
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.noisy_or_any_weight) and self.noisy_or_any_weight >= 0):
+            raise ValueError(f"noisy-OR ANY loss weight must be >= 0, got {self.noisy_or_any_weight}")
         check_batch_options(
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
             positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
@@ -146,7 +158,7 @@ class TrainConfig:
         d.pop("threads")
         if d["positive_sampling"] == "slice":  # options added later leave out their default,
             d.pop("positive_sampling")  # so checkpoints made before them still resume
-        for key in ("lesion_map_weight", "lesion_map_stride"):
+        for key in ("lesion_map_weight", "lesion_map_stride", "noisy_or_any_weight"):
             if not d[key]:
                 d.pop(key)
         return d
@@ -722,8 +734,19 @@ def train_member(
             if mil:
                 logits = torch.stack([logits[sp].max(dim=0).values for sp in spans])
                 loss = weighted_bce(logits, torch.from_numpy(y), alpha_p, alpha_n, torch.from_numpy(k))
+                if config.noisy_or_any_weight > 0:  # on each subtype's bag maximum (an upper bound of the slices' noisy-OR)
+                    kt = torch.from_numpy(k)
+                    loss = loss + config.noisy_or_any_weight * noisy_or_any_bce_per_sample(
+                        logits[:, SUBTYPE_COLUMNS], torch.from_numpy(y)[:, ANY_COLUMN],
+                        alpha_p[ANY_COLUMN], alpha_n[ANY_COLUMN], kt[:, ANY_COLUMN],
+                    ).mean()
             else:
-                per_sample = weighted_bce_per_sample(logits, torch.from_numpy(y), alpha_p, alpha_n, torch.from_numpy(k))
+                yt, kt = torch.from_numpy(y), torch.from_numpy(k)
+                per_sample = weighted_bce_per_sample(logits, yt, alpha_p, alpha_n, kt)
+                if config.noisy_or_any_weight > 0:
+                    per_sample = per_sample + config.noisy_or_any_weight * noisy_or_any_bce_per_sample(
+                        logits[:, SUBTYPE_COLUMNS], yt[:, ANY_COLUMN], alpha_p[ANY_COLUMN], alpha_n[ANY_COLUMN], kt[:, ANY_COLUMN]
+                    )
                 sampler.record(pick, per_sample.detach().numpy())
                 loss = (per_sample * weights).mean()
                 if map_head is not None:
