@@ -138,6 +138,10 @@ def test_model_card_says_how_the_5mm_phantoms_were_sampled() -> None:
 def test_model_card_says_how_any_is_made() -> None:
     from ichviewer.evaluation.model_card import _any_rule_text
 
+    from ichviewer.evaluation.model_card import _loss_text
+
+    assert "noisy-OR" not in _loss_text({}) and "noisy-OR" not in _loss_text({"noisy_or_any_weight": 0.0})
+    assert "plus 1 x the class-weighted cross-entropy of the five subtypes' noisy-OR" in _loss_text({"noisy_or_any_weight": 1.0})
     assert _any_rule_text({}) == _any_rule_text({"any_rule": "model"}) == ""
     assert "noisy-OR of the five subtype probabilities" in _any_rule_text({"any_rule": "noisy-or"})
 
@@ -158,3 +162,15 @@ def test_readme_and_model_card_quote_the_bundled_command() -> None:
     root = Path(__file__).resolve().parents[1]
     assert ".venv/bin/" + BUNDLED_COMMAND + "\n" in (root / "README.md").read_text("utf-8")
     assert "\n" + BUNDLED_COMMAND + "\n" in (root / "models" / "MODEL_CARD.md").read_text("utf-8")
+
+
+def test_model_card_says_how_the_triage_thresholds_were_placed() -> None:
+    from ichviewer.evaluation.model_card import _triage_choice_text
+
+    assert _triage_choice_text({}) == ""
+    base = {"negative_below": 0.484, "positive_above": 0.994, "target_miss_rate": 0.01,
+            "target_false_positive_rate": 0.01, "fraction_negative": 0.01, "fraction_positive": 0.4}
+    reached = _triage_choice_text({**base, "negative_reached": True})
+    assert "below 0.484" in reached and "above 0.994" in reached and "switched off" not in reached
+    off = _triage_choice_text({**base, "negative_below": 0.0, "negative_reached": False})
+    assert "switched off" in off and "clears a haemorrhage with it" in off

@@ -2,8 +2,8 @@
 
 Each label has its own operating point (a manifest threshold chosen on validation data for
 sensitivity, `ichviewer.evaluation.operating_point`). Read one label at a time, those
-thresholds contradict each other: the bundled ensemble's SAH threshold is 0.17 and its ANY
-threshold 0.82, so a study with SAH 0.76 would be "positive for SAH" and "negative for
+thresholds contradict each other: the stop-19 ensemble's SAH threshold was 0.17 and its ANY
+threshold 0.82, so a study with SAH 0.76 was "positive for SAH" and "negative for
 haemorrhage" at once (the real GE head series did exactly that, stop 20; 39 of the 200
 held-out studies did). A reader cannot act on that.
 

@@ -81,7 +81,31 @@ def _loss_text(cfg: Mapping[str, Any]) -> str:
         stride = cfg.get("lesion_map_stride")
         if stride:
             text += f", read from each network's block at stride {int(stride)} ({int(stride)}-pixel cells)"
+    noisy_or = float(cfg.get("noisy_or_any_weight") or 0.0)
+    if noisy_or > 0:
+        text += (
+            f", plus {noisy_or:g} x the class-weighted cross-entropy of the five subtypes' noisy-OR, "
+            "1 - prod(1 - p_s), against the ANY label (departure 22)"
+        )
     return text
+
+
+def _triage_choice_text(tri: Mapping[str, Any]) -> str:
+    """How the shipped triage thresholds were placed on validation (training_log operating_points.triage)."""
+    if "negative_below" not in tri:
+        return ""
+    miss = tri.get("target_miss_rate")
+    fpr = tri.get("target_false_positive_rate")
+    if tri.get("negative_reached", True):
+        neg = (f"\"confident negative\" below {_fmt(tri.get('negative_below'))} (the highest threshold whose miss rate "
+               f"on validation is at most {_fmt(miss, 2)}; it cleared {_fmt(tri.get('fraction_negative'), 2)} of validation)")
+    else:
+        neg = (f"\"confident negative\" switched off (threshold {_fmt(tri.get('negative_below'))}): on validation no "
+               f"threshold clears any study at a miss rate of at most {_fmt(miss, 2)} (every threshold that clears a "
+               "study clears a haemorrhage with it), so every study is referred or called positive")
+    pos = (f"\"confident positive\" above {_fmt(tri.get('positive_above'))} (false-positive rate on validation at most "
+           f"{_fmt(fpr, 2)}; it called {_fmt(tri.get('fraction_positive'), 2)} of validation)")
+    return f"Thresholds chosen on validation (training log): {neg}; {pos}."
 
 
 def _n_calibration(log: Mapping[str, Any]) -> int:
@@ -315,6 +339,9 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
             f"{_prop(observed.get('miss_rate'))}; no haemorrhage among \"confident positive\": "
             f"{_prop(observed.get('false_positive_rate'))}; referred: {_fmt(observed.get('fraction_refer'))}.",
         ]
+        chosen = _triage_choice_text((log.get("operating_points") or {}).get("triage") or {})
+        if chosen:
+            lines += ["", chosen]
     if extra_evaluations:
         lines += _other_sets_lines(ev, extra_evaluations, commands)
     if normal_series is not None:
