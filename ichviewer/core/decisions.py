@@ -40,6 +40,12 @@ def own_threshold_reached(probability: ArrayLike, threshold: ArrayLike) -> NDArr
         return np.nan_to_num(p, nan=-np.inf) >= np.asarray(threshold, dtype=np.float64)
 
 
+def label_called(label: str, own_reached: ArrayLike, study_positive: ArrayLike) -> NDArray[np.bool_]:
+    """The rule itself: ANY is its own threshold; a subtype needs its own threshold and ANY."""
+    own = np.asarray(own_reached, dtype=bool)
+    return own if label == "ANY" else own & np.asarray(study_positive, dtype=bool)
+
+
 def case_calls(
     probabilities: Mapping[str, ArrayLike], thresholds: Mapping[str, ArrayLike]
 ) -> dict[str, NDArray[np.bool_]]:
@@ -54,5 +60,4 @@ def case_calls(
     own = {lab: own_threshold_reached(p, thresholds[lab]) for lab, p in probabilities.items()}
     if "ANY" not in own:
         return own
-    study_positive = own["ANY"]
-    return {lab: (v if lab == "ANY" else v & study_positive) for lab, v in own.items()}
+    return {lab: label_called(lab, v, own["ANY"]) for lab, v in own.items()}

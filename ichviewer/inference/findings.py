@@ -92,7 +92,7 @@ class LabelFinding:
 
     @property
     def positive(self) -> bool:
-        return self.own_threshold_reached and (self.label == "ANY" or self.study_positive)
+        return bool(decisions.label_called(self.label, self.own_threshold_reached, self.study_positive))
 
     @property
     def held_back(self) -> bool:
