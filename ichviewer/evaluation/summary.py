@@ -177,10 +177,9 @@ def evaluate_cases(
     thr: dict[str, NDArray[np.float64]] = {}
     calls: dict[str, NDArray[np.bool_]] = {}  # the workstation's decisions (ichviewer.core.decisions)
     unlabelled: dict[str, int] = {}
-    all_calls = case_calls(
-        {lab: as_scores(y_prob[lab], n, f"y_prob[{lab}]") for lab in labels},
-        {lab: _thresholds_array(lab, thresholds[lab], n) for lab in labels},
-    )
+    all_p = {lab: as_scores(y_prob[lab], n, f"y_prob[{lab}]") for lab in labels}
+    all_t = {lab: _thresholds_array(lab, thresholds[lab], n) for lab in labels}
+    all_calls = case_calls(all_p, all_t)
     for lab in labels:
         raw = np.asarray(y_true[lab], dtype=np.float64)
         if raw.shape != (n,):
@@ -192,8 +191,8 @@ def evaluate_cases(
             raise ValueError("y_true['ANY'] must be known for every case")
         unlabelled[lab] = int((~known).sum())
         ys[lab] = as_binary(raw[known], f"y_true[{lab}]")
-        ps[lab] = as_scores(y_prob[lab], n, f"y_prob[{lab}]")[known]
-        thr[lab] = _thresholds_array(lab, thresholds[lab], n)[known]
+        ps[lab] = all_p[lab][known]
+        thr[lab] = all_t[lab][known]
         calls[lab] = all_calls[lab][known]
         if ys[lab].size == 0:
             raise ValueError(f"no case has a known {lab} label")

@@ -181,12 +181,8 @@ class StudyResult:
         `ichviewer.core.decisions`, so the slice marks never contradict the case decision).
         """
         col = self.slice_probabilities[:, LABELS.index(label)]
-        th = self.operating_points.thresholds
-        calls = decisions.case_calls(
-            {label: col, "ANY": np.full(col.shape, self.case_probabilities[ANY_COLUMN])},
-            {label: th[label], "ANY": th["ANY"]},
-        )
-        return calls[label]
+        own = decisions.own_threshold_reached(col, self.operating_points.thresholds[label])
+        return decisions.label_called(label, own, self.study_positive)
 
     def positive_slices(self, label: str = "ANY") -> list[int]:
         return [int(i) for i in np.flatnonzero(self.slice_decisions(label))]

@@ -9,6 +9,7 @@ from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from ichviewer import LABELS
+from ichviewer.core import decisions
 
 #: Curve colour per label (ANY in white: it is drawn beside the selected subtype).
 LABEL_COLOURS = {
@@ -145,10 +146,9 @@ class SliceProbabilityPlot(QWidget):
         label = label or self.label
         if self._probs is None or label not in self._thresholds:
             return []
-        if label != "ANY" and self._study_positive is False:
-            return []
-        col = np.nan_to_num(self._probs[:, LABELS.index(label)], nan=-1.0)
-        return [int(i) for i in np.flatnonzero(col >= self._thresholds[label])]
+        own = decisions.own_threshold_reached(self._probs[:, LABELS.index(label)], self._thresholds[label])
+        # while the study's decision is unknown (None) the slices are not held back
+        return [int(i) for i in np.flatnonzero(decisions.label_called(label, own, self._study_positive is not False))]
 
     def curve_points(self) -> tuple[np.ndarray, np.ndarray]:
         """(x image numbers, y probabilities) of the plotted curve (tests and exports)."""

@@ -108,8 +108,6 @@ class RecipeConfig:
             raise ValueError(f"calibration cases must be >= 0, got {self.calibration_cases}")
         if self.calibration_cases and self.source != "phantoms":
             raise ValueError("calibration cases are planned phantoms; a DICOM site fits its operating points on its validation split")
-        if not (math.isfinite(self.noisy_or_any_weight) and self.noisy_or_any_weight >= 0):
-            raise ValueError(f"noisy-OR ANY loss weight must be >= 0, got {self.noisy_or_any_weight}")
         if self.lesion_map_weight > 0 and self.source != "phantoms":
             raise ValueError("the lesion-map loss needs phantoms (DICOM studies come without blood masks)")
         from ichviewer.core.windowing import INPUT_WINDOW_SETS
@@ -125,7 +123,7 @@ class RecipeConfig:
         check_batch_options(
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
             positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
-            lesion_map_stride=self.lesion_map_stride,
+            lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
         )
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:

@@ -53,6 +53,7 @@ def check_batch_options(
     precision: str | None = None,
     lesion_map_weight: float | None = None,
     lesion_map_stride: int | None = None,
+    noisy_or_any_weight: float | None = None,
 ) -> None:
     """Raise ValueError naming the first of these options (those given) that is out of range.
 
@@ -71,6 +72,8 @@ def check_batch_options(
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if lesion_map_weight is not None and not (math.isfinite(lesion_map_weight) and lesion_map_weight >= 0):
         raise ValueError(f"lesion map weight must be >= 0, got {lesion_map_weight}")
+    if noisy_or_any_weight is not None and not (math.isfinite(noisy_or_any_weight) and noisy_or_any_weight >= 0):
+        raise ValueError(f"noisy-OR ANY loss weight must be >= 0, got {noisy_or_any_weight}")
     if lesion_map_stride is not None:
         from ichviewer.training.data import LESION_MAP_STRIDE
 
@@ -141,12 +144,10 @@ class TrainConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.noisy_or_any_weight) and self.noisy_or_any_weight >= 0):
-            raise ValueError(f"noisy-OR ANY loss weight must be >= 0, got {self.noisy_or_any_weight}")
         check_batch_options(
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
             positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
-            lesion_map_stride=self.lesion_map_stride,
+            lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
         )
 
     @property
@@ -671,6 +672,13 @@ def train_member(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total_steps, pct_start=0.15)
     alpha_p = torch.as_tensor(ap, dtype=torch.float32)
     alpha_n = torch.as_tensor(an, dtype=torch.float32)
+
+    def noisy_or_term(logits, targets, known):
+        """Departure 22 per sample: W x the weighted BCE of the subtypes' noisy-OR against ANY."""
+        return config.noisy_or_any_weight * noisy_or_any_bce_per_sample(
+            logits[:, SUBTYPE_COLUMNS], targets[:, ANY_COLUMN], alpha_p[ANY_COLUMN], alpha_n[ANY_COLUMN], known[:, ANY_COLUMN]
+        )
+
     history: list[EpochRecord] = []
     best_state, best_map, best_epoch, first_epoch = None, -math.inf, -1, 0
     ckpt = Path(checkpoint) if checkpoint else None
@@ -735,18 +743,12 @@ def train_member(
                 logits = torch.stack([logits[sp].max(dim=0).values for sp in spans])
                 loss = weighted_bce(logits, torch.from_numpy(y), alpha_p, alpha_n, torch.from_numpy(k))
                 if config.noisy_or_any_weight > 0:  # on each subtype's bag maximum (an upper bound of the slices' noisy-OR)
-                    kt = torch.from_numpy(k)
-                    loss = loss + config.noisy_or_any_weight * noisy_or_any_bce_per_sample(
-                        logits[:, SUBTYPE_COLUMNS], torch.from_numpy(y)[:, ANY_COLUMN],
-                        alpha_p[ANY_COLUMN], alpha_n[ANY_COLUMN], kt[:, ANY_COLUMN],
-                    ).mean()
+                    loss = loss + noisy_or_term(logits, torch.from_numpy(y), torch.from_numpy(k)).mean()
             else:
                 yt, kt = torch.from_numpy(y), torch.from_numpy(k)
                 per_sample = weighted_bce_per_sample(logits, yt, alpha_p, alpha_n, kt)
                 if config.noisy_or_any_weight > 0:
-                    per_sample = per_sample + config.noisy_or_any_weight * noisy_or_any_bce_per_sample(
-                        logits[:, SUBTYPE_COLUMNS], yt[:, ANY_COLUMN], alpha_p[ANY_COLUMN], alpha_n[ANY_COLUMN], kt[:, ANY_COLUMN]
-                    )
+                    per_sample = per_sample + noisy_or_term(logits, yt, kt)
                 sampler.record(pick, per_sample.detach().numpy())
                 loss = (per_sample * weights).mean()
                 if map_head is not None:
