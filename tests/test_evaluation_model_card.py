@@ -59,7 +59,9 @@ def test_model_card_input_line_names_the_stem_and_precision() -> None:
     stem = _input_text({"input_size": 256, "crop": "head", "windows": "brain-subdural-bone", "slab_mm": 5.0,
                         "input_stem": True, "precision": "bf16"})
     assert "256 x 256 pixels of a square around the head, through a learned 2x downsampling stem" in stem
-    assert "128 x 128" in stem and "bfloat16" in stem
+    assert "128 x 128" in stem and "bfloat16" in stem and "16 channels" not in stem
+    wide = _input_text({"input_size": 256, "input_stem": True, "wide_stem": True})
+    assert "stem of 16 channels, all fed to the network (every later layer works at 128 x 128)" in wide
 
 
 def test_model_card_sets_other_test_sets_and_real_normal_series_beside_the_held_out(tmp_path: Path) -> None:

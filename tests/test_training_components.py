@@ -257,6 +257,27 @@ def test_input_stem_takes_twice_the_input_and_gives_the_same_feature_grid(family
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_a_wide_stem_feeds_all_its_channels_to_the_network(family):
+    from ichviewer.training.networks import STEM_CHANNELS
+
+    narrow = build_network(family, width=4, input_stem=True).eval()
+    wide = build_network(family, width=4, input_stem=True, wide_stem=True).eval()
+    assert isinstance(narrow.body[0][-1], torch.nn.Conv2d) and narrow.body[0][-1].out_channels == 3
+    assert not any(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) for m in wide.body[0])
+    assert next(m for m in wide.body[1].modules() if isinstance(m, torch.nn.Conv2d)).in_channels == STEM_CHANNELS
+    with torch.no_grad():
+        _, f_narrow = narrow(torch.rand(2, 3, 64, 64))
+        logits, f_wide = wide(torch.rand(2, 3, 64, 64))
+    assert f_wide.shape == f_narrow.shape  # CAM and atlas features keep their size
+    torch.testing.assert_close(logits, wide.classifier(f_wide.mean(dim=(2, 3))))
+
+
+def test_a_wide_stem_needs_the_input_stem():
+    with pytest.raises(ValueError, match="input stem"):
+        build_network("vgg", width=4, wide_stem=True)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_body_taps_name_the_last_block_at_each_stride(family):
     from ichviewer.training.networks import body_taps
 

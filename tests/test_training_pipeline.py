@@ -159,6 +159,21 @@ def test_recipe_checks_the_lesion_map_stride_for_every_member_before_data(tmp_pa
         RecipeConfig(out=tmp_path, input_size=128, lesion_map_weight=1.0, lesion_map_stride=16)
 
 
+def test_the_wide_stem_is_checked_and_old_checkpoints_still_resume(tmp_path, capsys):
+    from ichviewer.cli import main
+    from ichviewer.training.recipe import RecipeConfig
+
+    assert "wide_stem" not in _config().fingerprint()  # checkpoints made before the option still resume
+    assert _config(input_stem=True, wide_stem=True).fingerprint()["wide_stem"] is True
+    with pytest.raises(ValueError, match="input stem"):
+        _config(wide_stem=True)
+    with pytest.raises(ValueError, match="--wide-stem needs --input-stem"):
+        RecipeConfig(out=tmp_path, wide_stem=True)
+    rc = main(["train", "--out", str(tmp_path / "o"), "--wide-stem"])
+    assert rc == 2 and "--wide-stem needs --input-stem" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_cache_size_estimate_covers_the_built_cache(phantom_caches):
     from ichviewer.training.data import estimate_cache_bytes
 
@@ -321,6 +336,14 @@ def test_cli_reports_bad_labels_without_a_traceback(tmp_path, capsys):
     rc = main(["train", "--out", str(tmp_path / "o"), "--source", "dicom", "--data", str(tmp_path / "d"), "--labels", str(bad)])
     err = capsys.readouterr().err
     assert rc == 2 and "labels.csv" in err and "no 'any' column" in err
+
+
+def test_a_network_with_the_wide_stem_exports_and_matches_pytorch(tmp_path):
+    torch.manual_seed(3)
+    net = build_network("mobilenet", width=4, input_stem=True, wide_stem=True).eval()
+    images = np.random.default_rng(1).random((3, 3, 2 * SIZE, 2 * SIZE), dtype=np.float32)
+    spec, check = export_member(net, tmp_path, "wide", 2 * SIZE, images, interpolation_degree=1)
+    assert check.max_logit_diff <= 1e-4 and (tmp_path / spec.file).is_file()
 
 
 def test_a_network_with_the_input_stem_exports_and_matches_pytorch(tmp_path):

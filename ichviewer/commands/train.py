@@ -119,6 +119,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="put a learned 2x downsampling stem in front of each network; use with twice the --input-size (e.g. 256)",
     )
     p.add_argument(
+        "--wide-stem",
+        action="store_true",
+        help="with --input-stem: feed the stem's 16 feature channels to each network instead of a 1x1 projection "
+        "to three channels",
+    )
+    p.add_argument(
         "--lesion-map-weight",
         type=float,
         default=0.0,
@@ -218,6 +224,7 @@ def recipe_config_from_args(args: argparse.Namespace):
         positive_sampling=args.positive_sampling,
         precision=args.precision,
         input_stem=args.input_stem,
+        wide_stem=args.wide_stem,
         lesion_map_weight=args.lesion_map_weight,
         lesion_map_stride=args.lesion_map_stride,
         noisy_or_any_weight=args.noisy_or_any_weight,

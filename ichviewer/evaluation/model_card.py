@@ -53,7 +53,8 @@ def _input_text(cfg: Mapping[str, Any]) -> str:
     slab = f"; thin slices averaged into {cfg['slab_mm']:g} mm slabs" if cfg.get("slab_mm") else ""
     stem = ""
     if cfg.get("input_stem") and isinstance(size, int):
-        stem = f", through a learned 2x downsampling stem (every later layer works at {size // 2} x {size // 2})"
+        kind = " of 16 channels, all fed to the network" if cfg.get("wide_stem") else ""
+        stem = f", through a learned 2x downsampling stem{kind} (every later layer works at {size // 2} x {size // 2})"
     precision = "; trained with bfloat16 autocast (weights and ONNX float32)" if cfg.get("precision") == "bf16" else ""
     return f"{size} x {size} pixels of {crop}{stem}, three channels ({windows}){slab}{precision}"
 

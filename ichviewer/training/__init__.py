@@ -183,4 +183,12 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    W times the class-weighted BCE of q against the ANY label to each sample's loss
    (`losses.noisy_or_any_bce_per_sample`; with study labels, on each subtype's bag maximum).
    Lee et al. have no such term. Measured in models/EXPERIMENTS.md (stop 21).
+23. Wide input stem (option, off by default: `--wide-stem`, with `--input-stem`): the stem of
+   departure 17 ends in a 1x1 convolution back to three channels, so everything it saw at
+   the native pixel size reaches the network as three linear mixtures at half the size. With
+   the wide stem its 16 feature channels go straight into each network's first convolution
+   (`networks.make_input_stem(wide=True)`). Meant for the punctate extra-axial slivers, one
+   pixel wide against the inner table. Measured (2 threads, batch 32, 256 px, bf16) it costs
+   no step time: VGG 84 -> 69 ms, ResNet 100 -> 99, Inception 87 -> 79, MobileNet 122 -> 125
+   (oneDNN handles 16 input channels better than 3). Measured in models/EXPERIMENTS.md (stop 22).
 """

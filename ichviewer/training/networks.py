@@ -59,11 +59,11 @@ class SmallVGG(_Classifier):
 
     family = "vgg"
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, in_channels: int = 3) -> None:
         w = width
         super().__init__(6 * w)
         self.body = nn.Sequential(
-            _conv_bn(3, w, stride=2),
+            _conv_bn(in_channels, w, stride=2),
             _conv_bn(w, w),
             nn.MaxPool2d(2),
             _conv_bn(w, 2 * w),
@@ -92,11 +92,11 @@ class SmallResNet(_Classifier):
 
     family = "resnet"
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, in_channels: int = 3) -> None:
         w = width
         super().__init__(6 * w)
         self.body = nn.Sequential(
-            _conv_bn(3, w, stride=2),
+            _conv_bn(in_channels, w, stride=2),
             _Residual(w, w, 1),
             _Residual(w, 2 * w, 2),
             _Residual(2 * w, 4 * w, 2),
@@ -124,13 +124,13 @@ class SmallInception(_Classifier):
 
     family = "inception"
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, in_channels: int = 3) -> None:
         w = width
         super().__init__(6 * w)
         block1 = _InceptionBlock(2 * w, w // 2 * 2)
         block2 = _InceptionBlock(4 * w, 3 * w // 2)
         self.body = nn.Sequential(
-            _conv_bn(3, w, stride=2),
+            _conv_bn(in_channels, w, stride=2),
             _conv_bn(w, 2 * w, stride=2),
             block1,
             _conv_bn(block1.out_channels, 4 * w, stride=2),
@@ -168,11 +168,11 @@ class SmallMobileNet(_Classifier):
 
     family = "mobilenet"
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, in_channels: int = 3) -> None:
         w = width
         super().__init__(8 * w)
         self.body = nn.Sequential(
-            _conv_bn(3, w, stride=2),
+            _conv_bn(in_channels, w, stride=2),
             _conv_bn(w, 2 * w, stride=2),
             _InvertedResidual(2 * w, 2 * w, 1),
             _InvertedResidual(2 * w, 3 * w, 2),
@@ -185,37 +185,52 @@ class SmallMobileNet(_Classifier):
 _BUILDERS = {"vgg": SmallVGG, "resnet": SmallResNet, "inception": SmallInception, "mobilenet": SmallMobileNet}
 
 
-def make_input_stem(channels: int = 16) -> nn.Sequential:
-    """A learned 2x downsampler to three channels: strided 3x3 conv + BN + ReLU, then a 1x1 conv.
+#: Feature channels of the input stem (`make_input_stem`).
+STEM_CHANNELS = 16
+
+
+def make_input_stem(channels: int = STEM_CHANNELS, wide: bool = False) -> nn.Sequential:
+    """A learned 2x downsampler: strided 3x3 conv + BN + ReLU, then (unless `wide`) a 1x1 conv to three channels.
 
     Put in front of a network (`build_network(..., input_stem=True)`), it lets the network see a
     twice-as-fine input (e.g. 256 instead of 128 pixels) while every later layer works at the
     same size as before, so a punctate bleed of 2-3 native pixels reaches the network through
     learned filters instead of being averaged into one pixel first.
+
+    `wide=True` (departure 23 in `ichviewer.training`) leaves out the 1x1 projection: the
+    network's first convolution reads all `channels` stem features instead of three linear
+    mixtures of them, so what the stem found at the native pixel size (a one-pixel sliver
+    against the inner table) is not squeezed through three channels on its way in.
     """
-    return nn.Sequential(
+    layers: list[nn.Module] = [
         nn.Conv2d(3, channels, 3, stride=2, padding=1, bias=False),
         nn.BatchNorm2d(channels),
         nn.ReLU(inplace=True),
-        nn.Conv2d(channels, 3, 1),
-    )
+    ]
+    if not wide:
+        layers.append(nn.Conv2d(channels, 3, 1))
+    return nn.Sequential(*layers)
 
 
-def build_network(family: str, width: int = 16, input_stem: bool = False) -> _Classifier:
+def build_network(family: str, width: int = 16, input_stem: bool = False, wide_stem: bool = False) -> _Classifier:
     """A fresh network of `family` (one of FAMILIES); `width` scales every layer's channels.
 
     `input_stem=True` prepends `make_input_stem()`, so the network takes inputs twice as large and
     gives the same feature-map size (train it with twice the input size). The stem becomes the
     first module of `body`, so `body[-1]` is still the last block and `body[-2]` the penultimate
-    one, whose output the export gives the atlas (`export.BLOCK_OUTPUT`).
+    one, whose output the export gives the atlas (`export.BLOCK_OUTPUT`). `wide_stem=True` (needs
+    `input_stem`) feeds the stem's STEM_CHANNELS features straight into the network's first
+    convolution (`make_input_stem(wide=True)`).
     """
     if family not in _BUILDERS:
         raise ValueError(f"unknown network family {family!r}; choose from {', '.join(FAMILIES)}")
     if width < 2 or width % 2:
         raise ValueError(f"network width must be an even number >= 2, got {width}")
-    net = _BUILDERS[family](width)
+    if wide_stem and not input_stem:
+        raise ValueError("a wide stem is a kind of input stem: use it with the input stem")
+    net = _BUILDERS[family](width, in_channels=STEM_CHANNELS if wide_stem else 3)
     if input_stem:
-        net.body = nn.Sequential(make_input_stem(), *net.body)
+        net.body = nn.Sequential(make_input_stem(wide=wide_stem), *net.body)
     return net
 
 

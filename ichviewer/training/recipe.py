@@ -83,6 +83,7 @@ class RecipeConfig:
     positive_sampling: str = "slice"
     precision: str = "fp32"
     input_stem: bool = False
+    wide_stem: bool = False  # departure 23: the stem's 16 channels feed the network (needs input_stem)
     lesion_map_weight: float = 0.0
     lesion_map_stride: int | None = None
     noisy_or_any_weight: float = 0.0  # departure 22: train the subtypes' noisy-OR against the ANY label
@@ -150,7 +151,11 @@ class RecipeConfig:
         if not 0.0 <= self.target_miss_rate < 1.0:
             raise ValueError(f"target miss rate must be in [0, 1), got {self.target_miss_rate}")
         families = set(self.families) | ({self.specialist_family} if self.specialists else set())
-        check_lesion_map_stride(sorted(families), self.width, self.input_size, self.input_stem, self.lesion_map_stride)
+        if self.wide_stem and not self.input_stem:
+            raise ValueError("--wide-stem needs --input-stem (it widens the input stem)")
+        check_lesion_map_stride(
+            sorted(families), self.width, self.input_size, self.input_stem, self.lesion_map_stride, self.wide_stem
+        )
 
     @property
     def window_set(self):
@@ -311,7 +316,8 @@ def member_train_config(config: RecipeConfig, index: int, name: str, family: str
         positive_fraction=config.positive_fraction, interpolation=config.interpolation,
         pair_twins=config.twins and config.pair_twins,
         hard_fraction=config.hard_fraction, positive_sampling=config.positive_sampling,
-        precision=config.precision, input_stem=config.input_stem, lesion_map_weight=config.lesion_map_weight,
+        precision=config.precision, input_stem=config.input_stem, wide_stem=config.wide_stem,
+        lesion_map_weight=config.lesion_map_weight,
         lesion_map_stride=config.lesion_map_stride, noisy_or_any_weight=config.noisy_or_any_weight,
     )
 

@@ -129,6 +129,9 @@ class TrainConfig:
     #: Prepend `networks.make_input_stem()` (a learned 2x downsampler): train at twice the input size
     #: for the cost of the usual size in every later layer (departure 17 in `ichviewer.training`).
     input_stem: bool = False
+    #: With `input_stem`: its 16 feature channels feed the network directly instead of a 1x1
+    #: projection to three (`networks.make_input_stem(wide=True)`; departure 23).
+    wide_stem: bool = False
     #: Weight of the lesion-map loss (`lesion_map_loss`; departure 19 in `ichviewer.training`): an
     #: auxiliary 1x1 convolution on the last features learns where the blood is from the cache's
     #: maps. 0 (default) trains on labels alone, as Lee et al. The head is not exported.
@@ -144,6 +147,8 @@ class TrainConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.wide_stem and not self.input_stem:
+            raise ValueError("a wide stem is a kind of input stem: use it with the input stem")
         check_batch_options(
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
             positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
@@ -159,7 +164,7 @@ class TrainConfig:
         d.pop("threads")
         if d["positive_sampling"] == "slice":  # options added later leave out their default,
             d.pop("positive_sampling")  # so checkpoints made before them still resume
-        for key in ("lesion_map_weight", "lesion_map_stride", "noisy_or_any_weight"):
+        for key in ("lesion_map_weight", "lesion_map_stride", "noisy_or_any_weight", "wide_stem"):
             if not d[key]:
                 d.pop(key)
         return d
@@ -399,14 +404,16 @@ def _lesion_map_block(model, family: str, input_size: int, stride: int) -> tuple
     return taps[stride]
 
 
-def check_lesion_map_stride(families, width: int, input_size: int, input_stem: bool, stride: int | None) -> None:
+def check_lesion_map_stride(
+    families, width: int, input_size: int, input_stem: bool, stride: int | None, wide_stem: bool = False
+) -> None:
     """Raise ValueError if any of `families` has no block at `stride` (before minutes of data generation)."""
     if stride is None:
         return
     from ichviewer.training.networks import build_network
 
     for family in families:
-        _lesion_map_block(build_network(family, width, input_stem), family, input_size, stride)
+        _lesion_map_block(build_network(family, width, input_stem, wide_stem), family, input_size, stride)
 
 
 def lesion_map_tap(model, config: TrainConfig) -> _BlockTap | None:
@@ -641,7 +648,7 @@ def train_member(
     _set_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     # channels_last makes CPU convolutions ~1.7x faster here (oneDNN's preferred layout).
-    model = build_network(config.family, config.width, config.input_stem).to(memory_format=torch.channels_last)
+    model = build_network(config.family, config.width, config.input_stem, config.wide_stem).to(memory_format=torch.channels_last)
     rows = specialist_rows(train, config.specialist)
     mil = not train.slice_labelled
     use_maps = config.lesion_map_weight > 0
