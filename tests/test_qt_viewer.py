@@ -455,3 +455,44 @@ def test_window_layout_is_restored_from_the_settings_dir(qtbot, window, settings
     restored = again.splitter.sizes()
     assert restored[0] / sum(restored) == pytest.approx(sizes[0] / sum(sizes), abs=0.02)
     assert restored[0] / sum(restored) != pytest.approx(900 / 1230, abs=0.02)  # not the default split
+
+
+def _corner_rects(overlay) -> dict:
+    return {k: overlay.labels[k].geometry() for k in ("tl", "tr", "bl", "br") if overlay.labels[k].text()}
+
+
+def test_corner_texts_never_overlap_in_a_narrow_view(qtbot):
+    from PySide6.QtWidgets import QLabel, QWidget
+
+    from ichviewer.qt.slice_view import _CornerOverlay
+
+    host = QWidget()
+    qtbot.addWidget(host)
+    corners = _CornerOverlay(host)
+    badge = QLabel("\u26a0 3 warnings", host)
+    corners.extra["badge"] = badge
+    corners.set_text("tl", "STD BRAIN 5MM (series 3)\nIm: 15/28   Inst: 15\nLoc: 42.50 mm\nThk: 5.00 mm   Tilt: +18.5\u00b0")
+    corners.set_text("tr", "HEAD ROUTINE  2019-04-02\n512 x 512\n0.449 x 0.449 mm")
+    corners.set_text("bl", "W: 80 L: 40  Brain\nZoom: 87%")
+    corners.set_text("br", "x: 255  y: 301\nHU: 37")
+    for side, letter in (("top", "A"), ("bottom", "P"), ("left", "R"), ("right", "L")):
+        corners.labels[side].setText(letter)
+        corners.labels[side].adjustSize()
+    host.resize(1000, 800)
+    host.show()
+    qtbot.waitExposed(host)
+    wide = _corner_rects(corners)
+    assert wide["tr"].top() == badge.geometry().bottom() + 3  # side by side: right-hand texts stay in their corner
+    assert corners.labels["top"].y() == corners.MARGIN  # the orientation letter at the edge when nothing is in its way
+    assert wide["br"].bottom() == wide["bl"].bottom()
+    for width in (700, 420, 300, 210):
+        host.resize(width, 600)
+        QApplication.processEvents()
+        rects = {**_corner_rects(corners), "badge": badge.geometry(), "top": corners.labels["top"].geometry(),
+                 "bottom": corners.labels["bottom"].geometry()}
+        names = sorted(rects)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                assert not rects[a].intersects(rects[b]), (width, a, b)
+        assert rects["tr"].right() == width - 1 - corners.MARGIN  # still right-aligned, now stacked
+    assert rects["tr"].top() > rects["tl"].bottom() and rects["br"].bottom() < rects["bl"].top()

@@ -165,23 +165,62 @@ class _CornerOverlay(QObject):
             self.relayout()
         return False
 
+    #: Least horizontal gap (px) between a left and a right corner text before the right one moves.
+    GAP = 12
+
+    def _collide(self, left: QLabel, right_x: int) -> bool:
+        """Whether the left corner's text reaches within GAP of `right_x`."""
+        return not left.isHidden() and bool(left.text()) and self.MARGIN + left.width() + self.GAP > right_x
+
     def relayout(self) -> None:
+        """Pin the texts to their corners. In a view too narrow for both texts of an edge side by
+        side, the right-hand one (and the warning badge) moves below (top) or above (bottom) the
+        left-hand one instead of being drawn over it, as OHIF and Weasis viewports do."""
         w, h, m = self.host.width(), self.host.height(), self.MARGIN
         lab = self.labels
-        badge = self.extra.get("badge")
+        tl, tr, bl, br = lab["tl"], lab["tr"], lab["bl"], lab["br"]
+        tl.move(m, m)
+        bl.move(m, h - bl.height() - m)
+        below_tl = m + tl.height() + 2
         top_right_y = m
+        badge = self.extra.get("badge")
         if badge is not None and badge.isVisible():
             badge.adjustSize()
-            badge.move(w - badge.width() - m, m)
-            top_right_y = m + badge.height() + 2
-        lab["tl"].move(m, m)
-        lab["tr"].move(w - lab["tr"].width() - m, top_right_y)
-        lab["bl"].move(m, h - lab["bl"].height() - m)
-        lab["br"].move(w - lab["br"].width() - m, h - lab["br"].height() - m)
+            badge_x = w - badge.width() - m
+            badge_y = below_tl if self._collide(tl, badge_x) else m
+            badge.move(badge_x, badge_y)
+            top_right_y = badge_y + badge.height() + 2
+        tr_x = w - tr.width() - m
+        if tr.text() and self._collide(tl, tr_x):
+            top_right_y = max(top_right_y, below_tl)
+        tr.move(tr_x, top_right_y)
+        br_x = w - br.width() - m
+        br_y = h - br.height() - m
+        if br.text() and self._collide(bl, br_x):
+            br_y = h - bl.height() - m - 2 - br.height()
+        br.move(br_x, br_y)
         lab["left"].move(m, (h - lab["left"].height()) // 2)
         lab["right"].move(w - lab["right"].width() - m, (h - lab["right"].height()) // 2)
-        lab["top"].move((w - lab["top"].width()) // 2, m)
-        lab["bottom"].move((w - lab["bottom"].width()) // 2, h - lab["bottom"].height() - m)
+        # The orientation letters at the middle of the top and bottom edges step clear of a corner
+        # text that reaches the middle (a long series description in a narrow view).
+        top, bottom = lab["top"], lab["bottom"]
+        top_x, bottom_x = (w - top.width()) // 2, (w - bottom.width()) // 2
+        top_y = m
+        for corner in (tl, tr, badge):
+            if corner is not None and self._spans(corner, top_x, top.width()):
+                top_y = max(top_y, corner.y() + corner.height() + 2)
+        top.move(top_x, top_y)
+        bottom_y = h - bottom.height() - m
+        for corner in (bl, br):
+            if self._spans(corner, bottom_x, bottom.width()):
+                bottom_y = min(bottom_y, corner.y() - 2 - bottom.height())
+        bottom.move(bottom_x, bottom_y)
+
+    @staticmethod
+    def _spans(corner: QWidget, x: int, width: int) -> bool:
+        """Whether a shown corner text covers any of the columns [x, x + width)."""
+        shown = not corner.isHidden() and (not isinstance(corner, QLabel) or bool(corner.text()))
+        return shown and corner.x() < x + width and x < corner.x() + corner.width()
 
 
 class _SliceViewBase(QWidget):
