@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,6 +268,12 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
     assert set(log["ensemble"]["validation_ap"]) == set(LABELS)
     assert log["ensemble"]["method"] == "weighted" and abs(sum(log["ensemble"]["weights"]) - 1) < 1e-9
     assert log["seconds_total"] > 0 and all(m["train_seconds"] > 0 for m in log["members"])
+    # which code trained it: this package, and its git commit when it runs from a checkout
+    src = log["source_code"]
+    import ichviewer
+
+    assert Path(src["package_dir"]) == Path(ichviewer.__file__).resolve().parent
+    assert src["commit"] is None or (len(src["commit"]) == 40 and isinstance(src["dirty"], bool))
     # `ichviewer train` keeps freed memory in the process (allocator.py) and says so in its log
     assert log["hardware"]["allocator"]["applied"] is (platform.libc_ver()[0] == "glibc")
     # ANY from the subtypes (noisy-OR): in the manifest, so the engine computes what the thresholds were chosen on

@@ -322,6 +322,29 @@ def member_train_config(config: RecipeConfig, index: int, name: str, family: str
     )
 
 
+def source_code_revision() -> dict[str, Any]:
+    """Which code trained the ensemble: the package folder and, when it is a git checkout, its commit.
+
+    `commit` and `dirty` (uncommitted changes to tracked files) are None where git or the
+    repository is missing (an installed wheel): the log then still names the version.
+    """
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    out: dict[str, Any] = {"package_dir": str(Path(__file__).resolve().parents[1]), "commit": None, "dirty": None}
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+
+        out["commit"] = git("rev-parse", "HEAD")
+        out["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
 def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> RecipeResult:
     """Train, export and describe an ensemble in `config.out` (see `ichviewer.training` for the recipe).
 
@@ -439,6 +462,7 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
     log = {
         "ichviewer_version": __version__,
         "process_argv": list(sys.argv),
+        "source_code": source_code_revision(),
         "command_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "hardware": {
             "platform": platform.platform(),
