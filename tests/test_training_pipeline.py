@@ -516,3 +516,18 @@ def test_allocator_tuning_is_applied_and_trains_bit_identical_weights():
         runs[flag] = out.stdout.split()
     assert runs["0"][0] == "False" and runs["1"][0] == "True"
     assert runs["0"][1] == runs["1"][1]
+
+
+def test_source_code_revision_names_no_commit_for_a_package_outside_its_checkout(tmp_path, monkeypatch):
+    import ichviewer.training.recipe as recipe
+
+    # An installed copy whose folder lies inside some other repository (a venv in a checkout):
+    # that repository's commit is not the code's.
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                    "--allow-empty", "-m", "other project"], check=True)
+    fake = tmp_path / "venv" / "lib" / "site-packages" / "ichviewer" / "training" / "recipe.py"
+    fake.parent.mkdir(parents=True)
+    monkeypatch.setattr(recipe, "__file__", str(fake))
+    src = recipe.source_code_revision()
+    assert src == {"package_dir": str(fake.parents[1]), "commit": None, "dirty": None}

@@ -168,9 +168,14 @@ class _CornerOverlay(QObject):
     #: Least horizontal gap (px) between a left and a right corner text before the right one moves.
     GAP = 12
 
+    @staticmethod
+    def _shown(corner: QWidget) -> bool:
+        """Whether a corner widget is shown: not hidden and, for a text, not empty."""
+        return not corner.isHidden() and (not isinstance(corner, QLabel) or bool(corner.text()))
+
     def _collide(self, left: QLabel, right_x: int) -> bool:
         """Whether the left corner's text reaches within GAP of `right_x`."""
-        return not left.isHidden() and bool(left.text()) and self.MARGIN + left.width() + self.GAP > right_x
+        return self._shown(left) and self.MARGIN + left.width() + self.GAP > right_x
 
     def relayout(self) -> None:
         """Pin the texts to their corners. In a view too narrow for both texts of an edge side by
@@ -191,12 +196,12 @@ class _CornerOverlay(QObject):
             badge.move(badge_x, badge_y)
             top_right_y = badge_y + badge.height() + 2
         tr_x = w - tr.width() - m
-        if tr.text() and self._collide(tl, tr_x):
+        if self._shown(tr) and self._collide(tl, tr_x):
             top_right_y = max(top_right_y, below_tl)
         tr.move(tr_x, top_right_y)
         br_x = w - br.width() - m
         br_y = h - br.height() - m
-        if br.text() and self._collide(bl, br_x):
+        if self._shown(br) and self._collide(bl, br_x):
             br_y = h - bl.height() - m - 2 - br.height()
         br.move(br_x, br_y)
         lab["left"].move(m, (h - lab["left"].height()) // 2)
@@ -216,11 +221,9 @@ class _CornerOverlay(QObject):
                 bottom_y = min(bottom_y, corner.y() - 2 - bottom.height())
         bottom.move(bottom_x, bottom_y)
 
-    @staticmethod
-    def _spans(corner: QWidget, x: int, width: int) -> bool:
-        """Whether a shown corner text covers any of the columns [x, x + width)."""
-        shown = not corner.isHidden() and (not isinstance(corner, QLabel) or bool(corner.text()))
-        return shown and corner.x() < x + width and x < corner.x() + corner.width()
+    def _spans(self, corner: QWidget, x: int, width: int) -> bool:
+        """Whether a shown corner widget covers any of the columns [x, x + width)."""
+        return self._shown(corner) and corner.x() < x + width and x < corner.x() + corner.width()
 
 
 class _SliceViewBase(QWidget):

@@ -226,8 +226,9 @@ def build_network(family: str, width: int = 16, input_stem: bool = False, wide_s
         raise ValueError(f"unknown network family {family!r}; choose from {', '.join(FAMILIES)}")
     if width < 2 or width % 2:
         raise ValueError(f"network width must be an even number >= 2, got {width}")
-    if wide_stem and not input_stem:
-        raise ValueError("a wide stem is a kind of input stem: use it with the input stem")
+    from ichviewer.training.trainer import check_batch_options
+
+    check_batch_options(input_stem=input_stem, wide_stem=wide_stem)
     net = _BUILDERS[family](width, in_channels=STEM_CHANNELS if wide_stem else 3)
     if input_stem:
         net.body = nn.Sequential(make_input_stem(wide=wide_stem), *net.body)

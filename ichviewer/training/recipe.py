@@ -125,6 +125,7 @@ class RecipeConfig:
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
             positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
             lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
+            input_stem=self.input_stem, wide_stem=self.wide_stem,
         )
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
@@ -151,8 +152,6 @@ class RecipeConfig:
         if not 0.0 <= self.target_miss_rate < 1.0:
             raise ValueError(f"target miss rate must be in [0, 1), got {self.target_miss_rate}")
         families = set(self.families) | ({self.specialist_family} if self.specialists else set())
-        if self.wide_stem and not self.input_stem:
-            raise ValueError("--wide-stem needs --input-stem (it widens the input stem)")
         check_lesion_map_stride(
             sorted(families), self.width, self.input_size, self.input_stem, self.lesion_map_stride, self.wide_stem
         )
@@ -322,24 +321,29 @@ def member_train_config(config: RecipeConfig, index: int, name: str, family: str
     )
 
 
+def _git(root: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+
+
 def source_code_revision() -> dict[str, Any]:
     """Which code trained the ensemble: the package folder and, when it is a git checkout, its commit.
 
-    `commit` and `dirty` (uncommitted changes to tracked files) are None where git or the
-    repository is missing (an installed wheel): the log then still names the version.
+    `commit` and `dirty` (uncommitted changes to tracked files) are None where git is missing
+    or the package is not the checkout's own source (an installed wheel, also one inside a
+    virtual environment that sits in some other repository): the log then still names the version.
     """
     import subprocess
 
-    root = Path(__file__).resolve().parents[2]
-    out: dict[str, Any] = {"package_dir": str(Path(__file__).resolve().parents[1]), "commit": None, "dirty": None}
+    package = Path(__file__).resolve().parents[1]
+    root = package.parent
+    out: dict[str, Any] = {"package_dir": str(package), "commit": None, "dirty": None}
     try:
-        def git(*args: str) -> str:
-            return subprocess.run(
-                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
-            ).stdout.strip()
-
-        out["commit"] = git("rev-parse", "HEAD")
-        out["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
+        if Path(_git(root, "rev-parse", "--show-toplevel")).resolve() != root:
+            return out
+        out["commit"] = _git(root, "rev-parse", "HEAD")
+        out["dirty"] = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
         pass
     return out

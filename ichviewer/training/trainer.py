@@ -54,12 +54,16 @@ def check_batch_options(
     lesion_map_weight: float | None = None,
     lesion_map_stride: int | None = None,
     noisy_or_any_weight: float | None = None,
+    input_stem: bool | None = None,
+    wide_stem: bool | None = None,
 ) -> None:
     """Raise ValueError naming the first of these options (those given) that is out of range.
 
     One place for the checks that TrainConfig, RecipeConfig (before minutes of data
-    generation) and StratifiedSampler each need.
+    generation), StratifiedSampler and `networks.build_network` each need.
     """
+    if wide_stem and not input_stem:
+        raise ValueError("--wide-stem needs --input-stem (a wide stem is a kind of input stem)")
     if interpolation is not None and interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
     if positive_fraction is not None and not 0.0 <= positive_fraction < 1.0:
@@ -147,12 +151,11 @@ class TrainConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if self.wide_stem and not self.input_stem:
-            raise ValueError("a wide stem is a kind of input stem: use it with the input stem")
         check_batch_options(
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
             positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
             lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
+            input_stem=self.input_stem, wide_stem=self.wide_stem,
         )
 
     @property
