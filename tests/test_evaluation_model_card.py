@@ -77,7 +77,12 @@ def test_model_card_sets_other_test_sets_and_real_normal_series_beside_the_held_
     infer = {"schema": "ichviewer.infer/1", "studies": [
         {"path": "/data/ct/ge-head-tilted", "n_slices": 28, "triage": "refer",
          "case": {"SAH": {"probability": 0.755, "decision": "positive"}, "IPH": {"probability": 0.01, "decision": "negative"},
-                  "ANY": {"probability": 0.765, "decision": "positive"}}}],
+                  "ANY": {"probability": 0.765, "decision": "positive"}},
+         "head_check": {"applicable": True, "reason": "", "intracranial_median_hu": 31.0}},
+        {"path": "/data/ct/phantom", "n_slices": 28, "triage": "refer",
+         "case": {"IPH": {"probability": 0.999, "decision": "positive"}, "ANY": {"probability": 0.999, "decision": "positive"}},
+         "head_check": {"applicable": False, "reason": "the skull encloses -961 HU", "intracranial_median_hu": -961.0}},
+        {"path": "/data/ct/old-run", "n_slices": 3, "triage": "refer", "case": {"ANY": {"probability": 0.1}}}],
         "failed": [{"path": "/data/ct/broken", "reason": "no DICOM files"}]}
     (tmp_path / "real.json").write_text(json.dumps(infer))
     args = [sys.executable, "-m", "ichviewer", "model-card", "--evaluation", str(tmp_path / "heldout.json"),
@@ -94,7 +99,9 @@ def test_model_card_sets_other_test_sets_and_real_normal_series_beside_the_held_
         assert f"| {row_name} | 100 | {auc['value']:.3f} ({auc['ci'][0]:.3f}–{auc['ci'][1]:.3f}) |" in card
     # both commands of the named set are quoted, in order
     assert "ichviewer phantom-set pv3 --thickness-planes 3\nichviewer infer pv3 --json pv3.json" in card
-    assert "| ge-head-tilted | 28 | 0.77 | positive | refer | SAH 0.76 |" in card
+    assert "| ge-head-tilted | 28 | 0.77 | positive | refer | SAH 0.76 | fits (skull encloses 31 HU) |" in card
+    assert "| phantom | 28 | 1.00 | positive | refer | IPH 1.00 | **not a head CT** (skull encloses -961 HU) |" in card
+    assert "| old-run | 3 | 0.10 | ? | refer | n/a | not run |" in card  # a JSON from before the check
     assert "| broken | | failed: no DICOM files |" in card and "ichviewer infer ct --json real.json" in card
     # a malformed option is refused with a message naming it
     bad = subprocess.run(args[:10] + ["--extra-evaluation", "no-equals-sign"], capture_output=True, text=True)

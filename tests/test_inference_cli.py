@@ -14,7 +14,9 @@ from ichviewer.inference import load_ensemble, run_study
 from ichviewer.inference.manifest import file_sha256
 from inference_fixtures import add_member, make_volume, write_dicom_series, write_manifest
 
-STUDY_KEYS = {"path", "study_uid", "series_uid", "n_slices", "case", "triage", "slices", "models", "provider", "seconds"}
+STUDY_KEYS = {
+    "path", "study_uid", "series_uid", "n_slices", "case", "triage", "head_check", "slices", "models", "provider", "seconds"
+}
 
 
 def run_cli(argv: list[str]) -> int:
@@ -57,7 +59,10 @@ def test_infer_writes_the_documented_json_and_csv_and_records_failures(tmp_path,
         assert finding["own_threshold_reached"] is own
         # ichviewer.core.decisions: a subtype is positive only in a study positive for ANY
         assert finding["decision"] == ("positive" if own and (label == "ANY" or any_positive) else "negative")
-    assert study["triage"] in ("confident negative", "confident positive", "refer")
+    # Random noise in a 24 x 20 grid has no skull: flagged, and never triaged as "confident".
+    assert study["head_check"]["applicable"] is False and "no slice shows a closed skull" in study["head_check"]["reason"]
+    assert study["triage"] == "refer"
+    assert "NOT A HEAD CT?" in err and str(tmp_path / "data" / "good") in err
     assert [s["index"] for s in study["slices"]] == [0, 1, 2, 3]
     assert all(set(s) == {"index", *LABELS} for s in study["slices"])
     assert study["models"] == [
@@ -79,6 +84,7 @@ def test_infer_writes_the_documented_json_and_csv_and_records_failures(tmp_path,
     assert float(rows[0]["ANY_probability"]) == pytest.approx(study["case"]["ANY"]["probability"], abs=1e-6)
     assert rows[0]["SDH_decision"] == study["case"]["SDH"]["decision"] and rows[0]["triage"] == study["triage"]
     assert "truncated" in rows[1]["reason"]
+    assert rows[0]["head_check"] == study["head_check"]["reason"] and rows[1]["head_check"] == ""
 
 
 def test_infer_exit_zero_when_all_studies_run(tmp_path, models, capsys):

@@ -34,7 +34,10 @@ def _volume(n: int, seed: int = 0, shape: tuple[int, int] = (24, 32), uid: str =
     rng = np.random.default_rng(seed)
     hu = rng.integers(-40, 90, size=(n, *shape)).astype(np.int16)
     hu[:, 6:14, 8:18] += 60  # a bright blob, so the attention map is not uniform
-    return make_volume(hu, series_uid=uid or f"1.2.3.{seed}", study_uid="1.2.3", series_description=f"TEST {seed}")
+    hu[:, [0, -1], :] = hu[:, :, [0, -1]] = 1200  # a "skull" around brain-like HU at 3 mm pixels: passes the head-CT check
+    return make_volume(
+        hu, spacing=(5.0, 3.0, 3.0), series_uid=uid or f"1.2.3.{seed}", study_uid="1.2.3", series_description=f"TEST {seed}"
+    )
 
 
 @pytest.fixture

@@ -67,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"ichviewer infer: cannot write {exc.filename}: {exc.strerror}", file=err)
         return 1
+    for study in report.studies:
+        check = study.get("head_check") or {}
+        if not check.get("applicable", True):
+            print(f"ichviewer infer: NOT A HEAD CT? {study['path']}: {check['reason']} (triage set to refer)", file=err)
     for fail in report.failed:
         print(f"ichviewer infer: FAILED {fail['path']}: {fail['reason']}", file=err)
     print(f"ichviewer infer: {len(report.studies)} studies done, {len(report.failed)} failed", file=err)

@@ -167,14 +167,24 @@ def _other_sets_lines(evaluation: Mapping[str, Any], extra: Sequence[tuple[str, 
     return lines
 
 
+def _head_check_text(check: Mapping[str, Any] | None) -> str:
+    if not check:
+        return "not run"
+    median = check.get("intracranial_median_hu")
+    where = f"skull encloses {median:.0f} HU" if median is not None else "no closed skull"
+    return f"fits ({where})" if check.get("applicable") else f"**not a head CT** ({where})"
+
+
 def _normal_series_lines(infer: Mapping[str, Any], command: str) -> list[str]:
     """Real series known to hold no haemorrhage, as `ichviewer infer` read them: every positive call is a false positive."""
     lines = [
         "", "## Real CT series without haemorrhage", "",
         "The real DICOM series the project tests with (heads or head phantoms) contain no haemorrhage, so any positive",
         "call on them is a false positive. Too few to estimate a rate, they show how far the synthetic",
-        "training is from real scanners.", "",
-        "| series | slices | ANY probability | decision | triage | highest subtype |", "|---|---|---|---|---|---|",
+        "training is from real scanners. The last column is the workstation's check that the series is a head CT",
+        "as the ensemble knows it (`ichviewer/core/applicability.py`); a series that fails it is always triaged \"refer\".", "",
+        "| series | slices | ANY probability | decision | triage | highest subtype | head-CT check |",
+        "|---|---|---|---|---|---|---|",
     ]
     for st in infer.get("studies", []):
         case = st.get("case") or {}
@@ -184,9 +194,9 @@ def _normal_series_lines(infer: Mapping[str, Any], command: str) -> list[str]:
         name = Path(str(st.get("path", "?"))).name
         top_text = f"{top[0]} {_fmt(top[1], 2)}" if top[0] else "n/a"
         lines.append(f"| {name} | {st.get('n_slices', '?')} | {_fmt(a.get('probability'), 2)} | {a.get('decision', '?')} "
-                     f"| {st.get('triage', '?')} | {top_text} |")
+                     f"| {st.get('triage', '?')} | {top_text} | {_head_check_text(st.get('head_check'))} |")
     for f in infer.get("failed", []):
-        lines.append(f"| {Path(str(f.get('path', '?'))).name} | | failed: {f.get('reason', '?')} | | | |")
+        lines.append(f"| {Path(str(f.get('path', '?'))).name} | | failed: {f.get('reason', '?')} | | | | |")
     if command:
         lines += ["", "```bash", command, "```"]
     return lines

@@ -53,7 +53,7 @@ class BatchReport:
 
     def write_csv(self, path: str | os.PathLike[str]) -> None:
         """One row per study: probabilities, decisions and triage; failed studies get status "failed" and the reason."""
-        columns = ["path", "status", "reason", "study_uid", "series_uid", "n_slices", "triage"]
+        columns = ["path", "status", "reason", "study_uid", "series_uid", "n_slices", "triage", "head_check"]
         for label in LABELS:
             columns += [f"{label}_probability", f"{label}_decision"]
         columns += ["provider", "seconds"]
@@ -63,6 +63,8 @@ class BatchReport:
             for s in self.studies:
                 row = {k: s[k] for k in ("path", "study_uid", "series_uid", "n_slices", "triage", "provider", "seconds")}
                 row.update(status="ok", reason="")
+                check = s.get("head_check") or {}
+                row["head_check"] = "" if check.get("applicable", True) else check.get("reason", "")
                 for label in LABELS:
                     row[f"{label}_probability"] = f"{s['case'][label]['probability']:.6f}"
                     row[f"{label}_decision"] = s["case"][label]["decision"]

@@ -9,6 +9,7 @@ import numpy as np
 
 from ichviewer import LABELS, SUBTYPES
 from ichviewer.core import decisions
+from ichviewer.core.applicability import HeadCTCheck
 from ichviewer.inference.manifest import Aggregation, OperatingPoints
 from ichviewer.inference.model import ModelInfo
 
@@ -120,6 +121,11 @@ class StudyResult:
     slices not yet computed are NaN. `member_probabilities` (n_models, z, 6) holds
     each model's interpolation-combined probabilities. `case`, `triage` and the
     decisions are computed from the slices done so far.
+
+    `head_check` is `ichviewer.core.applicability.check_head_ct` of the series (None: not
+    checked). A series that does not look like a head CT keeps its probabilities and
+    decisions, but its triage is "refer": the ensemble is never "confident" about an input
+    unlike anything it was made for.
     """
 
     study_uid: str
@@ -133,6 +139,7 @@ class StudyResult:
     seconds: float
     request_id: Any = None
     complete: bool = False
+    head_check: HeadCTCheck | None = None
     case_probabilities: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -171,7 +178,14 @@ class StudyResult:
         }
 
     @property
+    def applicable(self) -> bool:
+        """False when the series does not look like a head CT (see `head_check`)."""
+        return self.head_check is None or self.head_check.applicable
+
+    @property
     def triage(self) -> str:
+        if not self.applicable:
+            return REFER
         return triage(self.case_probabilities, self.operating_points)
 
     def slice_decisions(self, label: str) -> np.ndarray:
@@ -197,6 +211,7 @@ class StudyResult:
             "n_slices": self.n_slices,
             "case": {label: f.to_dict() for label, f in self.case.items()},
             "triage": self.triage,
+            "head_check": None if self.head_check is None else self.head_check.to_dict(),
             "slices": [
                 {"index": i, **{label: float(self.slice_probabilities[i, j]) for j, label in enumerate(LABELS)}}
                 for i in range(self.n_slices)

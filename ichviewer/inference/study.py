@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ichviewer import LABELS
+from ichviewer.core.applicability import check_head_ct
 from ichviewer.inference.ensemble import Ensemble
 from ichviewer.inference.errors import Cancelled
 from ichviewer.inference.findings import StudyResult, apply_any_rule
@@ -49,6 +50,7 @@ def run_study(
     chunk: int = 8,
     first_chunk: int = 1,
     request_id: Any = None,
+    check_head: bool = True,
 ) -> StudyResult:
     """Per-slice, per-label ensemble probabilities for a CTVolume, filled in ascending slice order.
 
@@ -59,6 +61,10 @@ def run_study(
     unfinished slices are NaN. `is_cancelled()` is polled before each chunk and each
     model; when it returns True, `Cancelled` is raised with the snapshot of the
     finished chunks as `.partial`. Errors from ONNX Runtime propagate unchanged.
+
+    `check_head` runs `ichviewer.core.applicability.check_head_ct` first (the result's
+    `head_check`; a series that does not look like a head CT is triaged "refer"); False skips
+    it (`head_check` None), for callers that test the triage thresholds on toy volumes.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -69,6 +75,7 @@ def run_study(
     any_rule = ensemble.manifest.aggregation.any_rule
     member_p = np.full((len(members), n, len(LABELS)), np.nan)
     slice_p = np.full((n, len(LABELS)), np.nan)
+    head_check = check_head_ct(volume) if check_head else None  # a head CT as the ensemble knows it? (else triage "refer")
 
     def snapshot(complete: bool = False) -> StudyResult:
         return StudyResult(
@@ -83,6 +90,7 @@ def run_study(
             seconds=time.perf_counter() - t0,
             request_id=request_id,
             complete=complete,
+            head_check=head_check,
         )
 
     def check_cancel() -> None:

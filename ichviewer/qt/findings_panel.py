@@ -245,7 +245,15 @@ class FindingsPanel(QWidget):
         self.update_result(result)
         self.progress.setVisible(False)
         self._set_badge(result.triage)
-        self.status.setText(f"{verdict_text(result.case)}. {result.n_slices} slices in {result.seconds:.1f} s.")
+        text = f"{verdict_text(result.case)}. {result.n_slices} slices in {result.seconds:.1f} s."
+        check = getattr(result, "head_check", None)
+        if check is not None and not check.applicable:
+            # Shown before the verdict, in amber: the numbers are outside what the ensemble was made for.
+            text = f"\u26a0 Does not look like a head CT: {check.reason}. Triage withheld (refer). " + text
+            self.status.setStyleSheet(f"color: {_HELD_BACK_TEXT.name()};")
+        else:
+            self.status.setStyleSheet("")
+        self.status.setText(text)
         self.run_button.setEnabled(True)
 
     def show_cancelled(self) -> None:
@@ -254,12 +262,14 @@ class FindingsPanel(QWidget):
         self.run_button.setEnabled(True)
 
     def show_error(self, message: str) -> None:
+        self.status.setStyleSheet("")
         self.progress.setVisible(False)
         self._set_badge(None)
         self.status.setText(message)
         self.run_button.setEnabled(True)
 
     def clear_results(self) -> None:
+        self.status.setStyleSheet("")
         for row in range(len(LABELS)):
             self.table.item(row, 1).setText("\u2013")
             self.table.item(row, 1).setToolTip("")
