@@ -94,3 +94,20 @@ def test_findings_panel_says_why_before_the_verdict(qtbot, tmp_path):
     assert "color" in panel.status.styleSheet()
     panel.finish(run_study(_ring_volume(30), ensemble))  # the next study is a head: no warning left behind
     assert not panel.status.text().startswith("\u26a0") and panel.status.styleSheet() == ""
+
+
+@pytest.mark.parametrize(("agent", "flagged"), [("OMNIPAQUE 350", True), ("NONE", False), ("", False)])
+def test_a_contrast_agent_in_the_dicom_header_is_flagged(ct_data_dir, tmp_path, agent, flagged):
+    import pydicom
+
+    # The real head series, re-written with Contrast/Bolus Agent (0018,0010) set as a scanner would.
+    for src in sorted((ct_data_dir / "ge-head-tilted").iterdir()):
+        ds = pydicom.dcmread(src)
+        ds.ContrastBolusAgent = agent
+        ds.save_as(tmp_path / src.name)
+    volume = load_volume(tmp_path)
+    check = check_head_ct(volume)
+    assert check.applicable is (not flagged)
+    if flagged:
+        assert volume.metadata["contrast_agent"] == "OMNIPAQUE 350"
+        assert "contrast agent ('OMNIPAQUE 350')" in check.reason and "non-contrast" in check.reason

@@ -20,6 +20,11 @@ pixels):
    intracranial voxels lies in `BRAIN_MEDIAN_HU` (brain with some CSF and blood; the limits
    are wide so that hydrocephalus, a large haematoma or a child's watery brain still fit).
 
+Before the image check, the DICOM header: a series whose Contrast/Bolus Agent (0018,0010)
+names an agent is contrast-enhanced, and enhancing vessels, sinuses and choroid plexus are
+as bright as blood; the ensemble was made for non-contrast CT, as all five seeds' data were.
+Values that say there was none ("NONE", "NO", "N/A", "-") are not an agent.
+
 A series that does not fit is read by the AI all the same; its findings are shown with the
 reason, and its triage is "refer" rather than either confident class (`StudyResult.triage`).
 A false alarm (for example a large craniectomy that leaves no closed skull on any slice)
@@ -47,6 +52,17 @@ CHECK_PIXEL_MM = 2.0
 BONE_MARGIN_MM = 2.0
 #: At most this many slices are assessed (evenly spaced over the series).
 MAX_SLICES = 48
+
+
+#: Contrast/Bolus Agent values that mean no contrast was given (upper-cased, stripped).
+NO_CONTRAST_VALUES = frozenset({"", "NONE", "NO", "N", "N/A", "NA", "-", "0", "NIL", "NO CONTRAST", "WITHOUT"})
+
+
+def contrast_agent(volume: Any) -> str:
+    """The contrast agent the series' DICOM header names ("" when none, or when it says there was none)."""
+    metadata = getattr(volume, "metadata", None) or {}
+    agent = str(metadata.get("contrast_agent", "") or "").strip()
+    return "" if agent.upper() in NO_CONTRAST_VALUES else agent
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,16 @@ def check_head_ct(volume: Any) -> HeadCTCheck:
     """Check that `volume` (a CTVolume, or anything with `hu` (z, y, x) and `spacing` (z, y, x) mm) looks like a head CT."""
     hu = np.asarray(volume.hu)
     z, _, _ = hu.shape
+    agent = contrast_agent(volume)
+    if agent:
+        return HeadCTCheck(
+            False,
+            f"the DICOM header names a contrast agent ({agent!r}): the AI was trained on non-contrast head CT, "
+            "and enhancing vessels look like blood",
+            None,
+            0,
+            0,
+        )
     dy, dx = float(volume.spacing[1]), float(volume.spacing[2])
     sy, sx = max(1, round(CHECK_PIXEL_MM / dy)), max(1, round(CHECK_PIXEL_MM / dx))
     pixel_cm2 = (dy * sy) * (dx * sx) / 100.0

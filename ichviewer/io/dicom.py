@@ -426,6 +426,7 @@ def load_series(series: SeriesFiles, *, min_slices: int = 2) -> CTVolume:
         "patient_position": str(first.get("PatientPosition", "") or ""),
         "study_date": str(first.get("StudyDate", "") or ""),
         "study_description": str(first.get("StudyDescription", "") or ""),
+        "contrast_agent": str(first.get("ContrastBolusAgent", "") or "").strip(),
         "header_gantry_tilt_deg": float(header_tilt) if header_tilt not in (None, "") else None,
         "instance_numbers": [int(ds.get("InstanceNumber") or 0) for ds in datasets],
         "transfer_syntax": str(first.file_meta.get("TransferSyntaxUID", "")),
