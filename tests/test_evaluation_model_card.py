@@ -133,6 +133,7 @@ def test_model_card_names_the_lesion_map_loss_when_it_was_used() -> None:
     assert "plus 3 x a lesion-map loss" in _loss_text({"lesion_map_weight": 3.0})
     assert "stride" not in _loss_text({"lesion_map_weight": 3.0, "lesion_map_stride": None})
     assert "block at stride 8 (8-pixel cells)" in _loss_text({"lesion_map_weight": 3.0, "lesion_map_stride": 8})
+    assert "departure 24" in _loss_text({"ignore_invisible": True}) and "departure 24" not in _loss_text({})
 
 
 def test_model_card_says_how_the_5mm_phantoms_were_sampled() -> None:

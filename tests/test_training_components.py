@@ -377,6 +377,28 @@ def test_phantom_cache_matches_the_phantom_labels_and_inference_preprocessing():
     assert cache.cases[0].labels == list(expected_labels.max(axis=0))
 
 
+def test_invisible_positive_slice_labels_can_be_left_out_of_the_loss():
+    # Departure 24: SDH 2 mL, seed 0, matrix 128 has 5 slices with visible blood and 1 whose blood
+    # lies wholly in the inner table's partial-volume edge.
+    from ichviewer.core.phantom import visible_blood_by_slice
+    from ichviewer.training.data import CasePlan, invisible_positive_mask
+
+    plan = CasePlan(0, "SDH", volume_ml=2.0, kind="SDH")
+    plain = build_phantom_cache([plan], input_size=32, matrix=128)
+    cleaned = build_phantom_cache([plan], input_size=32, matrix=128, ignore_invisible=True)
+    np.testing.assert_array_equal(cleaned.labels, plain.labels)  # labels, and so case labels, unchanged
+    assert cleaned.cases[0].labels == plain.cases[0].labels and plain.known.all()
+    case = generate_case(0, subtype="SDH", volume_ml=2.0, matrix=128)
+    expected = invisible_positive_mask(plain.labels, visible_blood_by_slice(case))
+    np.testing.assert_array_equal(cleaned.known == 0, expected)
+    sdh, any_ = LABELS.index("SDH"), LABELS.index("ANY")
+    assert expected[:, sdh].sum() == 1 and expected[:, any_].sum() == 1  # the one invisible slice
+    assert (plain.labels[:, sdh] * cleaned.known[:, sdh]).sum() == 5  # the visible ones stay positive and known
+    assert cleaned.meta["ignore_invisible"] is True and "ignore_invisible" not in plain.meta
+    key = plans_fingerprint([plan], 32, 128)
+    assert plans_fingerprint([plan], 32, 128, ignore_invisible=True) != key  # never read from the other cache
+
+
 # --------------------------------------------------------------------------- lesion maps (departure 19)
 
 

@@ -222,6 +222,8 @@ def test_recipe_refuses_the_lesion_map_loss_without_phantoms(tmp_path):
 
     with pytest.raises(ValueError, match="needs phantoms"):
         RecipeConfig(out=tmp_path, source="dicom", data_dir=tmp_path, labels_csv=tmp_path / "l.csv", lesion_map_weight=1.0)
+    with pytest.raises(ValueError, match="--ignore-invisible-positives needs phantoms"):
+        RecipeConfig(out=tmp_path, source="dicom", data_dir=tmp_path, labels_csv=tmp_path / "l.csv", ignore_invisible=True)
 
 
 def test_specialist_member_and_study_level_mil_training_run(phantom_caches):

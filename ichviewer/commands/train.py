@@ -125,6 +125,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "to three channels",
     )
     p.add_argument(
+        "--ignore-invisible-positives",
+        action="store_true",
+        help="phantoms: leave out of the loss the positive slice labels whose blood no reader could see (all of it in "
+        "the skull's partial-volume edge; departure 24)",
+    )
+    p.add_argument(
         "--lesion-map-weight",
         type=float,
         default=0.0,
@@ -226,6 +232,7 @@ def recipe_config_from_args(args: argparse.Namespace):
         input_stem=args.input_stem,
         wide_stem=args.wide_stem,
         lesion_map_weight=args.lesion_map_weight,
+        ignore_invisible=args.ignore_invisible_positives,
         lesion_map_stride=args.lesion_map_stride,
         noisy_or_any_weight=args.noisy_or_any_weight,
         ensemble=args.ensemble,

@@ -88,6 +88,11 @@ def _loss_text(cfg: Mapping[str, Any]) -> str:
             f", plus {noisy_or:g} x the class-weighted cross-entropy of the five subtypes' noisy-OR, "
             "1 - prod(1 - p_s), against the ANY label (departure 22)"
         )
+    if cfg.get("ignore_invisible"):
+        text += (
+            "; positive slice labels whose blood lies wholly in the skull's partial-volume edge, where no reader "
+            "could see it, are left out of the loss (departure 24)"
+        )
     return text
 
 

@@ -191,4 +191,12 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    pixel wide against the inner table. Measured (2 threads, batch 32, 256 px, bf16) it costs
    no step time: VGG 84 -> 69 ms, ResNet 100 -> 99, Inception 87 -> 79, MobileNet 122 -> 125
    (oneDNN handles 16 input channels better than 3). Measured in models/EXPERIMENTS.md (stop 22).
+24. Invisible positives left out of the loss (option, off by default:
+   `--ignore-invisible-positives`, phantoms only): a phantom's slice label is 1 wherever its
+   mask has a voxel, but where every voxel of that label lies in the skull's partial-volume
+   edge (`phantom.visible_blood_by_slice`: none two pixels from bone) no reader could see it,
+   and a reader's slice label (RSNA-style) would be 0. Training on them teaches the networks
+   that the inner table's edge is blood. The training split's `known` mask drops those
+   entries (6.7 % of positive slices in 80 training-like phantoms); validation keeps every
+   label, since it is scored as the test set is. Measured in models/EXPERIMENTS.md (stop 23).
 """

@@ -379,10 +379,21 @@ def lesion_maps(case, input_size: int, crop: str = "none") -> np.ndarray:
     return out
 
 
-def _phantom_part(args: tuple) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
-    from ichviewer.core.phantom import generate_case
+def invisible_positive_mask(labels: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """(z, 6) bool: slice labels that are positive although none of that label's blood can be seen.
 
-    plan, input_size, matrix, windows, crop, slab_mm, with_maps = args
+    `visible` is `ichviewer.core.phantom.visible_blood_by_slice` (LABELS order). Departure 24
+    leaves these entries out of the loss (`known` 0): the label says blood, the pixels show the
+    skull's own partial-volume edge, and a network taught to call that edge blood calls it
+    blood in every normal head too.
+    """
+    return (np.asarray(labels) > 0) & (np.asarray(visible) == 0)
+
+
+def _phantom_part(args: tuple) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None, np.ndarray]:
+    from ichviewer.core.phantom import generate_case, visible_blood_by_slice
+
+    plan, input_size, matrix, windows, crop, slab_mm, with_maps, ignore_invisible = args
     case = generate_case(
         plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
         slice_mm=plan.slice_mm, age=plan.age, matrix=matrix, thickness_planes=plan.thickness_planes,
@@ -398,7 +409,10 @@ def _phantom_part(args: tuple) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray
         "age": case.age,
         "slice_mm": float(case.slice_mm),
     }
-    return images, labels, info, (lesion_maps(case, input_size, crop) if with_maps else None)
+    known = np.ones_like(labels)
+    if ignore_invisible and labels.any():
+        known[invisible_positive_mask(labels, visible_blood_by_slice(case))] = 0.0
+    return images, labels, info, (lesion_maps(case, input_size, crop) if with_maps else None), known
 
 
 def build_phantom_cache(
@@ -411,6 +425,7 @@ def build_phantom_cache(
     crop: str = "none",
     slab_mm: float | None = None,
     with_maps: bool = False,
+    ignore_invisible: bool = False,
 ) -> SliceCache:
     """Generate every planned phantom, convert its slices to model inputs and keep only those.
 
@@ -418,10 +433,15 @@ def build_phantom_cache(
     matrix, so at a model input of 128-192 pixels a 256 matrix gives nearly the same
     inputs as 512 at a quarter of the generation time. `workers` > 1 generates in
     separate processes. `with_maps` keeps each slice's lesion maps too (`lesion_maps`).
+    `ignore_invisible` marks positive slice labels whose blood no reader could see as unknown
+    (`invisible_positive_mask`; the labels themselves are kept, so case labels do not change).
     """
     if not plans:
         raise ValueError("no cases planned")
-    jobs = [(p, int(input_size), int(matrix), tuple(windows) if windows else None, crop, slab_mm, with_maps) for p in plans]
+    jobs = [
+        (p, int(input_size), int(matrix), tuple(windows) if windows else None, crop, slab_mm, with_maps, bool(ignore_invisible))
+        for p in plans
+    ]
     results: list = []
     if workers > 1:
         import multiprocessing as mp
@@ -437,8 +457,8 @@ def build_phantom_cache(
             results.append(_phantom_part(job))
             if progress:
                 progress(len(results), len(jobs))
-    images, labels, maps, cases, start = [], [], [], [], 0
-    for im, lab, info, lesion in results:
+    images, labels, maps, knowns, cases, start = [], [], [], [], [], 0
+    for im, lab, info, lesion, known in results:
         n = im.shape[0]
         # a twin is the same head as its positive: one patient
         patient = info["case_id"].removesuffix(f"-{TWIN_TAG}")
@@ -446,10 +466,14 @@ def build_phantom_cache(
         images.append(im)
         labels.append(lab)
         maps.append(lesion)
+        knowns.append(known)
         start += n
     lab = np.concatenate(labels)
+    meta = {"source": "phantoms", "matrix": matrix}
+    if ignore_invisible:
+        meta["ignore_invisible"] = True
     return SliceCache(
-        np.concatenate(images), lab, np.ones_like(lab), cases, int(input_size), {"source": "phantoms", "matrix": matrix},
+        np.concatenate(images), lab, np.concatenate(knowns), cases, int(input_size), meta,
         np.concatenate(maps) if with_maps else None,
     )
 
@@ -457,6 +481,7 @@ def build_phantom_cache(
 def plans_fingerprint(
     plans: Sequence[CasePlan], input_size: int, matrix: int, windows=None, crop: str = "none", slab_mm: float | None = None,
     with_maps: bool = False,
+    ignore_invisible: bool = False,
 ) -> str:
     """Cache key: the plans, sizes, windows, framing, and the code that makes the pixels (phantom, preprocessing, windows)."""
     from ichviewer.core import phantom, windowing
@@ -468,6 +493,8 @@ def plans_fingerprint(
         text += f"|{[(w.width, w.level) for w in windows or ()]}|{crop}|{slab_mm}"
     if with_maps:
         text += f"|maps{LESION_MAP_STRIDE}"
+    if ignore_invisible:
+        text += "|ignore-invisible"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

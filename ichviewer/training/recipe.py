@@ -87,6 +87,7 @@ class RecipeConfig:
     lesion_map_weight: float = 0.0
     lesion_map_stride: int | None = None
     noisy_or_any_weight: float = 0.0  # departure 22: train the subtypes' noisy-OR against the ANY label
+    ignore_invisible: bool = False  # departure 24: positive slice labels with no visible blood leave the loss
     ensemble: str = "mean"
     any_rule: str = "model"  # manifest aggregation.any: the models' ANY output, or noisy-OR of the subtypes
     min_sensitivity: float = 0.95
@@ -111,6 +112,8 @@ class RecipeConfig:
             raise ValueError("calibration cases are planned phantoms; a DICOM site fits its operating points on its validation split")
         if self.lesion_map_weight > 0 and self.source != "phantoms":
             raise ValueError("the lesion-map loss needs phantoms (DICOM studies come without blood masks)")
+        if self.ignore_invisible and self.source != "phantoms":
+            raise ValueError("--ignore-invisible-positives needs phantoms (DICOM studies come without blood masks)")
         from ichviewer.core.windowing import INPUT_WINDOW_SETS
         from ichviewer.inference.preprocessing import CROPS
 
@@ -237,15 +240,16 @@ def load_data(
         split_plans = phantom_split_plans(config)
         for split, plans in split_plans.items():
             with_maps = split == "train" and config.lesion_map_weight > 0  # departure 19
+            ignore = split == "train" and config.ignore_invisible  # departure 24: validation is scored as the test set
             key = plans_fingerprint(
-                plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm, with_maps
+                plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm, with_maps, ignore
             )
-            planned[split] = (plans, with_maps, work / "cache" / f"{split}-{key}.npz")
+            planned[split] = (plans, with_maps, ignore, work / "cache" / f"{split}-{key}.npz")
         check_free_disk(
             work / "cache",
-            sum(estimate_cache_bytes(p, config.input_size, m) for p, m, path in planned.values() if not path.exists()),
+            sum(estimate_cache_bytes(p, config.input_size, m) for p, m, _ignore, path in planned.values() if not path.exists()),
         )
-        for split, (plans, with_maps, path) in planned.items():
+        for split, (plans, with_maps, ignore, path) in planned.items():
             n = {"train": config.n_train, "validation": config.n_validation}.get(split, len(plans))
             if path.exists():
                 caches[split] = SliceCache.load(path)
@@ -253,6 +257,7 @@ def load_data(
                 caches[split] = build_phantom_cache(
                     plans, config.input_size, config.matrix, config.workers, _progress_fn(f"phantoms ({split})", stream),
                     windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm, with_maps=with_maps,
+                    ignore_invisible=ignore,
                 )
                 caches[split].save(path)
             kinds: dict[str, int] = {}
@@ -265,6 +270,8 @@ def load_data(
                 "slices": caches[split].n_slices,
                 "kinds": kinds,
             }
+            if ignore:
+                info[split]["positive_labels_left_out_invisible"] = int((caches[split].known == 0).sum())
         info["matrix"] = config.matrix
         train, val = caches["train"], caches["validation"]
         calibration = caches.get("calibration")
