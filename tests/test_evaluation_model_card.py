@@ -82,6 +82,9 @@ def test_model_card_sets_other_test_sets_and_real_normal_series_beside_the_held_
         {"path": "/data/ct/phantom", "n_slices": 28, "triage": "refer",
          "case": {"IPH": {"probability": 0.999, "decision": "positive"}, "ANY": {"probability": 0.999, "decision": "positive"}},
          "head_check": {"applicable": False, "reason": "the skull encloses -961 HU", "intracranial_median_hu": -961.0}},
+        {"path": "/data/ct/cta", "n_slices": 3, "triage": "refer", "case": {"ANY": {"probability": 0.9}},
+         "head_check": {"applicable": False, "reason": "the DICOM header names a contrast agent ('OMNIPAQUE')",
+                        "intracranial_median_hu": None}},
         {"path": "/data/ct/old-run", "n_slices": 3, "triage": "refer", "case": {"ANY": {"probability": 0.1}}}],
         "failed": [{"path": "/data/ct/broken", "reason": "no DICOM files"}]}
     (tmp_path / "real.json").write_text(json.dumps(infer))
@@ -101,7 +104,8 @@ def test_model_card_sets_other_test_sets_and_real_normal_series_beside_the_held_
     assert "ichviewer phantom-set pv3 --thickness-planes 3\nichviewer infer pv3 --json pv3.json" in card
     assert "| ge-head-tilted | 28 | 0.77 | positive | refer | SAH 0.76 | fits (skull encloses 31 HU) |" in card
     assert "| phantom | 28 | 1.00 | positive | refer | IPH 1.00 | **not a head CT** (skull encloses -961 HU) |" in card
-    assert "| old-run | 3 | 0.10 | ? | refer | n/a | not run |" in card  # a JSON from before the check
+    assert "| old-run | 3 | 0.10 | ? | refer | n/a | not run |" in card
+    assert "| cta | 3 | 0.90 | ? | refer | n/a | **not a head CT** (the DICOM header names a contrast agent ('OMNIPAQUE')) |" in card  # a JSON from before the check
     assert "| broken | | failed: no DICOM files |" in card and "ichviewer infer ct --json real.json" in card
     # a malformed option is refused with a message naming it
     bad = subprocess.run(args[:10] + ["--extra-evaluation", "no-equals-sign"], capture_output=True, text=True)

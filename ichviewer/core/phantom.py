@@ -1217,7 +1217,6 @@ def visible_blood_by_slice(case: PhantomCase, dense_hu: float = DENSE_EDGE_HU) -
     """
     from scipy import ndimage
 
-
     out = np.zeros((case.volume.hu.shape[0], len(LABELS)), dtype=np.int64)
     union = np.zeros(case.volume.hu.shape, dtype=bool)
     for st in SUBTYPES:
@@ -1238,5 +1237,4 @@ def visible_blood_voxels(case: PhantomCase, dense_hu: float = DENSE_EDGE_HU) -> 
     `ichviewer evaluate` reports AUC(ANY) with studies at 0 left out beside the headline figure
     (models/EXPERIMENTS.md, stop 19). Returns 0 for a case without haemorrhage.
     """
-
     return int(visible_blood_by_slice(case, dense_hu)[:, LABELS.index("ANY")].sum())

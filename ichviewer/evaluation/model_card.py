@@ -176,8 +176,11 @@ def _head_check_text(check: Mapping[str, Any] | None) -> str:
     if not check:
         return "not run"
     median = check.get("intracranial_median_hu")
-    where = f"skull encloses {median:.0f} HU" if median is not None else "no closed skull"
-    return f"fits ({where})" if check.get("applicable") else f"**not a head CT** ({where})"
+    if median is not None:
+        where = f"skull encloses {median:.0f} HU"
+        return f"fits ({where})" if check.get("applicable") else f"**not a head CT** ({where})"
+    # No median: the check stopped before the image (a contrast agent in the header) or found no skull.
+    return "**not a head CT** (" + str(check.get("reason") or "no closed skull") + ")"
 
 
 def _normal_series_lines(infer: Mapping[str, Any], command: str) -> list[str]:

@@ -246,10 +246,9 @@ class FindingsPanel(QWidget):
         self.progress.setVisible(False)
         self._set_badge(result.triage)
         text = f"{verdict_text(result.case)}. {result.n_slices} slices in {result.seconds:.1f} s."
-        check = getattr(result, "head_check", None)
-        if check is not None and not check.applicable:
+        if not result.applicable:
             # Shown before the verdict, in amber: the numbers are outside what the ensemble was made for.
-            text = f"\u26a0 Does not look like a head CT: {check.reason}. Triage withheld (refer). " + text
+            text = f"\u26a0 Does not look like a head CT: {result.head_check.reason}. Triage withheld (refer). " + text
             self.status.setStyleSheet(f"color: {_HELD_BACK_TEXT.name()};")
         else:
             self.status.setStyleSheet("")
