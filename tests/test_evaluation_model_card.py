@@ -188,3 +188,6 @@ def test_model_card_says_how_the_triage_thresholds_were_placed() -> None:
     assert "below 0.484" in reached and "above 0.994" in reached and "switched off" not in reached
     off = _triage_choice_text({**base, "negative_below": 0.0, "negative_reached": False})
     assert "switched off" in off and "clears a haemorrhage with it" in off
+    prev = _triage_choice_text({**base, "negative_reached": True, "prevalence": 0.1, "miss_rate": 0.0058,
+                                "fraction_negative_at_prevalence": 0.37})
+    assert "at 0.10 prevalence" in prev and "Bayes' rule" in prev and "0.0058" in prev and "0.37 of studies" in prev

@@ -50,8 +50,10 @@ def test_thresholds_are_chosen_on_the_site_studies_and_used_by_infer(site, capsy
         y, p = matched.y_true[lab], matched.y_prob[lab]
         expected = choose_sensitivity_threshold(y[~np.isnan(y)], p[~np.isnan(y)], 0.9).threshold
         assert manifest.operating_points.thresholds[lab] == pytest.approx(0.5 if expected is None else expected)
-    tri = choose_triage_thresholds(matched.y_true["ANY"], matched.y_prob["ANY"], 0.01)
+    tri = choose_triage_thresholds(matched.y_true["ANY"], matched.y_prob["ANY"], 0.01, prevalence=0.1)
     assert manifest.operating_points.negative_below == pytest.approx(tri.negative_below)
+    assert manifest.operating_points.positive_above == pytest.approx(tri.positive_above)
+    assert manifest.operating_points.triage_prevalence == 0.1  # the CLI's default clinical prevalence
     # models unchanged, reports about the old thresholds left behind, checksums true, the record kept
     assert (out / "alpha.onnx").read_bytes() == (ens / "alpha.onnx").read_bytes()
     assert not (out / "evaluation.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -178,3 +179,126 @@ def test_headline_auc_is_the_share_weighted_mean_of_the_size_bins_and_the_card_s
     ceiling = 1 - punct["share_of_positives"] * (1 - punct["auc_vs_negatives"]["value"])
     assert f"= {weighted:.3f}" in text and f"at {ceiling:.3f}" in text
     assert size_decomposition_text([]) == ""
+
+
+# --- miss rates at a stated prevalence (DeepRadiologyNet measured them on a clinical stream) ---
+
+
+def test_miss_rate_at_prevalence_by_hand() -> None:
+    # Y, P above: 3 bleeds, 3 not. Below 0.25: 1 of 3 bleeds (FNR 1/3) and 2 of 3 others (TNR 2/3).
+    # At 10 % prevalence: 0.1 * 1/3 / (0.1 * 1/3 + 0.9 * 2/3) = 1/19.
+    c = triage_curve(Y, P)
+    assert (c.n_positive, c.n_negative) == (3, 3)
+    assert c.miss_rate_at(0.1)[1] == pytest.approx(1 / 19)
+    assert c.fraction_at(0.1)[1] == pytest.approx(0.1 / 3 + 0.9 * 2 / 3)
+    # At the data's own prevalence the weighted rate is the plain share among the studies.
+    np.testing.assert_allclose(c.miss_rate_at(0.5), c.miss_rate)
+    np.testing.assert_allclose(c.fraction_at(0.5), c.fraction)
+
+
+def test_prevalence_weighting_equals_resampling_to_that_prevalence() -> None:
+    # Repeating each negative 9 times turns a balanced set into a 10 % one: the plain miss rate
+    # of the repeated set must equal the weighted one of the balanced set, at every threshold.
+    rng = np.random.default_rng(3)
+    y = np.r_[np.ones(40), np.zeros(40)].astype(int)
+    p = np.r_[rng.uniform(0.2, 1.0, 40), rng.uniform(0.0, 0.8, 40)]
+    balanced = triage_curve(y, p)
+    y9 = np.r_[np.ones(40), np.zeros(360)].astype(int)
+    p9 = np.r_[p[:40], np.repeat(p[40:], 9)]
+    repeated = triage_curve(y9, p9)
+    np.testing.assert_allclose(balanced.miss_rate_at(0.1), repeated.miss_rate)
+    np.testing.assert_allclose(balanced.fraction_at(0.1), repeated.fraction)
+    t = choose_triage_thresholds(y, p, 0.02, 0.05, prevalence=0.1)
+    t9 = choose_triage_thresholds(y9, p9, 0.02, 0.05)
+    assert (t.negative_below, t.positive_above) == (t9.negative_below, t9.positive_above)
+    assert t.miss_rate == pytest.approx(t9.miss_rate) and t.false_positive_rate == pytest.approx(t9.false_positive_rate)
+    assert t.fraction_negative_at_prevalence == pytest.approx(t9.fraction_negative)
+    assert t.fraction_positive_at_prevalence == pytest.approx(t9.fraction_positive)
+
+
+def test_a_balanced_set_whose_lowest_study_bleeds_can_still_triage_at_clinical_prevalence() -> None:
+    # 50 bleeds and 50 normals; the lowest score is a bleed, then 20 normals. Among the studies
+    # themselves every negative set has a miss; at 10 % prevalence 1 miss in 50 bleeds against 20
+    # of 50 normals is 0.1 * 0.02 / (0.1 * 0.02 + 0.9 * 0.4) = 0.55 %, under a 1 % target.
+    y = np.r_[1, np.zeros(20), np.ones(49), np.zeros(30)].astype(int)
+    p = np.linspace(0.01, 0.99, 100)
+    off = choose_triage_thresholds(y, p, 0.01)
+    assert not off.negative_reached and off.prevalence is None
+    on = choose_triage_thresholds(y, p, 0.01, prevalence=0.1)
+    assert on.negative_reached and on.prevalence == 0.1
+    assert on.fraction_negative == pytest.approx(21 / 100)
+    assert on.miss_rate == pytest.approx(0.1 * 0.02 / (0.1 * 0.02 + 0.9 * 0.4))
+    point = triage_operating_point(triage_curve(y, p), 0.01, prevalence=0.1)
+    lo, hi = point.miss_rate_ci
+    assert lo <= point.miss_rate <= hi and point.fraction_auto_at_prevalence == pytest.approx(0.1 * 0.02 + 0.9 * 0.4)
+    # The exact upper bound (1 of 50 bleeds can be 10 % of them) does not meet 1 %: switched off.
+    strict = triage_operating_point(triage_curve(y, p), 0.01, use_upper_bound=True, prevalence=0.1)
+    assert strict.negative_below is None
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.1, 1.5])
+def test_prevalence_must_lie_strictly_between_0_and_1(bad: float) -> None:
+    with pytest.raises(ValueError, match="prevalence"):
+        choose_triage_thresholds(Y, P, 0.01, prevalence=bad)
+
+
+def test_evaluate_reports_triage_at_prevalence_and_the_manifest_keeps_it(tmp_path) -> None:
+    from ichviewer.inference.manifest import ManifestError, OperatingPoints
+
+    # 4 bleeds, 6 not; the inferred triage called 3 negative (1 bleed among them) and 2 positive (1 not).
+    y = np.array([1, 0, 0, 1, 1, 0, 1, 0, 0, 0])
+    p = np.array([0.1, 0.05, 0.02, 0.5, 0.97, 0.4, 0.6, 0.3, 0.96, 0.45])
+    tri = assign_triage(p, 0.15, 0.95)
+    r = evaluate_cases({"ANY": y}, {"ANY": p}, {"ANY": 0.5}, n_boot=20, triage=tri, triage_prevalence=0.1)
+    t = r["triage"]
+    assert t["prevalence"] == 0.1 and len(t["operating_points_at_prevalence"]) == len(t["operating_points"])
+    obs = t["observed"]
+    # FNR 1/4, TNR 2/6 -> 0.1 * 0.25 / (0.025 + 0.9 / 3) = 0.0769...; FPR 1/6 against TPR 1/4 at 0.9.
+    assert obs["miss_rate_at_prevalence"]["value"] == pytest.approx(0.025 / (0.025 + 0.3))
+    assert obs["false_positive_rate_at_prevalence"]["value"] == pytest.approx(0.15 / (0.15 + 0.025))
+    lo, hi = obs["miss_rate_at_prevalence"]["ci"]
+    assert lo <= obs["miss_rate_at_prevalence"]["value"] <= hi
+    assert evaluate_cases({"ANY": y}, {"ANY": p}, {"ANY": 0.5}, n_boot=20, triage=tri)["triage"]["prevalence"] is None
+    # The manifest records the prevalence its triage rates were stated at, and refuses nonsense.
+    ops = OperatingPoints(negative_below=0.2, positive_above=0.9, triage_prevalence=0.1)
+    assert ops.to_dict()["triage"]["prevalence"] == 0.1
+    assert "prevalence" not in OperatingPoints().to_dict()["triage"]
+    with pytest.raises(ValueError, match="prevalence"):
+        OperatingPoints(triage_prevalence=1.0)
+    from inference_fixtures import add_member, write_manifest
+
+    from ichviewer.inference.manifest import load_manifest
+
+    entries = [add_member(tmp_path, "alpha", seed=1)[0]]
+    path = write_manifest(tmp_path, entries)
+    data = json.loads(path.read_text())
+    data["operating_points"]["triage"]["prevalence"] = 0.1
+    path.write_text(json.dumps(data))
+    assert load_manifest(path).operating_points.triage_prevalence == 0.1
+    data["operating_points"]["triage"]["prevalence"] = 0.0
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="prevalence"):
+        load_manifest(path)
+
+
+def test_triage_prevalence_on_the_command_lines() -> None:
+    import argparse
+
+    from ichviewer.commands.evaluate import prevalence_argument, triage_summary_line
+    from ichviewer.commands.train import recipe_config_from_args
+    from ichviewer.cli import build_parser
+    from ichviewer.evaluation.triage import CLINICAL_ICH_PREVALENCE
+
+    assert prevalence_argument("0.08") == 0.08 and prevalence_argument("observed") is None
+    for bad in ("0", "1", "ten", "-0.2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="between 0 and 1"):
+            prevalence_argument(bad)
+    parser = build_parser()
+    args = parser.parse_args(["train", "--out", "x"])
+    assert recipe_config_from_args(args).triage_prevalence == CLINICAL_ICH_PREVALENCE
+    args = parser.parse_args(["train", "--out", "x", "--triage-prevalence", "observed"])
+    assert recipe_config_from_args(args).triage_prevalence is None
+    assert parser.parse_args(["evaluate", "--predictions", "a", "--labels", "b", "--json", "c"]).triage_prevalence == 0.1
+    y = np.r_[1, np.zeros(20), np.ones(49), np.zeros(30)].astype(int)
+    line = triage_summary_line(choose_triage_thresholds(y, np.linspace(0.01, 0.99, 100), 0.01, prevalence=0.1).to_dict())
+    assert "confident negative below" in line and "at 0.1 prevalence" in line

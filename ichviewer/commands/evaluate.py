@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    add_triage_prevalence_argument(p)
     p.set_defaults(func=run_evaluate)
 
     o = subparsers.add_parser(
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     o.add_argument("--min-sensitivity", type=float, default=0.95, help="per-label sensitivity target (default 0.95)")
     o.add_argument("--target-miss-rate", type=float, default=0.01,
                    help="largest share of haemorrhages among studies triaged 'confident negative' (default 0.01)")
+    add_triage_prevalence_argument(o)
     o.set_defaults(func=run_operating_points)
 
     m = subparsers.add_parser(
@@ -93,7 +95,9 @@ def run_operating_points(args: argparse.Namespace) -> int:
         predictions = read_predictions(args.predictions)
         check_same_models(predictions, {m.sha256 for m in manifest.models}, args.predictions, args.models)
         matched = match_cases(predictions, read_labels(args.labels), args.predictions)
-        chosen = site_operating_points(matched, manifest.operating_points, args.min_sensitivity, args.target_miss_rate)
+        chosen = site_operating_points(
+            matched, manifest.operating_points, args.min_sensitivity, args.target_miss_rate, args.triage_prevalence
+        )
         path = write_site_ensemble(args.models, args.out, chosen, {
             "predictions": str(args.predictions), "labels": str(args.labels), **matched.inputs_summary(),
         })
@@ -113,9 +117,7 @@ def run_operating_points(args: argparse.Namespace) -> int:
             print(f"  {lab}: threshold {e['previous_threshold']:.3g} -> {e['threshold']:.3g}: sensitivity "
                   f"{e['sensitivity']:.3f} (95 % CI {lo:.2f}-{hi:.2f}; {e['n_positive']} positive), specificity "
                   + ("-" if e["specificity"] is None else f"{e['specificity']:.3f}") + f" ({e['n_negative']} negative)")
-    t = r["triage"]
-    print(f"  triage on ANY: confident negative below {t['negative_below']:.3g} ({t['fraction_negative']:.0%} of studies), "
-          f"confident positive above {t['positive_above']:.3g} ({t['fraction_positive']:.0%})")
+    print("  " + triage_summary_line(r["triage"]))
     few = [lab for lab, e in r["labels"].items() if "kept" not in e and e["n_positive"] < 20]
     if few:
         print(f"  warning: {', '.join(few)} had fewer than 20 positive studies; their thresholds are uncertain "
@@ -166,7 +168,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 2
     try:
         result = evaluate_files(
-            args.predictions, args.labels, n_boot=args.bootstrap, seed=args.seed, compare_path=args.compare
+            args.predictions, args.labels, n_boot=args.bootstrap, seed=args.seed, compare_path=args.compare,
+            triage_prevalence=args.triage_prevalence,
         )
     except EvaluationInputError as exc:
         print(f"ichviewer evaluate: {exc}", file=sys.stderr)
@@ -186,6 +189,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"  {label:<4} AUC {_fmt(auc['value'])} ({_fmt(auc['ci'][0])}-{_fmt(auc['ci'][1])})"
             f"  sensitivity {_fmt(sens['value'])}  specificity {_fmt(spec['value'])}"
         )
+    observed = (result.get("triage") or {}).get("observed")
+    if observed:
+        c = observed["counts"]
+        line = (f"  triage as inferred: {c['confident negative']} confident negative (haemorrhage among them "
+                f"{_fmt(observed['miss_rate']['value'])}")
+        at = observed.get("miss_rate_at_prevalence")
+        if at is not None:
+            line += f"; at {result['triage']['prevalence']:g} prevalence {_fmt(at['value'])}"
+        print(line + f"), {c['refer']} refer, {c['confident positive']} confident positive")
     comparison = result.get("comparison")
     if comparison:
         print(f"compared with {comparison['predictions_b']} on {comparison['n_cases']} studies (DeLong):")
@@ -199,6 +211,47 @@ def run_evaluate(args: argparse.Namespace) -> int:
             print(f"  note: {len(inputs[key])} {what} (listed in the JSON)", file=sys.stderr)
     print(f"metrics written to {args.json}" + (f", report to {args.report}" if args.report else ""))
     return 0
+
+
+def prevalence_argument(text: str) -> float | None:
+    """argparse type of --triage-prevalence: a share of studies in (0, 1), or 'observed' (the labelled set's own mix)."""
+    if text.strip().lower() in ("observed", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 or 'observed', got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive) or 'observed', got {text!r}")
+    return value
+
+
+def add_triage_prevalence_argument(parser: argparse.ArgumentParser) -> None:
+    from ichviewer.evaluation.triage import CLINICAL_ICH_PREVALENCE
+
+    parser.add_argument(
+        "--triage-prevalence", type=prevalence_argument, default=CLINICAL_ICH_PREVALENCE, metavar="P",
+        help="state triage miss and false-positive rates at this share of studies with haemorrhage, as on a "
+        f"clinical worklist (default {CLINICAL_ICH_PREVALENCE:g}; 'observed' uses the labelled studies' own mix, "
+        "which for a balanced set is 0.5)",
+    )
+
+
+def triage_summary_line(t: dict) -> str:
+    """One line on chosen triage thresholds (a TriageThresholds dict)."""
+    prev = t.get("prevalence")
+    at = f" at {prev:g} prevalence" if prev is not None else ""
+    if t["negative_reached"]:
+        neg = (f"confident negative below {t['negative_below']:.3g} ({t['fraction_negative']:.0%} of these studies, "
+               f"miss rate{at} {_fmt(t['miss_rate'])})")
+    else:
+        neg = f"confident negative off (no threshold meets a miss rate{at} of {t['target_miss_rate']:g})"
+    if t["positive_reached"]:
+        pos = (f"confident positive above {t['positive_above']:.3g} ({t['fraction_positive']:.0%}, "
+               f"false-positive share{at} {_fmt(t['false_positive_rate'])})")
+    else:
+        pos = "confident positive off"
+    return f"triage on ANY: {neg}; {pos}"
 
 
 def _fmt(v: object) -> str:

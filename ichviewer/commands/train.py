@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ichviewer.commands.evaluate import add_triage_prevalence_argument
 from ichviewer.commands.phantom import thickness_planes_arg
 
 TRAIN_EXTRA_HINT = "install the train extra: pip install -e '.[train]'"
@@ -177,6 +178,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--min-sensitivity", type=float, default=0.95, help="per-label validation sensitivity target")
     p.add_argument("--target-miss-rate", type=float, default=0.01, help="triage: miss rate among confident negatives")
+    add_triage_prevalence_argument(p)
     p.add_argument(
         "--calibration-cases", type=int, default=0, metavar="N",
         help="phantoms only: N more validation-split cases, used with the validation cases to place the "
@@ -239,6 +241,7 @@ def recipe_config_from_args(args: argparse.Namespace):
         any_rule=args.any_rule,
         min_sensitivity=args.min_sensitivity,
         target_miss_rate=args.target_miss_rate,
+        triage_prevalence=args.triage_prevalence,
         workers=args.workers,
         threads=args.threads,
         resume=args.resume,

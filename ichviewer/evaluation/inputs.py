@@ -379,6 +379,7 @@ def evaluate_files(
     n_boot: int = 2000,
     seed: int = 0,
     compare_path: str | Path | None = None,
+    triage_prevalence: float | None = None,
 ) -> dict:
     """Read, match and evaluate: the metrics dict of `evaluate_cases` plus ``inputs`` and ``cases``.
 
@@ -406,6 +407,7 @@ def evaluate_files(
         n_boot=n_boot,
         seed=seed,
         triage=cases.triage,
+        triage_prevalence=triage_prevalence,
     )
     result["inputs"] = {"predictions": str(predictions_path), "labels": str(labels_path), **cases.inputs_summary()}
     result["cases"] = cases.ids

@@ -102,15 +102,25 @@ def _triage_choice_text(tri: Mapping[str, Any]) -> str:
         return ""
     miss = tri.get("target_miss_rate")
     fpr = tri.get("target_false_positive_rate")
+    prev = tri.get("prevalence")
+    at = (f" at {_fmt(prev, 2)} prevalence (the rate the threshold would have on studies of which that share bleed, "
+          "from its sensitivity and specificity on the balanced validation set by Bayes' rule; "
+          "`ichviewer.evaluation.triage`)") if prev is not None else ""
+    at_short = f" at {_fmt(prev, 2)} prevalence" if prev is not None else ""
     if tri.get("negative_reached", True):
+        cleared = _fmt(tri.get("fraction_negative"), 2)
+        if prev is not None and tri.get("fraction_negative_at_prevalence") is not None:
+            cleared += f"; {_fmt(tri.get('fraction_negative_at_prevalence'), 2)} of studies at that prevalence"
         neg = (f"\"confident negative\" below {_fmt(tri.get('negative_below'))} (the highest threshold whose miss rate "
-               f"on validation is at most {_fmt(miss, 2)}; it cleared {_fmt(tri.get('fraction_negative'), 2)} of validation)")
+               f"on validation{at} is at most {_fmt(miss, 2)}: {_fmt(tri.get('miss_rate'), 4)}; it cleared {cleared} "
+               "of validation)")
     else:
         neg = (f"\"confident negative\" switched off (threshold {_fmt(tri.get('negative_below'))}): on validation no "
-               f"threshold clears any study at a miss rate of at most {_fmt(miss, 2)} (every threshold that clears a "
-               "study clears a haemorrhage with it), so every study is referred or called positive")
-    pos = (f"\"confident positive\" above {_fmt(tri.get('positive_above'))} (false-positive rate on validation at most "
-           f"{_fmt(fpr, 2)}; it called {_fmt(tri.get('fraction_positive'), 2)} of validation)")
+               f"threshold clears any study at a miss rate{at_short} of at most {_fmt(miss, 2)}"
+               + (" (every threshold that clears a study clears a haemorrhage with it)" if prev is None else "")
+               + ", so every study is referred or called positive")
+    pos = (f"\"confident positive\" above {_fmt(tri.get('positive_above'))} (false-positive rate on validation{at_short} "
+           f"at most {_fmt(fpr, 2)}; it called {_fmt(tri.get('fraction_positive'), 2)} of validation)")
     return f"Thresholds chosen on validation (training log): {neg}; {pos}."
 
 
@@ -358,6 +368,15 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
             f"{_prop(observed.get('miss_rate'))}; no haemorrhage among \"confident positive\": "
             f"{_prop(observed.get('false_positive_rate'))}; referred: {_fmt(observed.get('fraction_refer'))}.",
         ]
+        if observed.get("miss_rate_at_prevalence") is not None:
+            m, f = observed["miss_rate_at_prevalence"], observed["false_positive_rate_at_prevalence"]
+            lines += [
+                "", f"The test set is balanced; were {_fmt(triage.get('prevalence'), 2)} of studies haemorrhages (as on "
+                "a clinical worklist), the same calls would give a miss rate among \"confident negative\" of "
+                f"{_ci(m, 4)} and a share without haemorrhage among \"confident positive\" of {_ci(f, 4)} "
+                "(Bayes' rule on the test set's sensitivity and specificity of each call; intervals combine the exact "
+                "intervals of the two, conservatively).",
+            ]
         chosen = _triage_choice_text((log.get("operating_points") or {}).get("triage") or {})
         if chosen:
             lines += ["", chosen]

@@ -69,6 +69,7 @@ def site_operating_points(
     current: Any,
     min_sensitivity: float = DEFAULT_MIN_SENSITIVITY,
     target_miss_rate: float = DEFAULT_TARGET_MISS_RATE,
+    triage_prevalence: float | None = None,
 ) -> SiteOperatingPoints:
     """Thresholds chosen on the matched studies; a label without labelled positives keeps `current`'s."""
     from ichviewer.inference.manifest import OperatingPoints
@@ -96,14 +97,16 @@ def site_operating_points(
         labels[lab] = {**entry, **point.to_dict(), "sensitivity_ci": list(clopper_pearson(k, point.n_positive))}
     y_any = matched.y_true["ANY"]
     known = ~np.isnan(y_any)
-    tri = choose_triage_thresholds(y_any[known], matched.y_prob["ANY"][known], target_miss_rate)
+    tri = choose_triage_thresholds(y_any[known], matched.y_prob["ANY"][known], target_miss_rate, prevalence=triage_prevalence)
     ops = OperatingPoints(
         thresholds=thresholds, triage_label="ANY",
         negative_below=float(tri.negative_below), positive_above=float(tri.positive_above),
+        triage_prevalence=tri.prevalence,
     )
     report = {
         "min_sensitivity": min_sensitivity,
         "target_miss_rate": target_miss_rate,
+        "triage_prevalence": tri.prevalence,
         "n_studies": int(known.sum()),
         "n_positive": int(np.nansum(y_any)),
         "labels": labels,

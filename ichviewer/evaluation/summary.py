@@ -49,7 +49,11 @@
     [`TriagePoint.to_dict`] for each target miss rate, ``observed``: null or, from the triage
     category stored with each prediction, {``counts`` {category: n}, ``miss_rate`` (proportion:
     haemorrhage among confident negatives), ``false_positive_rate`` (proportion: no
-    haemorrhage among confident positives), ``fraction_refer``}}.
+    haemorrhage among confident positives), ``fraction_refer``, and with a prevalence
+    ``miss_rate_at_prevalence`` and ``false_positive_rate_at_prevalence`` {``value``, ``ci``}},
+    ``prevalence`` (null or the `triage_prevalence` given), and with it ``operating_points_at_prevalence``
+    (as ``operating_points``, the miss rates at that prevalence) and the curve's
+    ``miss_rate_at_prevalence`` and ``fraction_auto_at_prevalence``}.
 
 `ichviewer.evaluation.inputs.evaluate_files` (and so `ichviewer evaluate`) adds ``inputs``
 {``predictions``, ``labels``, ``match_key``, ``n_matched``, ``unmatched_labels``,
@@ -91,6 +95,8 @@ from ichviewer.evaluation.triage import (
     TRIAGE_NEGATIVE,
     TRIAGE_POSITIVE,
     TRIAGE_REFER,
+    check_prevalence,
+    share_at_prevalence,
     triage_curve,
     triage_operating_point,
 )
@@ -146,6 +152,7 @@ def evaluate_cases(
     triage: Sequence[str] | None = None,
     visible_voxels: ArrayLike | None = None,
     triage_targets: Sequence[float] = DEFAULT_TRIAGE_TARGETS,
+    triage_prevalence: float | None = None,
 ) -> dict:
     """Evaluate case-level probabilities against case-level labels (see the module docstring).
 
@@ -153,7 +160,9 @@ def evaluate_cases(
     `thresholds` maps each label to one threshold or one per case (a single number applies to
     every label), e.g. the `threshold` of `choose_operating_points` on validation data. `volume_ml` (NaN where
     unknown) and `mimic` (None/"" or a kind in MIMIC_KINDS) describe each case; `triage` is
-    the category each case was given at inference, if any; `visible_voxels` (NaN where unknown)
+    the category each case was given at inference, if any; `triage_prevalence` states triage miss
+    rates also at that share of studies with haemorrhage (`ichviewer.evaluation.triage`);
+    `visible_voxels` (NaN where unknown)
     counts each case's blood voxels a reader could see (`ichviewer.core.phantom.visible_blood_voxels`).
     A y_true value of NaN means the
     label is unknown for that case (allowed except for ANY); the case is then left out of that
@@ -281,11 +290,21 @@ def evaluate_cases(
     if mimic is not None:
         result["mimics"] = _by_mimic(y_any, p_any, called_any, mimic)
     curve = triage_curve(y_any, p_any)
+    prevalence = check_prevalence(triage_prevalence)
+    curve_dict = curve.to_dict()
+    if prevalence is not None:
+        curve_dict["miss_rate_at_prevalence"] = curve.miss_rate_at(prevalence).tolist()
+        curve_dict["fraction_auto_at_prevalence"] = curve.fraction_at(prevalence).tolist()
     result["triage"] = {
         "label": "ANY",
-        "curve": curve.to_dict(),
+        "prevalence": prevalence,
+        "curve": curve_dict,
         "operating_points": [triage_operating_point(curve, float(t)).to_dict() for t in triage_targets],
-        "observed": _observed_triage(y_any, triage) if triage is not None else None,
+        "operating_points_at_prevalence": (
+            [triage_operating_point(curve, float(t), prevalence=prevalence).to_dict() for t in triage_targets]
+            if prevalence is not None else None
+        ),
+        "observed": _observed_triage(y_any, triage, prevalence) if triage is not None else None,
     }
     return result
 
@@ -418,7 +437,7 @@ def _by_mimic(y: NDArray, p: NDArray, called: NDArray, mimic: Sequence[str | Non
     return {"label": "ANY", "kinds": rows}
 
 
-def _observed_triage(y: NDArray, triage: Sequence[str]) -> dict:
+def _observed_triage(y: NDArray, triage: Sequence[str], prevalence: float | None = None) -> dict:
     if len(triage) != y.size:
         raise ValueError(f"triage has {len(triage)} values, expected {y.size}")
     cats = np.array(list(triage), dtype=object)
@@ -431,4 +450,16 @@ def _observed_triage(y: NDArray, triage: Sequence[str]) -> dict:
         "miss_rate": proportion(int(y[neg].sum()), int(neg.sum())).to_dict(),
         "false_positive_rate": proportion(int((1 - y[pos]).sum()), int(pos.sum())).to_dict(),
         "fraction_refer": float((cats == TRIAGE_REFER).mean()),
+        **(_observed_at_prevalence(y, neg, pos, prevalence) if prevalence is not None else {}),
+    }
+
+
+def _observed_at_prevalence(y: NDArray, neg: NDArray, pos: NDArray, prevalence: float) -> dict:
+    """The observed triage's miss and false-positive shares were haemorrhage `prevalence` of the studies."""
+    n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
+    miss, miss_ci = share_at_prevalence(int(y[neg].sum()), int((1 - y[neg]).sum()), n_pos, n_neg, prevalence)
+    fp, fp_ci = share_at_prevalence(int((1 - y[pos]).sum()), int(y[pos].sum()), n_neg, n_pos, 1.0 - prevalence)
+    return {
+        "miss_rate_at_prevalence": {"value": miss if neg.any() else math.nan, "ci": list(miss_ci)},
+        "false_positive_rate_at_prevalence": {"value": fp if pos.any() else math.nan, "ci": list(fp_ci)},
     }

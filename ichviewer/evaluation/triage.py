@@ -12,6 +12,19 @@ miss rate *within* the auto-reported set: false negatives / all studies auto-rep
 all positives; "false positives are zero by construction" because only negatives are
 auto-reported.
 
+That share depends on how common haemorrhage is among the studies read. DeepRadiologyNet
+measured it on a clinical stream; validation and test sets here are balanced (half the
+studies bleed), where no useful threshold reaches a 1 % miss rate. With `prevalence` set, the
+miss rate is the one the same threshold would give on studies with that prevalence (Bayes'
+rule on the validation set's sensitivity and specificity below the threshold):
+
+    miss rate(pi) = pi * FNR / (pi * FNR + (1 - pi) * TNR)
+
+where FNR is the share of positives and TNR the share of negatives auto-reported. The
+default clinical figure, `CLINICAL_ICH_PREVALENCE`, is about one emergency head CT in ten
+(haemorrhage is found in roughly 5-15 % of emergency non-contrast head CTs, depending on
+the referral mix); a site states its own.
+
 Thresholds chosen here sit halfway between the last study auto-reported and the next
 probability up, so they do not hinge on one validation study's exact score.
 """
@@ -19,7 +32,7 @@ probability up, so they do not hinge on one validation study's exact score.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -30,6 +43,40 @@ TRIAGE_NEGATIVE = "confident negative"
 TRIAGE_POSITIVE = "confident positive"
 TRIAGE_REFER = "refer"
 TRIAGE_CATEGORIES: tuple[str, ...] = (TRIAGE_NEGATIVE, TRIAGE_REFER, TRIAGE_POSITIVE)
+#: Share of studies with haemorrhage at which triage miss rates are stated by default (see above).
+CLINICAL_ICH_PREVALENCE = 0.10
+
+
+def check_prevalence(prevalence: float | None) -> float | None:
+    """None (the data's own mix) or a prevalence strictly between 0 and 1."""
+    if prevalence is None:
+        return None
+    v = float(prevalence)
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"prevalence must be between 0 and 1 (exclusive), got {prevalence}")
+    return v
+
+
+def miss_rate_at_prevalence(
+    n_missed: ArrayLike, n_auto: ArrayLike, n_positive: int, n_negative: int, prevalence: float
+) -> NDArray[np.float64]:
+    """Share of auto-reported studies with haemorrhage at `prevalence` (module docstring).
+
+    `n_missed` positives and `n_auto - n_missed` negatives of `n_positive` and `n_negative`
+    fall below the threshold. NaN where nothing would be auto-reported.
+    """
+    k = np.asarray(n_missed, dtype=np.float64)
+    tn = np.asarray(n_auto, dtype=np.float64) - k
+    fnr = k / n_positive if n_positive else np.zeros_like(k)
+    tnr = tn / n_negative if n_negative else np.zeros_like(k)
+    return _weighted_share(fnr, tnr, prevalence)
+
+
+def _weighted_share(fnr: ArrayLike, tnr: ArrayLike, prevalence: float) -> NDArray[np.float64]:
+    a = prevalence * np.asarray(fnr, dtype=np.float64)
+    b = (1.0 - prevalence) * np.asarray(tnr, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(a + b > 0, a / np.where(a + b > 0, a + b, 1.0), np.nan)
 
 
 @dataclass(frozen=True)
@@ -46,6 +93,11 @@ class TriageCurve:
     n_auto: NDArray[np.int64]
     n_missed: NDArray[np.int64]
     n_total: int
+    n_positive: int
+
+    @property
+    def n_negative(self) -> int:
+        return self.n_total - self.n_positive
 
     @property
     def fraction(self) -> NDArray[np.float64]:
@@ -57,6 +109,16 @@ class TriageCurve:
         """False negatives / studies auto-reported (DeepRadiologyNet's miss rate)."""
         return self.n_missed / self.n_auto
 
+    def miss_rate_at(self, prevalence: float) -> NDArray[np.float64]:
+        """The miss rate each point would have on studies with haemorrhage at `prevalence`."""
+        return miss_rate_at_prevalence(self.n_missed, self.n_auto, self.n_positive, self.n_negative, prevalence)
+
+    def fraction_at(self, prevalence: float) -> NDArray[np.float64]:
+        """The share of studies each point would auto-report at `prevalence`."""
+        fnr = self.n_missed / self.n_positive if self.n_positive else np.zeros(self.n_auto.size)
+        tnr = (self.n_auto - self.n_missed) / self.n_negative if self.n_negative else np.zeros(self.n_auto.size)
+        return prevalence * fnr + (1.0 - prevalence) * tnr
+
     def to_dict(self) -> dict:
         return {
             "negative_below": self.negative_below.tolist(),
@@ -65,6 +127,7 @@ class TriageCurve:
             "fraction_auto": self.fraction.tolist(),
             "miss_rate": self.miss_rate.tolist(),
             "n_total": self.n_total,
+            "n_positive": self.n_positive,
         }
 
 
@@ -92,6 +155,7 @@ def triage_curve(y_any: ArrayLike, p_any: ArrayLike) -> TriageCurve:
         n_auto=(last + 1).astype(np.int64),
         n_missed=np.cumsum(ys)[last].astype(np.int64),
         n_total=int(y.size),
+        n_positive=int(ys.sum()),
     )
 
 
@@ -106,6 +170,10 @@ class TriagePoint:
     fraction_auto: float
     miss_rate: float
     miss_rate_ci: tuple[float, float]
+    #: None: miss rate among these very studies; else at this prevalence (module docstring).
+    prevalence: float | None = None
+    #: Share of studies auto-reported at `prevalence` (equals fraction_auto when None).
+    fraction_auto_at_prevalence: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -114,34 +182,83 @@ class TriagePoint:
 
 
 def triage_operating_point(
-    curve: TriageCurve, target_miss_rate: float, use_upper_bound: bool = False, level: float = CI_LEVEL
+    curve: TriageCurve,
+    target_miss_rate: float,
+    use_upper_bound: bool = False,
+    level: float = CI_LEVEL,
+    prevalence: float | None = None,
 ) -> TriagePoint:
     """The threshold auto-reporting the most studies whose miss rate is <= the target.
 
     With `use_upper_bound` the exact (Clopper-Pearson) upper confidence bound of the miss rate
     must meet the target instead, which is what a small validation set warrants: 0 misses in
     50 studies is compatible with a true miss rate of 7 %.
+
+    With `prevalence` the miss rate is the one at that prevalence (module docstring); its
+    interval, and the bound `use_upper_bound` tests, combine the exact bounds of the two
+    shares it is made of (upper FNR with lower TNR, and the reverse), which is conservative.
     """
     if not 0.0 <= target_miss_rate < 1.0:
         raise ValueError(f"target miss rate must be in [0, 1), got {target_miss_rate}")
-    if use_upper_bound:
-        rate = np.array([clopper_pearson(int(k), int(n), level)[1] for k, n in zip(curve.n_missed, curve.n_auto)])
+    prevalence = check_prevalence(prevalence)
+    if prevalence is None:
+        if use_upper_bound:
+            rate = np.array([clopper_pearson(int(k), int(n), level)[1] for k, n in zip(curve.n_missed, curve.n_auto)])
+        else:
+            rate = curve.miss_rate
+    elif use_upper_bound:
+        rate = np.array([_prevalence_interval(curve, i, prevalence, level)[1] for i in range(curve.n_auto.size)])
     else:
-        rate = curve.miss_rate
-    ok = np.flatnonzero(rate <= target_miss_rate + 1e-12)
+        rate = curve.miss_rate_at(prevalence)
+    ok = np.flatnonzero(np.nan_to_num(rate, nan=np.inf) <= target_miss_rate + 1e-12)
     if ok.size == 0:
-        return TriagePoint(target_miss_rate, None, 0, 0, 0.0, float("nan"), (float("nan"), float("nan")))
+        return TriagePoint(
+            target_miss_rate, None, 0, 0, 0.0, float("nan"), (float("nan"), float("nan")), prevalence,
+            0.0 if prevalence is not None else None,
+        )
     i = int(ok[-1])  # n_auto increases along the curve, so the last admissible point reports most
     k, n = int(curve.n_missed[i]), int(curve.n_auto[i])
+    if prevalence is None:
+        miss, ci, frac_prev = k / n, clopper_pearson(k, n, level), None
+    else:
+        miss = float(curve.miss_rate_at(prevalence)[i])
+        ci = _prevalence_interval(curve, i, prevalence, level)
+        frac_prev = float(curve.fraction_at(prevalence)[i])
     return TriagePoint(
         target_miss_rate=target_miss_rate,
         negative_below=float(curve.negative_below[i]),
         n_auto=n,
         n_missed=k,
         fraction_auto=n / curve.n_total,
-        miss_rate=k / n,
-        miss_rate_ci=clopper_pearson(k, n, level),
+        miss_rate=miss,
+        miss_rate_ci=ci,
+        prevalence=prevalence,
+        fraction_auto_at_prevalence=frac_prev,
     )
+
+
+def _prevalence_interval(curve: TriageCurve, i: int, prevalence: float, level: float) -> tuple[float, float]:
+    """Miss-rate interval at `prevalence` from the exact intervals of point i's FNR and TNR."""
+    k, n = int(curve.n_missed[i]), int(curve.n_auto[i])
+    return share_at_prevalence(k, n - k, curve.n_positive, curve.n_negative, prevalence, level)[1]
+
+
+def share_at_prevalence(
+    k_positive: int, k_negative: int, n_positive: int, n_negative: int, prevalence: float, level: float = CI_LEVEL
+) -> tuple[float, tuple[float, float]]:
+    """Share of a selected group that has haemorrhage, were the studies `prevalence` positive.
+
+    `k_positive` of `n_positive` positives and `k_negative` of `n_negative` negatives are in the
+    group (e.g. auto-reported negative). Returns the share and an interval combining the exact
+    (Clopper-Pearson) bounds of the two proportions, each at `level`: conservative.
+    """
+    fnr = clopper_pearson(k_positive, n_positive, level) if n_positive else (0.0, 0.0)
+    tnr = clopper_pearson(k_negative, n_negative, level) if n_negative else (0.0, 0.0)
+    value = _weighted_share(k_positive / n_positive if n_positive else 0.0,
+                            k_negative / n_negative if n_negative else 0.0, prevalence)
+    lo = _weighted_share(fnr[0], tnr[1], prevalence)
+    hi = _weighted_share(fnr[1], tnr[0], prevalence)
+    return float(value), (float(lo), float(hi))
 
 
 @dataclass(frozen=True)
@@ -164,6 +281,11 @@ class TriageThresholds:
     miss_rate: float  # false negatives / confident negatives on the validation data (NaN if none)
     fraction_positive: float
     false_positive_rate: float  # no haemorrhage / confident positives on the validation data (NaN if none)
+    #: None: the two rates above are among these very studies; else at this prevalence of haemorrhage.
+    prevalence: float | None = None
+    #: Shares of studies triaged negative / positive at `prevalence` (None when prevalence is None).
+    fraction_negative_at_prevalence: float | None = None
+    fraction_positive_at_prevalence: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -193,6 +315,7 @@ def choose_triage_thresholds(
     target_miss_rate: float = 0.01,
     target_false_positive_rate: float | None = None,
     use_upper_bound: bool = False,
+    prevalence: float | None = None,
 ) -> TriageThresholds:
     """Choose confident-negative and confident-positive thresholds on validation data.
 
@@ -200,25 +323,36 @@ def choose_triage_thresholds(
     auto-reported) is at most `target_miss_rate`; `positive_above` symmetrically flags the most
     studies whose false-positive share (no haemorrhage / flagged) is at most
     `target_false_positive_rate` (default: the same as the miss-rate target). The positive side
-    is chosen among studies not auto-reported negative, so no study is both.
+    is chosen among studies not auto-reported negative, so no study is both. With `prevalence`
+    both shares are those at that prevalence of haemorrhage (module docstring), not among the
+    validation studies themselves.
     """
     y = as_binary(y_any, "y_any")
     p = as_scores(p_any, y.size, "p_any")
+    prevalence = check_prevalence(prevalence)
     fp_target = target_miss_rate if target_false_positive_rate is None else target_false_positive_rate
-    neg = triage_operating_point(triage_curve(y, p), target_miss_rate, use_upper_bound)
+    neg = triage_operating_point(triage_curve(y, p), target_miss_rate, use_upper_bound, prevalence=prevalence)
     t_neg = 0.0 if neg.negative_below is None else neg.negative_below
     rest = p >= t_neg
     t_pos = 1.0
     if rest.any():
         # The positive side is the same curve on the mirrored problem: -p (exact in floating
-        # point, unlike 1 - p) with labels flipped; -p < c means p > -c.
-        pos = triage_operating_point(triage_curve(1 - y[rest], -p[rest]), fp_target, use_upper_bound)
+        # point, unlike 1 - p) with labels flipped (so the prevalence too); -p < c means p > -c.
+        # Its shares are of all studies of each class, not only of those left after the
+        # negative side, so the curve over the rest keeps the whole set's totals.
+        mirrored = replace(
+            triage_curve(1 - y[rest], -p[rest]), n_total=int(y.size), n_positive=int(y.size - y.sum())
+        )
+        pos = triage_operating_point(
+            mirrored, fp_target, use_upper_bound, prevalence=None if prevalence is None else 1.0 - prevalence
+        )
         if pos.negative_below is not None:
             t_pos = max(-pos.negative_below, t_neg)
     is_neg = p < t_neg
     is_pos = p > t_pos
     n_neg, n_pos = int(is_neg.sum()), int(is_pos.sum())
-    return TriageThresholds(
+    n_y = int(y.sum())
+    out = dict(
         negative_below=t_neg,
         positive_above=t_pos,
         target_miss_rate=target_miss_rate,
@@ -230,3 +364,17 @@ def choose_triage_thresholds(
         fraction_positive=n_pos / y.size,
         false_positive_rate=(float((1 - y[is_pos]).sum()) / n_pos) if n_pos else math.nan,
     )
+    if prevalence is not None:
+        fn, tn = int(y[is_neg].sum()), int((1 - y[is_neg]).sum())
+        tp, fp = int(y[is_pos].sum()), int((1 - y[is_pos]).sum())
+        n0 = y.size - n_y
+        fnr, tnr = (fn / n_y if n_y else 0.0), (tn / n0 if n0 else 0.0)
+        tpr, fpr = (tp / n_y if n_y else 0.0), (fp / n0 if n0 else 0.0)
+        out.update(
+            miss_rate=float(_weighted_share(fnr, tnr, prevalence)),
+            false_positive_rate=float(_weighted_share(fpr, tpr, 1.0 - prevalence)),
+            prevalence=prevalence,
+            fraction_negative_at_prevalence=prevalence * fnr + (1.0 - prevalence) * tnr,
+            fraction_positive_at_prevalence=prevalence * tpr + (1.0 - prevalence) * fpr,
+        )
+    return TriageThresholds(**out)

@@ -233,12 +233,16 @@ class OperatingPoints:
     A case label is positive when its probability is >= its threshold. Triage looks at
     the case probability of `triage_label`: below `negative_below` is "confident
     negative", above `positive_above` is "confident positive", anything else "refer".
+    `triage_prevalence` (manifest key triage.prevalence; optional) is the share of studies with
+    haemorrhage at which the triage thresholds' miss and false-positive rates were stated
+    (`ichviewer.evaluation.triage`); None when they are shares of the validation set itself.
     """
 
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(LABELS, 0.5))
     triage_label: str = "ANY"
     negative_below: float = 0.05
     positive_above: float = 0.95
+    triage_prevalence: float | None = None
 
     def __post_init__(self) -> None:
         th = {str(k): float(v) for k, v in dict(self.thresholds).items()}
@@ -259,6 +263,8 @@ class OperatingPoints:
                 "operating points: need 0 <= triage negative_below <= positive_above <= 1, "
                 f"got {self.negative_below} and {self.positive_above}"
             )
+        if self.triage_prevalence is not None and not 0.0 < float(self.triage_prevalence) < 1.0:
+            raise ValueError(f"operating points: triage prevalence must be between 0 and 1, got {self.triage_prevalence}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -267,6 +273,7 @@ class OperatingPoints:
                 "label": self.triage_label,
                 "negative_below": self.negative_below,
                 "positive_above": self.positive_above,
+                **({"prevalence": self.triage_prevalence} if self.triage_prevalence is not None else {}),
             },
         }
 
@@ -539,6 +546,7 @@ def manifest_from_dict(data: Any, directory: str | Path, *, source: str | Path |
             triage_label=triage.get("label", str, "ANY"),
             negative_below=triage.get("negative_below", float, 0.05),
             positive_above=triage.get("positive_above", float, 0.95),
+            triage_prevalence=triage.get("prevalence", float, None),
         )
         aggregation = Aggregation(method=agg.get("method", str, "max"), k=agg.get("k", int, 3),
                                   any_rule=agg.get("any", str, "model"))

@@ -78,6 +78,7 @@ def choose_operating_points(
     slice_probs: np.ndarray,
     min_sensitivity: float = 0.95,
     target_miss_rate: float = DEFAULT_TARGET_MISS_RATE,
+    triage_prevalence: float | None = None,
 ) -> tuple[object, dict]:
     """Per-label high-sensitivity thresholds and triage thresholds from validation case probabilities.
 
@@ -87,8 +88,10 @@ def choose_operating_points(
     label without validation positives keeps 0.5. Triage on ANY: "confident negative"
     below the threshold that auto-reports the most studies with a miss rate <=
     `target_miss_rate`, "confident positive" symmetrically for the false-positive share
-    (`ichviewer.evaluation.choose_triage_thresholds`); when a side cannot meet its
-    target, nothing is triaged on that side (0 or 1).
+    (`ichviewer.evaluation.choose_triage_thresholds`), both at `triage_prevalence` when given
+    (the rates the thresholds would have on studies with that share of haemorrhage; the
+    validation set is balanced); when a side cannot meet its target, nothing is triaged on
+    that side (0 or 1).
     Returns (OperatingPoints for the manifest, a JSON-ready report).
     """
     from ichviewer.evaluation import choose_operating_points as choose_points
@@ -103,11 +106,14 @@ def choose_operating_points(
     points = choose_points(y_true, y_prob, min_sensitivity)
     thresholds = {lab: (p.threshold if p.threshold is not None else 0.5) for lab, p in points.items()}
     any_j = LABELS.index("ANY")
-    tri = choose_triage_thresholds(y[:, any_j], cases[:, any_j], target_miss_rate)
+    tri = choose_triage_thresholds(y[:, any_j], cases[:, any_j], target_miss_rate, prevalence=triage_prevalence)
     # Same convention as the manifest: p < negative_below is "confident negative", p >
     # positive_above "confident positive"; a side whose target cannot be met is off (0 / 1).
     neg, pos = float(tri.negative_below), float(tri.positive_above)
-    ops = OperatingPoints(thresholds=thresholds, triage_label="ANY", negative_below=neg, positive_above=pos)
+    ops = OperatingPoints(
+        thresholds=thresholds, triage_label="ANY", negative_below=neg, positive_above=pos,
+        triage_prevalence=tri.prevalence,
+    )
     report = {
         "min_sensitivity": min_sensitivity,
         "labels": {lab: p.to_dict() for lab, p in points.items()},

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ichviewer import LABELS, __version__
+from ichviewer.evaluation.triage import CLINICAL_ICH_PREVALENCE, check_prevalence
 from ichviewer.training.data import (
     SliceCache,
     TrainingDataError,
@@ -92,6 +93,8 @@ class RecipeConfig:
     any_rule: str = "model"  # manifest aggregation.any: the models' ANY output, or noisy-OR of the subtypes
     min_sensitivity: float = 0.95
     target_miss_rate: float = 0.01
+    # Triage rates stated at this share of studies with haemorrhage (None: the validation set's own mix).
+    triage_prevalence: float | None = CLINICAL_ICH_PREVALENCE
     calibration_cases: int = 0  # extra validation-split phantoms for the operating points only (departure 21)
     workers: int = 2
     threads: int | None = None
@@ -154,6 +157,7 @@ class RecipeConfig:
             raise ValueError(f"min sensitivity must be in (0, 1], got {self.min_sensitivity}")
         if not 0.0 <= self.target_miss_rate < 1.0:
             raise ValueError(f"target miss rate must be in [0, 1), got {self.target_miss_rate}")
+        check_prevalence(self.triage_prevalence)
         families = set(self.families) | ({self.specialist_family} if self.specialists else set())
         check_lesion_map_stride(
             sorted(families), self.width, self.input_size, self.input_stem, self.lesion_map_stride, self.wide_stem
@@ -428,7 +432,9 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
     weights, weight_info = fit_ensemble_weights(member_probs, val, config.ensemble, any_rule=config.any_rule)
     ens_probs = combine_members(member_probs, weights, config.any_rule)
     if calibration is None:
-        ops, op_report = choose_operating_points(val, ens_probs, config.min_sensitivity, config.target_miss_rate)
+        ops, op_report = choose_operating_points(
+            val, ens_probs, config.min_sensitivity, config.target_miss_rate, config.triage_prevalence
+        )
     else:
         # Departure 21: operating points on validation + calibration cases, the members' own
         # interpolation degrees, combined as the engine will (weights and ANY rule as above).
@@ -438,7 +444,9 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
         op_probs = combine_members(
             [np.concatenate([pv, pc]) for pv, pc in zip(member_probs, cal_probs)], weights, config.any_rule
         )
-        ops, op_report = choose_operating_points(op_cache, op_probs, config.min_sensitivity, config.target_miss_rate)
+        ops, op_report = choose_operating_points(
+            op_cache, op_probs, config.min_sensitivity, config.target_miss_rate, config.triage_prevalence
+        )
         op_report["fitted_on"] = {
             "validation_cases": len(val.cases), "calibration_cases": len(calibration.cases),
             "calibration_seconds": time.perf_counter() - t0,
