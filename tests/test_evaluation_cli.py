@@ -80,6 +80,10 @@ def test_evaluate_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert [b["name"] for b in r["by_size"]["bins"]] == ["punctate", "small", "larger"]
     assert [k["mimic"] for k in r["mimics"]["kinds"]] == ["calcification", "metal", "beam-hardening", "none"]
     assert r["triage"]["observed"]["counts"]["refer"] + r["triage"]["observed"]["counts"]["confident negative"] > 0
+    # Triage also stated at the default clinical prevalence (10 %), in the JSON, on the console and in the report.
+    assert r["triage"]["prevalence"] == 0.1 and "miss_rate_at_prevalence" in r["triage"]["observed"]
+    assert len(r["triage"]["curve"]["miss_rate_at_prevalence"]) == len(r["triage"]["curve"]["miss_rate"])
+    assert "triage as inferred:" in stdout
     inputs = r["inputs"]
     assert inputs["match_key"] == "series_uid"  # preferred when both columns are present
     assert inputs["unmatched_labels"] == ["9.9.9.404"]
@@ -95,6 +99,7 @@ def test_evaluate_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             assert root.findall("{http://www.w3.org/2000/svg}polyline")
     assert "AUC " + f"{any_entry['auc']['value']:.3f}" in html
     assert "9.9.9.404" in html and "no pixel data" in html
+    assert "Miss rate were 10% of studies bleeding" in html and "Were 10% of studies haemorrhages" in html
     punctate = r["by_size"]["bins"][0]["auc_vs_negatives"]["value"]
     assert "AUC against all negatives" in html and f"{punctate:.3f}" in html  # per-size AUCs in the size table
     # Self-contained: no scripts, no external images, stylesheets or fonts.

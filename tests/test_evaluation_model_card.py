@@ -191,3 +191,14 @@ def test_model_card_says_how_the_triage_thresholds_were_placed() -> None:
     prev = _triage_choice_text({**base, "negative_reached": True, "prevalence": 0.1, "miss_rate": 0.0058,
                                 "fraction_negative_at_prevalence": 0.37})
     assert "at 0.10 prevalence" in prev and "Bayes' rule" in prev and "0.0058" in prev and "0.37 of studies" in prev
+
+
+def test_model_card_quotes_operating_points_chosen_again_from_the_log_record() -> None:
+    from ichviewer.evaluation.model_card import _replaced_lines
+
+    assert _replaced_lines({}) == []
+    rec = {"replaced_on": "2026-12-06T16:00:00+00:00", "command": ["python", "-m", "ichviewer.training.recalibrate", "models/default"],
+           "changed_options": {"triage_prevalence": 0.1}, "reproduction_check": {"validation_case_auc_any": {"rebuilt": 0.9488, "training_log": 0.9488}}}
+    text = "\n".join(_replaced_lines({"operating_points_replaced": [rec]}))
+    assert "python -m ichviewer.training.recalibrate models/default" in text
+    assert "2026-12-06" in text and "triage prevalence 0.1" in text and "0.9488 against 0.9488" in text

@@ -302,3 +302,23 @@ def test_triage_prevalence_on_the_command_lines() -> None:
     y = np.r_[1, np.zeros(20), np.ones(49), np.zeros(30)].astype(int)
     line = triage_summary_line(choose_triage_thresholds(y, np.linspace(0.01, 0.99, 100), 0.01, prevalence=0.1).to_dict())
     assert "confident negative below" in line and "at 0.1 prevalence" in line
+
+
+def test_triage_never_contradicts_the_any_call() -> None:
+    # At 10 % prevalence a 20 % miss-rate target alone would auto-report studies up to about 0.66,
+    # above an ANY operating point of 0.5: those would be "positive" and "confident negative" at once.
+    y = np.r_[1, np.zeros(20), np.ones(49), np.zeros(30)].astype(int)
+    p = np.linspace(0.01, 0.99, 100)
+    free = choose_triage_thresholds(y, p, 0.2, prevalence=0.1)
+    assert free.negative_below > 0.5
+    capped = choose_triage_thresholds(y, p, 0.2, prevalence=0.1, decision_threshold=0.5)
+    assert 0.0 < capped.negative_below <= 0.5 and capped.negative_reached and capped.miss_rate <= 0.2
+    assert all(c != "confident negative" for c, v in zip(capped.classify(p), p) if v >= 0.5)
+    # The mirror image (labels reversed along the scores, prevalence 0.9): the positive side stays
+    # at or above the ANY threshold.
+    y2 = 1 - y[::-1]
+    free2 = choose_triage_thresholds(y2, p, 0.0, 0.2, prevalence=0.9)
+    assert free2.positive_reached and free2.positive_above < 0.5
+    capped2 = choose_triage_thresholds(y2, p, 0.0, 0.2, prevalence=0.9, decision_threshold=0.5)
+    assert capped2.positive_reached and capped2.positive_above >= 0.5
+    assert all(c != "confident positive" for c, v in zip(capped2.classify(p), p) if v < 0.5)

@@ -330,3 +330,14 @@ def test_subtypes_are_named_only_when_the_study_is_positive_for_haemorrhage(qtbo
     assert ui.plot.positive_slices() == expected == result.positive_slices("SDH")
     assert ui.strip.positive == tuple(expected)
     assert len(ui.plot.positive_points.data) == len(expected)
+
+
+def test_triage_tooltip_states_the_loaded_thresholds_and_prevalence():
+    from ichviewer.inference.manifest import OperatingPoints
+    from ichviewer.qt.findings_panel import triage_tooltip
+
+    tip = triage_tooltip(OperatingPoints(negative_below=0.684, positive_above=0.97, triage_prevalence=0.1))
+    assert "ANY below 0.68" in tip and "ANY above 0.97" in tip and "10% of studies" in tip
+    off = triage_tooltip(OperatingPoints(negative_below=0.0, positive_above=1.0))
+    assert off.count("switched off") == 2 and "prevalence" not in off
+    assert "refer" in triage_tooltip(None)

@@ -94,6 +94,11 @@ def test_resume_continues_from_the_checkpoint_to_the_same_weights(tmp_path, phan
         torch.testing.assert_close(resumed.model.state_dict()[k], v, atol=1e-5, rtol=1e-4)
     with pytest.raises(CheckpointError, match="other settings"):
         train_member(_config(lr=5e-3, **options), train, val, tmp_path / "b.pt", resume=True)
+    # Same options, other data: a label left out of the loss (as --ignore-invisible-positives does).
+    known = train.known.copy()
+    known[np.flatnonzero(train.labels[:, -1] > 0)[0]] = 0
+    with pytest.raises(CheckpointError, match="other data"):
+        train_member(_config(**options), replace(train, known=known), val, tmp_path / "b.pt", resume=True)
 
 
 def test_noisy_or_any_loss_changes_training_and_is_checked(phantom_caches):
@@ -323,6 +328,36 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
     assert main(argv + ["--resume"]) == 0
     again = json.loads((out / "manifest.json").read_text())
     assert {m["file"]: m["sha256"] for m in again["models"]} == before
+
+    # Operating points chosen again without retraining (ichviewer.training.recalibrate): the rebuilt
+    # validation and calibration cases, scored through ONNX, reproduce the training run's figures.
+    import shutil
+
+    from ichviewer.inference.manifest import load_manifest
+    from ichviewer.training.recalibrate import RecalibrationError, main as recalibrate_main
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("work"))
+    assert recalibrate_main([str(copy), "--triage-prevalence", "0.2", "--workers", "1", "--threads", "1"]) == 0
+    log2 = json.loads((copy / "training_log.json").read_text())
+    rec = log2["operating_points_replaced"][-1]
+    assert rec["changed_options"]["triage_prevalence"] == 0.2 and log2["command_config"]["triage_prevalence"] == 0.2
+    assert all(abs(d) <= 0.005 for d in rec["reproduction_check"]["threshold_differences"].values())
+    assert rec["previous_operating_points"] == json.loads((out / "training_log.json").read_text())["operating_points"]
+    assert log2["operating_points"]["fitted_on"]["calibration_cases"] == 3
+    m2 = load_manifest(copy / "manifest.json")
+    assert m2.operating_points.triage_prevalence == 0.2 and log2["operating_points"]["triage"]["prevalence"] == 0.2
+    assert m2.operating_points.thresholds == pytest.approx(load_manifest(out / "manifest.json").operating_points.thresholds, abs=0.005)
+    load_ensemble(copy, providers="cpu")  # checksums rewritten and true
+    # A log the rebuilt validation does not match: refused, nothing written.
+    log2["ensemble"]["validation_case_auc_any"] = 0.123
+    (copy / "training_log.json").write_text(json.dumps(log2))
+    before_manifest = (copy / "manifest.json").read_bytes()
+    with pytest.raises(RecalibrationError, match="does not reproduce"):
+        from ichviewer.training.recalibrate import recalibrate
+
+        recalibrate(copy, triage_prevalence=0.1, workers=1, threads=1)
+    assert (copy / "manifest.json").read_bytes() == before_manifest
 
 
 def test_cli_without_torch_says_how_to_install_the_train_extra(tmp_path):

@@ -103,25 +103,48 @@ def _triage_choice_text(tri: Mapping[str, Any]) -> str:
     miss = tri.get("target_miss_rate")
     fpr = tri.get("target_false_positive_rate")
     prev = tri.get("prevalence")
-    at = (f" at {_fmt(prev, 2)} prevalence (the rate the threshold would have on studies of which that share bleed, "
-          "from its sensitivity and specificity on the balanced validation set by Bayes' rule; "
-          "`ichviewer.evaluation.triage`)") if prev is not None else ""
-    at_short = f" at {_fmt(prev, 2)} prevalence" if prev is not None else ""
+    at = f" at {_fmt(prev, 2)} prevalence" if prev is not None else ""
     if tri.get("negative_reached", True):
-        cleared = _fmt(tri.get("fraction_negative"), 2)
+        cleared = f"it cleared {_fmt(tri.get('fraction_negative'), 2)} of validation"
         if prev is not None and tri.get("fraction_negative_at_prevalence") is not None:
-            cleared += f"; {_fmt(tri.get('fraction_negative_at_prevalence'), 2)} of studies at that prevalence"
+            cleared += f" and would clear {_fmt(tri.get('fraction_negative_at_prevalence'), 2)} of studies at that prevalence"
         neg = (f"\"confident negative\" below {_fmt(tri.get('negative_below'))} (the highest threshold whose miss rate "
-               f"on validation{at} is at most {_fmt(miss, 2)}: {_fmt(tri.get('miss_rate'), 4)}; it cleared {cleared} "
-               "of validation)")
+               f"on validation{at} is at most {_fmt(miss, 2)}: {_fmt(tri.get('miss_rate'), 4)}; {cleared})")
     else:
         neg = (f"\"confident negative\" switched off (threshold {_fmt(tri.get('negative_below'))}): on validation no "
-               f"threshold clears any study at a miss rate{at_short} of at most {_fmt(miss, 2)}"
+               f"threshold clears any study at a miss rate{at} of at most {_fmt(miss, 2)}"
                + (" (every threshold that clears a study clears a haemorrhage with it)" if prev is None else "")
                + ", so every study is referred or called positive")
-    pos = (f"\"confident positive\" above {_fmt(tri.get('positive_above'))} (false-positive rate on validation{at_short} "
+    pos = (f"\"confident positive\" above {_fmt(tri.get('positive_above'))} (false-positive rate on validation{at} "
            f"at most {_fmt(fpr, 2)}; it called {_fmt(tri.get('fraction_positive'), 2)} of validation)")
-    return f"Thresholds chosen on validation (training log): {neg}; {pos}."
+    text = f"Thresholds chosen on validation (training log): {neg}; {pos}."
+    if prev is not None:
+        text += (f" A rate at {_fmt(prev, 2)} prevalence is the one the threshold would have on studies of which that "
+                 "share bleed, from its sensitivity and specificity on the balanced validation set by Bayes' rule "
+                 "(`ichviewer.evaluation.triage`); neither threshold contradicts the ANY call (a confident negative "
+                 "is below the ANY threshold, a confident positive above it).")
+    return text
+
+
+def _replaced_lines(log: Mapping[str, Any]) -> list[str]:
+    """Operating points chosen again after training (`ichviewer.training.recalibrate`), from the log's own record."""
+    out = []
+    for rec in log.get("operating_points_replaced") or []:
+        changed = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (rec.get("changed_options") or {}).items())
+        chk = (rec.get("reproduction_check") or {}).get("validation_case_auc_any") or {}
+        out += [
+            "",
+            f"Its operating points were chosen again on {str(rec.get('replaced_on', '?'))[:10]}, on the same validation "
+            f"studies and without retraining ({changed}; the rebuilt validation reproduced the training run's case "
+            f"AUC(ANY) {_fmt(chk.get('rebuilt'), 4)} against {_fmt(chk.get('training_log'), 4)} and its per-label "
+            "thresholds; the previous choice is kept in `training_log.json`, `operating_points_replaced`). The bundled "
+            "command above now makes this choice itself:",
+            "",
+            "```bash",
+            " ".join(str(a) for a in rec.get("command", [])),
+            "```",
+        ]
+    return out
 
 
 def _n_calibration(log: Mapping[str, Any]) -> int:
@@ -268,6 +291,7 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         "```bash",
         commands.get("train", ""),
         "```",
+        *_replaced_lines(log),
         "",
         "## Held-out test set",
         "",

@@ -191,6 +191,13 @@ def triage_chart(triage: dict) -> str:
         margin=(40, 330, 44, 58),
     )
     chart.line([0.0, *frac], [0.0, *miss], "#1a1a1a", legend="Miss rate = missed bleeds / auto-reported")
+    prev = triage.get("prevalence")
+    if prev is not None and "miss_rate_at_prevalence" in curve:
+        # The same thresholds on a worklist where `prev` of studies bleed (Bayes' rule; triage.py).
+        frac_p = [_num(v) for v in curve["fraction_auto_at_prevalence"]]
+        miss_p = [min(_num(v), y_max) for v in curve["miss_rate_at_prevalence"]]
+        chart.line([0.0, *frac_p], [0.0, *miss_p], "#7f7f7f", dash="6 3",
+                   legend=f"Miss rate were {prev:.0%} of studies bleeding (Bayes' rule)")
     colours = ["#009E73", "#0072B2", "#E69F00", "#D55E00", "#CC79A7"]
     for i, op in enumerate(triage["operating_points"]):
         target = _num(op["target_miss_rate"])
@@ -390,6 +397,16 @@ def _triage_section(tri: dict) -> str:
             f'<td class="num">no bleed {_prop_cell(obs["false_positive_rate"], 2)}</td></tr>'
             "</tbody></table>"
         )
+        at = obs.get("miss_rate_at_prevalence")
+        if at is not None and tri.get("prevalence") is not None:
+            fp = obs["false_positive_rate_at_prevalence"]
+            html.append(
+                f'<p>Were {tri["prevalence"]:.0%} of studies haemorrhages, as on a clinical worklist (this set is '
+                f'balanced), the same calls would give a miss rate among confident negatives of {_pct(at["value"], 2)} '
+                f'<span class="ci">({_ci_pct(at["ci"], 2)})</span> and no bleed among confident positives '
+                f'{_pct(fp["value"], 2)} <span class="ci">({_ci_pct(fp["ci"], 2)})</span> (Bayes\' rule on this set\'s '
+                "sensitivity and specificity of each call; the intervals combine the exact ones of the two).</p>"
+            )
     return "\n".join(html)
 
 

@@ -97,7 +97,11 @@ def site_operating_points(
         labels[lab] = {**entry, **point.to_dict(), "sensitivity_ci": list(clopper_pearson(k, point.n_positive))}
     y_any = matched.y_true["ANY"]
     known = ~np.isnan(y_any)
-    tri = choose_triage_thresholds(y_any[known], matched.y_prob["ANY"][known], target_miss_rate, prevalence=triage_prevalence)
+    # A confident negative is never an ANY-positive call, nor a confident positive an ANY-negative one.
+    tri = choose_triage_thresholds(
+        y_any[known], matched.y_prob["ANY"][known], target_miss_rate, prevalence=triage_prevalence,
+        decision_threshold=thresholds["ANY"],
+    )
     ops = OperatingPoints(
         thresholds=thresholds, triage_label="ANY",
         negative_below=float(tri.negative_below), positive_above=float(tri.positive_above),

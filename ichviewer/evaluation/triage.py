@@ -187,6 +187,7 @@ def triage_operating_point(
     use_upper_bound: bool = False,
     level: float = CI_LEVEL,
     prevalence: float | None = None,
+    highest_cut: float | None = None,
 ) -> TriagePoint:
     """The threshold auto-reporting the most studies whose miss rate is <= the target.
 
@@ -197,6 +198,7 @@ def triage_operating_point(
     With `prevalence` the miss rate is the one at that prevalence (module docstring); its
     interval, and the bound `use_upper_bound` tests, combine the exact bounds of the two
     shares it is made of (upper FNR with lower TNR, and the reverse), which is conservative.
+    With `highest_cut` only thresholds at or below it are considered.
     """
     if not 0.0 <= target_miss_rate < 1.0:
         raise ValueError(f"target miss rate must be in [0, 1), got {target_miss_rate}")
@@ -210,7 +212,10 @@ def triage_operating_point(
         rate = np.array([_prevalence_interval(curve, i, prevalence, level)[1] for i in range(curve.n_auto.size)])
     else:
         rate = curve.miss_rate_at(prevalence)
-    ok = np.flatnonzero(np.nan_to_num(rate, nan=np.inf) <= target_miss_rate + 1e-12)
+    admissible = np.nan_to_num(rate, nan=np.inf) <= target_miss_rate + 1e-12
+    if highest_cut is not None:
+        admissible &= curve.negative_below <= highest_cut
+    ok = np.flatnonzero(admissible)
     if ok.size == 0:
         return TriagePoint(
             target_miss_rate, None, 0, 0, 0.0, float("nan"), (float("nan"), float("nan")), prevalence,
@@ -316,6 +321,7 @@ def choose_triage_thresholds(
     target_false_positive_rate: float | None = None,
     use_upper_bound: bool = False,
     prevalence: float | None = None,
+    decision_threshold: float | None = None,
 ) -> TriageThresholds:
     """Choose confident-negative and confident-positive thresholds on validation data.
 
@@ -325,13 +331,17 @@ def choose_triage_thresholds(
     `target_false_positive_rate` (default: the same as the miss-rate target). The positive side
     is chosen among studies not auto-reported negative, so no study is both. With `prevalence`
     both shares are those at that prevalence of haemorrhage (module docstring), not among the
-    validation studies themselves.
+    validation studies themselves. With `decision_threshold` (the ANY operating point: positive
+    when p >= it) no study at or above it is auto-reported negative and none below it is
+    flagged confident positive, so triage never contradicts the ANY call.
     """
     y = as_binary(y_any, "y_any")
     p = as_scores(p_any, y.size, "p_any")
     prevalence = check_prevalence(prevalence)
     fp_target = target_miss_rate if target_false_positive_rate is None else target_false_positive_rate
-    neg = triage_operating_point(triage_curve(y, p), target_miss_rate, use_upper_bound, prevalence=prevalence)
+    neg = triage_operating_point(
+        triage_curve(y, p), target_miss_rate, use_upper_bound, prevalence=prevalence, highest_cut=decision_threshold
+    )
     t_neg = 0.0 if neg.negative_below is None else neg.negative_below
     rest = p >= t_neg
     t_pos = 1.0
@@ -344,7 +354,8 @@ def choose_triage_thresholds(
             triage_curve(1 - y[rest], -p[rest]), n_total=int(y.size), n_positive=int(y.size - y.sum())
         )
         pos = triage_operating_point(
-            mirrored, fp_target, use_upper_bound, prevalence=None if prevalence is None else 1.0 - prevalence
+            mirrored, fp_target, use_upper_bound, prevalence=None if prevalence is None else 1.0 - prevalence,
+            highest_cut=None if decision_threshold is None else -decision_threshold,
         )
         if pos.negative_below is not None:
             t_pos = max(-pos.negative_below, t_neg)

@@ -78,6 +78,21 @@ def _badge_css(bg: str, fg: str) -> str:
     return f"QLabel {{ background: {bg}; color: {fg}; border-radius: 4px; padding: 4px 8px; font-weight: bold; }}"
 
 
+def triage_tooltip(ops: Any) -> str:
+    """What the triage badge means, with the loaded ensemble's thresholds (`OperatingPoints`) when known."""
+    head = "Triage of the study on the ensemble's ANY probability (DeepRadiologyNet):\n"
+    if ops is None:
+        return head + "confident negative / confident positive: the ensemble is sure;\nrefer: a radiologist must decide."
+    at = (f" (placed on validation for the rates they would have were {ops.triage_prevalence:.0%} of studies "
+          "haemorrhages; see the model card)") if ops.triage_prevalence is not None else " (placed on validation)"
+    neg = (f"confident negative: ANY below {ops.negative_below:.2f}" if ops.negative_below > 0.0
+           else "confident negative: switched off for this ensemble")
+    pos = (f"confident positive: ANY above {ops.positive_above:.2f}" if ops.positive_above < 1.0
+           else "confident positive: switched off for this ensemble")
+    return (head + f"{neg};\n{pos}{at};\nrefer: anything else, a radiologist must decide.\n"
+            "A series that fails the head-CT check is always referred.")
+
+
 class FindingsPanel(QWidget):
     """Per label (IPH ... ANY): case probability and decision at the manifest's operating point; the study's triage class.
 
@@ -97,11 +112,7 @@ class FindingsPanel(QWidget):
         self.status.setWordWrap(True)
         self.triage_badge = QLabel("")
         self.triage_badge.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.triage_badge.setToolTip(
-            "Triage of the study on the ensemble's ANY probability (DeepRadiologyNet):\n"
-            "confident negative / confident positive: the ensemble is sure;\n"
-            "refer: a radiologist must decide."
-        )
+        self.triage_badge.setToolTip(triage_tooltip(None))
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress.setFormat("%v / %m slices")
@@ -204,6 +215,7 @@ class FindingsPanel(QWidget):
         self.set_provider(getattr(ensemble, "provider", ""))
         manifest = ensemble.manifest
         self._thresholds = dict(manifest.operating_points.thresholds)
+        self.triage_badge.setToolTip(triage_tooltip(manifest.operating_points))
         about = manifest.description.strip()
         self.about_label.setText(f"{manifest.name}: {about}" if manifest.name and about else about)
         self.about_label.setVisible(bool(about))

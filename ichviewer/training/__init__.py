@@ -18,6 +18,8 @@ Entry points: `ichviewer train ...` (`ichviewer.commands.train`) and, from Pytho
   per-label high-sensitivity thresholds and triage thresholds, on validation (the
   thresholds also on `--calibration-cases`, departure 21).
 - `recipe`: the whole run, writing manifest.json, SHA256SUMS and training_log.json.
+- `recalibrate`: the operating points of a trained phantom ensemble chosen again on its own
+  validation cases, without retraining (departure 25).
 
 Where this recipe departs from Lee et al. 2019 (Methods) and why:
 
@@ -199,4 +201,14 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    that the inner table's edge is blood. The training split's `known` mask drops those
    entries (6.7 % of positive slices in 80 training-like phantoms); validation keeps every
    label, since it is scored as the test set is. Measured in models/EXPERIMENTS.md (stop 23).
+25. Triage rates at a clinical prevalence (default; `--triage-prevalence P`, 0.10 unless told,
+   'observed' for the old rule). Not Lee et al.'s: the triage is DeepRadiologyNet's, whose miss
+   rate among auto-reported studies was measured on a clinical stream, where few studies bleed.
+   Our validation set is balanced (half bleed), and there no useful threshold can reach a 1 %
+   miss rate. The thresholds are now chosen for the rates they would have at prevalence P
+   (Bayes' rule on validation FNR and TNR; `ichviewer.evaluation.triage`), and never contradict
+   the ANY call: a confident negative is below the ANY threshold, a confident positive above it.
+   An already trained ensemble gets them without retraining: `python -m
+   ichviewer.training.recalibrate DIR` (rebuilds and re-scores the same validation cases, checks
+   it reproduced the training run, then rewrites the manifest, log and checksums).
 """

@@ -244,6 +244,21 @@ class SliceCache:
     def slice_labelled(self) -> bool:
         return all(c.slice_labelled for c in self.cases)
 
+    def fingerprint(self, sample_rows: int = 16) -> str:
+        """SHA-256 of what training reads: cases, labels, the known mask, map presence and the
+        pixels of `sample_rows` evenly spaced slices (cheap; a changed phantom generator, window,
+        matrix or label rule shows up in them). A resumed checkpoint must match it."""
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update(repr((self.images.shape, self.input_size, self.maps is not None)).encode())
+        h.update(repr([(c.case_id, c.start, c.stop) for c in self.cases]).encode())
+        h.update(np.ascontiguousarray(self.labels).tobytes())
+        h.update(np.ascontiguousarray(self.known).tobytes())
+        rows = np.unique(np.linspace(0, self.n_slices - 1, num=min(sample_rows, self.n_slices)).astype(np.int64))
+        h.update(np.ascontiguousarray(self.images[rows]).tobytes())
+        return h.hexdigest()
+
     def case_of_row(self) -> np.ndarray:
         out = np.empty(self.n_slices, dtype=np.int64)
         for i, c in enumerate(self.cases):

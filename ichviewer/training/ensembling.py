@@ -106,7 +106,10 @@ def choose_operating_points(
     points = choose_points(y_true, y_prob, min_sensitivity)
     thresholds = {lab: (p.threshold if p.threshold is not None else 0.5) for lab, p in points.items()}
     any_j = LABELS.index("ANY")
-    tri = choose_triage_thresholds(y[:, any_j], cases[:, any_j], target_miss_rate, prevalence=triage_prevalence)
+    # A confident negative is never an ANY-positive call, nor a confident positive an ANY-negative one.
+    tri = choose_triage_thresholds(
+        y[:, any_j], cases[:, any_j], target_miss_rate, prevalence=triage_prevalence, decision_threshold=thresholds["ANY"]
+    )
     # Same convention as the manifest: p < negative_below is "confident negative", p >
     # positive_above "confident positive"; a side whose target cannot be met is off (0 / 1).
     neg, pos = float(tri.negative_below), float(tri.positive_above)

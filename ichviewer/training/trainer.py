@@ -692,6 +692,7 @@ def train_member(
     history: list[EpochRecord] = []
     best_state, best_map, best_epoch, first_epoch = None, -math.inf, -1, 0
     ckpt = Path(checkpoint) if checkpoint else None
+    data_fingerprint = {"train": train.fingerprint(), "validation": validation.fingerprint()} if ckpt is not None else None
     if ckpt is not None and resume and ckpt.exists():
         try:
             state = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -700,6 +701,12 @@ def train_member(
         if state.get("version") != CHECKPOINT_VERSION or state.get("config") != config.fingerprint():
             raise CheckpointError(
                 f"{ckpt}: the checkpoint was made with other settings; resume with the same options or use a new --out"
+            )
+        # Checkpoints from before the data fingerprint have none and resume as they did.
+        if state.get("data") is not None and state["data"] != data_fingerprint:
+            raise CheckpointError(
+                f"{ckpt}: the checkpoint was trained on other data (cases, labels or pixels differ, e.g. another "
+                "--n-cases, --seed or --ignore-invisible-positives); resume with the same options or use a new --work"
             )
         try:
             model.load_state_dict(state["model"])
@@ -797,6 +804,7 @@ def train_member(
                 {
                     "version": CHECKPOINT_VERSION,
                     "config": config.fingerprint(),
+                    "data": data_fingerprint,
                     "epoch": epoch,
                     "model": model.state_dict(),
                     "map_head": map_head.state_dict() if map_head is not None else None,

@@ -1,0 +1,249 @@
+"""Re-place a trained phantom ensemble's operating points on its own validation split, without retraining.
+
+The operating points (per-label high-sensitivity thresholds and the triage thresholds) are
+the last step of `ichviewer train`: chosen on the validation cases from the members'
+probabilities (`ichviewer.training.ensembling.choose_operating_points`). When only that rule
+changes (say, triage rates stated at a clinical prevalence instead of the balanced validation
+set's own mix), the networks need not be trained again: this rebuilds the same validation
+(and calibration) phantoms from the training log's recipe, scores them with the ensemble's
+ONNX members exactly as `ichviewer infer` reads a series (each member's Eq. 4 interpolation
+degree, the manifest's weights and ANY rule), and chooses the operating points again.
+
+Before anything is written it checks that it has reproduced the training run's validation:
+the ensemble's validation case AUC for ANY must match the training log's, and, with the
+sensitivity target unchanged, so must every per-label threshold (within `TOLERANCE`). The
+manifest's operating points, the training log (`operating_points`, `command_config`, and the
+previous choice under `operating_points_replaced`) and SHA256SUMS are then rewritten; the
+networks are not touched. A site with its own labelled studies uses `ichviewer
+operating-points` instead.
+
+    python -m ichviewer.training.recalibrate models/default [--triage-prevalence 0.1]
+        [--target-miss-rate 0.01] [--min-sensitivity 0.95] [--work build/train-work] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ichviewer import LABELS
+from ichviewer.training.recipe import LOG_NAME, RecipeConfig, phantom_split_plans
+
+#: Largest difference allowed between the training run's validation figures and the rebuilt ones.
+TOLERANCE = 0.005
+
+
+class RecalibrationError(ValueError):
+    """The folder cannot be recalibrated (not a phantom recipe, or its validation was not reproduced)."""
+
+
+def recipe_config_from_log(log: dict, out: str | Path, **changes: Any) -> RecipeConfig:
+    """The `RecipeConfig` a training log's `command_config` describes, with `changes` applied.
+
+    Keys a newer recipe added after the log was written take their defaults; keys the recipe
+    no longer has are ignored.
+    """
+    cfg = dict(log.get("command_config") or {})
+    if not cfg:
+        raise RecalibrationError("the training log has no command_config")
+    names = {f.name for f in dataclasses.fields(RecipeConfig)}
+    kwargs = {k: v for k, v in cfg.items() if k in names}
+    for key in ("families", "specialists"):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
+    if isinstance(kwargs.get("thickness_planes"), list):
+        kwargs["thickness_planes"] = tuple(kwargs["thickness_planes"])
+    kwargs.update(out=Path(out), **changes)
+    return RecipeConfig(**kwargs)
+
+
+def _split_caches(config: RecipeConfig, work: Path, stream: TextIO | None) -> dict:
+    """Validation and (if the recipe had them) calibration caches, reusing the training work folder's."""
+    from ichviewer.training.data import SliceCache, build_phantom_cache, plans_fingerprint
+    from ichviewer.training.recipe import _progress_fn
+
+    (work / "cache").mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split, plans in phantom_split_plans(config).items():
+        if split == "train":
+            continue
+        # Same key as `recipe.load_data`, so a training run's work folder is reused as it is.
+        key = plans_fingerprint(plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm)
+        path = work / "cache" / f"{split}-{key}.npz"
+        if path.exists():
+            out[split] = SliceCache.load(path)
+        else:
+            out[split] = build_phantom_cache(
+                plans, config.input_size, config.matrix, config.workers, _progress_fn(f"phantoms ({split})", stream),
+                windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm,
+            )
+            out[split].save(path)
+    return out
+
+
+def recalibrate(
+    models_dir: str | Path,
+    *,
+    triage_prevalence: float | None,
+    target_miss_rate: float | None = None,
+    min_sensitivity: float | None = None,
+    work: str | Path | None = None,
+    workers: int = 2,
+    threads: int = 2,
+    stream: TextIO | None = None,
+    argv: Sequence[str] | None = None,
+) -> dict:
+    """Choose the operating points of the ensemble in `models_dir` again (module docstring); returns the record."""
+    from ichviewer.inference.manifest import MANIFEST_NAME, load_manifest
+    from ichviewer.training.data import concat_caches
+    from ichviewer.training.devset import member_slice_probabilities
+    from ichviewer.training.ensembling import choose_operating_points, combine_members
+    from ichviewer.training.export import write_checksums
+    from ichviewer.training.trainer import case_auc
+
+    t0 = time.perf_counter()
+    models_dir = Path(models_dir)
+    log_path = models_dir / LOG_NAME
+    try:
+        log = json.loads(log_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecalibrationError(f"{log_path}: no training log; only an ensemble made by `ichviewer train` can be recalibrated") from None
+    except json.JSONDecodeError as exc:
+        raise RecalibrationError(f"{log_path}: not valid JSON ({exc})") from None
+    changes: dict[str, Any] = {"triage_prevalence": triage_prevalence, "workers": workers}
+    if target_miss_rate is not None:
+        changes["target_miss_rate"] = target_miss_rate
+    if min_sensitivity is not None:
+        changes["min_sensitivity"] = min_sensitivity
+    if work is not None:
+        changes["work_dir"] = Path(work)
+    config = recipe_config_from_log(log, models_dir, **changes)
+    if config.source != "phantoms":
+        raise RecalibrationError(
+            f"{log_path}: trained on a site's DICOM studies; re-choose its thresholds on labelled studies with "
+            "`ichviewer operating-points`"
+        )
+    manifest = load_manifest(models_dir / MANIFEST_NAME)
+    caches = _split_caches(config, config.work, stream)
+    val = caches["validation"]
+    op_cache = concat_caches([val, caches["calibration"]]) if "calibration" in caches else val
+    member_probs = []
+    for spec in manifest.models:
+        if stream is not None:
+            stream.write(f"scoring {op_cache.n_slices} slices with {spec.file} (degree {spec.interpolation_degree})\n")
+        member_probs.append(
+            member_slice_probabilities(models_dir / spec.file, op_cache, threads=threads, degree=spec.interpolation_degree)
+        )
+    weights = [spec.weight for spec in manifest.models]
+    any_rule = manifest.aggregation.any_rule
+    op_probs = combine_members(member_probs, weights, any_rule)
+    val_probs = op_probs[: val.n_slices]
+
+    # Reproduced? The ensemble's validation AUC, and (same sensitivity target) every label's threshold.
+    old_ops = log.get("operating_points") or {}
+    auc_logged = (log.get("ensemble") or {}).get("validation_case_auc_any")
+    auc_now = case_auc(val, val_probs)
+    check: dict[str, Any] = {"validation_case_auc_any": {"training_log": auc_logged, "rebuilt": auc_now}}
+    problems = []
+    undefined = auc_logged is None and not np.isfinite(auc_now)  # one class only: no AUC either time
+    if not undefined and (auc_logged is None or not abs(auc_now - auc_logged) <= TOLERANCE):
+        problems.append(f"validation case AUC(ANY) {auc_now:.4f} against {auc_logged} in the training log")
+    ops, report = choose_operating_points(
+        op_cache, op_probs, config.min_sensitivity, config.target_miss_rate, config.triage_prevalence
+    )
+    if "calibration" in caches:
+        report["fitted_on"] = {"validation_cases": len(val.cases), "calibration_cases": len(caches["calibration"].cases)}
+    same_target = old_ops.get("min_sensitivity") == config.min_sensitivity
+    diffs = {}
+    for lab in LABELS:
+        old = ((old_ops.get("labels") or {}).get(lab) or {}).get("threshold")
+        new = report["labels"][lab].get("threshold")
+        if old is not None and new is not None:
+            diffs[lab] = float(new) - float(old)
+    check["threshold_differences"] = diffs
+    if same_target:
+        off = {lab: d for lab, d in diffs.items() if abs(d) > TOLERANCE}
+        if off:
+            problems.append("per-label thresholds moved: " + ", ".join(f"{lab} {d:+.4f}" for lab, d in off.items()))
+    if problems:
+        raise RecalibrationError(
+            f"{models_dir}: the rebuilt validation does not reproduce the training run ({'; '.join(problems)}); "
+            "nothing was written (different phantom code or a different recipe?)"
+        )
+
+    record = {
+        "replaced_on": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": list(argv) if argv is not None else list(sys.argv),
+        "reason": "operating points chosen again on the same validation cases with the recipe's current rule",
+        "changed_options": {k: v for k, v in changes.items() if k not in ("workers", "work_dir")},
+        "reproduction_check": check,
+        "previous_operating_points": old_ops,
+        "previous_manifest_operating_points": manifest.operating_points.to_dict(),
+        "seconds": time.perf_counter() - t0,
+    }
+    dataclasses.replace(manifest, operating_points=ops).write()
+    log["operating_points"] = report
+    log["command_config"] = {**log.get("command_config", {}), **{
+        k: v for k, v in dataclasses.asdict(config).items() if k in ("triage_prevalence", "target_miss_rate", "min_sensitivity")
+    }}
+    log.setdefault("operating_points_replaced", []).append(record)
+    log_path.write_text(json.dumps(_jsonable(log), indent=2) + "\n", encoding="utf-8")
+    sums = models_dir / "SHA256SUMS"
+    if sums.is_file():
+        names = [line.split(None, 1)[1].strip() for line in sums.read_text(encoding="utf-8").splitlines() if line.strip()]
+        write_checksums(models_dir, names)
+    return record
+
+
+def _jsonable(obj: Any) -> Any:
+    from ichviewer.training.recipe import _jsonable as recipe_jsonable
+
+    return recipe_jsonable(obj)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ichviewer.commands.evaluate import prevalence_argument, triage_summary_line
+    from ichviewer.evaluation.triage import CLINICAL_ICH_PREVALENCE
+
+    p = argparse.ArgumentParser(prog="python -m ichviewer.training.recalibrate", description=__doc__.split("\n\n")[0])
+    p.add_argument("models", help="the ensemble folder (manifest.json, training_log.json, the ONNX members)")
+    p.add_argument("--triage-prevalence", type=prevalence_argument, default=CLINICAL_ICH_PREVALENCE, metavar="P",
+                   help=f"state triage rates at this share of studies with haemorrhage (default {CLINICAL_ICH_PREVALENCE:g}; "
+                   "'observed' for the validation set's own mix)")
+    p.add_argument("--target-miss-rate", type=float, help="default: the training log's")
+    p.add_argument("--min-sensitivity", type=float, help="default: the training log's")
+    p.add_argument("--work", metavar="DIR", help="where the validation cache is kept (default: the training log's)")
+    p.add_argument("--workers", type=int, default=2, help="processes generating phantoms (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
+    args = p.parse_args(argv)
+    try:
+        record = recalibrate(
+            args.models, triage_prevalence=args.triage_prevalence, target_miss_rate=args.target_miss_rate,
+            min_sensitivity=args.min_sensitivity, work=args.work, workers=args.workers, threads=args.threads,
+            stream=sys.stderr, argv=["python", "-m", "ichviewer.training.recalibrate", *(argv if argv is not None else sys.argv[1:])],
+        )
+    except (RecalibrationError, ValueError, OSError) as exc:
+        print(f"recalibrate: {exc}", file=sys.stderr)
+        return 1
+    log = json.loads((Path(args.models) / LOG_NAME).read_text(encoding="utf-8"))
+    chk = record["reproduction_check"]
+    auc = chk["validation_case_auc_any"]
+    print(f"reproduced the training run's validation: case AUC(ANY) {auc['rebuilt']:.4f} "
+          f"(log {auc['training_log'] if auc['training_log'] is None else format(auc['training_log'], '.4f')}); largest threshold change "
+          f"{max((abs(d) for d in chk['threshold_differences'].values()), default=0.0):.4f}")
+    print(triage_summary_line(log["operating_points"]["triage"]))
+    print(f"wrote {args.models}/manifest.json, {LOG_NAME} and SHA256SUMS ({record['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
