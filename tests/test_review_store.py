@@ -29,7 +29,8 @@ def test_new_file_is_wal_strict_with_foreign_keys_and_recorded_migrations(tmp_pa
     ReviewStore(path).close()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY id")] == ["0001_initial"]
+    assert [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY id")] == [
+        "0001_initial", "0002_model_run_head_check"]
     tables = {r[0]: r[1] for r in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")}
     for name in ("studies", "readers", "models", "model_runs", "reads", "label_versions", "panels",
                  "panel_members", "panel_cases", "votes", "audit_log"):
@@ -152,6 +153,32 @@ def test_infer_json_import_records_models_probabilities_and_triage(store: Review
     assert store.study(series_uid(1))["study_uid"] == "1.2.826.0.1.3680043.8.498.1"
     # Models are stored once, however many runs use them.
     assert store.conn.execute("SELECT count(*) FROM models").fetchone()[0] == 2
+
+
+def test_head_check_is_stored_with_the_model_run_and_an_old_file_is_upgraded(tmp_path: Path) -> None:
+    from sqlite_utils import Database
+
+    from ichviewer.review.schema import migrations
+
+    path = tmp_path / "old.sqlite"
+    db = Database(path)
+    migrations.apply(db, stop_before="0002_model_run_head_check")  # a file written before the column
+    db.conn.execute("INSERT INTO studies (series_uid, created_by, created_at) VALUES ('1.2.3', 'x', 'now')")
+    db.conn.execute("INSERT INTO model_runs (series_uid, provider, triage, created_by, created_at)"
+                    " VALUES ('1.2.3', 'CPUExecutionProvider', 'refer', 'x', 'now')")
+    db.conn.commit()
+    db.close()
+    with ReviewStore(path, actor="tester") as s:
+        assert s.applied_migrations == ["0002_model_run_head_check"]
+        assert s.latest_model_run("1.2.3")["head_check"] is None  # not known for the old run
+        doc = json.loads(write_infer_json(tmp_path / "infer.json", {series_uid(1): 0.99, series_uid(2): 0.2}).read_text())
+        doc["studies"][0]["triage"] = "refer"
+        doc["studies"][0]["head_check"] = {"applicable": False, "reason": "the skull encloses -961 HU"}
+        doc["studies"][1]["head_check"] = {"applicable": True, "reason": ""}
+        (tmp_path / "infer.json").write_text(json.dumps(doc))
+        import_infer_json(s, tmp_path / "infer.json")
+        assert s.latest_model_run(series_uid(1))["head_check"] == "the skull encloses -961 HU"
+        assert s.latest_model_run(series_uid(2))["head_check"] == ""
 
 
 def test_infer_json_with_wrong_schema_or_missing_field_is_refused_whole(store: ReviewStore, tmp_path: Path) -> None:

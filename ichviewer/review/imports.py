@@ -174,11 +174,15 @@ def _parse_study(entry: Any, where: str) -> dict[str, Any]:
         w = f"{where}.models[{j}]"
         parsed_models.append((_require(m, "name", str, w), _require(m, "version", str, w), _require(m, "sha256", str, w)))
     provider = _require(entry, "provider", str, where)
+    check = entry.get("head_check")
+    if check is not None and not isinstance(check, dict):
+        raise ReviewError(f"{where}.head_check: expected an object or null, not {check!r}")
+    head_check = None if check is None else ("" if check.get("applicable", True) else str(check.get("reason") or "not a head CT"))
     n_slices = entry.get("n_slices")
     seconds = entry.get("seconds")
     return {
         "series_uid": series_uid, "study_uid": study_uid, "path": entry.get("path"),
-        "labels": labels, "triage": triage, "models": parsed_models, "provider": provider,
+        "labels": labels, "triage": triage, "models": parsed_models, "provider": provider, "head_check": head_check,
         "n_slices": int(n_slices) if isinstance(n_slices, int) else None,
         "seconds": float(seconds) if isinstance(seconds, (int, float)) else None,
     }
@@ -189,10 +193,10 @@ def _write_run(store: ReviewStore, study: dict[str, Any], *, source: str) -> int
     actor, now = store.actor, utc_now()
     store._ensure_study(study["series_uid"], study["study_uid"], path=study["path"])
     run_id = conn.execute(
-        "INSERT INTO model_runs (series_uid, provider, triage, n_slices, seconds, source, created_by, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO model_runs (series_uid, provider, triage, n_slices, seconds, source, head_check, created_by, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (study["series_uid"], study["provider"], study["triage"], study["n_slices"], study["seconds"],
-         source, actor, now),
+         source, study["head_check"], actor, now),
     ).lastrowid
     for name, version, sha in study["models"]:
         conn.execute(

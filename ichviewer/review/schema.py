@@ -263,6 +263,14 @@ CREATE TABLE label_versions (
         db.conn.execute(statement)
 
 
+@migrations(name="0002_model_run_head_check")
+def m0002_model_run_head_check(db: Database) -> None:
+    # The workstation's head-CT check of the series (`ichviewer.core.applicability`): '' when it
+    # fits, the reason when it does not (its triage is then "refer"), NULL when not checked (runs
+    # stored before this column, or inference with the check off).
+    db.conn.execute("ALTER TABLE model_runs ADD COLUMN head_check TEXT")
+
+
 def _split_sql(sql: str) -> list[str]:
     """Split a script into complete statements (triggers contain inner semicolons)."""
     import sqlite3
