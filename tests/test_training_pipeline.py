@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -568,3 +569,39 @@ def test_source_code_revision_names_no_commit_for_a_package_outside_its_checkout
     monkeypatch.setattr(recipe, "__file__", str(fake))
     src = recipe.source_code_revision()
     assert src == {"package_dir": str(fake.parents[1]), "commit": None, "dirty": None}
+
+
+@pytest.mark.parametrize("pooling", ["lse", "max"])
+def test_a_pooled_head_trains_exports_and_passes_the_inference_contract(tmp_path, phantom_caches, pooling):
+    """Departure 26: per-cell logits pooled by LSE or max; the manifest says so and the engine checks it."""
+    from ichviewer.inference.ensemble import load_ensemble
+    from ichviewer.inference.errors import ModelContractError
+    from ichviewer.inference.manifest import EnsembleManifest, pool_cell_logits
+
+    train, val = phantom_caches
+    result = train_member(_config(pooling=pooling, epochs=1, steps_per_epoch=2), train, val)
+    assert result.model.pooling == pooling and math.isfinite(result.history[-1].train_loss)
+    assert _config(pooling=pooling).fingerprint()["pooling"] == pooling and "pooling" not in _config().fingerprint()
+    images = val.float_images(np.arange(3))
+    with torch.no_grad():  # two steps leave the cells nearly equal; spread them so the poolings differ
+        result.model.classifier.weight.mul_(200.0)
+    spec, check = export_member(result.model, tmp_path, "pooled", SIZE, images, interpolation_degree=1)
+    assert check.max_logit_diff <= 1e-4 and spec.head_pooling == pooling
+    # The exported logits are the pooled per-cell logits of the exported features and CAM weights.
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / spec.file), providers=["CPUExecutionProvider"])
+    logits, feats = sess.run(["logits", "features"], {"image": images})
+    cam = np.load(tmp_path / spec.cam_weights_file)
+    cells = np.einsum("nkhw,ck->nchw", feats, cam["weight"]) + cam["bias"][None, :, None, None]
+    np.testing.assert_allclose(pool_cell_logits(cells.reshape(3, 6, -1), pooling), logits, atol=1e-4)
+    assert not np.allclose(cells.reshape(3, 6, -1).mean(-1), logits, atol=1e-2)  # not what GAP gives
+    manifest = EnsembleManifest(name="pooled", models=(spec,), directory=tmp_path)
+    path = manifest.write()
+    assert json.loads(path.read_text())["models"][0]["cam"]["pooling"] == pooling
+    load_ensemble(tmp_path, providers="cpu")  # the head check reproduces the logits with this pooling
+    data = json.loads(path.read_text())
+    data["models"][0]["cam"]["pooling"] = "avg"  # a manifest that misdescribes the head is refused
+    path.write_text(json.dumps(data))
+    with pytest.raises(ModelContractError, match="avg pooling"):
+        load_ensemble(tmp_path, providers="cpu")

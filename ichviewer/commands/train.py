@@ -126,6 +126,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "to three channels",
     )
     p.add_argument(
+        "--pooling", choices=("avg", "lse", "max"), default="avg",
+        help="how each network's head pools its per-cell logits: avg (Lee et al.'s global average pooling; "
+        "default), lse (log-sum-exp) or max, which let one cell of the last features carry a punctate bleed",
+    )
+    p.add_argument(
         "--ignore-invisible-positives",
         action="store_true",
         help="phantoms: leave out of the loss the positive slice labels whose blood no reader could see (all of it in "
@@ -233,6 +238,7 @@ def recipe_config_from_args(args: argparse.Namespace):
         precision=args.precision,
         input_stem=args.input_stem,
         wide_stem=args.wide_stem,
+        pooling=args.pooling,
         lesion_map_weight=args.lesion_map_weight,
         ignore_invisible=args.ignore_invisible_positives,
         lesion_map_stride=args.lesion_map_stride,

@@ -277,6 +277,9 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         + _any_rule_text(log.get("command_config", {})) + ";",
         "  case level = maximum over slices.",
         f"- Input: {_input_text(log.get('command_config', {}))}.",
+        *([f"- Head: the linear layer applied to every cell of the last features, then "
+           f"{log['command_config']['pooling']} pooling (departure 26), instead of global average pooling."]
+          if (log.get("command_config") or {}).get("pooling", "avg") != "avg" else []),
         f"- Training loss: {_loss_text(log.get('command_config', {}))}.",
         f"- Training data: {log.get('data', {}).get('train', {}).get('cases', '?')} synthetic training studies"
         + _twin_text(log)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ichviewer import LABELS
 from ichviewer.core.windowing import LEE_WINDOWS, Window
 from ichviewer.inference.errors import EnsembleNotFoundError, ManifestError
@@ -45,6 +47,27 @@ AGGREGATIONS = ("max", "mean", "top_k_mean")
 #: "noisy-or" of the ensemble's five subtype probabilities, 1 - prod(1 - p_subtype).
 ANY_RULES = ("model", "noisy-or")
 ACTIVATIONS = ("sigmoid", "none")
+#: How a member's head pools its per-cell logits s^c_ij = w^c . A_ij + b^c into the logit z^c
+#: (manifest `cam.pooling`): "avg" is Lee et al.'s global average pooling (then linear; the same
+#: thing), "lse" the log-sum-exp (z = log(mean_ij exp(r s_ij)) / r, r = LSE_SHARPNESS), "max" the
+#: highest cell. A bleed that fills one cell of 256 moves an average by 1/256 of its evidence;
+#: LSE and max let one cell carry the logit (departure 26 in `ichviewer.training`).
+HEAD_POOLINGS = ("avg", "lse", "max")
+LSE_SHARPNESS = 5.0
+
+
+def pool_cell_logits(cell_logits: Any, pooling: str) -> Any:
+    """Logits (..., C) from per-cell logits (..., C, n_cells) by `pooling` (see HEAD_POOLINGS), in float64."""
+    s = np.asarray(cell_logits, dtype=np.float64)
+    if pooling == "avg":
+        return s.mean(axis=-1)
+    if pooling == "max":
+        return s.max(axis=-1)
+    if pooling == "lse":
+        r = LSE_SHARPNESS
+        m = s.max(axis=-1, keepdims=True)
+        return (m[..., 0] + np.log(np.exp(r * (s - m)).mean(axis=-1)) / r)
+    raise ValueError(f"head pooling must be one of {HEAD_POOLINGS}, got {pooling!r}")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -118,6 +141,8 @@ class ModelSpec:
     weight: float = 1.0
     #: Optional intermediate block outputs (atlas building); older manifests have none.
     block_outputs: tuple[BlockOutput, ...] = ()
+    #: How the head pools its per-cell logits (HEAD_POOLINGS; manifest `cam.pooling`, default "avg").
+    head_pooling: str = "avg"
 
     def __post_init__(self) -> None:
         where = f"model '{self.name}'"
@@ -176,6 +201,8 @@ class ModelSpec:
             raise ValueError(f"{where}: 'cam.sha256' must be the 64-hex-digit SHA-256 of the CAM weights file")
         if self.cam_weights_sha256:
             object.__setattr__(self, "cam_weights_sha256", self.cam_weights_sha256.lower())
+        if self.head_pooling not in HEAD_POOLINGS:
+            raise ValueError(f"{where}: cam pooling must be one of {HEAD_POOLINGS}, got {self.head_pooling!r}")
 
     @property
     def has_cam(self) -> bool:
@@ -221,6 +248,8 @@ class ModelSpec:
             data["output"]["features"] = self.features_output
         if self.cam_weights_file:
             data["cam"] = {"weights_file": self.cam_weights_file, "sha256": self.cam_weights_sha256}
+            if self.head_pooling != "avg":
+                data["cam"]["pooling"] = self.head_pooling
         if self.block_outputs:
             data["block_outputs"] = [b.to_dict() for b in self.block_outputs]
         return data
@@ -494,6 +523,7 @@ def _parse_model(raw: Any, i: int, path: Path) -> ModelSpec:
             interpolation_degree=f.get("interpolation_degree", int, 3),
             weight=f.get("weight", float, 1.0),
             block_outputs=tuple(blocks),
+            head_pooling=cam.get("pooling", str, "avg"),
         )
     except (TypeError, ValueError) as exc:
         raise ManifestError(path, f"models[{i}]: {exc}") from None

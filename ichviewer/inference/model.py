@@ -12,7 +12,7 @@ import numpy as np
 
 from ichviewer import LABELS
 from ichviewer.inference.errors import ModelContractError
-from ichviewer.inference.manifest import ModelSpec, file_sha256
+from ichviewer.inference.manifest import ModelSpec, file_sha256, pool_cell_logits
 from ichviewer.inference.providers import create_session
 
 #: Probe-run tolerance when checking that the CAM weights reproduce the logits.
@@ -243,15 +243,16 @@ class LoadedModel:
             return
         if feats.shape[1] != self.cam_weight.shape[1]:
             raise self._error(f"feature output has {feats.shape[1]} channels, the CAM weights have {self.cam_weight.shape[1]}")
-        gap = feats[0].reshape(feats.shape[1], -1).mean(axis=1).astype(np.float64)
-        predicted = self.cam_weight.astype(np.float64) @ gap + self.cam_bias
+        # Per-cell logits w^c . A_ij + b^c, pooled as the manifest says (avg: GAP then linear).
+        cells = self.cam_weight.astype(np.float64) @ feats[0].reshape(feats.shape[1], -1).astype(np.float64)
+        predicted = pool_cell_logits(cells + np.asarray(self.cam_bias, dtype=np.float64)[:, None], spec.head_pooling)
         if spec.activation == "none":
             predicted = _sigmoid(predicted)
         err = float(np.max(np.abs(predicted - logits[0])))
         if err > HEAD_RTOL * max(1.0, float(np.max(np.abs(logits[0])))):
             raise self._error(
                 f"the CAM weights do not reproduce the model's logits from its features (max difference {err:.3g}): "
-                "the head is not global-average-pool + linear with these weights, so attention maps would be wrong"
+                f"the head is not linear + {spec.head_pooling} pooling with these weights, so attention maps would be wrong"
             )
 
 

@@ -51,23 +51,23 @@ def _modules(model):
     class WithBlock(nn.Module):
         def __init__(self, net) -> None:
             super().__init__()
-            self.head = net.body[:-1]
+            self.front = net.body[:-1]
             self.last = net.body[-1]
-            self.classifier = net.classifier
+            self.net = net  # its head(): GAP + linear, or linear per cell then LSE / max
 
         def forward(self, x: torch.Tensor):
-            b = self.head(x)
+            b = self.front(x)
             f = self.last(b)
-            return self.classifier(f.mean(dim=(2, 3))), f, b
+            return self.net.head(f), f, b
 
     class Tail(nn.Module):
         def __init__(self, net) -> None:
             super().__init__()
             self.last = net.body[-1]
-            self.classifier = net.classifier
+            self.net = net
 
         def forward(self, b: torch.Tensor) -> torch.Tensor:
-            return self.classifier(self.last(b).mean(dim=(2, 3)))
+            return self.net.head(self.last(b))
 
     return WithBlock(model).eval(), Tail(model).eval()
 
@@ -200,6 +200,7 @@ def export_member(
         block_outputs=(
             BlockOutput(BLOCK_NAME, BLOCK_OUTPUT, tail_file=tail_path.name, tail_sha256=file_sha256(tail_path)),
         ),
+        head_pooling=getattr(model, "pooling", "avg"),
     )
     return spec, check
 

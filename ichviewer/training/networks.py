@@ -13,6 +13,10 @@ outputs in `ichviewer.LABELS` order.
 `forward(x)` returns `(logits (N, 6), features (N, K, h, w))`: the features are the
 last convolutional block, so logits == linear(mean_hw(features)) exactly, which
 is what the class activation maps (Lee et al. Eq. 5) and the inference contract need.
+With `pooling` "lse" or "max" (departure 26) the linear layer is applied to every cell
+and the per-cell logits are pooled instead (`ichviewer.inference.manifest.pool_cell_logits`);
+"avg" is the same as GAP then linear. Grad-CAM's weights (the spatial mean of dz/dA) are
+w/S for all three, so the attention maps (Eq. 5) are computed as before.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from torch import nn
 
 from ichviewer import LABELS
+from ichviewer.inference.manifest import HEAD_POOLINGS, LSE_SHARPNESS
 
 #: Network families in the order the bundled ensemble lists them.
 FAMILIES: tuple[str, ...] = ("vgg", "resnet", "inception", "mobilenet")
@@ -40,6 +45,8 @@ class _Classifier(nn.Module):
     """Backbone + GAP + linear head; subclasses set `self.body` and the feature width."""
 
     family = ""
+    #: How per-cell logits become the logit (HEAD_POOLINGS); set by `build_network`.
+    pooling = "avg"
 
     def __init__(self, n_features: int, n_labels: int = len(LABELS)) -> None:
         super().__init__()
@@ -51,7 +58,20 @@ class _Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(x)
-        return self.classifier(f.mean(dim=(2, 3))), f
+        return self.head(f), f
+
+    def head(self, f: torch.Tensor) -> torch.Tensor:
+        """Logits from the last features: GAP + linear, or the linear layer per cell then LSE / max."""
+        if self.pooling == "avg":
+            return self.classifier(f.mean(dim=(2, 3)))
+        w = self.classifier.weight[:, :, None, None]  # the linear layer as a 1x1 convolution, cell by cell
+        cells = nn.functional.conv2d(f, w.to(f.dtype), self.classifier.bias.to(f.dtype)).flatten(2).float()
+        if self.pooling == "max":
+            return cells.amax(dim=2)
+        # log(mean exp(r s)) / r, shifted by the highest cell for stability (no shape constant, so it exports)
+        r = LSE_SHARPNESS
+        top = cells.amax(dim=2, keepdim=True).detach()
+        return (top + torch.log(torch.exp(r * (cells - top)).mean(dim=2, keepdim=True)) / r)[:, :, 0]
 
 
 class SmallVGG(_Classifier):
@@ -212,7 +232,9 @@ def make_input_stem(channels: int = STEM_CHANNELS, wide: bool = False) -> nn.Seq
     return nn.Sequential(*layers)
 
 
-def build_network(family: str, width: int = 16, input_stem: bool = False, wide_stem: bool = False) -> _Classifier:
+def build_network(
+    family: str, width: int = 16, input_stem: bool = False, wide_stem: bool = False, pooling: str = "avg"
+) -> _Classifier:
     """A fresh network of `family` (one of FAMILIES); `width` scales every layer's channels.
 
     `input_stem=True` prepends `make_input_stem()`, so the network takes inputs twice as large and
@@ -220,8 +242,10 @@ def build_network(family: str, width: int = 16, input_stem: bool = False, wide_s
     first module of `body`, so `body[-1]` is still the last block and `body[-2]` the penultimate
     one, whose output the export gives the atlas (`export.BLOCK_OUTPUT`). `wide_stem=True` (needs
     `input_stem`) feeds the stem's STEM_CHANNELS features straight into the network's first
-    convolution (`make_input_stem(wide=True)`).
+    convolution (`make_input_stem(wide=True)`). `pooling` is the head's (module docstring).
     """
+    if pooling not in HEAD_POOLINGS:
+        raise ValueError(f"head pooling must be one of {', '.join(HEAD_POOLINGS)}, got {pooling!r}")
     if family not in _BUILDERS:
         raise ValueError(f"unknown network family {family!r}; choose from {', '.join(FAMILIES)}")
     if width < 2 or width % 2:
@@ -232,6 +256,7 @@ def build_network(family: str, width: int = 16, input_stem: bool = False, wide_s
     net = _BUILDERS[family](width, in_channels=STEM_CHANNELS if wide_stem else 3)
     if input_stem:
         net.body = nn.Sequential(make_input_stem(wide=wide_stem), *net.body)
+    net.pooling = pooling
     return net
 
 

@@ -85,6 +85,7 @@ class RecipeConfig:
     precision: str = "fp32"
     input_stem: bool = False
     wide_stem: bool = False  # departure 23: the stem's 16 channels feed the network (needs input_stem)
+    pooling: str = "avg"  # departure 26: the head's pooling of per-cell logits ("avg" = Lee et al.'s GAP)
     lesion_map_weight: float = 0.0
     lesion_map_stride: int | None = None
     noisy_or_any_weight: float = 0.0  # departure 22: train the subtypes' noisy-OR against the ANY label
@@ -131,7 +132,7 @@ class RecipeConfig:
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
             positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
             lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
-            input_stem=self.input_stem, wide_stem=self.wide_stem,
+            input_stem=self.input_stem, wide_stem=self.wide_stem, pooling=self.pooling,
         )
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
@@ -329,6 +330,7 @@ def member_train_config(config: RecipeConfig, index: int, name: str, family: str
         precision=config.precision, input_stem=config.input_stem, wide_stem=config.wide_stem,
         lesion_map_weight=config.lesion_map_weight,
         lesion_map_stride=config.lesion_map_stride, noisy_or_any_weight=config.noisy_or_any_weight,
+        pooling=config.pooling,
     )
 
 

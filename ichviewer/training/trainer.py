@@ -56,6 +56,7 @@ def check_batch_options(
     noisy_or_any_weight: float | None = None,
     input_stem: bool | None = None,
     wide_stem: bool | None = None,
+    pooling: str | None = None,
 ) -> None:
     """Raise ValueError naming the first of these options (those given) that is out of range.
 
@@ -64,6 +65,11 @@ def check_batch_options(
     """
     if wide_stem and not input_stem:
         raise ValueError("--wide-stem needs --input-stem (a wide stem is a kind of input stem)")
+    if pooling is not None:
+        from ichviewer.inference.manifest import HEAD_POOLINGS
+
+        if pooling not in HEAD_POOLINGS:
+            raise ValueError(f"head pooling must be one of {HEAD_POOLINGS}, got {pooling!r}")
     if interpolation is not None and interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
     if positive_fraction is not None and not 0.0 <= positive_fraction < 1.0:
@@ -148,6 +154,9 @@ class TrainConfig:
     #: `ichviewer.training`): the five subtype heads are also trained so that their noisy-OR,
     #: the ANY a `--any-rule noisy-or` manifest reads, matches the ANY label. 0 (default): Eq. 2 alone.
     noisy_or_any_weight: float = 0.0
+    #: How the head pools its per-cell logits (`networks.build_network`; departure 26): "avg" is
+    #: Lee et al.'s global average pooling, "lse" / "max" let one cell carry the logit.
+    pooling: str = "avg"
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -155,7 +164,7 @@ class TrainConfig:
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
             positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
             lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
-            input_stem=self.input_stem, wide_stem=self.wide_stem,
+            input_stem=self.input_stem, wide_stem=self.wide_stem, pooling=self.pooling,
         )
 
     @property
@@ -170,6 +179,8 @@ class TrainConfig:
         for key in ("lesion_map_weight", "lesion_map_stride", "noisy_or_any_weight", "wide_stem"):
             if not d[key]:
                 d.pop(key)
+        if d["pooling"] == "avg":
+            d.pop("pooling")
         return d
 
 
@@ -651,7 +662,7 @@ def train_member(
     _set_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     # channels_last makes CPU convolutions ~1.7x faster here (oneDNN's preferred layout).
-    model = build_network(config.family, config.width, config.input_stem, config.wide_stem).to(memory_format=torch.channels_last)
+    model = build_network(config.family, config.width, config.input_stem, config.wide_stem, config.pooling).to(memory_format=torch.channels_last)
     rows = specialist_rows(train, config.specialist)
     mil = not train.slice_labelled
     use_maps = config.lesion_map_weight > 0
