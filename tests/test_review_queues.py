@@ -51,6 +51,28 @@ def test_difficult_for_ai_follows_amended_label(store: ReviewStore, tmp_path: Pa
     assert difficult_for_ai(store) == []
 
 
+def test_a_case_whose_series_failed_the_head_ct_check_says_so_on_the_ai_queues(store: ReviewStore, tmp_path: Path) -> None:
+    import json
+
+    from ichviewer.review import import_infer_json
+    from review_fixtures import write_infer_json
+
+    phantom, head = series_uid(1), series_uid(2)
+    seed(store, tmp_path, {phantom: 0, head: 0}, {phantom: 0.99, head: 0.97})
+    path = write_infer_json(tmp_path / "again.json", {phantom: 0.99, head: 0.97})
+    doc = json.loads(path.read_text())
+    doc["studies"][0]["head_check"] = {"applicable": False, "reason": "the skull encloses -961 HU"}
+    doc["studies"][1]["head_check"] = {"applicable": True, "reason": ""}
+    path.write_text(json.dumps(doc))
+    import_infer_json(store, path)  # the newest run of each series carries the check
+    reasons = {it.series_uid: it.reason for it in difficult_for_ai(store)}
+    assert "not a head CT" in reasons[phantom] and "-961 HU" in reasons[phantom]
+    assert "not a head CT" not in reasons[head]
+    store.add_reader("A", "attending")
+    store.log_read("A", Read(phantom, {"ANY": "absent"}))
+    assert "not a head CT" in discordant(store, "A")[0].reason
+
+
 def test_difficult_for_humans_when_readers_disagree_with_each_other_or_the_label(store: ReviewStore,
                                                                                   tmp_path: Path) -> None:
     agree, split, against_label, unlabelled_split = (series_uid(i) for i in range(4))

@@ -64,6 +64,13 @@ class QueueData:
     studies: dict[str, tuple[str | None, str | None]]
     #: series_uid -> {reader name: status in that reader's newest read}
     statuses: dict[str, dict[str, str]]
+    #: series_uid -> why its newest model run's series failed the head-CT check (failures only)
+    not_head_ct: dict[str, str] = field(default_factory=dict)
+
+    def ai_caveat(self, series_uid: str) -> str:
+        """'' or a note that the model's probability is outside what it was made for."""
+        why = self.not_head_ct.get(series_uid)
+        return f"; AI output not applicable, not a head CT as trained on ({why})" if why else ""
 
 
 def load_queue_data(store: ReviewStore, label: str = "ANY") -> QueueData:
@@ -73,7 +80,8 @@ def load_queue_data(store: ReviewStore, label: str = "ANY") -> QueueData:
     for (reader_id, series_uid), status in store.latest_statuses(label).items():
         statuses.setdefault(series_uid, {})[names[reader_id]] = status
     studies = {s: (st, p) for s, st, p in store.conn.execute("SELECT series_uid, study_uid, path FROM studies")}
-    return QueueData(label, store.labels_at(label), store.latest_probabilities(label), studies, statuses)
+    return QueueData(label, store.labels_at(label), store.latest_probabilities(label), studies, statuses,
+                     store.latest_head_check_failures())
 
 
 def latest_statuses(store: ReviewStore, label: str = "ANY") -> dict[str, dict[str, str]]:
@@ -104,7 +112,7 @@ def difficult_for_ai(
         else:
             continue
         study_uid, path = d.studies.get(series_uid, (None, None))
-        items.append(QueueItem("ai", series_uid, study_uid, path, d.label, value, p, reason,
+        items.append(QueueItem("ai", series_uid, study_uid, path, d.label, value, p, reason + d.ai_caveat(series_uid),
                                d.statuses.get(series_uid, {})))
     items.sort(key=lambda it: (-abs(it.probability - it.label_value), it.series_uid))
     return items
@@ -166,7 +174,9 @@ def discordant(
         model = "present" if p >= thresholds.decision else "absent"
         if status == model or (status == "uncertain" and not include_uncertain):
             continue
-        reason = f"{found.name}: {status}; model: {model} (p={p:.3f}, threshold {thresholds.decision:g})"
+        reason = f"{found.name}: {status}; model: {model} (p={p:.3f}, threshold {thresholds.decision:g})" + d.ai_caveat(
+            series_uid
+        )
         study_uid, path = d.studies.get(series_uid, (None, None))
         items.append(QueueItem("discordant", series_uid, study_uid, path, d.label, d.labels.get(series_uid), p,
                                reason, statuses))

@@ -491,6 +491,15 @@ class ReviewStore:
         )
         return dict(rows.fetchall())
 
+    def latest_head_check_failures(self) -> dict[str, str]:
+        """series_uid -> why the newest model run's series did not look like a head CT (failures only)."""
+        rows = self.conn.execute(
+            "SELECT r.series_uid, r.head_check FROM model_runs r"
+            " JOIN (SELECT series_uid, max(id) AS id FROM model_runs GROUP BY series_uid) newest ON newest.id = r.id"
+            " WHERE r.head_check IS NOT NULL AND r.head_check != ''"
+        )
+        return dict(rows.fetchall())
+
     # -- audit -----------------------------------------------------------------------------
 
     def audit_log(self, *, entity: str | None = None) -> list[dict[str, Any]]:
