@@ -22,8 +22,8 @@ rule on the validation set's sensitivity and specificity below the threshold):
 
 where FNR is the share of positives and TNR the share of negatives auto-reported. The
 default clinical figure, `CLINICAL_ICH_PREVALENCE`, is about one emergency head CT in ten
-(haemorrhage is found in roughly 5-15 % of emergency non-contrast head CTs, depending on
-the referral mix); a site states its own.
+(an assumption, not a measurement: the share is lower after minor head injury and higher on
+stroke pathways); a site states its own.
 
 Thresholds chosen here sit halfway between the last study auto-reported and the next
 probability up, so they do not hinge on one validation study's exact score.
@@ -172,7 +172,7 @@ class TriagePoint:
     miss_rate_ci: tuple[float, float]
     #: None: miss rate among these very studies; else at this prevalence (module docstring).
     prevalence: float | None = None
-    #: Share of studies auto-reported at `prevalence` (equals fraction_auto when None).
+    #: Share of studies auto-reported at `prevalence` (None when prevalence is None).
     fraction_auto_at_prevalence: float | None = None
 
     def to_dict(self) -> dict:
