@@ -25,6 +25,20 @@ def test_real_head_fits_and_the_air_filled_skull_phantom_does_not(ct_data_dir):
         assert check.to_dict()["applicable"] is False
 
 
+def test_a_head_whose_skull_the_field_of_view_cuts_on_one_side_still_fits(ct_data_dir):
+    # A tight or off-centre field of view: the real head with its skull cut 0.4 cm (110 px) and
+    # 1.4 cm (130 px) into the right side of every slice. Slices where the cut leaves no closed
+    # ring are not assessed; the vertex and skull-base slices, narrower, still close.
+    from types import SimpleNamespace
+
+    v = load_volume(ct_data_dir / "ge-head-tilted")
+    assert (v.hu[15, 256, :110] >= 300).any()  # the cut goes through the skull on the middle slice
+    for cut in (110, 130):
+        cropped = SimpleNamespace(hu=v.hu[:, :, cut:], spacing=v.spacing, metadata={})
+        check = check_head_ct(cropped)
+        assert check.applicable and check.slices_assessed >= 3, (cut, check)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
