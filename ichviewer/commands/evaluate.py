@@ -215,15 +215,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def prevalence_argument(text: str) -> float | None:
     """argparse type of --triage-prevalence: a share of studies in (0, 1), or 'observed' (the labelled set's own mix)."""
+    from ichviewer.evaluation.triage import check_prevalence
+
     if text.strip().lower() in ("observed", "none"):
         return None
     try:
-        value = float(text)
+        return check_prevalence(float(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 or 'observed', got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive) or 'observed', got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive) or 'observed', got {text!r}") from None
 
 
 def add_triage_prevalence_argument(parser: argparse.ArgumentParser) -> None:

@@ -460,6 +460,6 @@ def _observed_at_prevalence(y: NDArray, neg: NDArray, pos: NDArray, prevalence: 
     miss, miss_ci = share_at_prevalence(int(y[neg].sum()), int((1 - y[neg]).sum()), n_pos, n_neg, prevalence)
     fp, fp_ci = share_at_prevalence(int((1 - y[pos]).sum()), int(y[pos].sum()), n_neg, n_pos, 1.0 - prevalence)
     return {
-        "miss_rate_at_prevalence": {"value": miss if neg.any() else math.nan, "ci": list(miss_ci)},
-        "false_positive_rate_at_prevalence": {"value": fp if pos.any() else math.nan, "ci": list(fp_ci)},
+        "miss_rate_at_prevalence": {"value": miss, "ci": list(miss_ci)},  # NaN when none was called
+        "false_positive_rate_at_prevalence": {"value": fp, "ci": list(fp_ci)},
     }

@@ -66,10 +66,13 @@ def miss_rate_at_prevalence(
     fall below the threshold. NaN where nothing would be auto-reported.
     """
     k = np.asarray(n_missed, dtype=np.float64)
-    tn = np.asarray(n_auto, dtype=np.float64) - k
-    fnr = k / n_positive if n_positive else np.zeros_like(k)
-    tnr = tn / n_negative if n_negative else np.zeros_like(k)
-    return _weighted_share(fnr, tnr, prevalence)
+    return _weighted_share(*_class_shares(k, np.asarray(n_auto, dtype=np.float64) - k, n_positive, n_negative), prevalence)
+
+
+def _class_shares(k_positive: ArrayLike, k_negative: ArrayLike, n_positive: int, n_negative: int):
+    """(k_positive / n_positive, k_negative / n_negative), 0 for a class with no studies."""
+    kp, kn = np.asarray(k_positive, dtype=np.float64), np.asarray(k_negative, dtype=np.float64)
+    return (kp / n_positive if n_positive else np.zeros_like(kp)), (kn / n_negative if n_negative else np.zeros_like(kn))
 
 
 def _weighted_share(fnr: ArrayLike, tnr: ArrayLike, prevalence: float) -> NDArray[np.float64]:
@@ -115,8 +118,7 @@ class TriageCurve:
 
     def fraction_at(self, prevalence: float) -> NDArray[np.float64]:
         """The share of studies each point would auto-report at `prevalence`."""
-        fnr = self.n_missed / self.n_positive if self.n_positive else np.zeros(self.n_auto.size)
-        tnr = (self.n_auto - self.n_missed) / self.n_negative if self.n_negative else np.zeros(self.n_auto.size)
+        fnr, tnr = _class_shares(self.n_missed, self.n_auto - self.n_missed, self.n_positive, self.n_negative)
         return prevalence * fnr + (1.0 - prevalence) * tnr
 
     def to_dict(self) -> dict:
@@ -259,8 +261,7 @@ def share_at_prevalence(
     """
     fnr = clopper_pearson(k_positive, n_positive, level) if n_positive else (0.0, 0.0)
     tnr = clopper_pearson(k_negative, n_negative, level) if n_negative else (0.0, 0.0)
-    value = _weighted_share(k_positive / n_positive if n_positive else 0.0,
-                            k_negative / n_negative if n_negative else 0.0, prevalence)
+    value = _weighted_share(*_class_shares(k_positive, k_negative, n_positive, n_negative), prevalence)
     lo = _weighted_share(fnr[0], tnr[1], prevalence)
     hi = _weighted_share(fnr[1], tnr[0], prevalence)
     return float(value), (float(lo), float(hi))
@@ -376,16 +377,14 @@ def choose_triage_thresholds(
         false_positive_rate=(float((1 - y[is_pos]).sum()) / n_pos) if n_pos else math.nan,
     )
     if prevalence is not None:
-        fn, tn = int(y[is_neg].sum()), int((1 - y[is_neg]).sum())
-        tp, fp = int(y[is_pos].sum()), int((1 - y[is_pos]).sum())
         n0 = y.size - n_y
-        fnr, tnr = (fn / n_y if n_y else 0.0), (tn / n0 if n0 else 0.0)
-        tpr, fpr = (tp / n_y if n_y else 0.0), (fp / n0 if n0 else 0.0)
+        fnr, tnr = _class_shares(y[is_neg].sum(), (1 - y[is_neg]).sum(), n_y, n0)
+        tpr, fpr = _class_shares(y[is_pos].sum(), (1 - y[is_pos]).sum(), n_y, n0)
         out.update(
             miss_rate=float(_weighted_share(fnr, tnr, prevalence)),
             false_positive_rate=float(_weighted_share(fpr, tpr, 1.0 - prevalence)),
             prevalence=prevalence,
-            fraction_negative_at_prevalence=prevalence * fnr + (1.0 - prevalence) * tnr,
-            fraction_positive_at_prevalence=prevalence * tpr + (1.0 - prevalence) * fpr,
+            fraction_negative_at_prevalence=float(prevalence * fnr + (1.0 - prevalence) * tnr),
+            fraction_positive_at_prevalence=float(prevalence * tpr + (1.0 - prevalence) * fpr),
         )
     return TriageThresholds(**out)

@@ -36,7 +36,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ichviewer import LABELS
-from ichviewer.training.recipe import LOG_NAME, RecipeConfig, phantom_split_plans
+from ichviewer.training.recipe import LOG_NAME, RecipeConfig, _jsonable, phantom_caches
 
 #: Largest difference allowed between the training run's validation figures and the rebuilt ones.
 TOLERANCE = 0.005
@@ -64,30 +64,6 @@ def recipe_config_from_log(log: dict, out: str | Path, **changes: Any) -> Recipe
         kwargs["thickness_planes"] = tuple(kwargs["thickness_planes"])
     kwargs.update(out=Path(out), **changes)
     return RecipeConfig(**kwargs)
-
-
-def _split_caches(config: RecipeConfig, work: Path, stream: TextIO | None) -> dict:
-    """Validation and (if the recipe had them) calibration caches, reusing the training work folder's."""
-    from ichviewer.training.data import SliceCache, build_phantom_cache, plans_fingerprint
-    from ichviewer.training.recipe import _progress_fn
-
-    (work / "cache").mkdir(parents=True, exist_ok=True)
-    out = {}
-    for split, plans in phantom_split_plans(config).items():
-        if split == "train":
-            continue
-        # Same key as `recipe.load_data`, so a training run's work folder is reused as it is.
-        key = plans_fingerprint(plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm)
-        path = work / "cache" / f"{split}-{key}.npz"
-        if path.exists():
-            out[split] = SliceCache.load(path)
-        else:
-            out[split] = build_phantom_cache(
-                plans, config.input_size, config.matrix, config.workers, _progress_fn(f"phantoms ({split})", stream),
-                windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm,
-            )
-            out[split].save(path)
-    return out
 
 
 def recalibrate(
@@ -133,7 +109,9 @@ def recalibrate(
             "`ichviewer operating-points`"
         )
     manifest = load_manifest(models_dir / MANIFEST_NAME)
-    caches = _split_caches(config, config.work, stream)
+    # The same cache files as the training run's (a work folder left by `ichviewer train` is reused).
+    loaded = phantom_caches(config, stream, ("validation", "calibration"))
+    caches = {split: cache for split, (cache, _plans, _ignore) in loaded.items()}
     val = caches["validation"]
     op_cache = concat_caches([val, caches["calibration"]]) if "calibration" in caches else val
     member_probs = []
@@ -202,12 +180,6 @@ def recalibrate(
         names = [line.split(None, 1)[1].strip() for line in sums.read_text(encoding="utf-8").splitlines() if line.strip()]
         write_checksums(models_dir, names)
     return record
-
-
-def _jsonable(obj: Any) -> Any:
-    from ichviewer.training.recipe import _jsonable as recipe_jsonable
-
-    return recipe_jsonable(obj)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -230,6 +231,43 @@ def phantom_split_plans(config: RecipeConfig) -> dict[str, list]:
     return out
 
 
+def phantom_caches(
+    config: RecipeConfig, stream: TextIO | None = None, splits: Sequence[str] | None = None
+) -> dict[str, tuple[SliceCache, list, bool]]:
+    """The phantom cache of each split of `phantom_split_plans` (or only those in `splits`), loaded
+    from the work folder or built and saved there, keyed by content (plans, sizes, windows,
+    framing, lesion maps, label rule). Returns split -> (cache, plans, invisible positives left out)."""
+    cache_dir = config.work / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    planned = {}
+    for split, plans in phantom_split_plans(config).items():
+        if splits is not None and split not in splits:
+            continue
+        with_maps = split == "train" and config.lesion_map_weight > 0  # departure 19
+        ignore = split == "train" and config.ignore_invisible  # departure 24: validation is scored as the test set
+        key = plans_fingerprint(
+            plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm, with_maps, ignore
+        )
+        planned[split] = (plans, with_maps, ignore, cache_dir / f"{split}-{key}.npz")
+    check_free_disk(
+        cache_dir,
+        sum(estimate_cache_bytes(p, config.input_size, m) for p, m, _ignore, path in planned.values() if not path.exists()),
+    )
+    out = {}
+    for split, (plans, with_maps, ignore, path) in planned.items():
+        if path.exists():
+            cache = SliceCache.load(path)
+        else:
+            cache = build_phantom_cache(
+                plans, config.input_size, config.matrix, config.workers, _progress_fn(f"phantoms ({split})", stream),
+                windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm, with_maps=with_maps,
+                ignore_invisible=ignore,
+            )
+            cache.save(path)
+        out[split] = (cache, plans, ignore)
+    return out
+
+
 def load_data(
     config: RecipeConfig, stream: TextIO | None = None
 ) -> tuple[SliceCache, SliceCache, SliceCache | None, dict]:
@@ -241,30 +279,10 @@ def load_data(
     t0 = time.perf_counter()
     calibration = None
     if config.source == "phantoms":
-        caches, planned = {}, {}
-        split_plans = phantom_split_plans(config)
-        for split, plans in split_plans.items():
-            with_maps = split == "train" and config.lesion_map_weight > 0  # departure 19
-            ignore = split == "train" and config.ignore_invisible  # departure 24: validation is scored as the test set
-            key = plans_fingerprint(
-                plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm, with_maps, ignore
-            )
-            planned[split] = (plans, with_maps, ignore, work / "cache" / f"{split}-{key}.npz")
-        check_free_disk(
-            work / "cache",
-            sum(estimate_cache_bytes(p, config.input_size, m) for p, m, _ignore, path in planned.values() if not path.exists()),
-        )
-        for split, (plans, with_maps, ignore, path) in planned.items():
+        caches = {}
+        for split, (cache, plans, ignore) in phantom_caches(config, stream).items():
+            caches[split] = cache
             n = {"train": config.n_train, "validation": config.n_validation}.get(split, len(plans))
-            if path.exists():
-                caches[split] = SliceCache.load(path)
-            else:
-                caches[split] = build_phantom_cache(
-                    plans, config.input_size, config.matrix, config.workers, _progress_fn(f"phantoms ({split})", stream),
-                    windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm, with_maps=with_maps,
-                    ignore_invisible=ignore,
-                )
-                caches[split].save(path)
             kinds: dict[str, int] = {}
             for p in plans:
                 kinds[p.kind] = kinds.get(p.kind, 0) + 1
@@ -272,11 +290,11 @@ def load_data(
                 "cases": len(plans),
                 "planned_cases": n,
                 "seeds": [plans[0].seed, plans[-1].seed] if plans else [],
-                "slices": caches[split].n_slices,
+                "slices": cache.n_slices,
                 "kinds": kinds,
             }
             if ignore:
-                info[split]["positive_labels_left_out_invisible"] = int((caches[split].known == 0).sum())
+                info[split]["positive_labels_left_out_invisible"] = int((cache.known == 0).sum())
         info["matrix"] = config.matrix
         train, val = caches["train"], caches["validation"]
         calibration = caches.get("calibration")
