@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ichviewer.inference import InferenceError, load_ensemble
+    from ichviewer.core.applicability import head_check_failure
     from ichviewer.inference.batch import infer_path
 
     err = sys.stderr
@@ -68,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"ichviewer infer: cannot write {exc.filename}: {exc.strerror}", file=err)
         return 1
     for study in report.studies:
-        check = study.get("head_check") or {}
-        if not check.get("applicable", True):
-            print(f"ichviewer infer: NOT A HEAD CT? {study['path']}: {check['reason']} (triage set to refer)", file=err)
+        reason = head_check_failure(study.get("head_check"))
+        if reason:
+            print(f"ichviewer infer: NOT A HEAD CT? {study['path']}: {reason} (triage set to refer)", file=err)
     for fail in report.failed:
         print(f"ichviewer infer: FAILED {fail['path']}: {fail['reason']}", file=err)
     print(f"ichviewer infer: {len(report.studies)} studies done, {len(report.failed)} failed", file=err)

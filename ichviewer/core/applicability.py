@@ -42,10 +42,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from ichviewer.core.volume import DENSE_HU
+
 #: Voxels at or above this HU are bone (skull: several hundred to 2,000 HU; blood is 50-90 HU).
 #: A calcification above it inside the skull is a hole in nothing: it is filled like the brain
 #: around it and moves the median by a few of its voxels at most.
-BONE_HU = 300.0
+BONE_HU = DENSE_HU
 #: Slices with less intracranial space than this (cm2) are not assessed.
 MIN_CAVITY_CM2 = 30.0
 #: The median intracranial HU a head CT's brain gives (inclusive limits).
@@ -87,6 +89,14 @@ class HeadCTCheck:
             "slices_assessed": self.slices_assessed,
             "slices_checked": self.slices_checked,
         }
+
+
+def head_check_failure(check: Any) -> str | None:
+    """Read a check's JSON form (`HeadCTCheck.to_dict`, as `ichviewer infer` writes it): None when the
+    series was not checked, "" when it looks like a head CT, else why it does not."""
+    if check is None:
+        return None
+    return "" if check.get("applicable", True) else str(check.get("reason") or "not a head CT")
 
 
 def _cavity(bone: np.ndarray, closing_px: int, margin_px: int) -> np.ndarray:

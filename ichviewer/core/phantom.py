@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from ichviewer import LABELS, SUBTYPES
-from ichviewer.core.volume import CTVolume
+from ichviewer.core.volume import DENSE_HU, CTVolume
 
 #: Accepted values of `subtype` besides None (random).
 SUBTYPE_CHOICES: tuple[str, ...] = (*SUBTYPES, "mixed", "none")
@@ -1199,8 +1199,8 @@ def generate_case(
     )
 
 
-#: Denser than any blood or brain (REFERENCE.md: acute blood 50-90 HU): bone, calcification, metal.
-DENSE_EDGE_HU = 300.0
+#: Denser than any blood or brain: bone, calcification, metal (`volume.DENSE_HU`).
+DENSE_EDGE_HU = DENSE_HU
 
 
 def visible_blood_by_slice(case: PhantomCase, dense_hu: float = DENSE_EDGE_HU) -> np.ndarray:

@@ -12,6 +12,13 @@ import numpy as np
 
 #: HU used to fill voxels outside the acquired field of view.
 AIR_HU = -1024
+#: Head tissue against air (REFERENCE.md: air -1000, fat -100 to -50): below fat and above
+#: air, so skin and scalp count. The head mask of the model input and of the attention overlay.
+HEAD_TISSUE_HU = -300.0
+#: Denser than any blood or brain (REFERENCE.md: acute blood 50-90 HU; skull several hundred
+#: to 2,000 HU): bone, calcification, metal. The head-CT check's bone and the phantoms'
+#: "visible blood" edge.
+DENSE_HU = 300.0
 #: Relative tolerance on slice spacing before a series counts as unevenly spaced.
 SPACING_TOLERANCE_MM = 0.05
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ichviewer import LABELS
+from ichviewer.core.applicability import head_check_failure
 from ichviewer.inference.ensemble import Ensemble
 from ichviewer.inference.errors import Cancelled
 from ichviewer.inference.study import run_study
@@ -63,8 +64,7 @@ class BatchReport:
             for s in self.studies:
                 row = {k: s[k] for k in ("path", "study_uid", "series_uid", "n_slices", "triage", "provider", "seconds")}
                 row.update(status="ok", reason="")
-                check = s.get("head_check") or {}
-                row["head_check"] = "" if check.get("applicable", True) else check.get("reason", "")
+                row["head_check"] = head_check_failure(s.get("head_check")) or ""
                 for label in LABELS:
                     row[f"{label}_probability"] = f"{s['case'][label]['probability']:.6f}"
                     row[f"{label}_decision"] = s["case"][label]["decision"]

@@ -22,7 +22,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ichviewer.core.volume import AIR_HU
+from ichviewer.core.volume import AIR_HU, HEAD_TISSUE_HU
 from ichviewer.core.windowing import LEE_WINDOWS, Window, multi_window
 
 
@@ -170,7 +170,7 @@ class SliceGeometry:
 #: Input framings a manifest may ask for ("none": the whole slice; "head": `head_crop_mm`).
 CROPS: tuple[str, ...] = ("none", "head")
 #: Tissue threshold for the head mask (below fat and above air, so skin and scalp count).
-HEAD_MASK_HU = -300.0
+HEAD_MASK_HU = HEAD_TISSUE_HU
 #: Margin added around the head's bounding box, as a fraction of its larger side.
 HEAD_MARGIN = 0.04
 

@@ -13,6 +13,7 @@ from PySide6.QtGui import QColor, QLinearGradient, QPainter, QPaintEvent
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 from ichviewer import LABELS
+from ichviewer.core.volume import HEAD_TISSUE_HU
 from ichviewer.qt.inference_controller import AttentionRequest, InferenceController
 from ichviewer.qt.state import ViewState
 
@@ -36,7 +37,7 @@ def colormap_lut(name: str = DEFAULT_COLORMAP, n: int = 256) -> np.ndarray:
 
 #: Pixels below this HU are air outside the head: CAM, upsampled from a coarse feature
 #: grid, bleeds past the skull there, and heat over air only distracts the reader.
-HEAD_MIN_HU = -300
+HEAD_MIN_HU = HEAD_TISSUE_HU
 
 
 def attention_rgba(normalized: np.ndarray, lut: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:

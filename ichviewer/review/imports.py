@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ichviewer import LABELS
+from ichviewer.core.applicability import head_check_failure
 from ichviewer.review.schema import TRIAGES
 from ichviewer.review.store import ReviewError, ReviewStore, utc_now
 
@@ -177,7 +178,7 @@ def _parse_study(entry: Any, where: str) -> dict[str, Any]:
     check = entry.get("head_check")
     if check is not None and not isinstance(check, dict):
         raise ReviewError(f"{where}.head_check: expected an object or null, not {check!r}")
-    head_check = None if check is None else ("" if check.get("applicable", True) else str(check.get("reason") or "not a head CT"))
+    head_check = head_check_failure(check)
     n_slices = entry.get("n_slices")
     seconds = entry.get("seconds")
     return {
