@@ -150,12 +150,12 @@ def test_model_card_says_how_the_5mm_phantoms_were_sampled() -> None:
 
 
 def test_model_card_says_how_any_is_made() -> None:
-    from ichviewer.evaluation.model_card import _any_rule_text
-
-    from ichviewer.evaluation.model_card import _loss_text
+    from ichviewer.evaluation.model_card import _any_rule_text, _loss_text
 
     assert "noisy-OR" not in _loss_text({}) and "noisy-OR" not in _loss_text({"noisy_or_any_weight": 0.0})
     assert "plus 1 x the class-weighted cross-entropy of the five subtypes' noisy-OR" in _loss_text({"noisy_or_any_weight": 1.0})
+    assert "departure 27" not in _loss_text({"twin_rank_weight": 0.0})
+    assert "plus 0.5 x a pairwise loss that ranks each bleeding slice's noisy-OR ANY" in _loss_text({"twin_rank_weight": 0.5})
     assert _any_rule_text({}) == _any_rule_text({"any_rule": "model"}) == ""
     assert "noisy-OR of the five subtype probabilities" in _any_rule_text({"any_rule": "noisy-or"})
 

@@ -720,6 +720,54 @@ def test_paired_batches_hold_the_twin_of_each_bleeding_slice():
     assert twin_partners(build_phantom_cache(plans[2:], input_size=32, matrix=64)) is None
 
 
+def test_a_paired_twin_is_shown_in_its_bleeding_slices_pose():
+    """Departure 27: with the twin rank loss a paired twin gets its bleeding slice's Eq. 4 blend and augmentation."""
+    from ichviewer.training.trainer import StratifiedSampler, TrainConfig, _image_pairs, _share_augmentation, _slice_batch, twin_partners
+
+    plans = add_twin_negatives(plan_phantom_cases(2, "train", seed=6))  # IPH, its twin, none
+    cache = build_phantom_cache(plans, input_size=32, matrix=64)
+    partners = twin_partners(cache)
+    sampler = StratifiedSampler(cache, np.arange(cache.n_slices), 0.5, np.random.default_rng(0), partners)
+    config = TrainConfig(name="t", family="resnet", input_size=32, interpolation="sample", pair_twins=True, twin_rank_weight=1.0)
+    rows, _ = sampler.batch(16)
+    pairs = sampler.last_pairs
+    bleeding, twin = pairs
+    assert bleeding.size == 4 and np.array_equal(rows[twin], partners[rows[bleeding]])
+
+    def augmented(with_pairs: bool, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        x, _, _, _ = _slice_batch(cache, rows, config, rng, False, pairs if with_pairs else None)
+        aug = draw_augmentation(x.shape[0], 32, rng)
+        if with_pairs:
+            _share_augmentation(aug, *_image_pairs(pairs, rows.size, 1))
+        return augment_images(torch.from_numpy(x), aug).numpy()
+
+    for seed in range(3):
+        posed, own = augmented(True, seed), augmented(False, seed)
+        # the same draws either way; posed, the two images differ only where the blood is
+        assert np.abs(posed[bleeding] - posed[twin]).mean() < 0.25 * np.abs(own[bleeding] - own[twin]).mean()
+        assert np.array_equal(np.delete(posed, twin, axis=0), np.delete(own, twin, axis=0))
+    # with Eq. 4's "all" a row's three images are n_rows apart
+    b, t = _image_pairs((np.array([0, 2]), np.array([5, 6])), 8, 3)
+    assert b.tolist() == [0, 2, 8, 10, 16, 18] and t.tolist() == [5, 6, 13, 14, 21, 22]
+
+
+def test_twin_rank_loss_ranks_the_bleeding_slices_noisy_or_above_its_twins():
+    from ichviewer.training.losses import noisy_or_any_logit, twin_rank_loss_per_pair
+
+    rng = np.random.default_rng(4)
+    z = torch.from_numpy(rng.normal(0.0, 2.0, (7, 5)))
+    q = 1.0 - np.prod(1.0 - 1.0 / (1.0 + np.exp(-z.numpy())), axis=1)
+    np.testing.assert_allclose(noisy_or_any_logit(z).numpy(), np.log(q / (1.0 - q)), rtol=1e-6)
+    assert torch.isfinite(noisy_or_any_logit(torch.tensor([[-40.0] * 5, [40.0] * 5]))).all()
+    np.testing.assert_allclose(twin_rank_loss_per_pair(z, z).numpy(), math.log(2.0), rtol=1e-9)
+    higher = z + 1.0
+    assert (twin_rank_loss_per_pair(higher, z) < math.log(2.0)).all() and (twin_rank_loss_per_pair(z, higher) > math.log(2.0)).all()
+    bleeding, twin = z.clone().requires_grad_(), z.clone().requires_grad_()
+    twin_rank_loss_per_pair(bleeding, twin).sum().backward()
+    assert (bleeding.grad < 0).all() and (twin.grad > 0).all()  # raise the bleeding slice, lower its twin
+
+
 def test_one_interpolation_per_slice_equals_picking_from_all_three():
     from ichviewer.training.augmentation import interpolate_one_per_slice, interpolate_slices
 

@@ -118,6 +118,27 @@ def test_noisy_or_any_loss_changes_training_and_is_checked(phantom_caches):
         _config(noisy_or_any_weight=-1.0)
 
 
+def test_twin_rank_loss_trains_on_paired_twins_and_is_checked(phantom_caches):
+    from ichviewer.training.data import add_twin_negatives
+    from ichviewer.training.recipe import RecipeConfig
+
+    no_twins, val = phantom_caches
+    train = build_phantom_cache(add_twin_negatives(plan_phantom_cases(3, "train", seed=3)), SIZE, matrix=64)
+    ranked = train_member(_config(pair_twins=True, twin_rank_weight=1.0, epochs=1, steps_per_epoch=2, seed=9), train, val)
+    paired = train_member(_config(pair_twins=True, epochs=1, steps_per_epoch=2, seed=9), train, val)
+    assert all(np.isfinite(h.train_loss) for h in ranked.history)
+    assert not torch.allclose(ranked.model.classifier.weight.detach(), paired.model.classifier.weight.detach())
+    assert "twin_rank_weight" not in _config().fingerprint()  # old checkpoints still resume
+    with pytest.raises(ValueError, match="needs --pair-twins"):
+        _config(twin_rank_weight=1.0)
+    with pytest.raises(ValueError, match="needs --pair-twins"):
+        RecipeConfig(out="x", pair_twins=True, twins=False, twin_rank_weight=1.0)
+    with pytest.raises(ValueError, match="twin rank loss weight"):
+        _config(pair_twins=True, twin_rank_weight=-1.0)
+    with pytest.raises(ValueError, match="counterfactual twins"):
+        train_member(_config(pair_twins=True, twin_rank_weight=1.0, epochs=1, steps_per_epoch=1), no_twins, val)
+
+
 def test_lesion_map_loss_trains_a_head_beside_the_network_and_needs_maps(phantom_caches):
     train, val = phantom_caches
     with_maps = train_member(_config(lesion_map_weight=1.0, epochs=1, steps_per_epoch=2, seed=9), train, val)
@@ -433,7 +454,7 @@ def test_train_cli_defaults_and_choices_are_the_recipes():
     for name in ("epochs", "seed", "input_size", "windows", "crop", "interpolation", "slab_mm", "width", "batch_size",
                  "steps_per_epoch", "lr", "positive_fraction", "hard_fraction", "precision", "input_stem", "matrix",
                  "thin_every", "thickness_planes", "pair_twins", "positive_sampling", "lesion_map_weight",
-                 "lesion_map_stride", "any_rule", "calibration_cases"):
+                 "lesion_map_stride", "any_rule", "calibration_cases", "noisy_or_any_weight", "twin_rank_weight"):
         assert name in {f.name for f in fields(RecipeConfig)}
         assert getattr(args, name) == getattr(recipe, name), name
     assert (args.n_cases[0], args.n_cases[1]) == (recipe.n_train, recipe.n_validation)

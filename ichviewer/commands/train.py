@@ -152,6 +152,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the ANY that --any-rule noisy-or ranks studies by (0: off, the default)",
     )
     p.add_argument(
+        "--twin-rank-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="with --pair-twins: show each paired twin in its bleeding slice's pose and add W times a loss that ranks "
+        "the bleeding slice's noisy-OR ANY above its twin's (phantoms; 0: off, the default)",
+    )
+    p.add_argument(
         "--lesion-map-stride",
         type=int,
         default=None,
@@ -243,6 +251,7 @@ def recipe_config_from_args(args: argparse.Namespace):
         ignore_invisible=args.ignore_invisible_positives,
         lesion_map_stride=args.lesion_map_stride,
         noisy_or_any_weight=args.noisy_or_any_weight,
+        twin_rank_weight=args.twin_rank_weight,
         ensemble=args.ensemble,
         any_rule=args.any_rule,
         min_sensitivity=args.min_sensitivity,

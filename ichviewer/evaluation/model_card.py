@@ -88,6 +88,12 @@ def _loss_text(cfg: Mapping[str, Any]) -> str:
             f", plus {noisy_or:g} x the class-weighted cross-entropy of the five subtypes' noisy-OR, "
             "1 - prod(1 - p_s), against the ANY label (departure 22)"
         )
+    twin_rank = float(cfg.get("twin_rank_weight") or 0.0)
+    if twin_rank > 0:
+        text += (
+            f", plus {twin_rank:g} x a pairwise loss that ranks each bleeding slice's noisy-OR ANY above its "
+            "counterfactual twin's, the twin shown in the same pose (departure 27)"
+        )
     if cfg.get("ignore_invisible"):
         text += (
             "; positive slice labels whose blood lies wholly in the skull's partial-volume edge, where no reader "
@@ -170,7 +176,8 @@ def _twin_text(log: Mapping[str, Any]) -> str:
     if not cfg.get("twins") or "planned_cases" not in train:
         return ""
     n_twins = int(train.get("cases", 0)) - int(train.get("planned_cases", 0))
-    return f" ({train['planned_cases']} planned plus {n_twins} counterfactual twins: the same heads without the bleed)"
+    paired = ", each bleeding slice's twin in its batch" if cfg.get("pair_twins") else ""
+    return f" ({train['planned_cases']} planned plus {n_twins} counterfactual twins: the same heads without the bleed{paired})"
 
 
 def _size_auc(ev: Mapping[str, Any], name: str) -> str:

@@ -211,4 +211,18 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    An already trained ensemble gets them without retraining: `python -m
    ichviewer.training.recalibrate DIR` (rebuilds and re-scores the same validation cases, checks
    it reproduced the training run, then rewrites the manifest, log and checksums).
+26. Head pooling (option, default "avg": `--pooling lse|max`): Lee et al. end each network in
+   global average pooling and a linear layer, so a punctate bleed that lights one of the 256
+   cells moves the logit by 1/256 of that cell's evidence. With "lse" (log-sum-exp, sharpness
+   `manifest.LSE_SHARPNESS`) or "max" the linear layer is applied to every cell and the
+   per-cell logits are pooled (`networks.build_network`, `manifest.pool_cell_logits`; the
+   manifest's `cam.pooling` tells the engine). Measured in models/EXPERIMENTS.md (stop 24).
+27. Twin rank loss (option, off by default: `--twin-rank-weight W` with `--pair-twins`): every
+   training haemorrhage phantom has a counterfactual twin, the same head without the bleed.
+   With the option each paired twin is shown in its bleeding slice's pose (the same Eq. 4
+   blend and augmentation draws), so the two images differ only by the blood, and W times the
+   logistic pairwise loss ln(1 + exp(a_twin - a_bleed)) on the noisy-OR ANY logit a
+   (`losses.twin_rank_loss_per_pair`) is added to the batch's loss. Lee et al. train on labels
+   alone; this asks the networks to rank the blood, not the head it lies in, which is what a
+   sliver against the inner table must be found by. Measured in models/EXPERIMENTS.md (stop 25).
 """

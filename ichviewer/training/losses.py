@@ -54,6 +54,17 @@ def weighted_bce(logits, targets, alpha_p, alpha_n, known=None, sample_weight=No
     return per_sample.mean()
 
 
+def _noisy_or_logs(subtype_logits):
+    """(ln q, ln(1 - q)) per sample for the noisy-OR q = 1 - prod_s (1 - s(z_s)) of (n, 5) torch logits."""
+    import torch
+    import torch.nn.functional as F
+
+    log_not_q = F.logsigmoid(-subtype_logits).sum(dim=1)
+    # -expm1(x) for x -> 0- underflows to 0; clamp keeps the log finite (its gradient then vanishes).
+    log_q = torch.log(torch.clamp(-torch.expm1(log_not_q), min=1e-12))
+    return log_q, log_not_q
+
+
 def noisy_or_any_bce_per_sample(subtype_logits, any_targets, alpha_p, alpha_n, known=None):
     """Class-weighted BCE of the noisy-OR ANY against the ANY label, per sample (torch (n,)).
 
@@ -66,13 +77,31 @@ def noisy_or_any_bce_per_sample(subtype_logits, any_targets, alpha_p, alpha_n, k
     ln(1 - q) = sum_s ln s(-z_s) and ln q = ln(-expm1(ln(1 - q))) for numerical stability.
     `alpha_p`, `alpha_n` are ANY's Eq. 3 weights; `known` (n,) drops samples without an ANY label.
     """
-    import torch
-    import torch.nn.functional as F
-
-    log_not_q = F.logsigmoid(-subtype_logits).sum(dim=1)
-    # -expm1(x) for x -> 0- underflows to 0; clamp keeps the log finite (its gradient then vanishes).
-    log_q = torch.log(torch.clamp(-torch.expm1(log_not_q), min=1e-12))
+    log_q, log_not_q = _noisy_or_logs(subtype_logits)
     per_sample = -(alpha_p * any_targets * log_q + alpha_n * (1.0 - any_targets) * log_not_q)
     if known is not None:
         per_sample = per_sample * known
     return per_sample
+
+
+def noisy_or_any_logit(subtype_logits):
+    """The logit of the subtypes' noisy-OR, ln q - ln(1 - q) with q = 1 - prod_s (1 - s(z_s)) (torch (n,)).
+
+    The score the bundled ensemble's ANY is read by (`--any-rule noisy-or`), computed from the
+    logits as `noisy_or_any_bce_per_sample` does, so it stays finite where q is near 0 or 1.
+    """
+    log_q, log_not_q = _noisy_or_logs(subtype_logits)
+    return log_q - log_not_q
+
+
+def twin_rank_loss_per_pair(bleeding_subtype_logits, twin_subtype_logits):
+    """Departure 27: ln(1 + exp(a_twin - a_bleed)) per pair (torch (pairs,)), a = `noisy_or_any_logit`.
+
+    A bleeding slice and its counterfactual twin (the same head without the bleed, in the same
+    pose) differ only by the blood; the loss is small when the bleeding slice's noisy-OR ANY
+    outranks its twin's by a margin and grows linearly when the twin outranks it (the logistic
+    pairwise loss of RankNet, Burges et al. 2005, on the score studies are ranked by).
+    """
+    import torch.nn.functional as F
+
+    return F.softplus(noisy_or_any_logit(twin_subtype_logits) - noisy_or_any_logit(bleeding_subtype_logits))

@@ -90,6 +90,7 @@ class RecipeConfig:
     lesion_map_weight: float = 0.0
     lesion_map_stride: int | None = None
     noisy_or_any_weight: float = 0.0  # departure 22: train the subtypes' noisy-OR against the ANY label
+    twin_rank_weight: float = 0.0  # departure 27: rank each paired twin below its bleeding slice (needs pair_twins)
     ignore_invisible: bool = False  # departure 24: positive slice labels with no visible blood leave the loss
     ensemble: str = "mean"
     any_rule: str = "model"  # manifest aggregation.any: the models' ANY output, or noisy-OR of the subtypes
@@ -134,6 +135,7 @@ class RecipeConfig:
             positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
             lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
             input_stem=self.input_stem, wide_stem=self.wide_stem, pooling=self.pooling,
+            twin_rank_weight=self.twin_rank_weight, pair_twins=self.twins and self.pair_twins,
         )
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
@@ -348,7 +350,7 @@ def member_train_config(config: RecipeConfig, index: int, name: str, family: str
         precision=config.precision, input_stem=config.input_stem, wide_stem=config.wide_stem,
         lesion_map_weight=config.lesion_map_weight,
         lesion_map_stride=config.lesion_map_stride, noisy_or_any_weight=config.noisy_or_any_weight,
-        pooling=config.pooling,
+        pooling=config.pooling, twin_rank_weight=config.twin_rank_weight,
     )
 
 

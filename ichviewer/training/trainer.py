@@ -26,6 +26,7 @@ from ichviewer.training.data import SliceCache
 from ichviewer.training.losses import (
     class_weights,
     noisy_or_any_bce_per_sample,
+    twin_rank_loss_per_pair,
     weighted_bce,
     weighted_bce_per_sample,
 )
@@ -57,6 +58,8 @@ def check_batch_options(
     input_stem: bool | None = None,
     wide_stem: bool | None = None,
     pooling: str | None = None,
+    twin_rank_weight: float | None = None,
+    pair_twins: bool | None = None,
 ) -> None:
     """Raise ValueError naming the first of these options (those given) that is out of range.
 
@@ -84,6 +87,11 @@ def check_batch_options(
         raise ValueError(f"lesion map weight must be >= 0, got {lesion_map_weight}")
     if noisy_or_any_weight is not None and not (math.isfinite(noisy_or_any_weight) and noisy_or_any_weight >= 0):
         raise ValueError(f"noisy-OR ANY loss weight must be >= 0, got {noisy_or_any_weight}")
+    if twin_rank_weight is not None:
+        if not (math.isfinite(twin_rank_weight) and twin_rank_weight >= 0):
+            raise ValueError(f"twin rank loss weight must be >= 0, got {twin_rank_weight}")
+        if twin_rank_weight > 0 and pair_twins is False:
+            raise ValueError("the twin rank loss needs --pair-twins (a bleeding slice's twin in its batch) and the twins")
     if lesion_map_stride is not None:
         from ichviewer.training.data import LESION_MAP_STRIDE
 
@@ -157,6 +165,11 @@ class TrainConfig:
     #: How the head pools its per-cell logits (`networks.build_network`; departure 26): "avg" is
     #: Lee et al.'s global average pooling, "lse" / "max" let one cell carry the logit.
     pooling: str = "avg"
+    #: Weight of the twin rank loss (`losses.twin_rank_loss_per_pair`; departure 27 in
+    #: `ichviewer.training`), with `pair_twins`: each paired twin is shown in its bleeding slice's
+    #: pose (the same Eq. 4 blend and augmentation) and ranked below it by the noisy-OR ANY.
+    #: 0 (default): no such term, and paired twins get their own draws.
+    twin_rank_weight: float = 0.0
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -165,6 +178,7 @@ class TrainConfig:
             positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
             lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
             input_stem=self.input_stem, wide_stem=self.wide_stem, pooling=self.pooling,
+            twin_rank_weight=self.twin_rank_weight, pair_twins=self.pair_twins,
         )
 
     @property
@@ -176,7 +190,7 @@ class TrainConfig:
         d.pop("threads")
         if d["positive_sampling"] == "slice":  # options added later leave out their default,
             d.pop("positive_sampling")  # so checkpoints made before them still resume
-        for key in ("lesion_map_weight", "lesion_map_stride", "noisy_or_any_weight", "wide_stem"):
+        for key in ("lesion_map_weight", "lesion_map_stride", "noisy_or_any_weight", "wide_stem", "twin_rank_weight"):
             if not d[key]:
                 d.pop(key)
         if d["pooling"] == "avg":
@@ -320,11 +334,16 @@ def _float_maps(cache: SliceCache, rows: np.ndarray) -> np.ndarray:
     return cache.maps[rows].astype(np.float32) * np.float32(1.0 / 255.0)
 
 
-def _slice_batch(cache: SliceCache, rows: np.ndarray, config: TrainConfig, rng: np.random.Generator, with_maps: bool = False):
+def _slice_batch(
+    cache: SliceCache, rows: np.ndarray, config: TrainConfig, rng: np.random.Generator, with_maps: bool = False,
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
+):
     """Images, soft labels, known-mask and (`with_maps`) lesion maps for one step of slice-level training.
 
     The maps are interpolated with their slices exactly as the images are (Eq. 4), so an
-    interpolated image's map is as soft as its labels.
+    interpolated image's map is as soft as its labels. `pairs` (batch positions of bleeding
+    slices and of their twins, departure 27) give each twin its bleeding slice's blend; the
+    random draws are the same as without them.
     """
     x = cache.float_images(rows)
     y = cache.labels[rows]
@@ -336,6 +355,8 @@ def _slice_batch(cache: SliceCache, rows: np.ndarray, config: TrainConfig, rng: 
         beta2 = draw_beta(rng)  # the second ratio for first/last slices
         if config.interpolation == "sample":
             which = rng.integers(0, 3, rows.size)  # 0 original, 1 towards the lower, 2 towards the upper neighbour
+            if pairs is not None and pairs[0].size:
+                which[pairs[1]] = which[pairs[0]]  # the twin's slices neighbour each other as the bleeding case's do
             partner = np.where(which == 1, lower, np.where(which == 2, upper, rows))
             if with_maps:
                 maps, _ = interpolate_one_per_slice(
@@ -357,6 +378,21 @@ def _slice_batch(cache: SliceCache, rows: np.ndarray, config: TrainConfig, rng: 
             )
             k = np.concatenate([k, np.minimum(k, cache.known[lower]), np.minimum(k, cache.known[upper])])
     return x, y, k, maps
+
+
+def _image_pairs(pairs: tuple[np.ndarray, np.ndarray] | None, n_rows: int, images_per_slice: int):
+    """Batch-row pairs -> image pairs: with Eq. 4's "all" each row's images are `n_rows` apart."""
+    if pairs is None:
+        return None
+    offsets = np.arange(images_per_slice, dtype=np.int64)[:, None] * n_rows
+    return tuple((offsets + np.asarray(p, dtype=np.int64)[None, :]).ravel() for p in pairs)
+
+
+def _share_augmentation(aug, source: np.ndarray, target: np.ndarray) -> None:
+    """Give images `target` the augmentation draws of images `source` (in place)."""
+    for name in ("rotation_deg", "scale", "shift_px", "denoise"):
+        values = getattr(aug, name)
+        values[target] = values[source]
 
 
 def lesion_map_targets(maps, grid: tuple[int, int]):
@@ -490,6 +526,8 @@ class StratifiedSampler:
         # a batch's negatives; the importance weights stay those of the negative stratum (the
         # twins are over-represented among negatives, on purpose).
         self.partners = partners if partners is not None and len(self.strata) == 2 else None
+        #: Batch positions (bleeding, twin) of the pairs in the last `batch` (empty without partners).
+        self.last_pairs: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         #: per stratum: None (walk a permutation) or the drawing probability of each member
         self._probs: list[np.ndarray | None] = [None] * len(self.strata)
         if positive_sampling == "case" and len(self.strata) == 2:
@@ -546,10 +584,13 @@ class StratifiedSampler:
         n_pos = min(max(n_pos, 1), size - 1)
         pos = self._draw(n_pos, 0)
         paired = np.zeros(0, dtype=np.int64)
+        self.last_pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         if self.partners is not None:
             twins = self.partners[pos]
             # at most half the negative quota, so mimics, children and normal heads keep their share
-            paired = twins[twins >= 0][: (size - n_pos) // 2]
+            has_twin = np.flatnonzero(twins >= 0)[: (size - n_pos) // 2]
+            paired = twins[has_twin]
+            self.last_pairs = (has_twin.astype(np.int64), n_pos + np.arange(paired.size, dtype=np.int64))
         rows = np.concatenate([pos, paired, self._draw(size - n_pos - paired.size, 1)])
         w = np.concatenate([np.full(n_pos, self.strata[0][2]), np.full(size - n_pos, self.strata[1][2])]).astype(np.float32)
         return rows, w
@@ -684,6 +725,9 @@ def train_member(
         per_step = config.batch_size
     steps = config.steps_per_epoch or max(1, n_units // per_step)
     partners = twin_partners(train) if config.pair_twins and not mil else None
+    rank_twins = config.twin_rank_weight > 0
+    if rank_twins and partners is None:
+        raise ValueError("the twin rank loss needs slice-labelled training data with counterfactual twins (phantoms)")
     sampler = None if mil else StratifiedSampler(
         train, rows, config.positive_fraction, rng, partners, config.hard_fraction, config.positive_sampling
     )
@@ -753,13 +797,17 @@ def train_member(
                 k = np.stack([train.known[train.cases[int(c)].start] for c in pick])
             else:
                 pick, w = sampler.batch(per_step)
-                x, y, k, maps = _slice_batch(train, pick, config, rng, use_maps)
+                pairs = sampler.last_pairs if rank_twins else None
+                x, y, k, maps = _slice_batch(train, pick, config, rng, use_maps, pairs)
                 # interpolated copies inherit their slice's importance weight
                 weights = torch.from_numpy(np.tile(w, x.shape[0] // w.size))
             xt = torch.from_numpy(np.ascontiguousarray(x))
             mt = torch.from_numpy(np.ascontiguousarray(maps)) if maps is not None else None
+            image_pairs = _image_pairs(pairs, pick.size, config.images_per_slice) if not mil and rank_twins else None
             if config.augment:
                 aug = draw_augmentation(xt.shape[0], config.input_size, rng)
+                if image_pairs is not None:
+                    _share_augmentation(aug, *image_pairs)  # each twin in its bleeding slice's pose
                 xt = augment_images(xt, aug)
                 if mt is not None:
                     mt = affine_warp(mt, aug, tuple(xt.shape[-2:]))  # the same rotation, scale and shift as its image
@@ -779,6 +827,10 @@ def train_member(
                     per_sample = per_sample + noisy_or_term(logits, yt, kt)
                 sampler.record(pick, per_sample.detach().numpy())
                 loss = (per_sample * weights).mean()
+                if image_pairs is not None and image_pairs[0].size:
+                    bleeding, twin = (torch.from_numpy(i) for i in image_pairs)
+                    rank = twin_rank_loss_per_pair(logits[bleeding][:, SUBTYPE_COLUMNS], logits[twin][:, SUBTYPE_COLUMNS])
+                    loss = loss + config.twin_rank_weight * rank.mean()
                 if map_head is not None:
                     feats = (map_tap.output if map_tap else feats).float()
                     map_loss = lesion_map_loss(map_head(feats), lesion_map_targets(mt, tuple(feats.shape[-2:])))
