@@ -50,7 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "OUT_DIR/<index>_<kind>/, and OUT_DIR/labels.csv with series_uid, study_uid, any, iph, ivh, sdh, "
         "edh, sah, volume_ml, visible_voxels (blood voxels clear of the bone's partial-volume edge; 0 means "
         "labelled blood that cannot be seen), mimic, age, slice_mm and kind: the labels format of `ichviewer evaluate` and "
-        "`ichviewer review import-labels`. The test split's seeds never overlap training or validation.",
+        "`ichviewer review import-labels`. The test split's seeds never overlap training or validation. "
+        "With --blind (for reader studies) the studies go to OUT_DIR/studies/<number>/ in a seeded random order, "
+        "their series descriptions say only \"STUDY <number>\", and the per-slice labels go to "
+        "OUT_DIR/answer_key/<number>.labels.json: hand readers the studies folder and keep the rest.",
     )
     s.add_argument("out_dir", metavar="OUT_DIR")
     s.add_argument("--n", type=int, default=200, help="number of studies (default 200)")
@@ -64,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="build each 5 mm slice from this many planes across its thickness and average them "
         "(partial volume, as real thick slices have; default 1: the centre plane); "
         "a list such as 1,3 mixes them, each 5 mm case drawing one",
+    )
+    s.add_argument(
+        "--blind",
+        action="store_true",
+        help="for reader studies: number the studies in a seeded random order, keep the answers (subtype, "
+        "volume, per-slice labels) out of folder names, series descriptions and the studies folder",
     )
     s.set_defaults(func=run_phantom_set)
 
@@ -79,22 +88,34 @@ def thickness_planes_arg(text: str) -> int | tuple[int, ...]:
     return choices[0] if len(choices) == 1 else choices
 
 
-def write_phantom(out_dir: str | Path, case, transfer_syntax: str = "1.2.840.10008.1.2.1") -> list[Path]:
-    """Write a `PhantomCase` as DICOM plus labels.json into `out_dir`; returns the DICOM paths."""
+def write_phantom(
+    out_dir: str | Path,
+    case,
+    transfer_syntax: str = "1.2.840.10008.1.2.1",
+    *,
+    series_description: str | None = None,
+    labels_path: str | Path | None = None,
+) -> list[Path]:
+    """Write a `PhantomCase` as DICOM into `out_dir` and its labels.json (there, or to `labels_path`); returns the DICOM paths.
+
+    `series_description` replaces the phantom's own (which names its subtype and volume).
+    """
     from ichviewer.io.writer import write_ct_series
 
     out = Path(out_dir)
     paths = write_ct_series(
         case.volume,
         out,
-        series_description=case.volume.series_description,
+        series_description=case.volume.series_description if series_description is None else series_description,
         patient_id=f"PHANTOM{case.seed}",
         patient_name=f"PHANTOM^SEED{case.seed}",
         patient_age=case.volume.metadata.get("patient_age"),
         study_description="SYNTHETIC HEAD CT (ICH Viewer phantom)",
         transfer_syntax=transfer_syntax,
     )
-    (out / "labels.json").write_text(format_labels_json(case.labels_json()), encoding="utf-8")
+    labels = Path(labels_path) if labels_path is not None else out / "labels.json"
+    labels.parent.mkdir(parents=True, exist_ok=True)
+    labels.write_text(format_labels_json(case.labels_json()), encoding="utf-8")
     return paths
 
 
@@ -158,7 +179,10 @@ def run_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
-LABEL_COLUMNS = ("series_uid", "study_uid", "any", "iph", "ivh", "sdh", "edh", "sah", "volume_ml", "visible_voxels", "mimic", "age", "slice_mm", "kind")
+LABEL_COLUMNS = ("series_uid", "study_uid", "any", "iph", "ivh", "sdh", "edh", "sah", "volume_ml", "visible_voxels", "mimic", "age",
+                 "slice_mm", "kind", "folder")
+#: Mixed into --seed for a blind set's reading order, so it is not the plan order (which alternates bleed and no bleed).
+BLIND_ORDER_SALT = 20261206
 
 
 def run_phantom_set(args: argparse.Namespace) -> int:
@@ -176,14 +200,24 @@ def run_phantom_set(args: argparse.Namespace) -> int:
         print("ichviewer phantom-set: --n must be at least 1", file=sys.stderr)
         return 2
     plans = plan_phantom_cases(args.n, args.split, seed=args.seed, thickness_planes=args.thickness_planes)
+    if args.blind:
+        import numpy as np
+
+        order = np.random.default_rng([args.seed, BLIND_ORDER_SALT]).permutation(len(plans))
+        plans = [plans[int(j)] for j in order]
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, plan in enumerate(plans):
         case = generate_case(plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
                              slice_mm=plan.slice_mm, age=plan.age, matrix=args.matrix,
                              thickness_planes=plan.thickness_planes)
-        folder = out / f"{i:04d}_{plan.kind.replace(' ', '_')}"
-        write_phantom(folder, case)
+        if args.blind:
+            folder = out / "studies" / f"{i:04d}"
+            write_phantom(folder, case, series_description=f"STUDY {i:04d}",
+                          labels_path=out / "answer_key" / f"{i:04d}.labels.json")
+        else:
+            folder = out / f"{i:04d}_{plan.kind.replace(' ', '_')}"
+            write_phantom(folder, case)
         present = set(case.present)
         rows.append({
             "series_uid": case.volume.series_uid,
@@ -197,8 +231,9 @@ def run_phantom_set(args: argparse.Namespace) -> int:
             "age": case.age,
             "slice_mm": plan.slice_mm,
             "kind": plan.kind,
+            "folder": folder.relative_to(out).as_posix(),
         })
-        print(f"\r{i + 1}/{len(plans)} {plan.kind:<32s}", end="", file=sys.stderr, flush=True)
+        print(f"\r{i + 1}/{len(plans)} {'' if args.blind else plan.kind:<32s}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     with open(out / "labels.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=LABEL_COLUMNS)
@@ -206,4 +241,6 @@ def run_phantom_set(args: argparse.Namespace) -> int:
         writer.writerows(rows)
     n_pos = sum(r["any"] for r in rows)
     print(f"wrote {len(rows)} studies ({n_pos} with haemorrhage) and labels.csv to {out}")
+    if args.blind:
+        print(f"blind: give readers {out / 'studies'} only; labels.csv and {out / 'answer_key'} hold the answers")
     return 0
