@@ -75,6 +75,11 @@ def _class_shares(k_positive: ArrayLike, k_negative: ArrayLike, n_positive: int,
     return (kp / n_positive if n_positive else np.zeros_like(kp)), (kn / n_negative if n_negative else np.zeros_like(kn))
 
 
+def _share_of_studies(fnr: ArrayLike, tnr: ArrayLike, prevalence: float) -> NDArray[np.float64]:
+    """Share of all studies selected when `fnr` of positives and `tnr` of negatives are, at `prevalence`."""
+    return prevalence * np.asarray(fnr, dtype=np.float64) + (1.0 - prevalence) * np.asarray(tnr, dtype=np.float64)
+
+
 def _weighted_share(fnr: ArrayLike, tnr: ArrayLike, prevalence: float) -> NDArray[np.float64]:
     a = prevalence * np.asarray(fnr, dtype=np.float64)
     b = (1.0 - prevalence) * np.asarray(tnr, dtype=np.float64)
@@ -119,7 +124,7 @@ class TriageCurve:
     def fraction_at(self, prevalence: float) -> NDArray[np.float64]:
         """The share of studies each point would auto-report at `prevalence`."""
         fnr, tnr = _class_shares(self.n_missed, self.n_auto - self.n_missed, self.n_positive, self.n_negative)
-        return prevalence * fnr + (1.0 - prevalence) * tnr
+        return _share_of_studies(fnr, tnr, prevalence)
 
     def to_dict(self) -> dict:
         return {
@@ -384,7 +389,7 @@ def choose_triage_thresholds(
             miss_rate=float(_weighted_share(fnr, tnr, prevalence)),
             false_positive_rate=float(_weighted_share(fpr, tpr, 1.0 - prevalence)),
             prevalence=prevalence,
-            fraction_negative_at_prevalence=float(prevalence * fnr + (1.0 - prevalence) * tnr),
-            fraction_positive_at_prevalence=float(prevalence * tpr + (1.0 - prevalence) * fpr),
+            fraction_negative_at_prevalence=float(_share_of_studies(fnr, tnr, prevalence)),
+            fraction_positive_at_prevalence=float(_share_of_studies(tpr, fpr, prevalence)),
         )
     return TriageThresholds(**out)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ichviewer import LABELS
-from ichviewer.inference.manifest import HEAD_POOLINGS, LSE_SHARPNESS
+from ichviewer.inference.manifest import LSE_SHARPNESS
 
 #: Network families in the order the bundled ensemble lists them.
 FAMILIES: tuple[str, ...] = ("vgg", "resnet", "inception", "mobilenet")
@@ -244,15 +244,13 @@ def build_network(
     `input_stem`) feeds the stem's STEM_CHANNELS features straight into the network's first
     convolution (`make_input_stem(wide=True)`). `pooling` is the head's (module docstring).
     """
-    if pooling not in HEAD_POOLINGS:
-        raise ValueError(f"head pooling must be one of {', '.join(HEAD_POOLINGS)}, got {pooling!r}")
     if family not in _BUILDERS:
         raise ValueError(f"unknown network family {family!r}; choose from {', '.join(FAMILIES)}")
     if width < 2 or width % 2:
         raise ValueError(f"network width must be an even number >= 2, got {width}")
     from ichviewer.training.trainer import check_batch_options
 
-    check_batch_options(input_stem=input_stem, wide_stem=wide_stem)
+    check_batch_options(input_stem=input_stem, wide_stem=wide_stem, pooling=pooling)
     net = _BUILDERS[family](width, in_channels=STEM_CHANNELS if wide_stem else 3)
     if input_stem:
         net.body = nn.Sequential(make_input_stem(wide=wide_stem), *net.body)

@@ -788,7 +788,7 @@ def train_member(
         order = rng.permutation(n_units) if mil else None
         losses = []
         for s in range(steps):
-            weights = maps = None
+            weights = maps = pairs = None
             if mil:
                 pick = np.take(order, np.arange(s * per_step, (s + 1) * per_step), mode="wrap")
                 bag_rows, spans = _mil_bags(train, pick, rng)
@@ -803,7 +803,7 @@ def train_member(
                 weights = torch.from_numpy(np.tile(w, x.shape[0] // w.size))
             xt = torch.from_numpy(np.ascontiguousarray(x))
             mt = torch.from_numpy(np.ascontiguousarray(maps)) if maps is not None else None
-            image_pairs = _image_pairs(pairs, pick.size, config.images_per_slice) if not mil and rank_twins else None
+            image_pairs = _image_pairs(pairs, pick.size, config.images_per_slice)
             if config.augment:
                 aug = draw_augmentation(xt.shape[0], config.input_size, rng)
                 if image_pairs is not None:
