@@ -137,6 +137,7 @@ def write_manifest(
     negative_below: float = 0.05,
     positive_above: float = 0.95,
     aggregation: dict[str, Any] | None = None,
+    specific_thresholds: dict[str, float] | None = None,
     **extra: Any,
 ) -> Path:
     data = {
@@ -147,6 +148,7 @@ def write_manifest(
         "operating_points": {
             "thresholds": thresholds or dict.fromkeys(LABELS, 0.5),
             "triage": {"label": "ANY", "negative_below": negative_below, "positive_above": positive_above},
+            **({"specific_thresholds": specific_thresholds} if specific_thresholds is not None else {}),
         },
         "aggregation": aggregation or {"method": "max"},
         **extra,

@@ -14,7 +14,7 @@ from inference_fixtures import add_member, write_manifest
 from ichviewer import LABELS
 from ichviewer.cli import main
 from ichviewer.evaluation.inputs import match_cases, read_labels, read_predictions
-from ichviewer.evaluation.operating_point import choose_sensitivity_threshold
+from ichviewer.evaluation.operating_point import choose_sensitivity_threshold, choose_specificity_threshold
 from ichviewer.evaluation.triage import choose_triage_thresholds
 from ichviewer.inference.manifest import load_manifest
 
@@ -50,6 +50,13 @@ def test_thresholds_are_chosen_on_the_site_studies_and_used_by_infer(site, capsy
         y, p = matched.y_true[lab], matched.y_prob[lab]
         expected = choose_sensitivity_threshold(y[~np.isnan(y)], p[~np.isnan(y)], 0.9).threshold
         assert manifest.operating_points.thresholds[lab] == pytest.approx(0.5 if expected is None else expected)
+        # each subtype given a new threshold gets its "positive" tier too, never below it (none before)
+        specific = manifest.operating_points.specific_threshold(lab)
+        if lab == "ANY" or expected is None:
+            assert specific is None
+        else:
+            sp = choose_specificity_threshold(y[~np.isnan(y)], p[~np.isnan(y)], 0.95, floor=expected)
+            assert specific == pytest.approx(sp.threshold) and specific >= expected
     tri = choose_triage_thresholds(matched.y_true["ANY"], matched.y_prob["ANY"], 0.01, prevalence=0.1)
     assert manifest.operating_points.negative_below == pytest.approx(tri.negative_below)
     assert manifest.operating_points.positive_above == pytest.approx(tri.positive_above)
@@ -65,6 +72,8 @@ def test_thresholds_are_chosen_on_the_site_studies_and_used_by_infer(site, capsy
     assert main(["infer", str(root / "studies"), "--models", str(out), "--json", str(root / "infer2.json")]) == 0
     study = json.loads((root / "infer2.json").read_text())["studies"][0]
     assert study["case"]["ANY"]["threshold"] == pytest.approx(manifest.operating_points.thresholds["ANY"])
+    for lab, t in (manifest.operating_points.specific_thresholds or {}).items():
+        assert study["case"][lab]["specific_threshold"] == pytest.approx(t)
 
 
 def test_predictions_of_other_models_and_an_existing_folder_are_refused(site, tmp_path, capsys):

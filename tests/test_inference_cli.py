@@ -54,11 +54,13 @@ def test_infer_writes_the_documented_json_and_csv_and_records_failures(tmp_path,
     assert list(study["case"]) == list(LABELS)
     any_positive = study["case"]["ANY"]["probability"] >= study["case"]["ANY"]["threshold"]
     for label, finding in study["case"].items():
-        assert set(finding) == {"probability", "decision", "threshold", "own_threshold_reached"}
+        # no specific thresholds in this manifest: one tier, the tier is the decision
+        assert set(finding) == {"probability", "decision", "threshold", "own_threshold_reached", "tier"}
         own = finding["probability"] >= finding["threshold"]
         assert finding["own_threshold_reached"] is own
         # ichviewer.core.decisions: a subtype is positive only in a study positive for ANY
         assert finding["decision"] == ("positive" if own and (label == "ANY" or any_positive) else "negative")
+        assert finding["tier"] == finding["decision"]
     # Random noise in a 24 x 20 grid has no skull: flagged, and never triaged as "confident".
     assert study["head_check"]["applicable"] is False and "no slice shows a closed skull" in study["head_check"]["reason"]
     assert study["triage"] == "refer"
@@ -83,6 +85,7 @@ def test_infer_writes_the_documented_json_and_csv_and_records_failures(tmp_path,
     assert [r["status"] for r in rows] == ["ok", "failed"]
     assert float(rows[0]["ANY_probability"]) == pytest.approx(study["case"]["ANY"]["probability"], abs=1e-6)
     assert rows[0]["SDH_decision"] == study["case"]["SDH"]["decision"] and rows[0]["triage"] == study["triage"]
+    assert rows[0]["SDH_tier"] == study["case"]["SDH"]["tier"] and rows[1]["SDH_tier"] == ""
     assert "truncated" in rows[1]["reason"]
     assert rows[0]["head_check"] == study["head_check"]["reason"] and rows[1]["head_check"] == ""
 

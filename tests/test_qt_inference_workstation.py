@@ -332,6 +332,27 @@ def test_subtypes_are_named_only_when_the_study_is_positive_for_haemorrhage(qtbo
     assert len(ui.plot.positive_points.data) == len(expected)
 
 
+def test_a_subtype_below_its_specific_threshold_reads_possible(qtbot, window, tmp_path):
+    """ichviewer.core.decisions' two tiers: IVH is called (threshold 0) but cannot reach its specific
+    threshold of 1.0, so the table and the verdict say "possible"; the others stay "positive"."""
+    thresholds = dict.fromkeys(LABELS, 0.0)
+    ens = _ensemble(tmp_path / "ens", thresholds=thresholds, specific_thresholds={"IVH": 1.0, "SDH": 0.0})
+    ui = _attach(window, ens)
+    with qtbot.waitSignal(ui.controller.sig_finished, timeout=WAIT_MS) as blocker:
+        window.show_volume(_volume(6, seed=7))
+    result = blocker.args[1]
+    assert result.case["IVH"].decision == "positive" and result.case["IVH"].tier == "possible"
+    assert ui.panel.decision_text("IVH") == "possible"
+    assert [ui.panel.decision_text(label) for label in ("IPH", "SDH", "EDH", "SAH", "ANY")] == ["positive"] * 5
+    assert ui.panel.status.text().startswith("Positive for haemorrhage: IPH, SDH, EDH, SAH; possible IVH.")
+    row = LABELS.index("IVH")
+    assert "\"positive\" from 1.00" in ui.panel.table.item(row, 2).toolTip()
+    assert ui.panel.table.item(row, 2).foreground().color() != ui.panel.table.item(LABELS.index("SDH"), 2).foreground().color()
+    # the slice marks are the calls, possible or positive
+    ui.panel.select_label("IVH")
+    assert ui.plot.positive_slices() == list(range(6)) == result.positive_slices("IVH")
+
+
 def test_triage_tooltip_states_the_loaded_thresholds_and_prevalence():
     from ichviewer.inference.manifest import OperatingPoints
     from ichviewer.qt.findings_panel import triage_tooltip

@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     o.add_argument("--labels", required=True, metavar="LABELS.csv", help="same format as for `ichviewer evaluate`")
     o.add_argument("--out", required=True, metavar="NEW_DIR", help="where to write the re-thresholded copy (must not exist)")
     o.add_argument("--min-sensitivity", type=float, default=0.95, help="per-label sensitivity target (default 0.95)")
+    o.add_argument("--min-specificity", type=float, default=0.95,
+                   help="specificity of each subtype's specific threshold, from which a called subtype reads 'positive' "
+                   "rather than 'possible' (default 0.95)")
     o.add_argument("--target-miss-rate", type=float, default=0.01,
                    help="largest share of haemorrhages among studies triaged 'confident negative' (default 0.01)")
     add_triage_prevalence_argument(o)
@@ -87,8 +90,9 @@ def run_operating_points(args: argparse.Namespace) -> int:
     from ichviewer.inference.manifest import MANIFEST_NAME, load_manifest
 
     prog = "ichviewer operating-points"
-    if not 0.0 < args.min_sensitivity <= 1.0 or not 0.0 <= args.target_miss_rate < 1.0:
-        print(f"{prog}: --min-sensitivity must be in (0, 1] and --target-miss-rate in [0, 1)", file=sys.stderr)
+    if not 0.0 < args.min_sensitivity <= 1.0 or not 0.0 < args.min_specificity <= 1.0 or not 0.0 <= args.target_miss_rate < 1.0:
+        print(f"{prog}: --min-sensitivity and --min-specificity must be in (0, 1] and --target-miss-rate in [0, 1)",
+              file=sys.stderr)
         return 2
     try:
         manifest = load_manifest(f"{args.models}/{MANIFEST_NAME}")
@@ -96,7 +100,8 @@ def run_operating_points(args: argparse.Namespace) -> int:
         check_same_models(predictions, {m.sha256 for m in manifest.models}, args.predictions, args.models)
         matched = match_cases(predictions, read_labels(args.labels), args.predictions)
         chosen = site_operating_points(
-            matched, manifest.operating_points, args.min_sensitivity, args.target_miss_rate, args.triage_prevalence
+            matched, manifest.operating_points, args.min_sensitivity, args.target_miss_rate, args.triage_prevalence,
+            min_specificity=args.min_specificity,
         )
         path = write_site_ensemble(args.models, args.out, chosen, {
             "predictions": str(args.predictions), "labels": str(args.labels), **matched.inputs_summary(),
@@ -117,6 +122,11 @@ def run_operating_points(args: argparse.Namespace) -> int:
             print(f"  {lab}: threshold {e['previous_threshold']:.3g} -> {e['threshold']:.3g}: sensitivity "
                   f"{e['sensitivity']:.3f} (95 % CI {lo:.2f}-{hi:.2f}; {e['n_positive']} positive), specificity "
                   + ("-" if e["specificity"] is None else f"{e['specificity']:.3f}") + f" ({e['n_negative']} negative)")
+            sp = e.get("specific")
+            if sp:
+                sens = "-" if sp["sensitivity"] is None else f"{sp['sensitivity']:.3f}"
+                print(f"    'positive' rather than 'possible' from {sp['threshold']:.3g}: specificity "
+                      f"{sp['specificity']:.3f}, sensitivity {sens}")
     print("  " + triage_summary_line(r["triage"]))
     few = [lab for lab, e in r["labels"].items() if "kept" not in e and e["n_positive"] < 20]
     if few:

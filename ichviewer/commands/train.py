@@ -190,6 +190,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ensemble's five subtype probabilities; written to the manifest and used for the operating points",
     )
     p.add_argument("--min-sensitivity", type=float, default=0.95, help="per-label validation sensitivity target")
+    p.add_argument(
+        "--min-specificity", type=float, default=0.95,
+        help="validation specificity of each subtype's specific threshold, at which a called subtype reads "
+        "'positive' rather than 'possible' (default 0.95)",
+    )
     p.add_argument("--target-miss-rate", type=float, default=0.01, help="triage: miss rate among confident negatives")
     add_triage_prevalence_argument(p)
     p.add_argument(
@@ -255,6 +260,7 @@ def recipe_config_from_args(args: argparse.Namespace):
         ensemble=args.ensemble,
         any_rule=args.any_rule,
         min_sensitivity=args.min_sensitivity,
+        min_specificity=args.min_specificity,
         target_miss_rate=args.target_miss_rate,
         triage_prevalence=args.triage_prevalence,
         workers=args.workers,

@@ -17,6 +17,16 @@ each label is decided alone.
 
 `ichviewer evaluate` scores exactly this rule, so the model card's per-subtype sensitivity and
 specificity are those of the decisions the reader sees.
+
+**Two tiers for a subtype (stop 26).** The per-label thresholds are chosen for sensitivity, so a
+subtype named at them is often wrong: on the held-out set the shipped ensemble's SAH calls had a
+PPV of 0.21 and an IPH-only study read "positive for IPH, IVH, SAH". A manifest may therefore also
+give each subtype a *specific* threshold (chosen on validation for specificity,
+`ichviewer.evaluation.choose_specificity_threshold`, never below the sensitive one). A subtype
+called by the rule above is then **positive** when its probability also reaches the specific
+threshold and **possible** when it does not; the reader sees "Positive for haemorrhage: IPH;
+possible IVH, SAH". The study-level decision and every "decision" field are unchanged (possible
+and positive are both calls at the sensitive threshold); the tier is extra information.
 """
 
 from __future__ import annotations
@@ -30,6 +40,14 @@ from numpy.typing import ArrayLike, NDArray
 DECISION_RULE = (
     "ANY positive when its probability >= its threshold; a subtype positive when its probability "
     ">= its own threshold and ANY is positive"
+)
+
+
+#: The tiers of a subtype call (`subtype_tier`), and the line for JSON settings and reports.
+POSITIVE_TIER, POSSIBLE_TIER, NEGATIVE_TIER = "positive", "possible", "negative"
+TIER_RULE = (
+    "a called subtype is 'positive' when its probability also reaches its specific threshold, "
+    "'possible' when it does not; without a specific threshold every call is 'positive'"
 )
 
 
@@ -61,3 +79,19 @@ def case_calls(
     if "ANY" not in own:
         return own
     return {lab: label_called(lab, v, own["ANY"]) for lab, v in own.items()}
+
+
+def subtype_tier(
+    called: ArrayLike, probability: ArrayLike, specific_threshold: ArrayLike | None
+) -> NDArray[np.str_]:
+    """"positive" / "possible" / "negative" per element: `called` is the rule above (`label_called`).
+
+    A call reaching `specific_threshold` (None: no specific threshold, every call is positive) is
+    "positive", a call below it "possible", no call "negative".
+    """
+    call = np.asarray(called, dtype=bool)
+    if specific_threshold is None:
+        sure = call
+    else:
+        sure = call & own_threshold_reached(probability, specific_threshold)
+    return np.where(sure, POSITIVE_TIER, np.where(call, POSSIBLE_TIER, NEGATIVE_TIER))

@@ -5,6 +5,8 @@ Qt-free; numpy and scipy only. The public API, for training code and scripts:
 - `evaluate_cases(y_true, y_prob, thresholds, volume_ml=None, mimic=None, n_boot=2000, seed=0,
   triage=None)` -> JSON-ready dict (keys documented in `ichviewer.evaluation.summary`).
 - `choose_operating_points(y_true, y_prob, min_sensitivity=0.95)` -> {label: OperatingPoint}.
+- `choose_specificity_threshold(y_true, y_prob, min_specificity=0.95, floor=None)` -> SpecificityPoint
+  (a subtype's "positive" rather than "possible" tier, `ichviewer.core.decisions`).
 - `choose_triage_thresholds(y_any, p_any, target_miss_rate=0.01)` -> TriageThresholds.
 - Building blocks: `roc_curve`, `roc_auc`, `precision_recall_curve`, `average_precision`,
   `mean_average_precision`, `clopper_pearson`, `confusion_at`, `bootstrap_ci`, `delong_test`,
@@ -38,8 +40,10 @@ from ichviewer.evaluation.metrics import (
 )
 from ichviewer.evaluation.operating_point import (
     OperatingPoint,
+    SpecificityPoint,
     choose_operating_points,
     choose_sensitivity_threshold,
+    choose_specificity_threshold,
 )
 from ichviewer.evaluation.report import render_report, write_json, write_report
 from ichviewer.evaluation.summary import MIMIC_KINDS, SIZE_BINS, evaluate_cases
@@ -57,6 +61,7 @@ __all__ = [
     "MIMIC_KINDS",
     "OperatingPoint",
     "SIZE_BINS",
+    "SpecificityPoint",
     "TriageThresholds",
     "ap_of_resamples",
     "assign_triage",
@@ -65,6 +70,7 @@ __all__ = [
     "bootstrap_ci",
     "choose_operating_points",
     "choose_sensitivity_threshold",
+    "choose_specificity_threshold",
     "choose_triage_thresholds",
     "clopper_pearson",
     "compare_cases",

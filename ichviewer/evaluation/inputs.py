@@ -46,6 +46,8 @@ class StudyPrediction:
     triage: str | None
     #: sha256 of each ensemble member that produced it (`models[].sha256` of the infer JSON); () if not given
     model_sha256: tuple[str, ...] = ()
+    #: subtype -> its specific threshold ("positive" rather than "possible"), where the manifest gave one
+    specific_threshold: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class MatchedCases:
     volume_ml: NDArray[np.float64] | None
     mimic: list[str | None] | None
     visible_voxels: NDArray[np.float64] | None = None
+    #: subtype -> per-study specific thresholds, for the subtypes every matched prediction gives one for
+    specific_thresholds: dict[str, NDArray[np.float64]] = field(default_factory=dict)
     unmatched_labels: list[str] = field(default_factory=list)  # in LABELS.csv, no prediction
     unmatched_predictions: list[str] = field(default_factory=list)  # predicted, not in LABELS.csv
     merged: dict[str, int] = field(default_factory=dict)  # key -> number of series merged (max)
@@ -130,7 +134,7 @@ def read_predictions(path: str | Path) -> Predictions:
         case = st.get("case")
         if not isinstance(case, dict):
             raise EvaluationInputError(f"{where}: missing 'case'")
-        prob, thr = {}, {}
+        prob, thr, spec = {}, {}, {}
         for lab, entry in case.items():
             if not isinstance(entry, dict) or "probability" not in entry:
                 raise EvaluationInputError(f"{where}.case.{lab}: missing 'probability'")
@@ -139,6 +143,8 @@ def read_predictions(path: str | Path) -> Predictions:
                 raise EvaluationInputError(f"{where}.case.{lab}.probability: {p} is outside [0, 1]")
             prob[str(lab).upper()] = p
             thr[str(lab).upper()] = _number(entry.get("threshold", 0.5), f"{where}.case.{lab}.threshold")
+            if entry.get("specific_threshold") is not None:
+                spec[str(lab).upper()] = _number(entry["specific_threshold"], f"{where}.case.{lab}.specific_threshold")
         if "ANY" not in prob:
             raise EvaluationInputError(f"{where}: case has no ANY probability")
         triage = st.get("triage")
@@ -155,6 +161,7 @@ def read_predictions(path: str | Path) -> Predictions:
                 model_sha256=tuple(
                     str(m["sha256"]) for m in st.get("models") or [] if isinstance(m, dict) and m.get("sha256")
                 ),
+                specific_threshold=spec,
             )
         )
     failed = [
@@ -302,6 +309,7 @@ def match_cases(predictions: Predictions, labels: LabelTable, predictions_path: 
     unmatched_pred = sorted(k for k in by_key if k not in label_set) + no_key
     y_prob: dict[str, list[float]] = {lab: [] for lab in eval_labels}
     thr: dict[str, list[float]] = {lab: [] for lab in eval_labels}
+    spec: dict[str, list[float]] = {lab: [] for lab in eval_labels}
     triage: list[str | None] = []
     merged: dict[str, int] = {}
     order = {"confident negative": 0, "refer": 1, "confident positive": 2}
@@ -317,6 +325,7 @@ def match_cases(predictions: Predictions, labels: LabelTable, predictions_path: 
             best = max(group, key=lambda g, lab=lab: g.probability[lab])
             y_prob[lab].append(best.probability[lab])
             thr[lab].append(best.threshold[lab])
+            spec[lab].append(best.specific_threshold.get(lab, math.nan))
         tri = [g.triage for g in group if g.triage is not None]
         triage.append(max(tri, key=order.__getitem__) if len(tri) == len(group) else None)
     rows_a = np.asarray(rows)
@@ -326,6 +335,9 @@ def match_cases(predictions: Predictions, labels: LabelTable, predictions_path: 
         y_true={lab: labels.labels[lab][rows_a] for lab in eval_labels},
         y_prob={lab: np.asarray(v, dtype=np.float64) for lab, v in y_prob.items()},
         thresholds={lab: np.asarray(v, dtype=np.float64) for lab, v in thr.items()},
+        specific_thresholds={
+            lab: np.asarray(v, dtype=np.float64) for lab, v in spec.items() if v and not np.isnan(v).any()
+        },
         triage=[t for t in triage] if all(t is not None for t in triage) else None,  # type: ignore[misc]
         volume_ml=labels.volume_ml[rows_a] if labels.volume_ml is not None else None,
         mimic=[labels.mimic[i] for i in rows] if labels.mimic is not None else None,
@@ -408,6 +420,7 @@ def evaluate_files(
         seed=seed,
         triage=cases.triage,
         triage_prevalence=triage_prevalence,
+        specific_thresholds=cases.specific_thresholds or None,
     )
     result["inputs"] = {"predictions": str(predictions_path), "labels": str(labels_path), **cases.inputs_summary()}
     result["cases"] = cases.ids

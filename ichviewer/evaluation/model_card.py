@@ -22,6 +22,35 @@ def _ci(metric: Mapping[str, Any] | None, digits: int = 3) -> str:
     return f"{metric['value']:.{digits}f} ({_fmt(ci[0], digits)}–{_fmt(ci[1], digits)})"
 
 
+def positive_tier_lines(ev: Mapping[str, Any]) -> list[str]:
+    """The subtypes' "positive" tier (calls at the specific threshold; `ichviewer.core.decisions`), if scored."""
+    labels = ev.get("labels") or {}
+    rows = []
+    for label in LABELS:
+        e = labels.get(label) or {}
+        tier = e.get("operating_point_positive_tier")
+        if not tier:
+            continue
+        rows.append(
+            f"| {label} | {_fmt(e.get('specific_threshold'))} | {_prop(tier.get('sensitivity'))} | "
+            f"{_prop(tier.get('specificity'))} | {_prop(tier.get('ppv'))} | {_prop((e.get('operating_point') or {}).get('ppv'))} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "#### Subtypes: \"positive\" and \"possible\"",
+        "",
+        f"The workstation names a called subtype \"positive\" or \"possible\" ({ev.get('settings', {}).get('tier_rule', '')}; "
+        "specific thresholds chosen on validation for specificity). Here only the \"positive\" calls count as positive; "
+        "the last column is the PPV of every call, as in the table above.",
+        "",
+        "| subtype | specific threshold | sensitivity | specificity | PPV | PPV of all calls |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 def _prop(p: Mapping[str, Any] | None) -> str:
     if not p or p.get("value") is None:
         return "n/a"
@@ -355,6 +384,7 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
             f"{_fmt((e.get('average_precision') or {}).get('value'))} | {_fmt(e.get('threshold'))} | "
             f"{_prop(o.get('sensitivity'))} | {_prop(o.get('specificity'))} | {alone_text} |"
         )
+    lines += positive_tier_lines(ev)
     size = ev.get("by_size")
     if size:
         lines += [

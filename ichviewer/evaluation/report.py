@@ -303,6 +303,33 @@ def _operating_table(result: dict) -> str:
         "<th>Threshold</th><th>Sensitivity</th><th>Specificity</th><th>PPV</th><th>NPV</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table>"
+    ) + _positive_tier_table(result)
+
+
+def _positive_tier_table(result: dict) -> str:
+    """The subtypes' "positive" tier (calls at the specific threshold; `ichviewer.core.decisions`), if scored."""
+    rows = []
+    for label, e in result["labels"].items():
+        tier = e.get("operating_point_positive_tier")
+        if not tier:
+            continue
+        thr = e.get("specific_threshold")
+        rows.append(
+            f'<tr><td><b>{escape(label)}</b></td>'
+            f'<td class="num">{f"{thr:.3g}" if isinstance(thr, (int, float)) else "per study"}</td>'
+            f'<td class="num">{_prop_cell(tier["sensitivity"])}</td>'
+            f'<td class="num">{_prop_cell(tier["specificity"])}</td>'
+            f'<td class="num">{_prop_cell(tier["ppv"])}</td>'
+            f'<td class="num">{_prop_cell(e["operating_point"]["ppv"])}</td></tr>'
+        )
+    if not rows:
+        return ""
+    return (
+        '<h3>Subtypes: "positive" and "possible"</h3>'
+        f'<p>{escape(result.get("settings", {}).get("tier_rule", ""))}. Below, only the "positive" calls count as positive; '
+        'the last column is the PPV of every call ("possible" or "positive"), as in the table above.</p>'
+        "<table><thead><tr><th>Subtype</th><th>Specific threshold</th><th>Sensitivity</th><th>Specificity</th>"
+        "<th>PPV</th><th>PPV of all calls</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
     )
 
 

@@ -10,7 +10,9 @@ its triage thresholds for a target miss rate.
 `site_operating_points` takes `ichviewer infer` predictions of the ensemble on the site's
 studies and their labels, and chooses per label the highest threshold whose sensitivity is
 at least the target (`choose_sensitivity_threshold`) and the triage thresholds for a target
-miss rate (`choose_triage_thresholds`). `write_site_ensemble` writes a copy of the ensemble
+miss rate (`choose_triage_thresholds`), and per subtype the specific threshold at which a call
+reads "positive" rather than "possible" (`choose_specificity_threshold`, `ichviewer.core.decisions`).
+`write_site_ensemble` writes a copy of the ensemble
 folder with those operating points, a record of where they came from
 (`operating_points.json`) and new checksums; the models and the original folder are not
 touched. The predictions must come from the same member files (checked by sha256).
@@ -28,10 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from ichviewer import LABELS
+from ichviewer import LABELS, SUBTYPES
 from ichviewer.evaluation.inputs import EvaluationInputError, MatchedCases, Predictions
 from ichviewer.evaluation.metrics import clopper_pearson
-from ichviewer.evaluation.operating_point import DEFAULT_MIN_SENSITIVITY, choose_sensitivity_threshold
+from ichviewer.evaluation.operating_point import (
+    DEFAULT_MIN_SENSITIVITY,
+    DEFAULT_MIN_SPECIFICITY,
+    choose_sensitivity_threshold,
+    choose_specificity_threshold,
+)
 from ichviewer.evaluation.triage import choose_triage_thresholds
 
 #: The record written beside the new manifest.
@@ -70,16 +77,25 @@ def site_operating_points(
     min_sensitivity: float = DEFAULT_MIN_SENSITIVITY,
     target_miss_rate: float = DEFAULT_TARGET_MISS_RATE,
     triage_prevalence: float | None = None,
+    min_specificity: float = DEFAULT_MIN_SPECIFICITY,
 ) -> SiteOperatingPoints:
-    """Thresholds chosen on the matched studies; a label without labelled positives keeps `current`'s."""
+    """Thresholds chosen on the matched studies; a label without labelled positives keeps `current`'s.
+
+    A subtype given a new threshold gets a new specific threshold too (never below it); one that
+    keeps its threshold keeps its specific threshold, if it had one.
+    """
     from ichviewer.inference.manifest import OperatingPoints
 
     if "ANY" not in matched.y_true:
         raise EvaluationInputError("the labels have no ANY column")
     thresholds: dict[str, float] = {}
+    specific: dict[str, float] = {}
     labels: dict[str, dict] = {}
     for lab in LABELS:
         old = float(current.thresholds[lab])
+        old_specific = current.specific_threshold(lab)
+        if old_specific is not None:
+            specific[lab] = old_specific
         y = matched.y_true.get(lab)
         entry: dict[str, Any] = {"previous_threshold": old}
         if y is None:
@@ -95,6 +111,14 @@ def site_operating_points(
         thresholds[lab] = float(point.threshold)
         k = round(point.sensitivity * point.n_positive)
         labels[lab] = {**entry, **point.to_dict(), "sensitivity_ci": list(clopper_pearson(k, point.n_positive))}
+        specific.pop(lab, None)
+        if lab in SUBTYPES:
+            sp = choose_specificity_threshold(
+                y[known], matched.y_prob[lab][known], min_specificity, lab, floor=thresholds[lab]
+            )
+            if sp.threshold is not None:
+                specific[lab] = float(sp.threshold)
+                labels[lab]["specific"] = {**sp.to_dict(), "previous_threshold": old_specific}
     y_any = matched.y_true["ANY"]
     known = ~np.isnan(y_any)
     # A confident negative is never an ANY-positive call, nor a confident positive an ANY-negative one.
@@ -105,10 +129,11 @@ def site_operating_points(
     ops = OperatingPoints(
         thresholds=thresholds, triage_label="ANY",
         negative_below=float(tri.negative_below), positive_above=float(tri.positive_above),
-        triage_prevalence=tri.prevalence,
+        triage_prevalence=tri.prevalence, specific_thresholds=specific or None,
     )
     report = {
         "min_sensitivity": min_sensitivity,
+        "min_specificity": min_specificity,
         "target_miss_rate": target_miss_rate,
         "triage_prevalence": tri.prevalence,
         "n_studies": int(known.sum()),
@@ -118,9 +143,10 @@ def site_operating_points(
         "previous_triage": {"negative_below": current.negative_below, "positive_above": current.positive_above},
     }
     for entry in report["labels"].values():
-        for k, v in list(entry.items()):
-            if isinstance(v, float) and math.isnan(v):
-                entry[k] = None
+        for d in (entry, entry.get("specific") or {}):
+            for k, v in list(d.items()):
+                if isinstance(v, float) and math.isnan(v):
+                    d[k] = None
     return SiteOperatingPoints(ops, report)
 
 

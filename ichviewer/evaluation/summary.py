@@ -22,7 +22,11 @@
     ``tn``, ``fn``, ``sensitivity``, ``specificity``, ``ppv``, ``npv``}, each proportion being
     {``k``, ``n``, ``value``, ``ci``}, of the decisions under ``decision_rule``;
     ``operating_point_own_threshold`` (same shape) of the label's probability against its
-    threshold alone (what the threshold was chosen for); ``roc`` {``fpr``, ``tpr``, ``thresholds``} (first
+    threshold alone (what the threshold was chosen for); for a subtype whose predictions carry a
+    specific threshold (`ichviewer.core.decisions`' two tiers), ``specific_threshold`` (a number or
+    null as ``threshold``) and ``operating_point_positive_tier`` (same shape as ``operating_point``:
+    only the calls that reach the specific threshold count as positive, "possible" ones as
+    negative); ``roc`` {``fpr``, ``tpr``, ``thresholds``} (first
     threshold is null = +inf); ``pr`` {``precision``, ``recall``, ``thresholds``}; ``prevalence``.
     Undefined values (e.g. AUC with one class) are null.
 ``map``
@@ -73,7 +77,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ichviewer import LABELS, SUBTYPES
-from ichviewer.core.decisions import DECISION_RULE, case_calls
+from ichviewer.core.decisions import DECISION_RULE, POSITIVE_TIER, TIER_RULE, case_calls, subtype_tier
 from ichviewer.evaluation.delong import delong_components
 from ichviewer.evaluation.metrics import (
     CI_LEVEL,
@@ -141,6 +145,20 @@ def _range_text(low: float, high: float) -> str:
     return f"> {low:g} and <= {high:g} mL"
 
 
+def _positive_tier(
+    lab: str, y: NDArray[np.int8], known: NDArray[np.bool_],
+    spec: Mapping[str, NDArray[np.float64]], sure: Mapping[str, NDArray[np.bool_]],
+) -> dict:
+    """The specific-tier keys of a label's entry (none when its predictions carry no specific threshold)."""
+    if lab not in spec:
+        return {}
+    t = spec[lab][known]
+    return {
+        "specific_threshold": float(t[0]) if t.size and np.all(t == t[0]) else None,
+        "operating_point_positive_tier": confusion_at(y, sure[lab][known]).to_dict(),
+    }
+
+
 def evaluate_cases(
     y_true: Mapping[str, ArrayLike],
     y_prob: Mapping[str, ArrayLike],
@@ -153,6 +171,7 @@ def evaluate_cases(
     visible_voxels: ArrayLike | None = None,
     triage_targets: Sequence[float] = DEFAULT_TRIAGE_TARGETS,
     triage_prevalence: float | None = None,
+    specific_thresholds: Mapping[str, float | ArrayLike] | None = None,
 ) -> dict:
     """Evaluate case-level probabilities against case-level labels (see the module docstring).
 
@@ -164,6 +183,8 @@ def evaluate_cases(
     rates also at that share of studies with haemorrhage (`ichviewer.evaluation.triage`);
     `visible_voxels` (NaN where unknown)
     counts each case's blood voxels a reader could see (`ichviewer.core.phantom.visible_blood_voxels`).
+    `specific_thresholds` maps subtypes to their specific threshold (one or one per case): the
+    "positive" tier of a call (`ichviewer.core.decisions.subtype_tier`) is scored too.
     A y_true value of NaN means the
     label is unknown for that case (allowed except for ANY); the case is then left out of that
     label's figures.
@@ -186,9 +207,12 @@ def evaluate_cases(
     thr: dict[str, NDArray[np.float64]] = {}
     calls: dict[str, NDArray[np.bool_]] = {}  # the workstation's decisions (ichviewer.core.decisions)
     unlabelled: dict[str, int] = {}
+    known_rows: dict[str, NDArray[np.bool_]] = {}
     all_p = {lab: as_scores(y_prob[lab], n, f"y_prob[{lab}]") for lab in labels}
     all_t = {lab: _thresholds_array(lab, thresholds[lab], n) for lab in labels}
     all_calls = case_calls(all_p, all_t)
+    all_spec = {lab: _thresholds_array(lab, t, n) for lab, t in (specific_thresholds or {}).items() if lab in all_p}
+    all_sure = {lab: subtype_tier(all_calls[lab], all_p[lab], t) == POSITIVE_TIER for lab, t in all_spec.items()}
     for lab in labels:
         raw = np.asarray(y_true[lab], dtype=np.float64)
         if raw.shape != (n,):
@@ -203,6 +227,7 @@ def evaluate_cases(
         ps[lab] = all_p[lab][known]
         thr[lab] = all_t[lab][known]
         calls[lab] = all_calls[lab][known]
+        known_rows[lab] = known
         if ys[lab].size == 0:
             raise ValueError(f"no case has a known {lab} label")
 
@@ -250,6 +275,7 @@ def evaluate_cases(
             # The label's threshold read alone (what the threshold was chosen for on validation);
             # differs from operating_point for a subtype only when ANY is evaluated too.
             "operating_point_own_threshold": confusion_at(y, p >= t).to_dict(),
+            **_positive_tier(lab, y, known_rows[lab], all_spec, all_sure),
             "roc": {"fpr": roc.fpr.tolist(), "tpr": roc.tpr.tolist(), "thresholds": roc.thresholds.tolist()},
             "pr": {"precision": pr.precision.tolist(), "recall": pr.recall.tolist(), "thresholds": pr.thresholds.tolist()},
         }
@@ -269,6 +295,7 @@ def evaluate_cases(
             "auc_ci": "percentile bootstrap, case-level resampling",
             "binomial_ci": "Clopper-Pearson exact",
             "decision_rule": DECISION_RULE if "ANY" in labels else "positive when probability >= threshold",
+            **({"tier_rule": TIER_RULE} if all_spec else {}),
         },
         "n_cases": n,
         "labels": per_label,

@@ -53,10 +53,14 @@ class BatchReport:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n", encoding="utf-8")
 
     def write_csv(self, path: str | os.PathLike[str]) -> None:
-        """One row per study: probabilities, decisions and triage; failed studies get status "failed" and the reason."""
+        """One row per study: probabilities, decisions, subtype tiers and triage; failed studies get status "failed" and the reason.
+
+        `<label>_tier` is "positive", "possible" or "negative" (`ichviewer.core.decisions`); blank in
+        predictions written before tiers existed.
+        """
         columns = ["path", "status", "reason", "study_uid", "series_uid", "n_slices", "triage", "head_check"]
         for label in LABELS:
-            columns += [f"{label}_probability", f"{label}_decision"]
+            columns += [f"{label}_probability", f"{label}_decision", f"{label}_tier"]
         columns += ["provider", "seconds"]
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
@@ -68,6 +72,7 @@ class BatchReport:
                 for label in LABELS:
                     row[f"{label}_probability"] = f"{s['case'][label]['probability']:.6f}"
                     row[f"{label}_decision"] = s["case"][label]["decision"]
+                    row[f"{label}_tier"] = s["case"][label].get("tier", "")
                 writer.writerow(row)
             for fail in self.failed:
                 writer.writerow({"path": fail["path"], "status": "failed", "reason": fail["reason"]})

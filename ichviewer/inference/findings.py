@@ -86,6 +86,9 @@ class LabelFinding:
     probability: float
     threshold: float
     study_positive: bool = True
+    #: The subtype's specific threshold (`OperatingPoints.specific_thresholds`): a call reaching it
+    #: is "positive", one below it "possible". None: one tier (ANY, or a manifest without them).
+    specific_threshold: float | None = None
 
     @property
     def own_threshold_reached(self) -> bool:
@@ -104,13 +107,27 @@ class LabelFinding:
     def decision(self) -> str:
         return POSITIVE if self.positive else NEGATIVE
 
+    @property
+    def tier(self) -> str:
+        """"positive", "possible" (called, below the specific threshold) or "negative" (`decisions.subtype_tier`)."""
+        return str(decisions.subtype_tier(self.positive, self.probability, self.specific_threshold))
+
+    @property
+    def possible(self) -> bool:
+        return self.tier == decisions.POSSIBLE_TIER
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The `ichviewer.infer/1` case entry; "tier" (and "specific_threshold" when the manifest gives one) refine "decision"."""
+        out = {
             "probability": float(self.probability),
             "decision": self.decision,
             "threshold": float(self.threshold),
             "own_threshold_reached": self.own_threshold_reached,
+            "tier": self.tier,
         }
+        if self.specific_threshold is not None:
+            out["specific_threshold"] = float(self.specific_threshold)
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,10 +187,11 @@ class StudyResult:
 
     @property
     def case(self) -> dict[str, LabelFinding]:
-        th = self.operating_points.thresholds
+        ops = self.operating_points
         study = self.study_positive
         return {
-            label: LabelFinding(label, float(self.case_probabilities[i]), th[label], study)
+            label: LabelFinding(label, float(self.case_probabilities[i]), ops.thresholds[label], study,
+                                ops.specific_threshold(label))
             for i, label in enumerate(LABELS)
         }
 

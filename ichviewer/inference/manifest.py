@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ichviewer import LABELS
+from ichviewer import LABELS, SUBTYPES
 from ichviewer.core.windowing import LEE_WINDOWS, Window
 from ichviewer.inference.errors import EnsembleNotFoundError, ManifestError
 from ichviewer.inference.preprocessing import CROPS
@@ -265,6 +265,10 @@ class OperatingPoints:
     `triage_prevalence` (manifest key triage.prevalence; optional) is the share of studies with
     haemorrhage at which the triage thresholds' miss and false-positive rates were stated
     (`ichviewer.evaluation.triage`); None when they are shares of the validation set itself.
+    `specific_thresholds` (manifest key `specific_thresholds`; optional, subtypes only): the
+    threshold at which a called subtype is "positive" rather than "possible"
+    (`ichviewer.core.decisions`); each at least the subtype's own threshold. A reader that does
+    not know the key ignores it and shows every call as positive, as before.
     """
 
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(LABELS, 0.5))
@@ -272,6 +276,7 @@ class OperatingPoints:
     negative_below: float = 0.05
     positive_above: float = 0.95
     triage_prevalence: float | None = None
+    specific_thresholds: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         th = {str(k): float(v) for k, v in dict(self.thresholds).items()}
@@ -294,6 +299,22 @@ class OperatingPoints:
             )
         if self.triage_prevalence is not None and not 0.0 < float(self.triage_prevalence) < 1.0:
             raise ValueError(f"operating points: triage prevalence must be between 0 and 1, got {self.triage_prevalence}")
+        if self.specific_thresholds is not None:
+            spec = {str(k): float(v) for k, v in dict(self.specific_thresholds).items()}
+            wrong = [k for k in spec if k not in SUBTYPES]
+            if wrong:
+                raise ValueError(f"operating points: specific thresholds are for subtypes only ({list(SUBTYPES)}), got {wrong}")
+            for label, t in spec.items():
+                if not self.thresholds[label] <= t <= 1.0:
+                    raise ValueError(
+                        f"operating points: specific threshold for {label} must be in [{self.thresholds[label]:g} "
+                        f"(its own threshold), 1], got {t}"
+                    )
+            object.__setattr__(self, "specific_thresholds", {label: spec[label] for label in SUBTYPES if label in spec})
+
+    def specific_threshold(self, label: str) -> float | None:
+        """The label's specific threshold, or None (ANY, or a manifest without one)."""
+        return None if self.specific_thresholds is None else self.specific_thresholds.get(label)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -304,6 +325,7 @@ class OperatingPoints:
                 "positive_above": self.positive_above,
                 **({"prevalence": self.triage_prevalence} if self.triage_prevalence is not None else {}),
             },
+            **({"specific_thresholds": dict(self.specific_thresholds)} if self.specific_thresholds is not None else {}),
         }
 
 
@@ -569,6 +591,7 @@ def manifest_from_dict(data: Any, directory: str | Path, *, source: str | Path |
     op = top.sub("operating_points")
     triage = op.sub("triage")
     thresholds = op.get("thresholds", dict, dict.fromkeys(LABELS, 0.5))
+    specific = op.get("specific_thresholds", dict, None)
     agg = top.sub("aggregation")
     try:
         operating_points = OperatingPoints(
@@ -577,6 +600,7 @@ def manifest_from_dict(data: Any, directory: str | Path, *, source: str | Path |
             negative_below=triage.get("negative_below", float, 0.05),
             positive_above=triage.get("positive_above", float, 0.95),
             triage_prevalence=triage.get("prevalence", float, None),
+            specific_thresholds=None if specific is None else {k: float(v) for k, v in specific.items()},
         )
         aggregation = Aggregation(method=agg.get("method", str, "max"), k=agg.get("k", int, 3),
                                   any_rule=agg.get("any", str, "model"))

@@ -44,6 +44,7 @@ _IDLE_BADGE = ("#3a3a3a", "#bbbbbb")
 _POSITIVE_TEXT = QColor("#ff6b6b")
 _NEGATIVE_TEXT = QColor("#9ccc9c")
 _HELD_BACK_TEXT = QColor("#e0b050")  # a subtype over its own threshold in a study negative for haemorrhage
+_POSSIBLE_TEXT = QColor("#ffab70")  # a subtype called below its specific threshold (ichviewer.core.decisions)
 
 
 def decision_tooltip(finding: Any, any_finding: Any) -> str:
@@ -57,7 +58,11 @@ def decision_tooltip(finding: Any, any_finding: Any) -> str:
             f"is named only in a study positive for haemorrhage, and ANY {any_finding.probability:.2f} is below "
             f"its threshold {any_finding.threshold:.2f}"
         )
-    return own + ", and only in a study positive for haemorrhage (ANY)"
+    own += ", and only in a study positive for haemorrhage (ANY)"
+    if finding.specific_threshold is not None:
+        own += (f";\n\"positive\" from {finding.specific_threshold:.2f} (chosen on validation for specificity), "
+                "\"possible\" below it")
+    return own
 
 
 def verdict_text(case: dict[str, Any]) -> str:
@@ -68,10 +73,12 @@ def verdict_text(case: dict[str, Any]) -> str:
             verb = "reaches its own threshold" if len(held) == 1 else "reach their own thresholds"
             return f"No haemorrhage found by the AI ({', '.join(held)} {verb}, ANY does not)"
         return "No haemorrhage found by the AI"
-    named = [label for label in LABELS if label != "ANY" and case[label].positive]
-    if not named:
+    named = [label for label in LABELS if label != "ANY" and case[label].positive and not case[label].possible]
+    possible = [label for label in LABELS if label != "ANY" and case[label].possible]
+    if not named and not possible:
         return "Positive for haemorrhage (no subtype reaches its threshold)"
-    return "Positive for haemorrhage: " + ", ".join(named)
+    parts = ([", ".join(named)] if named else []) + (["possible " + ", ".join(possible)] if possible else [])
+    return "Positive for haemorrhage: " + "; ".join(parts)
 
 
 def _badge_css(bg: str, fg: str) -> str:
@@ -238,9 +245,10 @@ class FindingsPanel(QWidget):
                 continue
             prob_item.setText(f"{p:.2f}")
             prob_item.setToolTip(f"{p:.4f} (threshold {finding.threshold:.2f})")
-            dec_item.setText(finding.decision)
+            dec_item.setText(finding.tier)  # "positive" / "possible" / "negative" (decision refined by tier)
             dec_item.setForeground(
-                _POSITIVE_TEXT if finding.positive else _HELD_BACK_TEXT if finding.held_back else _NEGATIVE_TEXT
+                _POSSIBLE_TEXT if finding.possible else _POSITIVE_TEXT if finding.positive
+                else _HELD_BACK_TEXT if finding.held_back else _NEGATIVE_TEXT
             )
             dec_item.setToolTip(decision_tooltip(finding, result.case["ANY"]))
         done, total = result.slices_done, result.n_slices

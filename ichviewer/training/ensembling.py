@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ichviewer import LABELS
+from ichviewer import LABELS, SUBTYPES
+from ichviewer.evaluation.operating_point import DEFAULT_MIN_SPECIFICITY
 from ichviewer.training.data import SliceCache
 from ichviewer.training.trainer import case_probabilities, validation_map
 
@@ -79,6 +80,7 @@ def choose_operating_points(
     min_sensitivity: float = 0.95,
     target_miss_rate: float = DEFAULT_TARGET_MISS_RATE,
     triage_prevalence: float | None = None,
+    min_specificity: float | None = DEFAULT_MIN_SPECIFICITY,
 ) -> tuple[object, dict]:
     """Per-label high-sensitivity thresholds and triage thresholds from validation case probabilities.
 
@@ -92,9 +94,14 @@ def choose_operating_points(
     (the rates the thresholds would have on studies with that share of haemorrhage; the
     validation set is balanced); when a side cannot meet its target, nothing is triaged on
     that side (0 or 1).
+    Per subtype with validation positives and negatives, also the specific threshold (validation
+    specificity >= `min_specificity`, never below the sensitive one;
+    `ichviewer.evaluation.choose_specificity_threshold`): the "positive" rather than "possible" tier
+    of a call (`ichviewer.core.decisions`). `min_specificity=None` leaves them out (one tier).
     Returns (OperatingPoints for the manifest, a JSON-ready report).
     """
     from ichviewer.evaluation import choose_operating_points as choose_points
+    from ichviewer.evaluation import choose_specificity_threshold
     from ichviewer.evaluation import choose_triage_thresholds
     from ichviewer.inference.manifest import OperatingPoints
 
@@ -105,6 +112,15 @@ def choose_operating_points(
     y_prob = {lab: cases[known[:, j], j] for j, lab in enumerate(LABELS)}
     points = choose_points(y_true, y_prob, min_sensitivity)
     thresholds = {lab: (p.threshold if p.threshold is not None else 0.5) for lab, p in points.items()}
+    specific, specific_report = {}, {}
+    if min_specificity is not None:
+        for lab in SUBTYPES:
+            if points[lab].threshold is None:
+                continue  # no validation positive: one tier, at the default threshold
+            sp = choose_specificity_threshold(y_true[lab], y_prob[lab], min_specificity, lab, floor=thresholds[lab])
+            if sp.threshold is not None:
+                specific[lab] = float(sp.threshold)
+                specific_report[lab] = sp.to_dict()
     any_j = LABELS.index("ANY")
     # A confident negative is never an ANY-positive call, nor a confident positive an ANY-negative one.
     tri = choose_triage_thresholds(
@@ -115,7 +131,7 @@ def choose_operating_points(
     neg, pos = float(tri.negative_below), float(tri.positive_above)
     ops = OperatingPoints(
         thresholds=thresholds, triage_label="ANY", negative_below=neg, positive_above=pos,
-        triage_prevalence=tri.prevalence,
+        triage_prevalence=tri.prevalence, specific_thresholds=specific or None,
     )
     report = {
         "min_sensitivity": min_sensitivity,
@@ -123,4 +139,7 @@ def choose_operating_points(
         "triage": tri.to_dict(),
         "n_validation_cases": len(validation.cases),
     }
+    if min_specificity is not None:
+        report["min_specificity"] = min_specificity
+        report["specific"] = specific_report
     return ops, report

@@ -18,7 +18,11 @@ networks are not touched. A site with its own labelled studies uses `ichviewer
 operating-points` instead.
 
     python -m ichviewer.training.recalibrate models/default [--triage-prevalence 0.1]
-        [--target-miss-rate 0.01] [--min-sensitivity 0.95] [--work build/train-work] [--workers 2]
+        [--target-miss-rate 0.01] [--min-sensitivity 0.95] [--min-specificity 0.95] [--work build/train-work]
+        [--workers 2]
+
+A log written before a newer rule's option (say the subtypes' specific thresholds, stop 26) takes
+that option's recipe default, so recalibrating adds what the rule now chooses.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ def recalibrate(
     triage_prevalence: float | None,
     target_miss_rate: float | None = None,
     min_sensitivity: float | None = None,
+    min_specificity: float | None = None,
     work: str | Path | None = None,
     workers: int = 2,
     threads: int = 2,
@@ -100,6 +105,8 @@ def recalibrate(
         changes["target_miss_rate"] = target_miss_rate
     if min_sensitivity is not None:
         changes["min_sensitivity"] = min_sensitivity
+    if min_specificity is not None:
+        changes["min_specificity"] = min_specificity
     if work is not None:
         changes["work_dir"] = Path(work)
     config = recipe_config_from_log(log, models_dir, **changes)
@@ -136,7 +143,8 @@ def recalibrate(
     if not undefined and (auc_logged is None or not abs(auc_now - auc_logged) <= TOLERANCE):
         problems.append(f"validation case AUC(ANY) {auc_now:.4f} against {auc_logged} in the training log")
     ops, report = choose_operating_points(
-        op_cache, op_probs, config.min_sensitivity, config.target_miss_rate, config.triage_prevalence
+        op_cache, op_probs, config.min_sensitivity, config.target_miss_rate, config.triage_prevalence,
+        min_specificity=config.min_specificity,
     )
     if "calibration" in caches:
         report["fitted_on"] = {"validation_cases": len(val.cases), "calibration_cases": len(caches["calibration"].cases)}
@@ -171,7 +179,7 @@ def recalibrate(
     dataclasses.replace(manifest, operating_points=ops).write()
     log["operating_points"] = report
     log["command_config"] = {**log.get("command_config", {}), **{
-        k: v for k, v in dataclasses.asdict(config).items() if k in ("triage_prevalence", "target_miss_rate", "min_sensitivity")
+        k: v for k, v in dataclasses.asdict(config).items() if k in ("triage_prevalence", "target_miss_rate", "min_sensitivity", "min_specificity")
     }}
     log.setdefault("operating_points_replaced", []).append(record)
     log_path.write_text(json.dumps(_jsonable(log), indent=2) + "\n", encoding="utf-8")
@@ -193,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "'observed' for the validation set's own mix)")
     p.add_argument("--target-miss-rate", type=float, help="default: the training log's")
     p.add_argument("--min-sensitivity", type=float, help="default: the training log's")
+    p.add_argument("--min-specificity", type=float, help="subtypes' specific thresholds (default: the training log's, "
+                   "else the recipe's 0.95)")
     p.add_argument("--work", metavar="DIR", help="where the validation cache is kept (default: the training log's)")
     p.add_argument("--workers", type=int, default=2, help="processes generating phantoms (default 2)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
@@ -200,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         record = recalibrate(
             args.models, triage_prevalence=args.triage_prevalence, target_miss_rate=args.target_miss_rate,
-            min_sensitivity=args.min_sensitivity, work=args.work, workers=args.workers, threads=args.threads,
+            min_sensitivity=args.min_sensitivity, min_specificity=args.min_specificity, work=args.work, workers=args.workers, threads=args.threads,
             stream=sys.stderr, argv=["python", "-m", "ichviewer.training.recalibrate", *(argv if argv is not None else sys.argv[1:])],
         )
     except (RecalibrationError, ValueError, OSError) as exc:

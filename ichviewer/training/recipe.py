@@ -95,6 +95,9 @@ class RecipeConfig:
     ensemble: str = "mean"
     any_rule: str = "model"  # manifest aggregation.any: the models' ANY output, or noisy-OR of the subtypes
     min_sensitivity: float = 0.95
+    # Subtypes' specific thresholds ("positive" rather than "possible", ichviewer.core.decisions) at this
+    # validation specificity.
+    min_specificity: float = 0.95
     target_miss_rate: float = 0.01
     # Triage rates stated at this share of studies with haemorrhage (None: the validation set's own mix).
     triage_prevalence: float | None = CLINICAL_ICH_PREVALENCE
@@ -159,6 +162,8 @@ class RecipeConfig:
             raise ValueError(f"steps per epoch must be at least 1, got {self.steps_per_epoch}")
         if not 0.0 < self.min_sensitivity <= 1.0:
             raise ValueError(f"min sensitivity must be in (0, 1], got {self.min_sensitivity}")
+        if not 0.0 < self.min_specificity <= 1.0:
+            raise ValueError(f"min specificity must be in (0, 1], got {self.min_specificity}")
         if not 0.0 <= self.target_miss_rate < 1.0:
             raise ValueError(f"target miss rate must be in [0, 1), got {self.target_miss_rate}")
         check_prevalence(self.triage_prevalence)
@@ -455,7 +460,8 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
     ens_probs = combine_members(member_probs, weights, config.any_rule)
     if calibration is None:
         ops, op_report = choose_operating_points(
-            val, ens_probs, config.min_sensitivity, config.target_miss_rate, config.triage_prevalence
+            val, ens_probs, config.min_sensitivity, config.target_miss_rate, config.triage_prevalence,
+            min_specificity=config.min_specificity,
         )
     else:
         # Departure 21: operating points on validation + calibration cases, the members' own
@@ -467,7 +473,8 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
             [np.concatenate([pv, pc]) for pv, pc in zip(member_probs, cal_probs)], weights, config.any_rule
         )
         ops, op_report = choose_operating_points(
-            op_cache, op_probs, config.min_sensitivity, config.target_miss_rate, config.triage_prevalence
+            op_cache, op_probs, config.min_sensitivity, config.target_miss_rate, config.triage_prevalence,
+            min_specificity=config.min_specificity,
         )
         op_report["fitted_on"] = {
             "validation_cases": len(val.cases), "calibration_cases": len(calibration.cases),
