@@ -346,7 +346,7 @@ def test_a_subtype_below_its_specific_threshold_reads_possible(qtbot, window, tm
     assert [ui.panel.decision_text(label) for label in ("IPH", "SDH", "EDH", "SAH", "ANY")] == ["positive"] * 5
     assert ui.panel.status.text().startswith("Positive for haemorrhage: IPH, SDH, EDH, SAH; possible IVH.")
     row = LABELS.index("IVH")
-    assert "\"positive\" from 1.00" in ui.panel.table.item(row, 2).toolTip()
+    assert "\"positive\" from 1.00" in ui.panel.table.item(row, 2).toolTip() and "called when" in ui.panel.table.item(row, 2).toolTip()
     assert ui.panel.table.item(row, 2).foreground().color() != ui.panel.table.item(LABELS.index("SDH"), 2).foreground().color()
     # the slice marks are the calls, possible or positive
     ui.panel.select_label("IVH")

@@ -58,11 +58,14 @@ def decision_tooltip(finding: Any, any_finding: Any) -> str:
             f"is named only in a study positive for haemorrhage, and ANY {any_finding.probability:.2f} is below "
             f"its threshold {any_finding.threshold:.2f}"
         )
-    own += ", and only in a study positive for haemorrhage (ANY)"
-    if finding.specific_threshold is not None:
-        own += (f";\n\"positive\" from {finding.specific_threshold:.2f} (chosen on validation for specificity), "
-                "\"possible\" below it")
-    return own
+    if finding.specific_threshold is None:
+        return own + ", and only in a study positive for haemorrhage (ANY)"
+    return (
+        f"called when probability \u2265 {finding.threshold:.2f} (manifest operating point, chosen for sensitivity), "
+        "and only in a study positive for haemorrhage (ANY);\n"
+        f"a call is \"positive\" from {finding.specific_threshold:.2f} (chosen on validation for specificity), "
+        "\"possible\" below it"
+    )
 
 
 def verdict_text(case: dict[str, Any]) -> str:
