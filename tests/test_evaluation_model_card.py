@@ -202,3 +202,7 @@ def test_model_card_quotes_operating_points_chosen_again_from_the_log_record() -
     text = "\n".join(_replaced_lines({"operating_points_replaced": [rec]}))
     assert "python -m ichviewer.training.recalibrate models/default" in text
     assert "2026-12-06" in text and "triage prevalence 0.1" in text and "0.9488 against 0.9488" in text
+    assert "newly chosen" not in text
+    rec["added_options"] = {"min_specificity": 0.95}
+    text = "\n".join(_replaced_lines({"operating_points_replaced": [rec]}))
+    assert "triage prevalence 0.1; newly chosen: min specificity 0.95 (the subtypes' \"positive\"" in text

@@ -310,6 +310,10 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
     ops = manifest["operating_points"]
     assert set(ops["thresholds"]) == set(LABELS)
     assert 0 <= ops["triage"]["negative_below"] <= ops["triage"]["positive_above"] <= 1
+    # each subtype with validation positives gets its "positive" tier, never below its own threshold
+    chosen = log["operating_points"]["specific"]
+    assert set(ops.get("specific_thresholds", {})) == set(chosen) <= set(LABELS[:5])
+    assert all(ops["thresholds"][lab] <= t == chosen[lab]["threshold"] for lab, t in ops.get("specific_thresholds", {}).items())
     # the operating points were placed on the validation and the calibration cases together
     assert log["operating_points"]["fitted_on"]["calibration_cases"] == 3 == log["data"]["calibration"]["cases"]
     assert log["operating_points"]["n_validation_cases"] == 6
@@ -360,10 +364,15 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
 
     copy = tmp_path / "copy"
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("work"))
+    # as a log written before the subtypes' specific thresholds existed: recalibrating adds them at the default
+    old_log = json.loads((copy / "training_log.json").read_text())
+    del old_log["command_config"]["min_specificity"]
+    (copy / "training_log.json").write_text(json.dumps(old_log))
     assert recalibrate_main([str(copy), "--triage-prevalence", "0.2", "--workers", "1", "--threads", "1"]) == 0
     log2 = json.loads((copy / "training_log.json").read_text())
     rec = log2["operating_points_replaced"][-1]
     assert rec["changed_options"]["triage_prevalence"] == 0.2 and log2["command_config"]["triage_prevalence"] == 0.2
+    assert rec["added_options"] == {"min_specificity": 0.95} and log2["command_config"]["min_specificity"] == 0.95
     assert all(abs(d) <= 0.005 for d in rec["reproduction_check"]["threshold_differences"].values())
     assert rec["previous_operating_points"] == json.loads((out / "training_log.json").read_text())["operating_points"]
     assert log2["operating_points"]["fitted_on"]["calibration_cases"] == 3

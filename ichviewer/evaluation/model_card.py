@@ -166,6 +166,13 @@ def _replaced_lines(log: Mapping[str, Any]) -> list[str]:
     out = []
     for rec in log.get("operating_points_replaced") or []:
         changed = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (rec.get("changed_options") or {}).items())
+        added = rec.get("added_options") or {}
+        if added:
+            changed += "; newly chosen: " + ", ".join(
+                f"{k.replace('_', ' ')} {v}" + (" (the subtypes' \"positive\" rather than \"possible\" thresholds)"
+                                              if k == "min_specificity" else "")
+                for k, v in added.items()
+            )
         chk = (rec.get("reproduction_check") or {}).get("validation_case_auc_any") or {}
         out += [
             "",

@@ -44,6 +44,8 @@ from ichviewer.training.recipe import LOG_NAME, RecipeConfig, _jsonable, phantom
 
 #: Largest difference allowed between the training run's validation figures and the rebuilt ones.
 TOLERANCE = 0.005
+#: The recipe options that place the operating points (and only them): what a recalibration may change.
+OPERATING_POINT_OPTIONS = ("triage_prevalence", "target_miss_rate", "min_sensitivity", "min_specificity")
 
 
 class RecalibrationError(ValueError):
@@ -171,6 +173,12 @@ def recalibrate(
         "command": list(argv) if argv is not None else list(sys.argv),
         "reason": "operating points chosen again on the same validation cases with the recipe's current rule",
         "changed_options": {k: v for k, v in changes.items() if k not in ("workers", "work_dir")},
+        # options of a newer rule that the training run did not have, at the values used now (e.g. the
+        # subtypes' specific thresholds, stop 26)
+        "added_options": {
+            k: getattr(config, k) for k in OPERATING_POINT_OPTIONS
+            if k not in (log.get("command_config") or {}) and k not in changes
+        },
         "reproduction_check": check,
         "previous_operating_points": old_ops,
         "previous_manifest_operating_points": manifest.operating_points.to_dict(),
@@ -179,7 +187,7 @@ def recalibrate(
     dataclasses.replace(manifest, operating_points=ops).write()
     log["operating_points"] = report
     log["command_config"] = {**log.get("command_config", {}), **{
-        k: v for k, v in dataclasses.asdict(config).items() if k in ("triage_prevalence", "target_miss_rate", "min_sensitivity", "min_specificity")
+        k: v for k, v in dataclasses.asdict(config).items() if k in OPERATING_POINT_OPTIONS
     }}
     log.setdefault("operating_points_replaced", []).append(record)
     log_path.write_text(json.dumps(_jsonable(log), indent=2) + "\n", encoding="utf-8")
