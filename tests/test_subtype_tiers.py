@@ -132,7 +132,7 @@ def test_evaluation_scores_the_positive_tier(tmp_path):
     assert "operating_point_positive_tier" not in plain["labels"]["SAH"] and "tier_rule" not in plain["settings"]
 
 
-def test_evaluate_files_reads_specific_thresholds_from_infer_json(tmp_path):
+def test_evaluate_files_reads_specific_thresholds_from_infer_json(tmp_path, capsys):
     studies, rows = [], ["series_uid,any,sah"]
     for i, (p_any, p_sah, y_any, y_sah) in enumerate([(0.9, 0.8, 1, 1), (0.9, 0.4, 1, 0), (0.6, 0.5, 1, 1), (0.2, 0.9, 0, 0)]):
         case = {"ANY": {"probability": p_any, "threshold": 0.5},
@@ -146,6 +146,12 @@ def test_evaluate_files_reads_specific_thresholds_from_infer_json(tmp_path):
     # calls (ANY >= 0.5 and SAH >= 0.3): s0 (TP), s1 (FP), s2 (TP); positive tier (SAH >= 0.7): s0 only
     assert (tier["tp"], tier["fp"], tier["fn"]) == (1, 0, 1)
     assert r["labels"]["SAH"]["operating_point"]["fp"] == 1
+    from ichviewer.cli import main
+
+    assert main(["evaluate", "--predictions", str(tmp_path / "infer.json"), "--labels", str(tmp_path / "labels.csv"),
+                 "--json", str(tmp_path / "eval.json")]) == 0
+    sah_line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("SAH"))
+    assert 'PPV 0.667; "positive" tier: sensitivity 0.500  specificity 1.000  PPV 1.000' in sah_line
     # a prediction without the key: no positive tier for that label
     studies[0]["case"]["SAH"].pop("specific_threshold")
     (tmp_path / "infer.json").write_text(json.dumps({"schema": "ichviewer.infer/1", "studies": studies, "failed": []}))

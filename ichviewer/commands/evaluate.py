@@ -136,6 +136,16 @@ def run_operating_points(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_tier_summary(entry: dict) -> str:
+    """`  PPV 0.21; "positive" tier: ...` for a subtype scored in two tiers (ichviewer.core.decisions), else ""."""
+    tier = entry.get("operating_point_positive_tier")
+    if not tier:
+        return ""
+    return (f"  PPV {_fmt(entry['operating_point']['ppv']['value'])}; \"positive\" tier: sensitivity "
+            f"{_fmt(tier['sensitivity']['value'])}  specificity {_fmt(tier['specificity']['value'])}  "
+            f"PPV {_fmt(tier['ppv']['value'])}")
+
+
 def run_model_card(args: argparse.Namespace) -> int:
     import json
 
@@ -198,6 +208,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(
             f"  {label:<4} AUC {_fmt(auc['value'])} ({_fmt(auc['ci'][0])}-{_fmt(auc['ci'][1])})"
             f"  sensitivity {_fmt(sens['value'])}  specificity {_fmt(spec['value'])}"
+            + _positive_tier_summary(e)
         )
     observed = (result.get("triage") or {}).get("observed")
     if observed:
