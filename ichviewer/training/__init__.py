@@ -225,4 +225,13 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    (`losses.twin_rank_loss_per_pair`) is added to the batch's loss. Lee et al. train on labels
    alone; this asks the networks to rank the blood, not the head it lies in, which is what a
    sliver against the inner table must be found by. Measured in models/EXPERIMENTS.md (stop 25).
+28. A second, specific threshold per subtype (default; `--min-specificity S`, 0.95 unless told):
+   Lee et al. choose one high-sensitivity operating point per label, which names a subtype on
+   little evidence (the shipped SAH threshold is 0.12; held-out SAH calls had a PPV of 0.21).
+   Besides it, each subtype with validation positives gets the lowest threshold whose validation
+   specificity is at least S, never below the sensitive one
+   (`evaluation.choose_specificity_threshold`), written to the manifest as
+   `operating_points.specific_thresholds`: a called subtype reaching it reads "positive", one
+   below it "possible" (`ichviewer.core.decisions`). No call changes; the study's decision and the
+   sensitive thresholds are as before.
 """
