@@ -56,6 +56,10 @@ def test_a_read_entered_by_keyboard_is_on_disk_with_the_ai_run_it_saw(qtbot, wor
         workstation.open_path(folder)
     review = workstation.review
     qtbot.waitUntil(lambda: review.adjudication.ai_labels["ANY"].text().startswith("p = "), timeout=WAIT_MS)
+    # the AI column says what the AI called, beside how sure it was (ichviewer.core.decisions' tiers)
+    case = ai.controller.last_result.case
+    for label in ("IPH", "ANY"):
+        assert review.adjudication.ai_labels[label].text() == f"p = {case[label].probability:.2f} ({case[label].tier})"
 
     panel = review.adjudication
     panel.set_status("ANY", "present")

@@ -298,7 +298,9 @@ class ReviewUI(QObject):
             self.main_window.notify_error(f"The AI result could not be recorded in the review database {self.db_path}: {exc}")
             return
         if volume.series_uid == self._current_series:
-            self.adjudication.set_ai_findings({label: result.case[label].probability for label in LABELS}, run_id)
+            case = result.case
+            self.adjudication.set_ai_findings({label: case[label].probability for label in LABELS}, run_id,
+                                              calls={label: case[label].tier for label in LABELS})
 
     def _on_read_saved(self, read_id: int) -> None:
         self.main_window.statusBar().showMessage(f"Read {read_id} saved to {self.db_path.name}", 5000)

@@ -173,16 +173,26 @@ class AdjudicationPanel(QWidget):
         self._set_message("", ok=True)
         self._update_enabled()
 
-    def set_ai_findings(self, ai_findings: Mapping[str, float] | None, model_run_id: int | None = None) -> None:
-        """Fill in the AI column when the model's results arrive after the case was opened."""
+    def set_ai_findings(
+        self, ai_findings: Mapping[str, float] | None, model_run_id: int | None = None,
+        calls: Mapping[str, str] | None = None,
+    ) -> None:
+        """Fill in the AI column when the model's results arrive after the case was opened.
+
+        `calls` ({LABEL: "positive" / "possible" / "negative"}, the findings' tiers of
+        `ichviewer.core.decisions`) are shown after each probability, so the reader judging the AI
+        sees what it called, not only how sure it was.
+        """
         self._model_run_id = model_run_id
         findings = dict(ai_findings or {})
+        said = dict(calls or {})
         for label in LABELS:
             p = findings.get(label)
             self.ai_boxes[label].setEnabled(p is not None)
             if p is None:
                 self.ai_boxes[label].setCurrentIndex(0)
-            self.ai_labels[label].setText("" if p is None else f"p = {p:.2f}")
+            text = "" if p is None else f"p = {p:.2f}" + (f" ({said[label]})" if label in said else "")
+            self.ai_labels[label].setText(text)
 
     def set_ai_hidden(self, hidden: bool) -> None:
         """Blinded panel reading: hide the AI column (probabilities and the accept/reject choice)."""
