@@ -59,7 +59,9 @@ def test_a_read_entered_by_keyboard_is_on_disk_with_the_ai_run_it_saw(qtbot, wor
     # the AI column says what the AI called, beside how sure it was (ichviewer.core.decisions' tiers)
     case = ai.controller.last_result.case
     for label in ("IPH", "ANY"):
-        assert review.adjudication.ai_labels[label].text() == f"p = {case[label].probability:.2f} ({case[label].tier})"
+        shown = review.adjudication.ai_labels[label]
+        assert shown.text() == f"p = {case[label].probability:.2f}"
+        assert shown.toolTip() == f"The AI called {label} {case[label].tier}" and "color: #" in shown.styleSheet()
 
     panel = review.adjudication
     panel.set_status("ANY", "present")

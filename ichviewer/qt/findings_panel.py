@@ -41,10 +41,12 @@ TRIAGE_STYLE = {
     "refer": ("#ffb300", "#000000"),
 }
 _IDLE_BADGE = ("#3a3a3a", "#bbbbbb")
-_POSITIVE_TEXT = QColor("#ff6b6b")
-_NEGATIVE_TEXT = QColor("#9ccc9c")
+#: Text colour of each call (the tiers of `ichviewer.core.decisions`), here and in the adjudication form.
+CALL_COLOURS = {"positive": "#ff6b6b", "possible": "#ffab70", "negative": "#9ccc9c"}
+_POSITIVE_TEXT = QColor(CALL_COLOURS["positive"])
+_NEGATIVE_TEXT = QColor(CALL_COLOURS["negative"])
 _HELD_BACK_TEXT = QColor("#e0b050")  # a subtype over its own threshold in a study negative for haemorrhage
-_POSSIBLE_TEXT = QColor("#ffab70")  # a subtype called below its specific threshold (ichviewer.core.decisions)
+_POSSIBLE_TEXT = QColor(CALL_COLOURS["possible"])  # a subtype called below its specific threshold
 
 
 def decision_tooltip(finding: Any, any_finding: Any) -> str:

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from ichviewer import LABELS
+from ichviewer.qt.findings_panel import CALL_COLOURS
 from ichviewer.review import (
     AI_ACTIONS,
     QUEUE_KINDS,
@@ -180,8 +181,9 @@ class AdjudicationPanel(QWidget):
         """Fill in the AI column when the model's results arrive after the case was opened.
 
         `calls` ({LABEL: "positive" / "possible" / "negative"}, the findings' tiers of
-        `ichviewer.core.decisions`) are shown after each probability, so the reader judging the AI
-        sees what it called, not only how sure it was.
+        `ichviewer.core.decisions`) colour each probability as the findings panel colours the
+        decision and name it in the tooltip, so the reader judging the AI sees what it called, not
+        only how sure it was, without widening the form.
         """
         self._model_run_id = model_run_id
         findings = dict(ai_findings or {})
@@ -191,8 +193,11 @@ class AdjudicationPanel(QWidget):
             self.ai_boxes[label].setEnabled(p is not None)
             if p is None:
                 self.ai_boxes[label].setCurrentIndex(0)
-            text = "" if p is None else f"p = {p:.2f}" + (f" ({said[label]})" if label in said else "")
-            self.ai_labels[label].setText(text)
+            text = self.ai_labels[label]
+            text.setText("" if p is None else f"p = {p:.2f}")
+            call = said.get(label) if p is not None else None
+            text.setStyleSheet(f"color: {CALL_COLOURS[call]};" if call in CALL_COLOURS else "")
+            text.setToolTip(f"The AI called {label} {call}" if call else "")
 
     def set_ai_hidden(self, hidden: bool) -> None:
         """Blinded panel reading: hide the AI column (probabilities and the accept/reject choice)."""
