@@ -170,6 +170,8 @@ class AdjudicationPanel(QWidget):
             p = findings.get(label)
             self.ai_boxes[label].setEnabled(p is not None)
             self.ai_labels[label].setText("" if p is None else f"p = {p:.2f}")
+            self.ai_labels[label].setStyleSheet("")  # no call known yet (set_ai_findings colours it)
+            self.ai_labels[label].setToolTip("")
         self.case_label.setText(description or (f"Series {series_uid}" if series_uid else "No study open."))
         self._set_message("", ok=True)
         self._update_enabled()
