@@ -36,6 +36,14 @@ class OperatingPoint:
         return asdict(self)
 
 
+def _halfway(low: float, high: float) -> float:
+    """A threshold strictly above `low` and at most `high` (low < high): their midpoint, or `high`
+    when the two are adjacent floats and the midpoint rounds onto `low`. Decisions use p >= t, so
+    it separates the two scores without hinging on either's exact value."""
+    t = (low + high) / 2.0
+    return t if t > low else high
+
+
 def choose_sensitivity_threshold(
     y_true: ArrayLike,
     y_prob: ArrayLike,
@@ -62,9 +70,7 @@ def choose_sensitivity_threshold(
     pos_desc = np.sort(p[y == 1])[::-1]
     s_k = float(pos_desc[k - 1])
     lower = p[p < s_k]
-    t = (s_k + float(lower.max())) / 2.0 if lower.size else s_k
-    if lower.size and not t > float(lower.max()):
-        t = s_k  # the two are adjacent floats; halfway rounds onto the lower one
+    t = _halfway(float(lower.max()), s_k) if lower.size else s_k
     called = p >= t
     sens = float(called[y == 1].mean())
     spec = float((~called[y == 0]).mean()) if n_neg else math.nan
@@ -121,9 +127,7 @@ def choose_specificity_threshold(
     else:
         higher = p[p > v]
         if higher.size:
-            t = (v + float(higher.min())) / 2.0
-            if not t > v:
-                t = float(higher.min())  # adjacent floats
+            t = _halfway(v, float(higher.min()))
         elif v < 1.0:
             t = float(np.nextafter(v, 2.0))
         else:

@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ichviewer import LABELS
+from ichviewer import LABELS, SUBTYPES
+from ichviewer.core.decisions import POSITIVE_TIER, POSSIBLE_TIER
 from ichviewer.qt.inference_controller import provider_display_name
 
 #: What the label abbreviations mean, for tooltips.
@@ -78,8 +79,8 @@ def verdict_text(case: dict[str, Any]) -> str:
             verb = "reaches its own threshold" if len(held) == 1 else "reach their own thresholds"
             return f"No haemorrhage found by the AI ({', '.join(held)} {verb}, ANY does not)"
         return "No haemorrhage found by the AI"
-    named = [label for label in LABELS if label != "ANY" and case[label].positive and not case[label].possible]
-    possible = [label for label in LABELS if label != "ANY" and case[label].possible]
+    named = [label for label in SUBTYPES if case[label].tier == POSITIVE_TIER]
+    possible = [label for label in SUBTYPES if case[label].tier == POSSIBLE_TIER]
     if not named and not possible:
         return "Positive for haemorrhage (no subtype reaches its threshold)"
     parts = ([", ".join(named)] if named else []) + (["possible " + ", ".join(possible)] if possible else [])
