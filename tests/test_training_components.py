@@ -677,6 +677,31 @@ def test_hard_example_draws_follow_the_last_loss_and_the_walk_still_covers_every
         StratifiedSampler(cache, np.arange(n), 0.5, np.random.default_rng(0), hard_fraction=1.0)
 
 
+def test_hard_negative_mining_leaves_the_positives_walk_alone():
+    """--hard-stratum negative: the negatives' quota has its hard share, the positives' none."""
+    from ichviewer.training.trainer import StratifiedSampler, TrainConfig
+
+    n = 100
+    lab = np.zeros((n, 6), np.float32)
+    lab[:10, 5] = 1
+    cache = SliceCache(np.zeros((n, 3, 4, 4), np.uint8), lab, np.ones_like(lab), [CaseRecord("c", 0, n, [0] * 6)], 4)
+    sampler = StratifiedSampler(cache, np.arange(n), 0.5, np.random.default_rng(0), hard_fraction=0.5,
+                                hard_stratum="negative")
+    losses = np.full(n, 0.01, np.float32)
+    losses[42], losses[3] = 100.0, 100.0
+    sampler.record(np.arange(n), losses)
+    rows = np.concatenate([sampler.batch(16)[0] for _ in range(50)])
+    pos = rows[lab[rows, 5] == 1]
+    # negatives: half of 8 per batch go to the hard row; positives: the plain walk, each of the 10 alike
+    assert (rows == 42).sum() > 0.9 * 50 * 4
+    assert np.bincount(pos, minlength=10)[:10].tolist() == [40] * 10
+    with pytest.raises(ValueError, match="hard-example stratum"):
+        StratifiedSampler(cache, np.arange(n), 0.5, np.random.default_rng(0), hard_fraction=0.5, hard_stratum="positive")
+    # a checkpoint made before the option existed (no key) still matches the default
+    assert "hard_stratum" not in TrainConfig("m", "vgg").fingerprint()
+    assert TrainConfig("m", "vgg", hard_stratum="negative").fingerprint()["hard_stratum"] == "negative"
+
+
 def test_twin_negatives_are_the_same_heads_without_the_bleed():
     from ichviewer.training.data import TWIN_TAG, add_twin_negatives
 

@@ -456,21 +456,22 @@ def test_train_cli_defaults_and_choices_are_the_recipes():
     from ichviewer.inference.manifest import ANY_RULES, HEAD_POOLINGS
     from ichviewer.inference.preprocessing import CROPS
     from ichviewer.training.recipe import RecipeConfig
-    from ichviewer.training.trainer import INTERPOLATIONS, POSITIVE_SAMPLINGS, PRECISIONS
+    from ichviewer.training.trainer import HARD_STRATA, INTERPOLATIONS, POSITIVE_SAMPLINGS, PRECISIONS
 
     args = build_parser().parse_args(["train", "--out", "x"])
     recipe = RecipeConfig(out="x")
     for name in ("epochs", "seed", "input_size", "windows", "crop", "interpolation", "slab_mm", "width", "batch_size",
                  "steps_per_epoch", "lr", "positive_fraction", "hard_fraction", "precision", "input_stem", "matrix",
                  "thin_every", "thickness_planes", "pair_twins", "positive_sampling", "lesion_map_weight",
-                 "lesion_map_stride", "any_rule", "calibration_cases", "noisy_or_any_weight", "twin_rank_weight", "pooling"):
+                 "lesion_map_stride", "any_rule", "calibration_cases", "noisy_or_any_weight", "twin_rank_weight", "pooling",
+                 "hard_stratum"):
         assert name in {f.name for f in fields(RecipeConfig)}
         assert getattr(args, name) == getattr(recipe, name), name
     assert (args.n_cases[0], args.n_cases[1]) == (recipe.n_train, recipe.n_validation)
     assert (not args.no_twins) == recipe.twins
     choices = {a.dest: tuple(a.choices) for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions if a.choices}
     assert choices["precision"] == PRECISIONS and choices["interpolation"] == INTERPOLATIONS
-    assert choices["positive_sampling"] == POSITIVE_SAMPLINGS
+    assert choices["positive_sampling"] == POSITIVE_SAMPLINGS and choices["hard_stratum"] == HARD_STRATA
     assert choices["any_rule"] == ANY_RULES and choices["pooling"] == HEAD_POOLINGS
     assert set(choices["windows"]) == set(INPUT_WINDOW_SETS) and set(choices["crop"]) == set(CROPS)
 

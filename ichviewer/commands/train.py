@@ -12,6 +12,8 @@ TRAIN_EXTRA_HINT = "install the train extra: pip install -e '.[train]'"
 #: RecipeConfig's defaults and the trainer's choices, repeated so the CLI imports no training code
 #: (tests/test_training_pipeline.py::test_train_cli_defaults_and_choices_are_the_recipes keeps them equal).
 HARD_FRACTION_DEFAULT = 0.0
+HARD_STRATA = ("all", "negative")
+HARD_STRATUM_DEFAULT = "all"
 PRECISIONS = ("fp32", "bf16")
 PRECISION_DEFAULT = "fp32"
 POSITIVE_SAMPLINGS = ("slice", "case")
@@ -100,6 +102,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=HARD_FRACTION_DEFAULT,
         help="share of each batch drawn by last training loss (hard-example mining; 0: off; default %(default)g)",
+    )
+    p.add_argument(
+        "--hard-stratum",
+        choices=HARD_STRATA,
+        default=HARD_STRATUM_DEFAULT,
+        help="which slices --hard-fraction mines: all, or the negatives only (positives keep their walk; "
+        "default %(default)s)",
     )
     p.add_argument(
         "--positive-sampling",
@@ -247,6 +256,7 @@ def recipe_config_from_args(args: argparse.Namespace):
         lr=args.lr,
         positive_fraction=args.positive_fraction,
         hard_fraction=args.hard_fraction,
+        hard_stratum=args.hard_stratum,
         positive_sampling=args.positive_sampling,
         precision=args.precision,
         input_stem=args.input_stem,

@@ -234,4 +234,11 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    `operating_points.specific_thresholds`: a called subtype reaching it reads "positive", one
    below it "possible" (`ichviewer.core.decisions`). No call changes; the study's decision and the
    sensitive thresholds are as before.
+29. Hard-negative mining (option, off by default: `--hard-fraction F --hard-stratum negative`):
+   Lee et al. walk the training slices uniformly. With it, F of each batch's negative quota is
+   drawn in proportion to each negative slice's last training loss (`trainer.StratifiedSampler`);
+   the positives keep their walk, because a positive whose bleed is invisible keeps a high loss
+   that no network can lower. The negatives that look like blood (calcified falx and pineal, the
+   slab-averaged skull base of thin series) are the ones a faint bleed has to rank above.
+   Measured in models/EXPERIMENTS.md (stop 27).
 """

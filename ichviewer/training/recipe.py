@@ -82,6 +82,7 @@ class RecipeConfig:
     lr: float = 3e-3
     positive_fraction: float = 0.5
     hard_fraction: float = 0.0
+    hard_stratum: str = "all"  # departure 29: "negative" mines the negatives only
     positive_sampling: str = "slice"
     precision: str = "fp32"
     input_stem: bool = False
@@ -135,7 +136,7 @@ class RecipeConfig:
         # the trainer's own checks, here too: before minutes of data generation
         check_batch_options(
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
-            positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
+            hard_stratum=self.hard_stratum, positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
             lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
             input_stem=self.input_stem, wide_stem=self.wide_stem, pooling=self.pooling,
             twin_rank_weight=self.twin_rank_weight, pair_twins=self.twins and self.pair_twins,
@@ -351,7 +352,7 @@ def member_train_config(config: RecipeConfig, index: int, name: str, family: str
         seed=config.seed * 1000 + index, specialist=specialist, threads=config.threads,
         positive_fraction=config.positive_fraction, interpolation=config.interpolation,
         pair_twins=config.twins and config.pair_twins,
-        hard_fraction=config.hard_fraction, positive_sampling=config.positive_sampling,
+        hard_fraction=config.hard_fraction, hard_stratum=config.hard_stratum, positive_sampling=config.positive_sampling,
         precision=config.precision, input_stem=config.input_stem, wide_stem=config.wide_stem,
         lesion_map_weight=config.lesion_map_weight,
         lesion_map_stride=config.lesion_map_stride, noisy_or_any_weight=config.noisy_or_any_weight,

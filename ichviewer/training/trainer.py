@@ -41,6 +41,9 @@ INTERPOLATIONS: tuple[str, ...] = ("sample", "all")
 #: "case", every positive case equally often, its positive slices sharing its turns
 #: (departure 18 in `ichviewer.training`).
 POSITIVE_SAMPLINGS: tuple[str, ...] = ("slice", "case")
+#: Which strata hard-example mining draws from (`TrainConfig.hard_stratum`): "all", or
+#: "negative" only (the positives keep their walk; departure 29 in `ichviewer.training`).
+HARD_STRATA: tuple[str, ...] = ("all", "negative")
 #: Arithmetic of the training forward pass (`TrainConfig.precision`).
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
@@ -50,6 +53,7 @@ def check_batch_options(
     interpolation: str | None = None,
     positive_fraction: float | None = None,
     hard_fraction: float | None = None,
+    hard_stratum: str | None = None,
     positive_sampling: str | None = None,
     precision: str | None = None,
     lesion_map_weight: float | None = None,
@@ -79,6 +83,8 @@ def check_batch_options(
         raise ValueError(f"positive fraction must be in [0, 1), got {positive_fraction}")
     if hard_fraction is not None and not 0.0 <= hard_fraction < 1.0:
         raise ValueError(f"hard-example fraction must be in [0, 1), got {hard_fraction}")
+    if hard_stratum is not None and hard_stratum not in HARD_STRATA:
+        raise ValueError(f"hard-example stratum must be one of {HARD_STRATA}, got {hard_stratum!r}")
     if positive_sampling is not None and positive_sampling not in POSITIVE_SAMPLINGS:
         raise ValueError(f"positive sampling must be one of {POSITIVE_SAMPLINGS}, got {positive_sampling!r}")
     if precision is not None and precision not in PRECISIONS:
@@ -139,6 +145,8 @@ class TrainConfig:
     #: Share of each stratum's quota drawn in proportion to the slice's last training loss
     #: (hard-example mining; 0: every slice in turn, as Lee et al.). See `StratifiedSampler`.
     hard_fraction: float = 0.0
+    #: "all" (both strata) or "negative" (see HARD_STRATA and `StratifiedSampler`).
+    hard_stratum: str = "all"
     #: "slice" or "case" (see POSITIVE_SAMPLINGS and `StratifiedSampler`).
     positive_sampling: str = "slice"
     #: "bf16": forward pass under CPU bfloat16 autocast (~1.35x faster steps on AVX-512-BF16
@@ -175,6 +183,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_batch_options(
             interpolation=self.interpolation, positive_fraction=self.positive_fraction, hard_fraction=self.hard_fraction,
+            hard_stratum=self.hard_stratum,
             positive_sampling=self.positive_sampling, precision=self.precision, lesion_map_weight=self.lesion_map_weight,
             lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
             input_stem=self.input_stem, wide_stem=self.wide_stem, pooling=self.pooling,
@@ -195,6 +204,8 @@ class TrainConfig:
                 d.pop(key)
         if d["pooling"] == "avg":
             d.pop("pooling")
+        if d["hard_stratum"] == "all":
+            d.pop("hard_stratum")
         return d
 
 
@@ -492,6 +503,10 @@ class StratifiedSampler:
     skull base of thin series) and the faint small bleeds decide the case-level AUC; uniform
     sampling shows each of them once per pass. The drawn rows keep their stratum's
     importance weight: the emphasis on hard slices is intended, not undone.
+    `hard_stratum="negative"` mines the negative stratum only: a positive's loss stays high
+    when its bleed is invisible (a sliver in the bone's edge), so mining both strata spends
+    the positive draws on the slices no network can learn, while the negatives that look
+    like blood are exactly the slices that decide which faint bleeds rank above them.
 
     Case-balanced positives (`positive_sampling="case"`; departure 18): the positive quota is
     drawn with each positive slice's probability 1 / (positive slices of its case), so every
@@ -511,8 +526,10 @@ class StratifiedSampler:
         partners: np.ndarray | None = None,
         hard_fraction: float = 0.0,
         positive_sampling: str = "slice",
+        hard_stratum: str = "all",
     ) -> None:
-        check_batch_options(positive_fraction=fraction, hard_fraction=hard_fraction, positive_sampling=positive_sampling)
+        check_batch_options(positive_fraction=fraction, hard_fraction=hard_fraction, positive_sampling=positive_sampling,
+                            hard_stratum=hard_stratum)
         any_col = LABELS.index("ANY")
         pos = rows[cache.labels[rows, any_col] >= 0.5]
         neg = rows[cache.labels[rows, any_col] < 0.5]
@@ -535,6 +552,9 @@ class StratifiedSampler:
         self._orders = [rng.permutation(s[0]) for s in self.strata]
         self._pos = [0] * len(self.strata)
         self.hard_fraction = float(hard_fraction)
+        #: per stratum: whether its quota has a hard-example share (the negatives are the last stratum)
+        self._mined = [hard_stratum == "all" or (i == len(self.strata) - 1 and len(self.strata) == 2)
+                       for i in range(len(self.strata))]
         #: last training loss of each cache row (NaN: not trained on yet); only with mining
         self.loss = np.full(cache.n_slices, np.nan, dtype=np.float32) if hard_fraction > 0 else None
 
@@ -558,7 +578,8 @@ class StratifiedSampler:
 
     def _draw(self, k: int, i: int) -> np.ndarray:
         """`k` rows of stratum `i`: the hard-example share by loss, the rest in walk order."""
-        hard = self._take_hard(int(round(self.hard_fraction * k)), i) if self.loss is not None else np.zeros(0, np.int64)
+        mined = self.loss is not None and self._mined[i]
+        hard = self._take_hard(int(round(self.hard_fraction * k)), i) if mined else np.zeros(0, np.int64)
         return np.concatenate([hard, self._take(k - hard.size, i)]).astype(np.int64)
 
     def _take(self, k: int, i: int) -> np.ndarray:
@@ -729,7 +750,8 @@ def train_member(
     if rank_twins and partners is None:
         raise ValueError("the twin rank loss needs slice-labelled training data with counterfactual twins (phantoms)")
     sampler = None if mil else StratifiedSampler(
-        train, rows, config.positive_fraction, rng, partners, config.hard_fraction, config.positive_sampling
+        train, rows, config.positive_fraction, rng, partners, config.hard_fraction, config.positive_sampling,
+        config.hard_stratum,
     )
     total_steps = steps * config.epochs
     params = list(model.parameters()) + (list(map_head.parameters()) if map_head is not None else [])
