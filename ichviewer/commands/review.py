@@ -49,7 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", type=Path, metavar="OUT",
                    help="write the statistics as JSON to OUT ('-' for standard output)")
     p.add_argument("--label", default="ANY", type=str.upper, choices=LABEL_NAMES)
-    p.add_argument("--threshold", type=float, default=0.5, help="model decision threshold (default 0.5)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="read the model as positive at this probability (default: each model run's own call, made "
+                   "at its ensemble's operating point; 0.5 for runs stored without one)")
     p.add_argument("--uncertain-as", default="positive", choices=("positive", "negative", "exclude"),
                    help="how an 'uncertain' read counts (default positive)")
     _db(p, must_exist=True)
@@ -136,8 +138,9 @@ def _queue_options(parser: argparse.ArgumentParser) -> None:
                         help="difficult for AI: labelled positive with probability <= this (default 0.6)")
     parser.add_argument("--negative-min", type=float, default=0.4,
                         help="difficult for AI: labelled negative with probability >= this (default 0.4)")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="model decision threshold for discordance (default 0.5)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="discordance: read the model as positive at this probability (default: each model "
+                        "run's own call, made at its ensemble's operating point; 0.5 for runs stored without one)")
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -282,7 +285,7 @@ def _print_stats_summary(stats: dict[str, Any]) -> None:
     print(f"label {stats['label']}: {stats['n_labelled']} labelled series, {stats['n_amended']} amended")
     for which in ("before", "after"):
         m = stats["model"][which]
-        print(f"[{which}] model (p >= {stats['threshold']:g}): n={m['n']} sens={_fmt(m['sensitivity'])} "
+        print(f"[{which}] model ({stats['model_call']}): n={m['n']} sens={_fmt(m['sensitivity'])} "
               f"spec={_fmt(m['specificity'])} acc={_fmt(m['accuracy'])}")
         for r in stats["readers"][which]:
             print(f"[{which}] {r['reader']} ({r['role']}): n={r['n']} sens={_fmt(r['sensitivity'])} "

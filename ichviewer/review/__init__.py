@@ -56,12 +56,12 @@ from ichviewer.review.queues import (
 )
 from ichviewer.review.schema import AI_ACTIONS, READ_STATUSES, ROLES, VOTE_VALUES
 from ichviewer.review.statistics import compute_statistics
-from ichviewer.review.store import LabelVersion, Read, Reader, ReviewError, ReviewStore, open_store
+from ichviewer.review.store import LabelVersion, ModelCall, Read, Reader, ReviewError, ReviewStore, open_store
 
 __all__ = [
     "AI_ACTIONS", "QUEUE_KINDS", "READ_STATUSES", "ROLES", "VOTE_VALUES",
     "CaseView", "ConsensusOutcome", "ConsensusRule", "DiagnosticMetrics", "LabelImport", "LabelVersion",
-    "Panel", "QueueData", "QueueItem", "QueueThresholds", "Read", "Reader", "ReviewError", "ReviewStore", "RunImport",
+    "ModelCall", "Panel", "QueueData", "QueueItem", "QueueThresholds", "Read", "Reader", "ReviewError", "ReviewStore", "RunImport",
     "add_member", "build_queue", "build_queues", "cast_vote", "close_panel", "cohen_kappa", "compute_statistics",
     "create_panel", "diagnostic_metrics", "difficult_for_ai", "difficult_for_humans", "discordant",
     "evaluate_consensus", "export_json", "fleiss_kappa", "get_panel", "import_infer_json",

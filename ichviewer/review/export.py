@@ -58,14 +58,20 @@ def export_json(store: ReviewStore, *, include_paths: bool = False) -> dict[str,
     """
     runs = store.query("SELECT * FROM model_runs ORDER BY id")
     probs: dict[int, dict[str, float]] = {}
-    for r in store.query("SELECT run_id, label, probability FROM model_run_labels"):
-        probs.setdefault(r["run_id"], {})[r["label"]] = r["probability"]
+    calls: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in store.query("SELECT run_id, label, probability, decision, threshold, tier, specific_threshold"
+                         " FROM model_run_labels"):
+        run_id, label = r.pop("run_id"), r.pop("label")
+        probs.setdefault(run_id, {})[label] = r.pop("probability")
+        calls.setdefault(run_id, {})[label] = r
     models: dict[int, list[dict[str, str]]] = {}
     for r in store.query("SELECT rm.run_id, m.name, m.version, m.sha256 FROM model_run_models rm"
                          " JOIN models m ON m.id = rm.model_id ORDER BY m.id"):
         models.setdefault(r.pop("run_id"), []).append(r)
     for run in runs:
         run["probabilities"] = probs.get(run["id"], {})
+        # per label: the run's call at its operating point (decision 1/0), and a subtype's tier
+        run["calls"] = calls.get(run["id"], {})
         run["models"] = models.get(run["id"], [])
     studies = store.query("SELECT * FROM studies ORDER BY series_uid")
     audit = store.audit_log()

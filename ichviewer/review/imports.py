@@ -11,7 +11,7 @@ from typing import Any
 
 from ichviewer import LABELS
 from ichviewer.core.applicability import head_check_failure
-from ichviewer.review.schema import TRIAGES
+from ichviewer.review.schema import MODEL_TIERS, TRIAGES
 from ichviewer.review.store import ReviewError, ReviewStore, utc_now
 
 INFER_SCHEMA = "ichviewer.infer/1"
@@ -147,6 +147,16 @@ def _parse_decision(value: Any, where: str) -> int | None:
     raise ReviewError(f"{where}: decision must be 'positive', 'negative' or a boolean, not {value!r}")
 
 
+def _optional_unit(item: dict[str, Any], key: str, where: str) -> float | None:
+    """item[key] as a float in 0-1, or None when absent."""
+    value = item.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ReviewError(f"{where}: {key} must be a number within 0-1, not {value!r}")
+    return float(value)
+
+
 def _parse_study(entry: Any, where: str) -> dict[str, Any]:
     series_uid = _require(entry, "series_uid", str, where)
     study_uid = _require(entry, "study_uid", (str, type(None)), where) or None
@@ -160,11 +170,16 @@ def _parse_study(entry: Any, where: str) -> dict[str, Any]:
         if not 0.0 <= float(p) <= 1.0:
             raise ReviewError(f"{where}.case.{lab}: probability {p} is outside 0-1")
         decision = _parse_decision(item.get("decision"), f"{where}.case.{lab}")
-        threshold = item.get("threshold")
+        threshold = _optional_unit(item, "threshold", f"{where}.case.{lab}")
+        tier = item.get("tier")
+        if tier is not None and tier not in MODEL_TIERS:
+            raise ReviewError(f"{where}.case.{lab}: tier must be one of {MODEL_TIERS}, not {tier!r}")
         labels[lab] = {
             "probability": float(p),
             "decision": decision,
-            "threshold": None if threshold is None else float(threshold),
+            "threshold": threshold,
+            "tier": tier,
+            "specific_threshold": _optional_unit(item, "specific_threshold", f"{where}.case.{lab}"),
         }
     triage = _require(entry, "triage", str, where)
     if triage not in TRIAGES:
@@ -211,7 +226,8 @@ def _write_run(store: ReviewStore, study: dict[str, Any], *, source: str) -> int
             (run_id, model_id, actor, now))
     for lab, item in study["labels"].items():
         conn.execute(
-            "INSERT INTO model_run_labels (run_id, label, probability, decision, threshold, created_by, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run_id, lab, item["probability"], item["decision"], item["threshold"], actor, now))
+            "INSERT INTO model_run_labels (run_id, label, probability, decision, threshold, tier, specific_threshold,"
+            " created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, lab, item["probability"], item["decision"], item["threshold"], item["tier"],
+             item["specific_threshold"], actor, now))
     return int(run_id)

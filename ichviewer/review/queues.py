@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ichviewer import LABELS
-from ichviewer.review.store import ReviewError, ReviewStore
+from ichviewer.review.store import ModelCall, ReviewError, ReviewStore
 
 #: Queue kinds, as used by the CLI (`--kind`) and the worklist.
 QUEUE_KINDS: tuple[str, ...] = ("ai", "human", "discordant")
@@ -19,11 +19,15 @@ class QueueThresholds:
     positive_max: float = 0.6
     negative_min: float = 0.4
     #: Model decision threshold for AI-reader discordance (probability >= threshold is positive).
-    decision: float = 0.5
+    #: None: each model run's own call, made at the operating point of the ensemble that ran
+    #: (what its reader saw); a run stored without a call is read at 0.5.
+    decision: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("positive_max", "negative_min", "decision"):
             v = getattr(self, name)
+            if v is None and name == "decision":
+                continue
             if not 0.0 <= v <= 1.0:
                 raise ReviewError(f"{name} must be within 0-1, not {v!r}")
 
@@ -60,12 +64,18 @@ class QueueData:
 
     label: str
     labels: dict[str, int]
-    probabilities: dict[str, float]
+    #: series_uid -> the newest model run's probability and call of `label`
+    calls: dict[str, ModelCall]
     studies: dict[str, tuple[str | None, str | None]]
     #: series_uid -> {reader name: status in that reader's newest read}
     statuses: dict[str, dict[str, str]]
     #: series_uid -> why its newest model run's series failed the head-CT check (failures only)
     not_head_ct: dict[str, str] = field(default_factory=dict)
+
+    def probability(self, series_uid: str) -> float | None:
+        """The newest model run's probability of `label` for a series (None: no run)."""
+        call = self.calls.get(series_uid)
+        return None if call is None else call.probability
 
     def ai_caveat(self, series_uid: str) -> str:
         """'' or a note that the model's probability is outside what it was made for."""
@@ -80,7 +90,7 @@ def load_queue_data(store: ReviewStore, label: str = "ANY") -> QueueData:
     for (reader_id, series_uid), status in store.latest_statuses(label).items():
         statuses.setdefault(series_uid, {})[names[reader_id]] = status
     studies = {s: (st, p) for s, st, p in store.conn.execute("SELECT series_uid, study_uid, path FROM studies")}
-    return QueueData(label, store.labels_at(label), store.latest_probabilities(label), studies, statuses,
+    return QueueData(label, store.labels_at(label), store.latest_model_calls(label), studies, statuses,
                      store.latest_head_check_failures())
 
 
@@ -102,9 +112,10 @@ def difficult_for_ai(
     d = data or load_queue_data(store, label)
     items = []
     for series_uid, value in d.labels.items():
-        p = d.probabilities.get(series_uid)
-        if p is None:
+        call = d.calls.get(series_uid)
+        if call is None:
             continue
+        p = call.probability
         if value == 1 and p <= thresholds.positive_max:
             reason = f"labelled positive, {d.label} probability {p:.3f} <= {thresholds.positive_max:g}"
         elif value == 0 and p >= thresholds.negative_min:
@@ -142,7 +153,7 @@ def difficult_for_humans(store: ReviewStore, *, label: str = "ANY", data: QueueD
             continue
         study_uid, path = d.studies.get(series_uid, (None, None))
         items.append(QueueItem("human", series_uid, study_uid, path, d.label, value,
-                               d.probabilities.get(series_uid), "; ".join(reasons), statuses))
+                               d.probability(series_uid), "; ".join(reasons), statuses))
     return items
 
 
@@ -157,8 +168,9 @@ def discordant(
 ) -> list[QueueItem]:
     """The reader's own cases where their newest read differs from the model's decision.
 
-    The model is positive when probability >= `thresholds.decision`. An "uncertain"
-    read counts as discordant unless `include_uncertain` is False.
+    The model's decision is each run's own call (its ensemble's operating point, what the
+    reader was shown), or probability >= `thresholds.decision` when that is given. An
+    "uncertain" read counts as discordant unless `include_uncertain` is False.
     """
     found = store.reader(reader)
     if found is None:
@@ -168,15 +180,14 @@ def discordant(
     for series_uid in sorted(d.statuses):
         statuses = d.statuses[series_uid]
         status = statuses.get(found.name)
-        p = d.probabilities.get(series_uid)
-        if status is None or p is None:
+        call = d.calls.get(series_uid)
+        if status is None or call is None:
             continue
-        model = "present" if p >= thresholds.decision else "absent"
+        model = "present" if call.called(thresholds.decision) else "absent"
         if status == model or (status == "uncertain" and not include_uncertain):
             continue
-        reason = f"{found.name}: {status}; model: {model} (p={p:.3f}, threshold {thresholds.decision:g})" + d.ai_caveat(
-            series_uid
-        )
+        p = call.probability
+        reason = f"{found.name}: {status}; model: {call.describe(thresholds.decision)}" + d.ai_caveat(series_uid)
         study_uid, path = d.studies.get(series_uid, (None, None))
         items.append(QueueItem("discordant", series_uid, study_uid, path, d.label, d.labels.get(series_uid), p,
                                reason, statuses))

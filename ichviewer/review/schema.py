@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlite_utils import Database, Migrations
 
 from ichviewer import LABELS
+from ichviewer.core.decisions import NEGATIVE_TIER, POSITIVE_TIER, POSSIBLE_TIER
 
 #: Values a reader may give for one label in a read.
 READ_STATUSES: tuple[str, ...] = ("present", "absent", "uncertain")
@@ -15,6 +16,8 @@ AI_ACTIONS: tuple[str, ...] = ("accept", "reject", "supplement")
 ROLES: tuple[str, ...] = ("resident", "attending", "panel")
 #: Triage classes written by `ichviewer infer`.
 TRIAGES: tuple[str, ...] = ("confident negative", "confident positive", "refer")
+#: Tiers of a model run's call of one label, as `ichviewer infer` writes them.
+MODEL_TIERS: tuple[str, ...] = (POSITIVE_TIER, POSSIBLE_TIER, NEGATIVE_TIER)
 #: Values a panel member may vote for one label (Kang et al. re-annotated presence vs absence).
 VOTE_VALUES: tuple[str, ...] = ("present", "absent")
 #: Columns every write-once table carries so each row says who wrote it and when.
@@ -269,6 +272,19 @@ def m0002_model_run_head_check(db: Database) -> None:
     # fits, the reason when it does not (its triage is then "refer"), NULL when not checked (runs
     # stored before this column, or inference with the check off).
     db.conn.execute("ALTER TABLE model_runs ADD COLUMN head_check TEXT")
+
+
+@migrations(name="0003_model_run_label_tier")
+def m0003_model_run_label_tier(db: Database) -> None:
+    # The tier of a called subtype (`ichviewer.core.decisions.subtype_tier`: 'positive' when it
+    # reaches its specific threshold, 'possible' below it, 'negative' when not called) and that
+    # threshold, as the run's reader saw them. NULL for runs stored before these columns or made by
+    # an ensemble whose manifest has no specific thresholds (its calls are then one tier).
+    db.conn.execute(
+        f"ALTER TABLE model_run_labels ADD COLUMN tier TEXT CHECK (tier IN {_in_list(MODEL_TIERS)})")
+    db.conn.execute(
+        "ALTER TABLE model_run_labels ADD COLUMN specific_threshold REAL"
+        " CHECK (specific_threshold BETWEEN 0 AND 1)")
 
 
 def _split_sql(sql: str) -> list[str]:

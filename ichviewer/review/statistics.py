@@ -79,14 +79,16 @@ def compute_statistics(
     store: ReviewStore,
     *,
     label: str = "ANY",
-    threshold: float = 0.5,
+    threshold: float | None = None,
     uncertain_as: str = "positive",
 ) -> dict[str, Any]:
     """Accuracy of each reader and of the model against the original and the current label, and agreement.
 
     - readers: each reader's newest read of each labelled series; "uncertain"
       counts as `uncertain_as` (positive, negative or exclude).
-    - model: newest run of each labelled series, positive when probability >= `threshold`.
+    - model: newest run of each labelled series, positive by its own call (the operating point
+      of the ensemble that ran; 0.5 for a run stored without one), or when probability >=
+      `threshold` if that is given.
     - before = the original (first) label version, after = the current one
       (Kang et al., Results: accuracy before and after the consensus meeting).
     - reader_agreement: Cohen's kappa per reader pair on present/absent/uncertain.
@@ -99,11 +101,11 @@ def compute_statistics(
         raise ReviewError(f"unknown label {label!r}; expected one of {LABELS}")
     if uncertain_as not in UNCERTAIN_POLICIES:
         raise ReviewError(f"uncertain_as must be one of {UNCERTAIN_POLICIES}, not {uncertain_as!r}")
-    if not 0.0 <= threshold <= 1.0:
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ReviewError(f"threshold must be within 0-1, not {threshold!r}")
     before = store.labels_at(label, which="original")
     after = store.labels_at(label, which="current")
-    probs = store.latest_probabilities(label)
+    calls = {s: c.called(threshold) for s, c in store.latest_model_calls(label).items()}
 
     # Readers: newest read per (reader, series).
     rows = [(rid, s, status) for (rid, s), status in store.latest_statuses(label).items()]
@@ -122,6 +124,7 @@ def compute_statistics(
 
     result: dict[str, Any] = {
         "schema": STATS_SCHEMA, "generated_at": utc_now(), "label": label, "threshold": threshold,
+        "model_call": "each run's own call" if threshold is None else f"probability >= {threshold:g}",
         "uncertain_as": uncertain_as, "n_labelled": len(after),
         "n_amended": sum(1 for s, v in after.items() if before.get(s) != v),
         "readers": {}, "model": {},
@@ -131,9 +134,9 @@ def compute_statistics(
         labelled = truth >= 0
         result["readers"][name_] = _per_rater_metrics(
             names, roles, rater[labelled], truth[labelled], pred[labelled], (status[labelled] == 2))
-        common = [s for s in ref if s in probs]
+        common = [s for s in ref if s in calls]
         t = np.array([ref[s] for s in common], dtype=np.int64)
-        p = np.array([1 if probs[s] >= threshold else 0 for s in common], dtype=np.int64)
+        p = np.array([calls[s] for s in common], dtype=np.int64)
         result["model"][name_] = _metrics(t, p)
 
     # Pairwise agreement between readers on the raw statuses.
@@ -145,12 +148,11 @@ def compute_statistics(
         "categories": list(READ_STATUSES),
         "cohen_kappa": _pairwise_cohen(names, matrix, list(READ_STATUSES)),
     }
-    result["panels"] = [_panel_statistics(store, panel, label, threshold, probs) for panel in list_panels(store)]
+    result["panels"] = [_panel_statistics(store, panel, label, calls) for panel in list_panels(store)]
     return _clean(result)
 
 
-def _panel_statistics(store: ReviewStore, panel: Any, label: str, threshold: float,
-                      probs: dict[str, float]) -> dict[str, Any]:
+def _panel_statistics(store: ReviewStore, panel: Any, label: str, calls: dict[str, int]) -> dict[str, Any]:
     mem = members(store, panel.id)
     cases = [r[0] for r in store.conn.execute(
         "SELECT series_uid FROM panel_cases WHERE panel_id = ? ORDER BY rowid", (panel.id,))]
@@ -205,8 +207,8 @@ def _panel_statistics(store: ReviewStore, panel: Any, label: str, threshold: flo
             p = np.array([v[1] for v in voted], dtype=np.int64)
             rows.append({"reader": m.name, "role": m.role, **_metrics(t, p)})
         out["members_metrics"][which] = rows
-        common = [s for s in cases if s in ref and s in probs]
+        common = [s for s in cases if s in ref and s in calls]
         t = np.array([ref[s] for s in common], dtype=np.int64)
-        p = np.array([1 if probs[s] >= threshold else 0 for s in common], dtype=np.int64)
+        p = np.array([calls[s] for s in common], dtype=np.int64)
         out["model"][which] = _metrics(t, p)
     return out

@@ -23,6 +23,48 @@ class ReviewError(ValueError):
     """Bad input for the review database (unknown reader, invalid read, malformed file...)."""
 
 
+#: Where a model run stored no call of its own (runs imported without "decision"), it is
+#: read as positive at this probability.
+FALLBACK_MODEL_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """What one model run said about one label: its probability and, when stored, its call.
+
+    `decision` (1 positive, 0 negative) is the call of the ensemble's own operating point, the
+    one its reader saw; `tier` refines a subtype's call ("positive" / "possible" / "negative";
+    None when the ensemble had no specific threshold or the run predates the column).
+    """
+
+    probability: float
+    decision: int | None = None
+    threshold: float | None = None
+    tier: str | None = None
+    specific_threshold: float | None = None
+
+    def called(self, threshold: float | None = None) -> int:
+        """1 when positive: at `threshold` when given, else the run's own call (0.5 for a run without one)."""
+        if threshold is not None:
+            return int(self.probability >= threshold)
+        if self.decision is not None:
+            return int(self.decision)
+        return int(self.probability >= FALLBACK_MODEL_THRESHOLD)
+
+    def describe(self, threshold: float | None = None) -> str:
+        """'present (p=0.712, threshold 0.684)': the call and the rule that made it."""
+        call = "present" if self.called(threshold) else "absent"
+        if threshold is not None:
+            rule = f"threshold {threshold:g}"
+        elif self.decision is not None:
+            rule = "its operating point" if self.threshold is None else f"its operating point {self.threshold:.3g}"
+            if self.tier == "possible":
+                call += ", possible tier"
+        else:
+            rule = f"threshold {FALLBACK_MODEL_THRESHOLD:g}, no call stored"
+        return f"{call} (p={self.probability:.3f}, {rule})"
+
+
 def utc_now() -> str:
     """ISO 8601 UTC timestamp with microseconds, the format of every `created_at`."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -481,15 +523,16 @@ class ReviewStore:
             " WHERE rm.run_id = ? ORDER BY m.id", (run["id"],))
         return run
 
-    def latest_probabilities(self, label: str = "ANY") -> dict[str, float]:
-        """series_uid -> probability of `label` from the newest model run of each series."""
+    def latest_model_calls(self, label: str = "ANY") -> dict[str, ModelCall]:
+        """series_uid -> the newest model run's probability and call of `label` for each series."""
         rows = self.conn.execute(
-            "SELECT r.series_uid, l.probability FROM model_run_labels l JOIN model_runs r ON r.id = l.run_id"
+            "SELECT r.series_uid, l.probability, l.decision, l.threshold, l.tier, l.specific_threshold"
+            " FROM model_run_labels l JOIN model_runs r ON r.id = l.run_id"
             " JOIN (SELECT series_uid, max(id) AS id FROM model_runs GROUP BY series_uid) newest"
             " ON newest.id = r.id WHERE l.label = ?",
             (label.upper(),),
         )
-        return dict(rows.fetchall())
+        return {row[0]: ModelCall(*row[1:]) for row in rows}
 
     def latest_head_check_failures(self) -> dict[str, str]:
         """series_uid -> why the newest model run's series did not look like a head CT (failures only)."""
