@@ -14,6 +14,7 @@ from ichviewer.review import (
     ReviewError,
     ReviewStore,
     compute_statistics,
+    difficult_for_ai,
     discordant,
     export_json,
     import_infer_json,
@@ -100,3 +101,27 @@ def test_the_subtype_tier_is_stored_checked_and_exported(store: ReviewStore, tmp
     with pytest.raises(ReviewError, match=r"bad\.json: studies\[0\]\.case\.SAH: specific_threshold must be a number"):
         import_infer_json(store, write_runs(tmp_path / "bad.json", [bad]))
     assert series_uid(3) not in store.latest_model_calls("SAH")  # all or nothing
+
+
+def test_difficult_for_ai_carries_kangs_band_to_each_runs_operating_point(store: ReviewStore, tmp_path: Path) -> None:
+    """Kang et al.'s 0.4-0.6 band sits around their 0.5 decision; around 0.684 it is 0.591-0.765 (same odds)."""
+    missed, borderline, normal, false_alarm = (series_uid(i) for i in range(1, 5))
+    runs = [shipped_like_entry(missed, 0.65, 0.01), shipped_like_entry(borderline, 0.76, 0.3),
+            shipped_like_entry(normal, 0.50, 0.01), shipped_like_entry(false_alarm, 0.70, 0.3)]
+    import_infer_json(store, write_runs(tmp_path / "infer.json", runs))
+    import_labels_csv(store, write_labels_csv(tmp_path / "labels.csv", {missed: 1, borderline: 1, normal: 0, false_alarm: 0}))
+    items = {it.series_uid: it for it in difficult_for_ai(store)}
+    # every case the model got wrong at its operating point is listed (the missed bleed at 0.65 too,
+    # which a fixed 0.6 bound would leave out), and a normal scan at 0.50 (far below 0.684) is not
+    assert set(items) == {missed, borderline, false_alarm}
+    assert items[missed].reason == ("labelled positive, ANY probability 0.650 <= 0.765 "
+                                    "(Kang et al.'s band around its operating point 0.684)")
+    assert items[false_alarm].reason.startswith("labelled negative, ANY probability 0.700 >= 0.591")
+    # Kang et al.'s fixed bounds, when given
+    fixed = {it.series_uid for it in difficult_for_ai(store, thresholds=QueueThresholds(0.6, 0.4))}
+    assert fixed == {normal, false_alarm}
+    # a run stored without a threshold gets exactly Kang et al.'s 0.4-0.6
+    from ichviewer.review import ModelCall
+
+    assert ModelCall(0.5).difficult_band() == (0.4, 0.6)
+    assert ModelCall(0.5, 1, 0.5).difficult_band() == (0.4, 0.6)

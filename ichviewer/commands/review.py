@@ -134,10 +134,12 @@ def _db(parser: argparse.ArgumentParser, *, must_exist: bool = False) -> None:
 
 def _queue_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", default="ANY", type=str.upper, choices=LABEL_NAMES)
-    parser.add_argument("--positive-max", type=float, default=0.6,
-                        help="difficult for AI: labelled positive with probability <= this (default 0.6)")
-    parser.add_argument("--negative-min", type=float, default=0.4,
-                        help="difficult for AI: labelled negative with probability >= this (default 0.4)")
+    parser.add_argument("--positive-max", type=float, default=None,
+                        help="difficult for AI: labelled positive with probability <= this (default: Kang et al.'s "
+                        "0.4-0.6 band carried to each model run's own operating point, 0.6 for a run calling at 0.5)")
+    parser.add_argument("--negative-min", type=float, default=None,
+                        help="difficult for AI: labelled negative with probability >= this (default: the same band's "
+                        "lower bound, 0.4 for a run calling at 0.5)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="discordance: read the model as positive at this probability (default: each model "
                         "run's own call, made at its ensemble's operating point; 0.5 for runs stored without one)")

@@ -14,10 +14,15 @@ QUEUE_KINDS: tuple[str, ...] = ("ai", "human", "discordant")
 
 @dataclass(frozen=True)
 class QueueThresholds:
-    """Probability bounds of the difficult-for-AI queue (Kang et al., Methods 3: <= 0.6 and >= 0.4, inclusive)."""
+    """Bounds of the difficult-for-AI queue (Kang et al., Methods 3: <= 0.6 and >= 0.4, inclusive) and discordance.
 
-    positive_max: float = 0.6
-    negative_min: float = 0.4
+    `positive_max` / `negative_min` None (default): Kang et al.'s band carried to each run's own
+    operating point (`ModelCall.difficult_band`; 0.4-0.6 for a run calling at 0.5). Given, they are
+    fixed probabilities for every run, as in Kang et al. (0.6 and 0.4).
+    """
+
+    positive_max: float | None = None
+    negative_min: float | None = None
     #: Model decision threshold for AI-reader discordance (probability >= threshold is positive).
     #: None: each model run's own call, made at the operating point of the ensemble that ran
     #: (what its reader saw); a run stored without a call is read at 0.5.
@@ -26,7 +31,7 @@ class QueueThresholds:
     def __post_init__(self) -> None:
         for name in ("positive_max", "negative_min", "decision"):
             v = getattr(self, name)
-            if v is None and name == "decision":
+            if v is None:
                 continue
             if not 0.0 <= v <= 1.0:
                 raise ReviewError(f"{name} must be within 0-1, not {v!r}")
@@ -105,9 +110,10 @@ def difficult_for_ai(
 ) -> list[QueueItem]:
     """Labelled positive with probability <= positive_max, or negative with probability >= negative_min.
 
-    Kang et al., Methods 3 ("difficult-for-AI"); both bounds inclusive. Uses the
-    current label version and the newest model run of each series. Most
-    discordant first.
+    Kang et al., Methods 3 ("difficult-for-AI"); both bounds inclusive. Unless the bounds are
+    given, each run's are Kang et al.'s band around its own operating point
+    (`ModelCall.difficult_band`), so every case the model got wrong at that point is listed.
+    Uses the current label version and the newest model run of each series. Most discordant first.
     """
     d = data or load_queue_data(store, label)
     items = []
@@ -116,10 +122,16 @@ def difficult_for_ai(
         if call is None:
             continue
         p = call.probability
-        if value == 1 and p <= thresholds.positive_max:
-            reason = f"labelled positive, {d.label} probability {p:.3f} <= {thresholds.positive_max:g}"
-        elif value == 0 and p >= thresholds.negative_min:
-            reason = f"labelled negative, {d.label} probability {p:.3f} >= {thresholds.negative_min:g}"
+        auto_min, auto_max = call.difficult_band()
+        lo = auto_min if thresholds.negative_min is None else thresholds.negative_min
+        hi = auto_max if thresholds.positive_max is None else thresholds.positive_max
+        band = f" (Kang et al.'s band around its operating point {call.operating_point():.3g})"
+        if value == 1 and p <= hi:
+            reason = (f"labelled positive, {d.label} probability {p:.3f} <= {hi:.3g}"
+                      + (band if thresholds.positive_max is None else ""))
+        elif value == 0 and p >= lo:
+            reason = (f"labelled negative, {d.label} probability {p:.3f} >= {lo:.3g}"
+                      + (band if thresholds.negative_min is None else ""))
         else:
             continue
         study_uid, path = d.studies.get(series_uid, (None, None))

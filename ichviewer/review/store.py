@@ -26,6 +26,10 @@ class ReviewError(ValueError):
 #: Where a model run stored no call of its own (runs imported without "decision"), it is
 #: read as positive at this probability.
 FALLBACK_MODEL_THRESHOLD = 0.5
+#: Kang et al.'s difficult-for-AI band, 0.4 to 0.6 around their 0.5 decision, as an odds ratio
+#: either side of the decision (odds 0.6 / 0.4 = 1.5), so that it can be carried to another
+#: operating point.
+KANG_BAND_ODDS_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,24 @@ class ModelCall:
         if self.decision is not None:
             return int(self.decision)
         return int(self.probability >= FALLBACK_MODEL_THRESHOLD)
+
+    def operating_point(self) -> float:
+        """The threshold the run's call was made at (0.5 for a run stored without one)."""
+        return FALLBACK_MODEL_THRESHOLD if self.threshold is None else float(self.threshold)
+
+    def difficult_band(self) -> tuple[float, float]:
+        """(negative_min, positive_max): Kang et al.'s 0.4-0.6 band carried to this run's operating point.
+
+        Kang et al. call a case difficult for the AI when a haemorrhage scores <= 0.6 or a normal
+        scan >= 0.4, a band around their 0.5 decision. An ensemble calling at another threshold
+        (the bundled one's ANY is 0.684, its SAH 0.12) gets the same band in odds around its own
+        threshold, so every case it got wrong at that threshold is inside it, as in Kang et al.
+        At a threshold of 0.5 it is exactly 0.4-0.6.
+        """
+        t = min(max(self.operating_point(), 1e-6), 1 - 1e-6)
+        odds = t / (1 - t)
+        r = KANG_BAND_ODDS_RATIO
+        return odds / (r + odds), r * odds / (1 + r * odds)
 
     def describe(self, threshold: float | None = None) -> str:
         """'present (p=0.712, threshold 0.684)': the call and the rule that made it."""
