@@ -50,6 +50,7 @@ def test_answers_are_scored_recorded_and_survive_a_restart(tmp_path):
         migrations = store.query("SELECT migration_set, name FROM migrations ORDER BY id")
         assert migrations == [{"migration_set": "ichviewer.review", "name": "0001_initial"},
                               {"migration_set": "ichviewer.review", "name": "0002_model_run_head_check"},
+                              {"migration_set": "ichviewer.review", "name": "0003_model_run_label_tier"},
                               {"migration_set": "ichviewer.atlas", "name": "0001_atlas_quiz_answers"}]
         assert ensure_quiz_table(store) == []
         again = AtlasQuiz(atlas, store, store.reader("Dr Res"))
