@@ -197,3 +197,27 @@ def test_dashboard_shows_accuracy_before_and_after_amendment(qtbot, store: Revie
     assert "Fleiss" in d.summary.text() and "1 amended" in d.summary.text()
     assert [r[0] for r in d.rows()] == ["E0", "E1", "E2", "Model"]
     assert d.table.item(3, 4).text() == "0.000" and d.table.item(3, 8).text() == "1.000"
+
+
+def test_dashboard_counts_the_model_by_its_own_call_unless_a_threshold_is_chosen(qtbot, store: ReviewStore,
+                                                                                 tmp_path: Path) -> None:
+    """A run whose ensemble called ANY at 0.684 is negative at p = 0.65, although 0.65 >= 0.5."""
+    import json
+
+    from review_fixtures import infer_entry, write_labels_csv
+
+    from ichviewer.qt.review_widgets import OWN_CALL_TEXT, ReviewDashboard
+    from ichviewer.review import import_infer_json, import_labels_csv
+
+    uid = series_uid(0)
+    entry = infer_entry(uid, 0.65)
+    entry["case"]["ANY"].update(decision="negative", threshold=0.684)
+    (tmp_path / "infer.json").write_text(json.dumps({"schema": "ichviewer.infer/1", "studies": [entry], "failed": []}))
+    import_infer_json(store, tmp_path / "infer.json")
+    import_labels_csv(store, write_labels_csv(tmp_path / "labels.csv", {uid: 0}))
+    d = ReviewDashboard(store)
+    _show(qtbot, d)
+    assert d.threshold.text() == OWN_CALL_TEXT and d.model_threshold() is None
+    assert d.rows()[-1][2]["accuracy"] == 1.0  # its own call: negative, right
+    d.threshold.setValue(50)
+    assert d.model_threshold() == 0.5 and d.rows()[-1][2]["accuracy"] == 0.0  # read at 0.5: positive, wrong

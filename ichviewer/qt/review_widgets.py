@@ -493,6 +493,10 @@ def choose_reader(store: ReviewStore | None, parent: QWidget | None = None, **kw
     return dialog.selected_reader if dialog.exec() == QDialog.DialogCode.Accepted else None
 
 
+#: The statistics dashboard's model-threshold box at its lowest value: each run's own call.
+OWN_CALL_TEXT = "own call"
+
+
 class ReviewDashboard(QWidget):
     """Accuracy of each reader and the model before and after amendment, and agreement (kappas).
 
@@ -512,10 +516,15 @@ class ReviewDashboard(QWidget):
         self.scope = QComboBox()
         self.scope.currentIndexChanged.connect(lambda _i: self._show())
         self.threshold = QSpinBox()
-        self.threshold.setRange(1, 99)
-        self.threshold.setValue(50)
+        self.threshold.setRange(0, 99)
         self.threshold.setSuffix(" %")
-        self.threshold.setToolTip("Model decision threshold on the ANY probability")
+        # 0 (the default) shows as "own call": each run's call at its ensemble's operating point
+        self.threshold.setSpecialValueText(OWN_CALL_TEXT)
+        self.threshold.setValue(0)
+        self.threshold.setToolTip(
+            "How the model's answers are counted: 'own call' (default) takes each model run's call at its "
+            "ensemble's operating point, as its reader saw it; a percentage reads the model as positive at that "
+            "probability instead")
         self.threshold.valueChanged.connect(lambda _v: self.refresh())
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(self.refresh)
@@ -550,13 +559,18 @@ class ReviewDashboard(QWidget):
     def statistics(self) -> dict[str, Any] | None:
         return self._stats
 
+    def model_threshold(self) -> float | None:
+        """None: each run's own call (the default); else the chosen probability."""
+        value = self.threshold.value()
+        return None if value == self.threshold.minimum() else value / 100
+
     def refresh(self) -> None:
         from ichviewer.review import compute_statistics
 
         self._stats = None
         if self._store is not None:
             try:
-                self._stats = compute_statistics(self._store, threshold=self.threshold.value() / 100)
+                self._stats = compute_statistics(self._store, threshold=self.model_threshold())
             except ReviewError as exc:
                 self.summary.setText(str(exc))
         previous = self.scope.currentIndex()
