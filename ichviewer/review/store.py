@@ -16,6 +16,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from ichviewer import LABELS
+from ichviewer.core.decisions import POSSIBLE_TIER
 from ichviewer.review.schema import AI_ACTIONS, READ_STATUSES, ROLES, apply_migrations
 
 
@@ -74,13 +75,13 @@ class ModelCall:
         return odds / (r + odds), r * odds / (1 + r * odds)
 
     def describe(self, threshold: float | None = None) -> str:
-        """'present (p=0.712, threshold 0.684)': the call and the rule that made it."""
+        """'present (p=0.712, its operating point 0.684)': the call and the rule that made it."""
         call = "present" if self.called(threshold) else "absent"
         if threshold is not None:
             rule = f"threshold {threshold:g}"
         elif self.decision is not None:
             rule = "its operating point" if self.threshold is None else f"its operating point {self.threshold:.3g}"
-            if self.tier == "possible":
+            if self.tier == POSSIBLE_TIER:
                 call += ", possible tier"
         else:
             rule = f"threshold {FALLBACK_MODEL_THRESHOLD:g}, no call stored"
