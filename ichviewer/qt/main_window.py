@@ -29,7 +29,9 @@ from PySide6.QtWidgets import (
 from ichviewer.core.volume import CTVolume
 from ichviewer.io import LoadResult
 from ichviewer.qt.browser import SeriesRow, StudyBrowserPanel
+from ichviewer.core import measurements as meas
 from ichviewer.qt.display import Orientation, apply_window, series_label
+from ichviewer.qt.measure import MeasurementLayer, MeasurementsPanel
 from ichviewer.qt.settings import Keymap, RecentStudies, load_keymap, settings_dir
 from ichviewer.qt.slice_view import AxialView, HoverInfo, ReformatView
 from ichviewer.qt.state import ViewState
@@ -168,6 +170,13 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.browser_dock], [260], Qt.Orientation.Horizontal)
         self.browser.set_recent(self.recent.paths())
 
+        # -- measurements (ruler, ROI HU, ABC/2), a tab beside the study browser -------------
+        self.measurements = MeasurementLayer(self.axial, self)
+        self.measurements_panel = MeasurementsPanel(self.measurements)
+        self.measurements_dock = self.add_panel(self.measurements_panel, "Measurements", Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.tabifyDockWidget(self.browser_dock, self.measurements_dock)
+        self.browser_dock.raise_()
+
         # -- status bar ------------------------------------------------------------
         self.status_series = QLabel("")
         self.status_window = QLabel("")
@@ -210,6 +219,10 @@ class MainWindow(QMainWindow):
             "open_file": ("Open file\u2026", self.choose_file),
             "show_warnings": ("Series warnings\u2026", self.show_warnings),
             "toggle_crosshair": ("Show reference lines", self._toggle_crosshair),
+            "tool_length": ("Ruler (length)", lambda: self.set_measure_tool(meas.LENGTH)),
+            "tool_ellipse": ("ROI (mean HU)", lambda: self.set_measure_tool(meas.ELLIPSE)),
+            "tool_pointer": ("Pointer (stop measuring)", lambda: self.set_measure_tool(None)),
+            "delete_measurement": ("Delete nearest measurement", self._delete_measurement),
             "quit": ("Quit", self.close),
         }
         self.actions_by_name: dict[str, QAction] = {}
@@ -251,6 +264,14 @@ class MainWindow(QMainWindow):
             view_menu.addAction(a[name])
         view_menu.addSeparator()
         view_menu.addAction(self.browser_dock.toggleViewAction())
+        view_menu.addAction(self.measurements_dock.toggleViewAction())
+        measure_menu = self.menuBar().addMenu("&Measure")
+        for name in ("tool_length", "tool_ellipse", "tool_pointer"):
+            a[name].setCheckable(True)
+            measure_menu.addAction(a[name])
+        a["tool_pointer"].setChecked(True)
+        measure_menu.addSeparator()
+        measure_menu.addAction(a["delete_measurement"])
         help_menu = self.menuBar().addMenu("&Help")
         keys_action = QAction("Keys and mouse\u2026", self)
         keys_action.triggered.connect(self.show_bindings)
@@ -285,6 +306,7 @@ class MainWindow(QMainWindow):
         self.state.set_view_range(None)
         self.state.set_n_slices(volume.n_slices)
         self.axial.set_volume(volume)
+        self.measurements.set_volume(volume)
         self.browser.set_current_series(volume.series_uid)
         self.setWindowTitle(f"ICH Viewer \u2014 {series_label(volume)}")
         self.status_series.setText(
@@ -303,6 +325,22 @@ class MainWindow(QMainWindow):
             self.sagittal.corners.set_text("bl", "resampling for MPR\u2026")
             request_id = self._load_request.request_id if self._load_request else self.loader.current_request_id
             self.loader.reformat(request_id, volume)
+
+    def set_measure_tool(self, kind: str | None) -> None:
+        """L / E / Esc: draw rulers or ROIs with the crosshair button, or go back to the pointer."""
+        self.measurements.set_tool(kind)
+        for name, k in (("tool_length", meas.LENGTH), ("tool_ellipse", meas.ELLIPSE), ("tool_pointer", None)):
+            self.actions_by_name[name].setChecked(k == kind)
+        if kind is not None:
+            self.measurements_dock.raise_()
+            self.statusBar().showMessage(
+                f"{self.actions_by_name['tool_length' if kind == meas.LENGTH else 'tool_ellipse'].text()}: "
+                f"drag with the {self.keymap.mouse.crosshair} button; Esc to stop", 5000)
+
+    def _delete_measurement(self) -> None:
+        removed = self.measurements.remove_nearest()
+        if removed is None:
+            self.statusBar().showMessage("No measurement on this slice.", 3000)
 
     def step_series(self, steps: int) -> None:
         """PageUp/PageDown: the previous/next showable series in the browser's order."""
@@ -391,6 +429,7 @@ class MainWindow(QMainWindow):
             f"<tr><td>Zoom</td><td>{m.zoom_wheel_modifier} + wheel</td></tr>",
             "<tr><td>Slice</td><td>wheel</td></tr>",
             f"<tr><td>Reference point</td><td>{m.crosshair} click</td></tr>",
+            f"<tr><td>Ruler / ROI (after L / E)</td><td>{m.crosshair} drag</td></tr>",
         ]
         box = QMessageBox(QMessageBox.Icon.NoIcon, "Keys and mouse", "", QMessageBox.StandardButton.Ok, self)
         box.setText(f"<table>{''.join(rows)}</table><p>Bindings: {km.source}; override in {self.settings_dir / 'keymap.json'}</p>")

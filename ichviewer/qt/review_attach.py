@@ -86,6 +86,11 @@ class ReviewUI(QObject):
         if inference is not None:
             inference.controller.sig_finished.connect(self._on_inference_finished)
         main_window.add_shutdown_hook(self.shutdown)
+        #: The window's rulers and ROIs (`ichviewer.qt.measure`): saved here as the reader draws them.
+        self.measurement_layer = getattr(main_window, "measurements", None)
+        if self.measurement_layer is not None:
+            self.measurement_layer.sig_added.connect(lambda _m, _text: self.save_unsaved_measurements())
+            self.measurement_layer.sig_removed.connect(self._on_measurement_removed)
         self._build_menu()
 
         if reader is not None:
@@ -111,6 +116,11 @@ class ReviewUI(QObject):
         self.reader = reader
         self.adjudication.set_reader(reader)
         self.worklist.set_reader(reader)
+        # Measurements drawn before anyone was reading are the new reader's; then show theirs.
+        self.save_unsaved_measurements()
+        volume = getattr(self.main_window, "volume", None)
+        if volume is not None and reader is not None:
+            self._load_measurements(volume)
         self.main_window.statusBar().showMessage(f"Reading as {reader.name} ({reader.role})" if reader else "", 5000)
         if reader is not None:
             try:
@@ -277,6 +287,65 @@ class ReviewUI(QObject):
         if self.vote_panel is not None and volume.series_uid in self.vote_panel.case_uids():
             self.vote_panel.open_case(volume.series_uid)
         self._apply_blinding()
+        self._load_measurements(volume)
+
+    # -- measurements ------------------------------------------------------------------------
+    def _load_measurements(self, volume: Any) -> None:
+        """Put the reader's saved rulers and ROIs of this series back on screen (kept unsaved ones stay)."""
+        layer = self.measurement_layer
+        if layer is None or self.reader is None or not volume.series_uid or layer.volume is not volume:
+            return
+        try:
+            stored = self.store.measurements(volume.series_uid, self.reader)
+        except Exception as exc:
+            self.main_window.notify_error(f"Saved measurements could not be read from {self.db_path}: {exc}")
+            return
+        for m in [m for m in layer.measurements() if layer.is_saved(m)]:
+            layer.remove(m, emit=False)
+        for m, text in stored:
+            if m.slice_index >= volume.n_slices:
+                log.warning("measurement %s on slice %d of %s, which has %d slices: not shown",
+                            m.id, m.slice_index + 1, volume.series_uid, volume.n_slices)
+                continue
+            layer.add(m, emit=False, text=text)
+
+    def save_unsaved_measurements(self) -> int:
+        """Write every measurement on screen the database has not confirmed; return how many were saved.
+
+        Runs after each new one, so one that failed (a locked or unreachable file) is tried again.
+        """
+        layer = self.measurement_layer
+        volume = getattr(self.main_window, "volume", None)
+        if layer is None or volume is None or not layer.unsaved():
+            return 0
+        if self.reader is None:
+            self.main_window.statusBar().showMessage(
+                "Measurement not saved yet: choose who is reading (Review > Change reader) to keep it.", 8000)
+            return 0
+        if not volume.series_uid:
+            self.main_window.statusBar().showMessage("Measurement not saved: the series has no UID.", 8000)
+            return 0
+        saved = 0
+        try:
+            self._ensure_study(volume)
+            for m in layer.unsaved():
+                row_id = self.store.add_measurement(self.reader, volume.series_uid, m, layer.text_of(m),
+                                                   study_uid=volume.study_uid or None)
+                layer.mark_saved(m, row_id)
+                saved += 1
+        except Exception as exc:  # the database is on another disk, locked, full...
+            self.main_window.notify_error(
+                f"A measurement could not be saved in the review database {self.db_path}: {exc}. "
+                "It stays on screen marked \"not saved\" and is tried again with the next one.")
+        return saved
+
+    def _on_measurement_removed(self, m: Any) -> None:
+        if m.id is None or self.reader is None:
+            return
+        try:
+            self.store.withdraw_measurement(m.id, self.reader)
+        except Exception as exc:
+            self.main_window.notify_error(f"The deletion of a measurement could not be saved in {self.db_path}: {exc}")
 
     def _ensure_study(self, volume: Any) -> None:
         uid = volume.series_uid

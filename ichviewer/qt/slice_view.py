@@ -66,10 +66,15 @@ class SliceViewBox(pg.ViewBox):
     sig_window_drag_finished = Signal()
     sig_clicked = Signal(float, float)  # view (mm) coordinates of a crosshair click/drag
     sig_user_range_changed = Signal()
+    # start, current (view mm), finished: a drag of the crosshair button while a measurement tool is on
+    sig_draw = Signal(QPointF, QPointF, bool)
 
     def __init__(self, mouse: MouseBindings, **kwargs) -> None:
         super().__init__(**kwargs)
         self.mouse = mouse
+        #: A measurement kind (`ichviewer.core.measurements.KINDS`) while the reader measures: the
+        #: crosshair button then draws it instead of moving the reference point.
+        self.drawing_tool: str | None = None
         self.setMenuEnabled(False)
         self.setAspectLocked(True, 1.0)
         self.setBackgroundColor("k")
@@ -96,7 +101,7 @@ class SliceViewBox(pg.ViewBox):
         ev.accept()
 
     def mouseClickEvent(self, ev) -> None:  # noqa: N802
-        if self._is(ev.button(), "crosshair"):
+        if self._is(ev.button(), "crosshair") and self.drawing_tool is None:
             p = self.mapToView(ev.pos())
             self.sig_clicked.emit(p.x(), p.y())
         ev.accept()
@@ -116,6 +121,9 @@ class SliceViewBox(pg.ViewBox):
             here, last = self.mapToView(ev.pos()), self.mapToView(ev.lastPos())
             self.translateBy(x=last.x() - here.x(), y=last.y() - here.y())
             self.sig_user_range_changed.emit()
+        elif self._is(button, "crosshair") and self.drawing_tool is not None:
+            ev.accept()
+            self.sig_draw.emit(self.mapToView(ev.buttonDownPos()), self.mapToView(ev.pos()), bool(ev.isFinish()))
         elif self._is(button, "crosshair"):
             ev.accept()
             p = self.mapToView(ev.pos())
@@ -383,6 +391,19 @@ class AxialView(_SliceViewBase):
         ny, nx = self.volume.shape[1:]
         row, col = self.orientation.voxel_to_screen(y + 0.5, x + 0.5, ny, nx)
         return QPointF(col * self._pix_mm[1], row * self._pix_mm[0])
+
+    def voxel_to_view(self, y: float, x: float) -> QPointF:
+        """Continuous voxel (y, x) of the current volume -> view (mm) coordinates."""
+        assert self.volume is not None
+        ny, nx = self.volume.shape[1:]
+        row, col = self.orientation.voxel_to_screen(y, x, ny, nx)
+        return QPointF(col * self._pix_mm[1], row * self._pix_mm[0])
+
+    def view_to_voxel(self, p: QPointF) -> tuple[float, float]:
+        """View (mm) coordinates -> continuous voxel (y, x) of the current volume; inverse of `voxel_to_view`."""
+        assert self.volume is not None
+        ny, nx = self.volume.shape[1:]
+        return self.orientation.screen_to_voxel(p.y() / self._pix_mm[0], p.x() / self._pix_mm[1], ny, nx)
 
     @property
     def hover(self) -> HoverInfo | None:

@@ -17,6 +17,7 @@ from sqlite_utils import Database
 
 from ichviewer import LABELS
 from ichviewer.core.decisions import POSSIBLE_TIER
+from ichviewer.core.measurements import Measurement, MeasurementError
 from ichviewer.review.schema import AI_ACTIONS, READ_STATUSES, ROLES, apply_migrations
 
 
@@ -418,6 +419,62 @@ class ReviewStore:
                 return int(cur.lastrowid)
         except sqlite3.IntegrityError as exc:
             raise ReviewError(f"read not saved: {exc}") from exc
+
+    # -- measurements ----------------------------------------------------------------------
+
+    def add_measurement(self, reader: Reader | str, series_uid: str, measurement: Measurement, text: str,
+                        *, study_uid: str | None = None) -> int:
+        """Write one ruler or ROI a reader drew on `series_uid` and commit it; return its id."""
+        reader = self._resolve_reader(reader)
+        m = measurement
+        try:
+            with self.write():
+                self._ensure_study(series_uid, study_uid, actor=reader.name)
+                cur = self.conn.execute(
+                    "INSERT INTO measurements (series_uid, reader_id, slice_index, kind, y0, x0, y1, x1, value_text,"
+                    " created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (series_uid, reader.id, m.slice_index, m.kind, *m.start, *m.end, str(text), reader.name, utc_now()),
+                )
+                return int(cur.lastrowid)
+        except sqlite3.IntegrityError as exc:
+            raise ReviewError(f"measurement not saved: {exc}") from exc
+
+    def measurements(self, series_uid: str, reader: Reader | str | None = None, *,
+                     include_withdrawn: bool = False) -> list[tuple[Measurement, str]]:
+        """(Measurement with its row id, the text the reader saw) on a series, oldest first.
+
+        One reader's when `reader` is given (the workstation shows a reader their own, so a
+        panel member is not shown a colleague's), withdrawn ones only with `include_withdrawn`.
+        """
+        sql = "SELECT id, kind, slice_index, y0, x0, y1, x1, value_text FROM measurements WHERE series_uid = ?"
+        params: list[Any] = [series_uid]
+        if reader is not None:
+            sql += " AND reader_id = ?"
+            params.append(self._resolve_reader(reader).id)
+        if not include_withdrawn:
+            sql += " AND deleted_at IS NULL"
+        out = []
+        for row_id, kind, z, y0, x0, y1, x1, text in self.conn.execute(sql + " ORDER BY id", params):
+            try:
+                out.append((Measurement(kind, z, (y0, x0), (y1, x1), row_id), text))
+            except MeasurementError as exc:  # the CHECKs make this unreachable for our own rows
+                raise ReviewError(f"{self.path}: measurement {row_id} is not readable ({exc})") from exc
+        return out
+
+    def withdraw_measurement(self, measurement_id: int, reader: Reader | str) -> None:
+        """Mark a measurement deleted by `reader` (it stays in the file and the audit log)."""
+        reader = self._resolve_reader(reader)
+        with self.write():
+            row = self.conn.execute("SELECT reader_id, deleted_at FROM measurements WHERE id = ?",
+                                    (int(measurement_id),)).fetchone()
+            if row is None:
+                raise ReviewError(f"no measurement {measurement_id} in {self.path}")
+            if row[0] != reader.id:
+                raise ReviewError(f"measurement {measurement_id} belongs to another reader; {reader.name} cannot delete it")
+            if row[1] is not None:
+                return
+            self.conn.execute("UPDATE measurements SET deleted_by = ?, deleted_at = ? WHERE id = ?",
+                              (reader.name, utc_now(), int(measurement_id)))
 
     def reads(self, *, series_uid: str | None = None, reader: str | None = None) -> list[dict[str, Any]]:
         """All reads (oldest first) with the reader's name and role, optionally filtered."""

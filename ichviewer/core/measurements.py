@@ -1,0 +1,197 @@
+"""Measurements a reader draws on an axial slice: a length (ruler), an elliptical ROI's HU statistics,
+and the ABC/2 haemorrhage volume estimate made from two lengths.
+
+Points are continuous voxel coordinates (y, x) of the slice, in the same convention as
+`ichviewer.qt.display.Orientation` (voxel (i, j) covers [i, i + 1) x [j, j + 1), its centre is
+at i + 0.5, j + 0.5), so a measurement does not depend on how the series is shown on screen.
+No Qt here: the views draw these, the review database stores them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: A straight line: its length in mm.
+LENGTH = "length"
+#: An ellipse inscribed in the box its two points span: mean, SD, min and max HU of the voxels whose
+#: centres lie inside, and its area.
+ELLIPSE = "ellipse"
+KINDS = (LENGTH, ELLIPSE)
+
+#: Two lengths on one slice count as perpendicular for ABC/2 within this many degrees of 90.
+ABC2_PERPENDICULAR_TOLERANCE_DEG = 20.0
+
+
+class MeasurementError(ValueError):
+    """A measurement that cannot be made (unknown kind, a point that is not a number, an empty slice)."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measurement on axial slice `slice_index`: `kind` and the two points it was drawn between.
+
+    `id` is the review database's row id once stored (None before).
+    """
+
+    kind: str
+    slice_index: int
+    start: tuple[float, float]  # (y, x) voxel coordinates
+    end: tuple[float, float]
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise MeasurementError(f"measurement kind must be one of {KINDS}, not {self.kind!r}")
+        if isinstance(self.slice_index, bool) or int(self.slice_index) != self.slice_index or self.slice_index < 0:
+            raise MeasurementError(f"measurement slice must be a non-negative integer, not {self.slice_index!r}")
+        for name in ("start", "end"):
+            point = tuple(float(v) for v in getattr(self, name))
+            if len(point) != 2 or not all(math.isfinite(v) for v in point):
+                raise MeasurementError(f"measurement {name} must be two finite numbers (y, x), not {getattr(self, name)!r}")
+            object.__setattr__(self, name, point)
+        object.__setattr__(self, "slice_index", int(self.slice_index))
+
+    def with_id(self, row_id: int) -> Measurement:
+        return Measurement(self.kind, self.slice_index, self.start, self.end, int(row_id))
+
+
+@dataclass(frozen=True)
+class EllipseStats:
+    """HU statistics of the voxels inside an elliptical ROI (OHIF and Weasis show the same figures)."""
+
+    n_voxels: int
+    mean_hu: float
+    sd_hu: float
+    min_hu: float
+    max_hu: float
+    area_mm2: float  # of the drawn ellipse (pi a b), not of the voxels counted
+
+
+def length_mm(start: tuple[float, float], end: tuple[float, float], spacing_yx: tuple[float, float]) -> float:
+    """Distance between two in-plane points in mm, with the row (y) and column (x) spacing of the slice."""
+    dy = (float(end[0]) - float(start[0])) * float(spacing_yx[0])
+    dx = (float(end[1]) - float(start[1])) * float(spacing_yx[1])
+    return math.hypot(dy, dx)
+
+
+def ellipse_mask(shape: tuple[int, int], start: tuple[float, float], end: tuple[float, float]) -> np.ndarray:
+    """(rows, cols) bool mask of the voxels whose centres lie inside the ellipse inscribed in the box start-end."""
+    ny, nx = int(shape[0]), int(shape[1])
+    (y0, x0), (y1, x1) = start, end
+    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
+    ry, rx = abs(y1 - y0) / 2.0, abs(x1 - x0) / 2.0
+    mask = np.zeros((ny, nx), dtype=bool)
+    if ry <= 0 or rx <= 0:
+        return mask
+    # Only the rows and columns the box touches.
+    r_lo, r_hi = max(0, math.floor(cy - ry)), min(ny, math.ceil(cy + ry) + 1)
+    c_lo, c_hi = max(0, math.floor(cx - rx)), min(nx, math.ceil(cx + rx) + 1)
+    if r_lo >= r_hi or c_lo >= c_hi:
+        return mask
+    yy = (np.arange(r_lo, r_hi) + 0.5 - cy) / ry
+    xx = (np.arange(c_lo, c_hi) + 0.5 - cx) / rx
+    mask[r_lo:r_hi, c_lo:c_hi] = yy[:, None] ** 2 + xx[None, :] ** 2 <= 1.0
+    return mask
+
+
+def ellipse_stats(hu_slice: np.ndarray, start: tuple[float, float], end: tuple[float, float],
+                  spacing_yx: tuple[float, float]) -> EllipseStats | None:
+    """Statistics of an elliptical ROI on one slice of HU; None when no voxel centre lies inside it."""
+    hu_slice = np.asarray(hu_slice)
+    if hu_slice.ndim != 2:
+        raise MeasurementError(f"an ROI needs one slice (rows, cols), got shape {hu_slice.shape}")
+    mask = ellipse_mask(hu_slice.shape, start, end)
+    values = hu_slice[mask].astype(np.float64)
+    if values.size == 0:
+        return None
+    a_mm = abs(float(end[0]) - float(start[0])) * float(spacing_yx[0]) / 2.0
+    b_mm = abs(float(end[1]) - float(start[1])) * float(spacing_yx[1]) / 2.0
+    return EllipseStats(
+        n_voxels=int(values.size),
+        mean_hu=float(values.mean()),
+        # the sample SD, as the reading-room viewers report it
+        sd_hu=float(values.std(ddof=1)) if values.size > 1 else 0.0,
+        min_hu=float(values.min()),
+        max_hu=float(values.max()),
+        area_mm2=math.pi * a_mm * b_mm,
+    )
+
+
+def describe(measurement: Measurement, hu_slice: np.ndarray, spacing_yx: tuple[float, float]) -> str:
+    """The text shown beside a measurement and stored with it: what the reader saw."""
+    if measurement.kind == LENGTH:
+        return f"{length_mm(measurement.start, measurement.end, spacing_yx):.1f} mm"
+    stats = ellipse_stats(hu_slice, measurement.start, measurement.end, spacing_yx)
+    if stats is None:
+        return "ROI too small: no voxel centre inside"
+    area = f"{stats.area_mm2 / 100.0:.2f} cm\u00b2" if stats.area_mm2 >= 100.0 else f"{stats.area_mm2:.1f} mm\u00b2"
+    return (f"mean {stats.mean_hu:.0f} \u00b1 {stats.sd_hu:.0f} HU  (min {stats.min_hu:.0f}, max {stats.max_hu:.0f})"
+            f"\n{area}, {stats.n_voxels} px")
+
+
+def angle_between_deg(a: Measurement, b: Measurement, spacing_yx: tuple[float, float]) -> float:
+    """The acute angle between two lines in the slice plane (mm space), 0-90 degrees."""
+    def direction(m: Measurement) -> tuple[float, float]:
+        return ((m.end[0] - m.start[0]) * spacing_yx[0], (m.end[1] - m.start[1]) * spacing_yx[1])
+
+    (ay, ax), (by, bx) = direction(a), direction(b)
+    na, nb = math.hypot(ay, ax), math.hypot(by, bx)
+    if na == 0 or nb == 0:
+        return 0.0
+    cos = abs(ay * by + ax * bx) / (na * nb)
+    return math.degrees(math.acos(min(1.0, cos)))
+
+
+@dataclass(frozen=True)
+class Abc2Estimate:
+    """ABC/2 (REFERENCE "Volume"): A and B in cm on the largest slice, C = slices x thickness in cm."""
+
+    a_cm: float
+    b_cm: float
+    c_cm: float
+    slices: float  # Kothari et al. weigh slices: 1 where the bleed is >= 75 % of its largest area, 0.5 for 25-75 %
+    volume_ml: float
+    angle_deg: float  # between A and B; near 90 for a proper ABC/2
+
+    def describe(self) -> str:
+        return (f"ABC/2 = {self.a_cm:.1f} x {self.b_cm:.1f} x {self.c_cm:.1f} / 2 = {self.volume_ml:.1f} mL"
+                f"  (C = {self.slices:g} slice{'s' if self.slices != 1 else ''})")
+
+
+def abc2_volume(lengths: list[Measurement], slices: float, slice_thickness_mm: float,
+                spacing_yx: tuple[float, float]) -> Abc2Estimate:
+    """ABC/2 from length measurements on one slice and the number of slices the bleed spans.
+
+    A is the longest line, B the longest of the others within ABC2_PERPENDICULAR_TOLERANCE_DEG of
+    perpendicular to it; C = `slices` x `slice_thickness_mm`, where `slices` may
+    count half slices (Kothari et al. 1996: a slice where the bleed is 25-75 % of its largest
+    area counts 0.5). Raises MeasurementError naming what is missing: two lines on the same
+    slice, close to perpendicular (within ABC2_PERPENDICULAR_TOLERANCE_DEG), and C > 0.
+    """
+    lines = [m for m in lengths if m.kind == LENGTH]
+    if len(lines) < 2:
+        raise MeasurementError("ABC/2 needs two length measurements on the slice where the bleed is largest "
+                               f"(A, its largest diameter, and B perpendicular to it); this slice has {len(lines)}")
+    if len({m.slice_index for m in lines}) != 1:
+        raise MeasurementError("ABC/2 needs A and B on the same slice")
+    if isinstance(slices, bool) or not (isinstance(slices, (int, float)) and math.isfinite(slices) and slices > 0):
+        raise MeasurementError(f"C needs the number of slices the bleed spans (more than 0), not {slices!r}")
+    if not (math.isfinite(slice_thickness_mm) and slice_thickness_mm > 0):
+        raise MeasurementError(f"C needs a positive slice thickness, not {slice_thickness_mm!r} mm")
+    ranked = sorted(lines, key=lambda m: length_mm(m.start, m.end, spacing_yx), reverse=True)
+    a = ranked[0]
+    # B: the longest of the other lines that is close to perpendicular to A.
+    perpendicular = [m for m in ranked[1:] if angle_between_deg(a, m, spacing_yx) >= 90.0 - ABC2_PERPENDICULAR_TOLERANCE_DEG]
+    if not perpendicular:
+        angle = angle_between_deg(a, ranked[1], spacing_yx)
+        raise MeasurementError(f"ABC/2 needs B perpendicular to A (the longest line); the next line on this slice "
+                               f"meets it at {angle:.0f} degrees")
+    b = perpendicular[0]
+    angle = angle_between_deg(a, b, spacing_yx)
+    a_cm = length_mm(a.start, a.end, spacing_yx) / 10.0
+    b_cm = length_mm(b.start, b.end, spacing_yx) / 10.0
+    c_cm = float(slices) * float(slice_thickness_mm) / 10.0
+    return Abc2Estimate(a_cm, b_cm, c_cm, float(slices), a_cm * b_cm * c_cm / 2.0, angle)

@@ -1,0 +1,354 @@
+"""Measurement tools on the axial view: a ruler (length in mm), an elliptical ROI (HU statistics)
+and the ABC/2 volume from two rulers, with the panel that lists them.
+
+`MeasurementLayer` draws the measurements of the current slice over an `AxialView` and turns
+the reader's drags into `ichviewer.core.measurements.Measurement`s. It knows nothing about
+storage: it emits `sig_added` / `sig_removed`, and the review database (`review_attach`) saves
+them and loads a reader's earlier ones back with `add(..., emit=False)`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPen
+from PySide6.QtWidgets import (
+    QGraphicsEllipseItem,
+    QGraphicsLineItem,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QDoubleSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ichviewer.core import measurements as meas
+from ichviewer.core.measurements import Measurement, MeasurementError
+
+#: Line colours: yellow rulers and cyan ROIs, as in the reading-room viewers; the one being drawn is white.
+KIND_COLOURS = {meas.LENGTH: "#ffd400", meas.ELLIPSE: "#33e0ff"}
+_DRAWING_COLOUR = "#ffffff"
+_UNSAVED_SUFFIX = "  (not saved)"
+#: A drag shorter than this many screen pixels is a click, not a measurement.
+MIN_DRAG_PIXELS = 3.0
+
+
+def _cosmetic_pen(colour: str, width: float = 1.5) -> QPen:
+    pen = QPen(QColor(colour))
+    pen.setWidthF(width)
+    pen.setCosmetic(True)  # the same thickness at every zoom
+    return pen
+
+
+class MeasurementLayer(QObject):
+    """The measurements of the series on an `AxialView`, drawn on their own slice only.
+
+    `set_tool(meas.LENGTH | meas.ELLIPSE | None)`: None gives the crosshair button back to
+    picking the reference point. Each finished drag adds a measurement and emits
+    `sig_added(Measurement, text)`; `remove` emits `sig_removed(Measurement)`.
+    `sig_changed` fires on any change of the list (the panel refreshes from it).
+    """
+
+    sig_added = Signal(object, str)
+    sig_removed = Signal(object)
+    sig_changed = Signal()
+    sig_tool_changed = Signal(object)  # kind | None
+
+    def __init__(self, axial: Any, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.axial = axial
+        self.state = axial.state
+        self.tool: str | None = None
+        self._items: list[Measurement] = []
+        self._texts: dict[int, str] = {}  # id(Measurement) -> label text
+        self._unsaved: set[int] = set()  # id(Measurement) of those the store has not confirmed
+        self._graphics: list[Any] = []
+        self._drawing: tuple[Any, ...] | None = None
+        axial.view_box.sig_draw.connect(self._on_draw)
+        self.state.sig_slice_changed.connect(lambda _i: self.redraw())
+
+    # -- public API ------------------------------------------------------------------------
+    @property
+    def volume(self):
+        return self.axial.volume
+
+    def set_tool(self, kind: str | None) -> None:
+        if kind is not None and kind not in meas.KINDS:
+            raise MeasurementError(f"unknown measurement tool {kind!r}; expected one of {meas.KINDS}")
+        self.tool = kind
+        self.axial.view_box.drawing_tool = kind
+        self.axial.graphics.viewport().setCursor(Qt.CursorShape.CrossCursor if kind else Qt.CursorShape.ArrowCursor)
+        self.sig_tool_changed.emit(kind)
+
+    def set_volume(self, _volume: Any) -> None:
+        """A new series is on screen: its measurements start empty (the store loads saved ones)."""
+        self._cancel_drawing()
+        self._items = []
+        self._texts = {}
+        self._unsaved = set()
+        self.redraw()
+        self.sig_changed.emit()
+
+    def measurements(self, slice_index: int | None = None) -> list[Measurement]:
+        return [m for m in self._items if slice_index is None or m.slice_index == slice_index]
+
+    def text_of(self, m: Measurement) -> str:
+        return self._texts.get(id(m), "")
+
+    def is_saved(self, m: Measurement) -> bool:
+        return id(m) not in self._unsaved
+
+    def spacing_yx(self) -> tuple[float, float]:
+        v = self.volume
+        return (float(v.spacing[1]), float(v.spacing[2])) if v is not None else (1.0, 1.0)
+
+    def describe(self, m: Measurement) -> str:
+        v = self.volume
+        if v is None:
+            return ""
+        return meas.describe(m, v.hu[m.slice_index], self.spacing_yx())
+
+    def add(self, m: Measurement, *, emit: bool = True, text: str | None = None) -> Measurement:
+        """Show `m` (on its slice); `emit=False` for measurements loaded from the store."""
+        v = self.volume
+        if v is None:
+            raise MeasurementError("no series is open to measure on")
+        if m.slice_index >= v.n_slices:
+            raise MeasurementError(f"measurement on slice {m.slice_index + 1}, but the series has {v.n_slices} slices")
+        self._items.append(m)
+        self._texts[id(m)] = text if text is not None else self.describe(m)
+        if emit:
+            self._unsaved.add(id(m))
+        self.redraw()
+        self.sig_changed.emit()
+        if emit:
+            self.sig_added.emit(m, self._texts[id(m)])
+        return m
+
+    def mark_saved(self, m: Measurement, row_id: int) -> Measurement:
+        """The store wrote `m` as row `row_id`: keep the id (deleting it later needs it)."""
+        stored = m.with_id(row_id)
+        for i, old in enumerate(self._items):
+            if old is m:
+                self._items[i] = stored
+                self._texts[id(stored)] = self._texts.pop(id(m), "")
+                self._unsaved.discard(id(m))
+                break
+        self.redraw()
+        self.sig_changed.emit()
+        return stored
+
+    def unsaved(self) -> list[Measurement]:
+        return [m for m in self._items if id(m) in self._unsaved]
+
+    def remove(self, m: Measurement, *, emit: bool = True) -> None:
+        """Take `m` off the screen; `emit=False` when the store is not to withdraw it (a reader change)."""
+        for i, old in enumerate(self._items):
+            if old is m:
+                del self._items[i]
+                self._texts.pop(id(m), None)
+                self._unsaved.discard(id(m))
+                self.redraw()
+                self.sig_changed.emit()
+                if emit:
+                    self.sig_removed.emit(m)
+                return
+
+    def remove_nearest(self) -> Measurement | None:
+        """Delete key: the measurement on this slice nearest the mouse, else the last drawn on it."""
+        here = self.measurements(self.state.slice_index)
+        if not here:
+            return None
+        target = here[-1]
+        hover = self.axial.hover
+        if hover is not None:
+            y, x = hover.y + 0.5, hover.x + 0.5
+            target = min(here, key=lambda m: _distance_to(m, y, x, self.spacing_yx()))
+        self.remove(target)
+        return target
+
+    # -- drawing -----------------------------------------------------------------------------
+    def redraw(self) -> None:
+        vb = self.axial.view_box
+        for item in self._graphics:
+            vb.removeItem(item)
+        self._graphics = []
+        if self.volume is None:
+            return
+        for m in self.measurements(self.state.slice_index):
+            text = self.text_of(m) + ("" if self.is_saved(m) else _UNSAVED_SUFFIX)
+            self._graphics += self._make_items(m, KIND_COLOURS[m.kind], text)
+        for item in self._graphics:
+            vb.addItem(item, ignoreBounds=True)
+
+    def _make_items(self, m: Measurement, colour: str, text: str | None) -> list[Any]:
+        p0 = self.axial.voxel_to_view(*m.start)
+        p1 = self.axial.voxel_to_view(*m.end)
+        items: list[Any] = []
+        if m.kind == meas.LENGTH:
+            line = QGraphicsLineItem(p0.x(), p0.y(), p1.x(), p1.y())
+            line.setPen(_cosmetic_pen(colour))
+            items.append(line)
+            anchor_at = p1
+        else:
+            ellipse = QGraphicsEllipseItem(QRectF(p0, p1).normalized())
+            ellipse.setPen(_cosmetic_pen(colour))
+            items.append(ellipse)
+            rect = QRectF(p0, p1).normalized()
+            anchor_at = QPointF(rect.right(), rect.top())
+        for item in items:
+            item.setZValue(30)
+        if text:
+            label = pg.TextItem(text, color=colour, anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 150))
+            label.setPos(anchor_at)
+            label.setZValue(31)
+            items.append(label)
+        return items
+
+    def _on_draw(self, start: QPointF, end: QPointF, finished: bool) -> None:
+        v = self.volume
+        if v is None or self.tool is None:
+            return
+        m = Measurement(self.tool, self.state.slice_index, self.axial.view_to_voxel(start), self.axial.view_to_voxel(end))
+        self._cancel_drawing()
+        if not finished:
+            self._drawing = tuple(self._make_items(m, _DRAWING_COLOUR, self.describe(m)))
+            for item in self._drawing:
+                self.axial.view_box.addItem(item, ignoreBounds=True)
+            return
+        px = self.axial.view_box.viewPixelSize()
+        drag_px = math.hypot((end.x() - start.x()) / max(px[0], 1e-9), (end.y() - start.y()) / max(px[1], 1e-9))
+        if drag_px < MIN_DRAG_PIXELS:
+            return
+        self.add(m)
+
+    def _cancel_drawing(self) -> None:
+        if self._drawing:
+            for item in self._drawing:
+                self.axial.view_box.removeItem(item)
+        self._drawing = None
+
+
+def _distance_to(m: Measurement, y: float, x: float, spacing_yx: tuple[float, float]) -> float:
+    """mm from (y, x) to a ruler's segment or an ROI's centre."""
+    sy, sx = spacing_yx
+    if m.kind == meas.ELLIPSE:
+        cy, cx = (m.start[0] + m.end[0]) / 2, (m.start[1] + m.end[1]) / 2
+        return math.hypot((y - cy) * sy, (x - cx) * sx)
+    a = np.array([m.start[0] * sy, m.start[1] * sx])
+    b = np.array([m.end[0] * sy, m.end[1] * sx])
+    p = np.array([y * sy, x * sx])
+    ab = b - a
+    t = 0.0 if not ab.any() else float(np.clip(np.dot(p - a, ab) / np.dot(ab, ab), 0.0, 1.0))
+    return float(np.linalg.norm(p - (a + t * ab)))
+
+
+class MeasurementsPanel(QWidget):
+    """The series' measurements as a list (double-click goes to the slice), Delete, and ABC/2.
+
+    ABC/2 (REFERENCE "Volume"; Kothari et al.'s bedside estimate): draw A, the bleed's largest
+    diameter, and B perpendicular to it on the slice where it is largest, set C to the number of
+    slices it spans; the panel multiplies by the slice thickness and halves.
+    """
+
+    def __init__(self, layer: MeasurementLayer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.layer = layer
+        self.tools_label = QLabel()
+        self.tools_label.setWordWrap(True)
+        self.list = QListWidget()
+        self.list.setMinimumHeight(90)
+        self.list.setWordWrap(True)
+        self.list.setSpacing(2)  # an ROI's figures take two lines; never a sideways scroll
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.setToolTip("Delete the selected measurement")
+        self.abc_slices = QDoubleSpinBox()
+        self.abc_slices.setRange(0.5, 999.0)
+        self.abc_slices.setSingleStep(0.5)
+        self.abc_slices.setDecimals(1)
+        self.abc_slices.setValue(1.0)
+        self.abc_slices.setPrefix("C = ")
+        self.abc_slices.setSuffix(" slices")
+        self.abc_slices.setToolTip(
+            "How many slices the bleed spans: 1 for each where it is at least 75 % of its largest area, 0.5 where it\n"
+            "is 25-75 % (Kothari et al.); C is this times the slice thickness")
+        self.abc_result = QLabel()
+        self.abc_result.setWordWrap(True)
+        self.abc_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.delete_button)
+        buttons.addStretch(1)
+        abc_row = QHBoxLayout()
+        abc_row.addWidget(QLabel("ABC/2:"))
+        abc_row.addWidget(self.abc_slices)
+        abc_row.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tools_label)
+        layout.addWidget(self.list, 1)
+        layout.addLayout(buttons)
+        layout.addLayout(abc_row)
+        layout.addWidget(self.abc_result)
+
+        self.delete_button.clicked.connect(self.delete_selected)
+        self.list.itemDoubleClicked.connect(self._go_to)
+        self.abc_slices.valueChanged.connect(lambda _v: self.update_abc2())
+        layer.sig_changed.connect(self.refresh)
+        layer.sig_tool_changed.connect(lambda _k: self._show_tool())
+        layer.state.sig_slice_changed.connect(lambda _i: self.update_abc2())
+        self._show_tool()
+        self.refresh()
+
+    def _show_tool(self) -> None:
+        names = {meas.LENGTH: "ruler", meas.ELLIPSE: "ROI (HU)"}
+        tool = self.layer.tool
+        self.tools_label.setText(
+            f"Drawing: <b>{names[tool]}</b> (Esc: back to the pointer)" if tool else
+            "L: ruler, E: ROI (HU), then drag on the image. Del: delete the nearest.")
+
+    def refresh(self) -> None:
+        self.list.clear()
+        for m in sorted(self.layer.measurements(), key=lambda m: m.slice_index):
+            text = self.layer.text_of(m).replace("\n", "\n        ")
+            saved = "" if self.layer.is_saved(m) else _UNSAVED_SUFFIX
+            kind = "Length" if m.kind == meas.LENGTH else "ROI"
+            item = QListWidgetItem(f"Im {m.slice_index + 1}  {kind}: {text}{saved}")
+            item.setData(Qt.ItemDataRole.UserRole, m)
+            self.list.addItem(item)
+        self.delete_button.setEnabled(self.list.count() > 0)
+        self.update_abc2()
+
+    def selected(self) -> Measurement | None:
+        item = self.list.currentItem()
+        return None if item is None else item.data(Qt.ItemDataRole.UserRole)
+
+    def delete_selected(self) -> None:
+        m = self.selected()
+        if m is not None:
+            self.layer.remove(m)
+
+    def _go_to(self, item: QListWidgetItem) -> None:
+        m = item.data(Qt.ItemDataRole.UserRole)
+        if m is not None:
+            self.layer.state.set_slice_index(m.slice_index)
+
+    def update_abc2(self) -> None:
+        v = self.layer.volume
+        if v is None:
+            self.abc_result.setText("")
+            return
+        lines = [m for m in self.layer.measurements(self.layer.state.slice_index) if m.kind == meas.LENGTH]
+        try:
+            estimate = meas.abc2_volume(lines, self.abc_slices.value(), float(v.spacing[0]), self.layer.spacing_yx())
+        except MeasurementError as exc:
+            self.abc_result.setText(f"<span style='color:#999'>{exc}</span>")
+            return
+        self.abc_result.setText(f"<b>{estimate.describe()}</b>")

@@ -1,0 +1,186 @@
+"""Rulers, ROIs and ABC/2 on the axial view of a real series, drawn with the mouse, saved in the review database."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+from test_qt_viewer import open_and_wait, send_drag, send_move, viewport_pos
+
+from ichviewer.core import measurements as meas
+from ichviewer.core.measurements import Measurement
+from ichviewer.qt.app import build_workstation
+from ichviewer.qt.main_window import MainWindow
+from ichviewer.review import ReviewStore
+
+pytestmark = pytest.mark.gui
+LEFT = Qt.MouseButton.LeftButton
+
+
+def _show(qtbot, w: MainWindow) -> MainWindow:
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    w.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is w)
+    return w
+
+
+@pytest.fixture
+def viewer(qtbot, settings_dir) -> MainWindow:
+    return _show(qtbot, MainWindow(settings_dir))
+
+
+def _labels_on_view(w: MainWindow) -> list[str]:
+    import pyqtgraph as pg
+
+    return [item.textItem.toPlainText() for item in w.axial.view_box.childGroup.childItems() if isinstance(item, pg.TextItem)]
+
+
+def test_ruler_drawn_with_the_mouse_measures_millimetres_and_shows_on_its_slice_only(qtbot, viewer, ct_data_dir):
+    w = viewer
+    v = open_and_wait(qtbot, w, ct_data_dir / "ge-head-tilted")
+    z = w.state.slice_index
+    QTest.keyClick(w, Qt.Key.Key_L)
+    assert w.measurements.tool == meas.LENGTH and w.actions_by_name["tool_length"].isChecked()
+    start, end = viewport_pos(w.axial, 100, 120), viewport_pos(w.axial, 100, 320)
+    with qtbot.waitSignal(w.measurements.sig_added, timeout=5000) as blocker:
+        send_drag(w.axial, LEFT, start, end)
+    m, text = blocker.args
+    # The drag's ends land within a screen pixel of the voxel centres it started and ended on.
+    tolerance = 2 * w.axial.view_box.viewPixelSize()[0]
+    assert m.slice_index == z
+    assert abs(meas.length_mm(m.start, m.end, (v.spacing[1], v.spacing[2])) - 200 * v.spacing[2]) < tolerance + 1e-6
+    assert text.endswith(" mm") and abs(float(text.split()[0]) - 200 * v.spacing[2]) < tolerance + 0.05
+    assert w.state.crosshair_mm is None  # measuring did not move the reference point
+    assert any(t.startswith(text) for t in _labels_on_view(w))
+    assert w.measurements_panel.list.count() == 1 and f"Im {z + 1}" in w.measurements_panel.list.item(0).text()
+
+    QTest.keyClick(w, Qt.Key.Key_Down)
+    assert w.state.slice_index != z and _labels_on_view(w) == []
+    QTest.keyClick(w, Qt.Key.Key_Up)
+    assert any(t.startswith(text) for t in _labels_on_view(w))
+
+    # A click without a drag is not a measurement.
+    send_drag(w.axial, LEFT, start, start + QPoint(1, 0), steps=1)
+    assert len(w.measurements.measurements()) == 1
+
+    # Esc gives the left button back to the reference point.
+    QTest.keyClick(w, Qt.Key.Key_Escape)
+    assert w.measurements.tool is None and w.actions_by_name["tool_pointer"].isChecked()
+    QTest.mouseClick(w.axial.graphics.viewport(), LEFT, Qt.KeyboardModifier.NoModifier, start)
+    qtbot.waitUntil(lambda: w.state.crosshair_mm is not None)
+    assert len(w.measurements.measurements()) == 1
+
+
+def test_roi_reports_the_hu_of_the_voxels_inside_and_delete_removes_the_nearest(qtbot, viewer, ct_data_dir):
+    w = viewer
+    v = open_and_wait(qtbot, w, ct_data_dir / "ge-head-tilted")
+    z = w.state.slice_index
+    QTest.keyClick(w, Qt.Key.Key_E)
+    with qtbot.waitSignal(w.measurements.sig_added, timeout=5000) as blocker:
+        send_drag(w.axial, LEFT, viewport_pos(w.axial, 230, 230), viewport_pos(w.axial, 270, 290))
+    roi, text = blocker.args
+    assert roi.kind == meas.ELLIPSE
+    # The figures are those of the real voxels whose centres fall in the drawn ellipse (brute force here).
+    (y0, x0), (y1, x1) = roi.start, roi.end
+    cy, cx, ry, rx = (y0 + y1) / 2, (x0 + x1) / 2, abs(y1 - y0) / 2, abs(x1 - x0) / 2
+    inside = [float(v.hu[z, y, x]) for y in range(v.shape[1]) for x in range(v.shape[2])
+              if ((y + 0.5 - cy) / ry) ** 2 + ((x + 0.5 - cx) / rx) ** 2 <= 1.0]
+    assert len(inside) > 100
+    assert f"mean {np.mean(inside):.0f} \u00b1 {np.std(inside, ddof=1):.0f} HU" in text
+    assert f"min {min(inside):.0f}, max {max(inside):.0f}" in text and f"{len(inside)} px" in text
+
+    QTest.keyClick(w, Qt.Key.Key_L)
+    with qtbot.waitSignal(w.measurements.sig_added, timeout=5000):
+        send_drag(w.axial, LEFT, viewport_pos(w.axial, 60, 60), viewport_pos(w.axial, 60, 160))
+    assert [m.kind for m in w.measurements.measurements(z)] == [meas.ELLIPSE, meas.LENGTH]
+    # Del with the mouse over the ROI removes the ROI, not the ruler drawn after it.
+    send_move(w.axial, viewport_pos(w.axial, 250, 260))
+    qtbot.waitUntil(lambda: w.axial.hover is not None)
+    with qtbot.waitSignal(w.measurements.sig_removed, timeout=5000) as removed:
+        QTest.keyClick(w, Qt.Key.Key_Delete)
+    assert removed.args[0].kind == meas.ELLIPSE
+    assert [m.kind for m in w.measurements.measurements()] == [meas.LENGTH]
+
+
+def test_abc2_from_two_perpendicular_rulers_and_the_slice_count(qtbot, viewer, ct_data_dir):
+    w = viewer
+    v = open_and_wait(qtbot, w, ct_data_dir / "ge-head-tilted")
+    z = w.state.slice_index
+    panel = w.measurements_panel
+    sy, sx = float(v.spacing[1]), float(v.spacing[2])
+    w.measurements.add(Measurement(meas.LENGTH, z, (200.0, 150.0), (200.0, 250.0)))  # A: 100 columns
+    assert "two length measurements" in panel.abc_result.text()
+    w.measurements.add(Measurement(meas.LENGTH, z, (170.0, 200.0), (230.0, 200.0)))  # B: 60 rows, perpendicular
+    panel.abc_slices.setValue(4.5)
+    a_cm, b_cm, c_cm = 100 * sx / 10, 60 * sy / 10, 4.5 * float(v.spacing[0]) / 10
+    assert f"= {a_cm * b_cm * c_cm / 2:.1f} mL" in panel.abc_result.text()
+    QTest.keyClick(w, Qt.Key.Key_Down)  # ABC/2 is about the slice on screen
+    assert "this slice has 0" in panel.abc_result.text()
+
+
+def test_measurements_are_saved_per_reader_and_come_back_after_a_restart(qtbot, settings_dir, ct_data_dir, tmp_path):
+    db = tmp_path / "review.sqlite"
+    series = ct_data_dir / "ge-head-tilted"
+    w = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
+    v = open_and_wait(qtbot, w, series)
+    QTest.keyClick(w, Qt.Key.Key_L)
+    with qtbot.waitSignal(w.measurements.sig_changed, timeout=5000):
+        send_drag(w.axial, LEFT, viewport_pos(w.axial, 100, 120), viewport_pos(w.axial, 100, 320))
+    qtbot.waitUntil(lambda: w.measurements.unsaved() == [] and len(w.measurements.measurements()) == 1)
+    QTest.keyClick(w, Qt.Key.Key_E)
+    send_drag(w.axial, LEFT, viewport_pos(w.axial, 230, 230), viewport_pos(w.axial, 270, 290))
+    qtbot.waitUntil(lambda: len(w.measurements.measurements()) == 2 and not w.measurements.unsaved())
+    ruler, roi = w.measurements.measurements()
+    roi_text = w.measurements.text_of(roi)
+    w.measurements_panel.list.setCurrentRow([m.kind for m in w.measurements_panel.layer.measurements()].index(meas.LENGTH))
+    w.measurements_panel.delete_selected()
+    # On disk before the window closes: the ROI, and the ruler as withdrawn.
+    with ReviewStore(db) as store:
+        assert [(m.kind, text) for m, text in store.measurements(v.series_uid, "ann")] == [(meas.ELLIPSE, roi_text)]
+        assert len(store.measurements(v.series_uid, include_withdrawn=True)) == 2
+    w.close()
+
+    # Another reader does not see ann's ROI; ann does, after a restart.
+    w2 = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ben", "attending")))
+    open_and_wait(qtbot, w2, series)
+    assert w2.measurements.measurements() == []
+    w2.close()
+    w3 = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
+    open_and_wait(qtbot, w3, series)
+    [(back)] = w3.measurements.measurements()
+    assert back.kind == meas.ELLIPSE and w3.measurements.text_of(back) == roi_text
+    assert back.start == pytest.approx(roi.start) and back.end == pytest.approx(roi.end)
+    assert w3.measurements.is_saved(back)
+
+
+def test_a_measurement_that_cannot_be_saved_stays_on_screen_and_is_saved_later(qtbot, settings_dir, ct_data_dir, tmp_path):
+    db = tmp_path / "review.sqlite"
+    w = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
+    v = open_and_wait(qtbot, w, ct_data_dir / "ge-head-tilted")
+    z = w.state.slice_index
+    review = w.review
+    # Another process holds the write lock: the save times out instead of waiting forever.
+    review.store.conn.execute("PRAGMA busy_timeout = 100")
+    blocker_store = ReviewStore(db)
+    blocker_store.conn.execute("BEGIN IMMEDIATE")
+    errors = []
+    w.sig_error.connect(errors.append)
+    try:
+        w.measurements.add(Measurement(meas.LENGTH, z, (10.0, 10.0), (10.0, 60.0)))
+        assert errors and str(db) in errors[-1] and "not saved" in errors[-1]
+        [m] = w.measurements.unsaved()
+        assert "(not saved)" in w.measurements_panel.list.item(0).text()
+    finally:
+        blocker_store.conn.execute("ROLLBACK")
+        blocker_store.close()
+    w.measurements.add(Measurement(meas.LENGTH, z, (20.0, 10.0), (20.0, 60.0)))
+    assert w.measurements.unsaved() == []
+    with ReviewStore(db) as store:
+        assert len(store.measurements(v.series_uid, "ann")) == 2
+    assert math.isclose(float(w.measurements.text_of(w.measurements.measurements()[0]).split()[0]), 50 * v.spacing[2], abs_tol=0.05)
