@@ -11,7 +11,7 @@ import pytest
 
 from ichviewer.core import measurements as meas
 from ichviewer.core.measurements import Measurement, MeasurementError
-from ichviewer.review import ReviewError, ReviewStore
+from ichviewer.review import ReviewError, ReviewStore, export_json
 
 
 def test_length_uses_the_row_and_column_spacing() -> None:
@@ -112,3 +112,14 @@ def test_a_withdrawn_measurement_stays_in_the_file_and_only_its_reader_can_withd
             store.conn.execute(sql)
     with pytest.raises(ReviewError, match="no measurement 77"):
         store.withdraw_measurement(77, ann)
+
+
+def test_the_json_export_carries_every_measurement_with_its_reader(store: ReviewStore) -> None:
+    ann = store.add_reader("ann", "resident")
+    kept = store.add_measurement(ann, "1.2.3", Measurement(meas.ELLIPSE, 2, (5.0, 5.0), (9.0, 13.0)), "mean 62 HU")
+    gone = store.add_measurement(ann, "1.2.3", Measurement(meas.LENGTH, 2, (1.0, 1.0), (1.0, 9.0)), "4.0 mm")
+    store.withdraw_measurement(gone, ann)
+    rows = {r["id"]: r for r in export_json(store)["measurements"]}
+    assert rows[kept]["reader"] == "ann" and rows[kept]["value_text"] == "mean 62 HU" and rows[kept]["deleted_at"] is None
+    assert (rows[kept]["y0"], rows[kept]["x0"], rows[kept]["y1"], rows[kept]["x1"]) == (5.0, 5.0, 9.0, 13.0)
+    assert rows[gone]["deleted_by"] == "ann" and rows[gone]["deleted_at"]

@@ -95,6 +95,10 @@ def export_json(store: ReviewStore, *, include_paths: bool = False) -> dict[str,
         "panel_members": store.query("SELECT * FROM panel_members ORDER BY panel_id, rowid"),
         "panel_cases": store.query("SELECT * FROM panel_cases ORDER BY panel_id, rowid"),
         "votes": store.query("SELECT * FROM votes ORDER BY id"),
+        # rulers and ROIs as drawn (voxel coordinates of the slice, the text the reader saw);
+        # withdrawn ones too, with who withdrew them and when
+        "measurements": store.query("SELECT measurements.*, readers.name AS reader FROM measurements"
+                                    " JOIN readers ON readers.id = measurements.reader_id ORDER BY measurements.id"),
         "audit_log": audit,
     }
 
