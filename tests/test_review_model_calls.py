@@ -125,3 +125,15 @@ def test_difficult_for_ai_carries_kangs_band_to_each_runs_operating_point(store:
 
     assert ModelCall(0.5).difficult_band() == (0.4, 0.6)
     assert ModelCall(0.5, 1, 0.5).difficult_band() == (0.4, 0.6)
+
+
+def test_a_run_stored_with_a_threshold_but_no_call_is_called_at_that_threshold() -> None:
+    from ichviewer.review.store import ModelCall
+
+    # An import from another tool that kept its threshold and not its decision: 0.6 is below its 0.7.
+    run = ModelCall(probability=0.6, threshold=0.7)
+    assert run.called() == 0 and run.operating_point() == 0.7
+    assert run.describe() == "absent (p=0.600, its stored threshold 0.7, no call stored)"
+    assert ModelCall(probability=0.6).called() == 1  # neither: Kang et al.'s 0.5
+    assert ModelCall(probability=0.6, decision=1, threshold=0.7).called() == 1  # the run's own call wins
+    assert run.called(threshold=0.55) == 1

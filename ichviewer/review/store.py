@@ -50,12 +50,13 @@ class ModelCall:
     specific_threshold: float | None = None
 
     def called(self, threshold: float | None = None) -> int:
-        """1 when positive: at `threshold` when given, else the run's own call (0.5 for a run without one)."""
+        """1 when positive: at `threshold` when given, else the run's own call; a run that stored a
+        threshold but no call is called at that threshold (its `operating_point`), one with neither at 0.5."""
         if threshold is not None:
             return int(self.probability >= threshold)
         if self.decision is not None:
             return int(self.decision)
-        return int(self.probability >= FALLBACK_MODEL_THRESHOLD)
+        return int(self.probability >= self.operating_point())
 
     def operating_point(self) -> float:
         """The threshold the run's call was made at (0.5 for a run stored without one)."""
@@ -84,6 +85,8 @@ class ModelCall:
             rule = "its operating point" if self.threshold is None else f"its operating point {self.threshold:.3g}"
             if self.tier == POSSIBLE_TIER:
                 call += ", possible tier"
+        elif self.threshold is not None:
+            rule = f"its stored threshold {self.threshold:.3g}, no call stored"
         else:
             rule = f"threshold {FALLBACK_MODEL_THRESHOLD:g}, no call stored"
         return f"{call} (p={self.probability:.3f}, {rule})"
