@@ -184,3 +184,33 @@ def test_a_measurement_that_cannot_be_saved_stays_on_screen_and_is_saved_later(q
     with ReviewStore(db) as store:
         assert len(store.measurements(v.series_uid, "ann")) == 2
     assert math.isclose(float(w.measurements.text_of(w.measurements.measurements()[0]).split()[0]), 50 * v.spacing[2], abs_tol=0.05)
+
+
+def test_a_deleted_measurement_comes_back_with_ctrl_z_and_the_toolbar_chooses_tools(qtbot, settings_dir, ct_data_dir, tmp_path):
+    db = tmp_path / "review.sqlite"
+    w = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
+    v = open_and_wait(qtbot, w, ct_data_dir / "ge-head-tilted")
+    z = w.state.slice_index
+    ruler_button = w.tool_buttons["tool_length"]
+    assert ruler_button.text() == "Ruler" and "(L)" in ruler_button.toolTip()
+    QTest.mouseClick(ruler_button, LEFT)
+    assert w.measurements.tool == meas.LENGTH
+    assert not w.actions_by_name["tool_pointer"].isChecked() and not w.actions_by_name["tool_ellipse"].isChecked()
+    with qtbot.waitSignal(w.measurements.sig_added, timeout=5000):
+        send_drag(w.axial, LEFT, viewport_pos(w.axial, 100, 120), viewport_pos(w.axial, 100, 320))
+    [ruler] = w.measurements.measurements()
+    text = w.measurements.text_of(ruler)
+    QTest.keyClick(w, Qt.Key.Key_Delete)
+    assert w.measurements.measurements() == []
+    QTest.keyClick(w, Qt.Key.Key_Down)
+    QTest.keyClick(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    [back] = w.measurements.measurements()
+    assert w.state.slice_index == z  # the view goes to where it was
+    assert (back.start, back.end, w.measurements.text_of(back)) == (ruler.start, ruler.end, text)
+    with ReviewStore(db) as store:
+        assert [(m.start, m.end) for m, _t in store.measurements(v.series_uid, "ann")] == [(ruler.start, ruler.end)]
+        assert len(store.measurements(v.series_uid, include_withdrawn=True)) == 2  # the withdrawn row stays
+    QTest.keyClick(w, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # nothing more to bring back
+    assert len(w.measurements.measurements()) == 1
+    QTest.mouseClick(w.tool_buttons["tool_pointer"], LEFT)
+    assert w.measurements.tool is None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QByteArray, QSize, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QScrollBar,
     QSplitter,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -223,6 +224,7 @@ class MainWindow(QMainWindow):
             "tool_ellipse": ("ROI (mean HU)", lambda: self.set_measure_tool(meas.ELLIPSE)),
             "tool_pointer": ("Pointer (stop measuring)", lambda: self.set_measure_tool(None)),
             "delete_measurement": ("Delete nearest measurement", self._delete_measurement),
+            "undo_delete_measurement": ("Undo delete measurement", self._undo_delete_measurement),
             "quit": ("Quit", self.close),
         }
         self.actions_by_name: dict[str, QAction] = {}
@@ -266,12 +268,36 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.browser_dock.toggleViewAction())
         view_menu.addAction(self.measurements_dock.toggleViewAction())
         measure_menu = self.menuBar().addMenu("&Measure")
+        self.measure_tool_group = QActionGroup(self)
+        self.measure_tool_group.setExclusive(True)
         for name in ("tool_length", "tool_ellipse", "tool_pointer"):
             a[name].setCheckable(True)
+            self.measure_tool_group.addAction(a[name])
             measure_menu.addAction(a[name])
         a["tool_pointer"].setChecked(True)
         measure_menu.addSeparator()
         measure_menu.addAction(a["delete_measurement"])
+        measure_menu.addAction(a["undo_delete_measurement"])
+        # The tools as buttons in the menu bar's corner, as the reading-room viewers show them,
+        # without taking a row of height from the image.
+        self.tools_bar = QWidget()
+        self.tools_bar.setObjectName("tools_bar")
+        bar = QHBoxLayout(self.tools_bar)
+        bar.setContentsMargins(0, 0, 6, 0)
+        bar.setSpacing(2)
+        self.tool_buttons: dict[str, QToolButton] = {}
+        for name, label in (("tool_pointer", "Pointer"), ("tool_length", "Ruler"), ("tool_ellipse", "ROI")):
+            a[name].setIconText(label)  # what a text-only button shows; the menu keeps the long text
+            keys = ", ".join(km.keys_for(name))
+            a[name].setToolTip(a[name].text() + (f" ({keys})" if keys else ""))
+            button = QToolButton()
+            button.setDefaultAction(a[name])
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+            button.setAutoRaise(True)
+            button.setStyleSheet("QToolButton { padding: 1px 8px; } QToolButton:checked { background: #2d4f73; }")
+            bar.addWidget(button)
+            self.tool_buttons[name] = button
+        self.menuBar().setCornerWidget(self.tools_bar, Qt.Corner.TopRightCorner)
         help_menu = self.menuBar().addMenu("&Help")
         keys_action = QAction("Keys and mouse\u2026", self)
         keys_action.triggered.connect(self.show_bindings)
@@ -341,6 +367,16 @@ class MainWindow(QMainWindow):
         removed = self.measurements.remove_nearest()
         if removed is None:
             self.statusBar().showMessage("No measurement on this slice.", 3000)
+        else:
+            keys = ", ".join(self.keymap.keys_for("undo_delete_measurement"))
+            self.statusBar().showMessage(f"Measurement deleted ({keys} brings it back).", 5000)
+
+    def _undo_delete_measurement(self) -> None:
+        restored = self.measurements.restore_last_removed()
+        if restored is None:
+            self.statusBar().showMessage("No deleted measurement to bring back.", 3000)
+        elif restored.slice_index != self.state.slice_index:
+            self.state.set_slice_index(restored.slice_index)
 
     def step_series(self, steps: int) -> None:
         """PageUp/PageDown: the previous/next showable series in the browser's order."""

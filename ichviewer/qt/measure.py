@@ -71,6 +71,7 @@ class MeasurementLayer(QObject):
         self._unsaved: set[int] = set()  # id(Measurement) of those the store has not confirmed
         self._graphics: list[Any] = []
         self._drawing: tuple[Any, ...] | None = None
+        self._removed: list[Measurement] = []  # deleted by the reader on this series, newest last (undo)
         axial.view_box.sig_draw.connect(self._on_draw)
         self.state.sig_slice_changed.connect(lambda _i: self.redraw())
 
@@ -93,6 +94,7 @@ class MeasurementLayer(QObject):
         self._items = []
         self._texts = {}
         self._unsaved = set()
+        self._removed = []
         self.redraw()
         self.sig_changed.emit()
 
@@ -158,8 +160,17 @@ class MeasurementLayer(QObject):
                 self.redraw()
                 self.sig_changed.emit()
                 if emit:
+                    self._removed.append(m)
                     self.sig_removed.emit(m)
                 return
+
+    def restore_last_removed(self) -> Measurement | None:
+        """Undo the reader's last delete on this series: the measurement comes back as a new one
+        (stored again; the withdrawn row keeps its history)."""
+        if not self._removed:
+            return None
+        old = self._removed.pop()
+        return self.add(Measurement(old.kind, old.slice_index, old.start, old.end))
 
     def remove_nearest(self) -> Measurement | None:
         """Delete key: the measurement on this slice nearest the mouse, else the last drawn on it."""
