@@ -123,3 +123,55 @@ def test_the_json_export_carries_every_measurement_with_its_reader(store: Review
     assert rows[kept]["reader"] == "ann" and rows[kept]["value_text"] == "mean 62 HU" and rows[kept]["deleted_at"] is None
     assert (rows[kept]["y0"], rows[kept]["x0"], rows[kept]["y1"], rows[kept]["x1"]) == (5.0, 5.0, 9.0, 13.0)
     assert rows[gone]["deleted_by"] == "ann" and rows[gone]["deleted_at"]
+
+
+def test_a_grown_volume_counts_the_phantom_haematoma_it_was_clicked_in() -> None:
+    from ichviewer.core.phantom import generate_case
+
+    case = generate_case(5, subtype="IPH", volume_ml=5.0, matrix=256)
+    truth = case.masks["IPH"]
+    seed = tuple(int(round(v)) for v in np.argwhere(truth).mean(axis=0))
+    region = meas.grow_region(case.volume.hu, case.volume.spacing, seed)
+    assert region.volume_ml == pytest.approx(case.volume_ml["IPH"], rel=0.03)
+    grown = np.zeros(truth.shape, bool)
+    grown[region.z0 : region.z0 + len(region.mask)] = region.mask
+    assert (grown & truth).sum() / (grown | truth).sum() > 0.9  # the same voxels, not just as many
+    assert region.slices == int(truth.any(axis=(1, 2)).sum()) and not region.touches_limit
+    assert 50 <= region.mean_hu <= 90
+    text = meas.describe_volume(region, meas.DEFAULT_BLOOD_HU)
+    assert text.startswith(f"{region.volume_ml:.1f} mL (") and "50 to 100 HU" in text and "leaked" not in text
+    brain = (seed[0], seed[1], seed[2] - 40)  # normal brain beside it, 20-45 HU
+    with pytest.raises(MeasurementError, match="outside the blood range 50 to 100 HU"):
+        meas.grow_region(case.volume.hu, case.volume.spacing, brain)
+
+
+def test_a_grown_volume_keeps_off_bone_and_says_when_it_ran_to_its_limit(monkeypatch) -> None:
+    hu = np.full((12, 100, 100), 35.0)
+    hu[:, :, 90:] = 1200.0  # a skull to the right, with a 70 HU partial-volume band against it
+    hu[:, :, 89] = 70.0
+    hu[4:7, 40:50, 78:89] = 70.0  # a 330-voxel clot against the band (an extra-axial collection)
+    spacing = (5.0, 0.5, 0.5)
+    region = meas.grow_region(hu, spacing, (5, 45, 83))
+    # The band is left out, so the region does not run round the skull; the in-plane median moves
+    # the clot's outline by a voxel here and there (its corners), not its size.
+    assert not region.mask[..., 89].any() and region.slices == 3
+    rows = np.flatnonzero(region.mask.any(axis=(0, 2)))
+    assert rows.min() >= 39 and rows.max() <= 50
+    assert abs(region.n_voxels - 330) <= 10 and region.volume_ml == pytest.approx(region.n_voxels * 1.25 / 1000)
+    monkeypatch.setattr(meas, "BONE_MARGIN_PIXELS", 0)
+    assert meas.grow_region(hu, spacing, (5, 45, 83)).slices == 12  # without the margin: the whole band
+    monkeypatch.undo()
+    long_bar = np.full((3, 40, 600), 35.0)
+    long_bar[1, 19:22, :] = 70.0  # 300 mm of a blood-density band: it reaches the 80 mm limit
+    leak = meas.grow_region(long_bar, (5.0, 0.5, 0.5), (1, 20, 10))
+    assert leak.touches_limit and "may have leaked" in meas.describe_volume(leak, meas.DEFAULT_BLOOD_HU)
+    with pytest.raises(MeasurementError, match="edge of bone"):
+        meas.grow_region(hu, spacing, (5, 10, 89))
+    with pytest.raises(MeasurementError, match="around the clicked voxel the slice is 35 HU"):
+        one_voxel = hu.copy()
+        one_voxel[8, 10, 10] = 70.0  # a single bright voxel is noise, not a haematoma
+        meas.grow_region(one_voxel, spacing, (8, 10, 10))
+    with pytest.raises(MeasurementError, match="outside the series"):
+        meas.grow_region(hu, spacing, (12, 0, 0))
+    with pytest.raises(MeasurementError, match="low below high"):
+        Measurement(meas.VOLUME, 0, (1.0, 1.0), (1.0, 1.0), hu_range=(90.0, 50.0))

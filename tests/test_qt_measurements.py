@@ -214,3 +214,50 @@ def test_a_deleted_measurement_comes_back_with_ctrl_z_and_the_toolbar_chooses_to
     assert len(w.measurements.measurements()) == 1
     QTest.mouseClick(w.tool_buttons["tool_pointer"], LEFT)
     assert w.measurements.tool is None
+
+
+def test_a_click_with_the_volume_tool_counts_the_haematoma_and_shows_its_voxels(qtbot, settings_dir, tmp_path):
+    from ichviewer.core.phantom import generate_case
+    from ichviewer.io.writer import write_ct_series
+
+    case = generate_case(5, subtype="IPH", volume_ml=5.0, matrix=256)
+    write_ct_series(case.volume, tmp_path / "iph", series_description="PHANTOM IPH 5 mL")
+    db = tmp_path / "review.sqlite"
+    truth = case.masks["IPH"]
+    z, y, x = (int(round(v)) for v in np.argwhere(truth).mean(axis=0))
+    w = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
+    v = open_and_wait(qtbot, w, tmp_path / "iph")
+    w.state.set_slice_index(z)
+    QTest.keyClick(w, Qt.Key.Key_V)
+    assert w.measurements.tool == meas.VOLUME and w.tool_buttons["tool_volume"].isChecked()
+    vp = w.axial.graphics.viewport()
+    # A click in normal brain makes no measurement and says why.
+    QTest.mouseClick(vp, LEFT, Qt.KeyboardModifier.NoModifier, viewport_pos(w.axial, y, x - 40))
+    qtbot.waitUntil(lambda: "No volume:" in w.statusBar().currentMessage())
+    assert "outside the blood range 50 to 100 HU" in w.statusBar().currentMessage()
+    assert w.measurements.measurements() == []
+    with qtbot.waitSignal(w.measurements.sig_added, timeout=5000) as blocker:
+        QTest.mouseClick(vp, LEFT, Qt.KeyboardModifier.NoModifier, viewport_pos(w.axial, y, x))
+    _drawn, text = blocker.args
+    [m] = w.measurements.measurements()  # as stored (with its row id)
+    region = w.measurements.region(m)
+    assert m.kind == meas.VOLUME and m.hu_range == meas.DEFAULT_BLOOD_HU
+    assert region.volume_ml == pytest.approx(case.volume_ml["IPH"], rel=0.03)
+    assert text.startswith(f"{region.volume_ml:.1f} mL (") and f"Volume: {text}" in w.measurements_panel.list.item(0).text()
+    assert f"{region.volume_ml:.1f} mL" in _labels_on_view(w)  # the figure on the image, the detail in the list
+    # The counted voxels are drawn over every slice they are on, and nowhere else.
+    item = w.measurements.region_item
+    assert item.isVisible() and int((item.image[..., 3] > 0).sum()) == int(region.slice_mask(z).sum())
+    outside = next(i for i in range(v.n_slices) if region.slice_mask(i) is None)
+    w.state.set_slice_index(outside)
+    assert not item.isVisible()
+    qtbot.waitUntil(lambda: not w.measurements.unsaved())
+    w.close()
+
+    w2 = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
+    open_and_wait(qtbot, w2, tmp_path / "iph")
+    [back] = w2.measurements.measurements()
+    assert back.kind == meas.VOLUME and back.hu_range == meas.DEFAULT_BLOOD_HU
+    assert w2.measurements.text_of(back) == text and w2.measurements.region(back).n_voxels == region.n_voxels
+    w2.state.set_slice_index(z)
+    assert w2.measurements.region_item.isVisible()

@@ -175,6 +175,7 @@ class MainWindow(QMainWindow):
         self.measurements = MeasurementLayer(self.axial, self)
         self.measurements_panel = MeasurementsPanel(self.measurements)
         self.measurements_dock = self.add_panel(self.measurements_panel, "Measurements", Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.measurements.sig_refused.connect(lambda why: self.statusBar().showMessage(f"No volume: {why}", 8000))
         self.tabifyDockWidget(self.browser_dock, self.measurements_dock)
         self.browser_dock.raise_()
 
@@ -222,6 +223,7 @@ class MainWindow(QMainWindow):
             "toggle_crosshair": ("Show reference lines", self._toggle_crosshair),
             "tool_length": ("Ruler (length)", lambda: self.set_measure_tool(meas.LENGTH)),
             "tool_ellipse": ("ROI (mean HU)", lambda: self.set_measure_tool(meas.ELLIPSE)),
+            "tool_volume": ("Volume (click a haematoma)", lambda: self.set_measure_tool(meas.VOLUME)),
             "tool_pointer": ("Pointer (stop measuring)", lambda: self.set_measure_tool(None)),
             "delete_measurement": ("Delete nearest measurement", self._delete_measurement),
             "undo_delete_measurement": ("Undo delete measurement", self._undo_delete_measurement),
@@ -270,7 +272,7 @@ class MainWindow(QMainWindow):
         measure_menu = self.menuBar().addMenu("&Measure")
         self.measure_tool_group = QActionGroup(self)
         self.measure_tool_group.setExclusive(True)
-        for name in ("tool_length", "tool_ellipse", "tool_pointer"):
+        for name in ("tool_length", "tool_ellipse", "tool_volume", "tool_pointer"):
             a[name].setCheckable(True)
             self.measure_tool_group.addAction(a[name])
             measure_menu.addAction(a[name])
@@ -286,7 +288,8 @@ class MainWindow(QMainWindow):
         bar.setContentsMargins(0, 0, 6, 0)
         bar.setSpacing(2)
         self.tool_buttons: dict[str, QToolButton] = {}
-        for name, label in (("tool_pointer", "Pointer"), ("tool_length", "Ruler"), ("tool_ellipse", "ROI")):
+        for name, label in (("tool_pointer", "Pointer"), ("tool_length", "Ruler"), ("tool_ellipse", "ROI"),
+                            ("tool_volume", "Volume")):
             a[name].setIconText(label)  # what a text-only button shows; the menu keeps the long text
             keys = ", ".join(km.keys_for(name))
             a[name].setToolTip(a[name].text() + (f" ({keys})" if keys else ""))
@@ -355,13 +358,14 @@ class MainWindow(QMainWindow):
     def set_measure_tool(self, kind: str | None) -> None:
         """L / E / Esc: draw rulers or ROIs with the crosshair button, or go back to the pointer."""
         self.measurements.set_tool(kind)
-        for name, k in (("tool_length", meas.LENGTH), ("tool_ellipse", meas.ELLIPSE), ("tool_pointer", None)):
-            self.actions_by_name[name].setChecked(k == kind)
+        names = {meas.LENGTH: "tool_length", meas.ELLIPSE: "tool_ellipse", meas.VOLUME: "tool_volume", None: "tool_pointer"}
+        self.actions_by_name[names[kind]].setChecked(True)
         if kind is not None:
             self.measurements_dock.raise_()
+            how = "click inside the haematoma" if kind == meas.VOLUME else "drag"
             self.statusBar().showMessage(
-                f"{self.actions_by_name['tool_length' if kind == meas.LENGTH else 'tool_ellipse'].text()}: "
-                f"drag with the {self.keymap.mouse.crosshair} button; Esc to stop", 5000)
+                f"{self.actions_by_name[names[kind]].text()}: {how} with the {self.keymap.mouse.crosshair} button; "
+                "Esc to stop", 5000)
 
     def _delete_measurement(self) -> None:
         removed = self.measurements.remove_nearest()
@@ -466,6 +470,7 @@ class MainWindow(QMainWindow):
             "<tr><td>Slice</td><td>wheel</td></tr>",
             f"<tr><td>Reference point</td><td>{m.crosshair} click</td></tr>",
             f"<tr><td>Ruler / ROI (after L / E)</td><td>{m.crosshair} drag</td></tr>",
+            f"<tr><td>Volume (after V)</td><td>{m.crosshair} click inside the haematoma</td></tr>",
         ]
         box = QMessageBox(QMessageBox.Icon.NoIcon, "Keys and mouse", "", QMessageBox.StandardButton.Ok, self)
         box.setText(f"<table>{''.join(rows)}</table><p>Bindings: {km.source}; override in {self.settings_dir / 'keymap.json'}</p>")

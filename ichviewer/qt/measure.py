@@ -1,5 +1,6 @@
-"""Measurement tools on the axial view: a ruler (length in mm), an elliptical ROI (HU statistics)
-and the ABC/2 volume from two rulers, with the panel that lists them.
+"""Measurement tools on the axial view: a ruler (length in mm), an elliptical ROI (HU statistics),
+a haematoma volume grown from one click, and the ABC/2 volume from two rulers, with the panel that
+lists them.
 
 `MeasurementLayer` draws the measurements of the current slice over an `AxialView` and turns
 the reader's drags into `ichviewer.core.measurements.Measurement`s. It knows nothing about
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPen
+from PySide6.QtGui import QColor, QPen, QTransform
 from PySide6.QtWidgets import (
     QGraphicsEllipseItem,
     QGraphicsLineItem,
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QDoubleSpinBox,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -32,8 +34,12 @@ from PySide6.QtWidgets import (
 from ichviewer.core import measurements as meas
 from ichviewer.core.measurements import Measurement, MeasurementError
 
-#: Line colours: yellow rulers and cyan ROIs, as in the reading-room viewers; the one being drawn is white.
-KIND_COLOURS = {meas.LENGTH: "#ffd400", meas.ELLIPSE: "#33e0ff"}
+#: Line colours: yellow rulers and cyan ROIs, as in the reading-room viewers, magenta grown volumes;
+#: the one being drawn is white.
+KIND_COLOURS = {meas.LENGTH: "#ffd400", meas.ELLIPSE: "#33e0ff", meas.VOLUME: "#ff4dff"}
+#: RGBA of a grown volume's voxels over the image.
+VOLUME_FILL = (255, 77, 255, 110)
+KIND_NAMES = {meas.LENGTH: "Length", meas.ELLIPSE: "ROI", meas.VOLUME: "Volume"}
 _DRAWING_COLOUR = "#ffffff"
 _UNSAVED_SUFFIX = "  (not saved)"
 #: A drag shorter than this many screen pixels is a click, not a measurement.
@@ -60,6 +66,7 @@ class MeasurementLayer(QObject):
     sig_removed = Signal(object)
     sig_changed = Signal()
     sig_tool_changed = Signal(object)  # kind | None
+    sig_refused = Signal(str)  # a click that made no measurement, and why (status bar)
 
     def __init__(self, axial: Any, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -72,6 +79,13 @@ class MeasurementLayer(QObject):
         self._graphics: list[Any] = []
         self._drawing: tuple[Any, ...] | None = None
         self._removed: list[Measurement] = []  # deleted by the reader on this series, newest last (undo)
+        self._regions: dict[int, meas.GrownRegion] = {}  # id(Measurement) -> the voxels a volume counted
+        #: The HU range new volumes grow over (the panel sets it).
+        self.hu_range: tuple[float, float] = meas.DEFAULT_BLOOD_HU
+        self.region_item = pg.ImageItem(axisOrder="row-major")
+        self.region_item.setZValue(25)
+        self.region_item.setVisible(False)
+        axial.view_box.addItem(self.region_item, ignoreBounds=True)
         axial.view_box.sig_draw.connect(self._on_draw)
         self.state.sig_slice_changed.connect(lambda _i: self.redraw())
 
@@ -95,6 +109,7 @@ class MeasurementLayer(QObject):
         self._texts = {}
         self._unsaved = set()
         self._removed = []
+        self._regions = {}
         self.redraw()
         self.sig_changed.emit()
 
@@ -115,7 +130,20 @@ class MeasurementLayer(QObject):
         v = self.volume
         if v is None:
             return ""
+        if m.kind == meas.VOLUME:
+            return meas.describe_volume(self._region_of(m), m.hu_range)
         return meas.describe(m, v.hu[m.slice_index], self.spacing_yx())
+
+    def region(self, m: Measurement) -> meas.GrownRegion | None:
+        """The voxels a volume measurement counted (None for rulers and ROIs)."""
+        return self._regions.get(id(m))
+
+    def _region_of(self, m: Measurement) -> meas.GrownRegion:
+        if id(m) not in self._regions:
+            v = self.volume
+            seed = (m.slice_index, int(math.floor(m.start[0])), int(math.floor(m.start[1])))
+            self._regions[id(m)] = meas.grow_region(v.hu, v.spacing, seed, m.hu_range)
+        return self._regions[id(m)]
 
     def add(self, m: Measurement, *, emit: bool = True, text: str | None = None) -> Measurement:
         """Show `m` (on its slice); `emit=False` for measurements loaded from the store."""
@@ -124,6 +152,8 @@ class MeasurementLayer(QObject):
             raise MeasurementError("no series is open to measure on")
         if m.slice_index >= v.n_slices:
             raise MeasurementError(f"measurement on slice {m.slice_index + 1}, but the series has {v.n_slices} slices")
+        if m.kind == meas.VOLUME:
+            self._region_of(m)  # raises MeasurementError (a seed outside the range) before anything is shown
         self._items.append(m)
         self._texts[id(m)] = text if text is not None else self.describe(m)
         if emit:
@@ -141,6 +171,8 @@ class MeasurementLayer(QObject):
             if old is m:
                 self._items[i] = stored
                 self._texts[id(stored)] = self._texts.pop(id(m), "")
+                if id(m) in self._regions:
+                    self._regions[id(stored)] = self._regions.pop(id(m))
                 self._unsaved.discard(id(m))
                 break
         self.redraw()
@@ -157,6 +189,7 @@ class MeasurementLayer(QObject):
                 del self._items[i]
                 self._texts.pop(id(m), None)
                 self._unsaved.discard(id(m))
+                self._regions.pop(id(m), None)
                 self.redraw()
                 self.sig_changed.emit()
                 if emit:
@@ -170,7 +203,7 @@ class MeasurementLayer(QObject):
         if not self._removed:
             return None
         old = self._removed.pop()
-        return self.add(Measurement(old.kind, old.slice_index, old.start, old.end))
+        return self.add(Measurement(old.kind, old.slice_index, old.start, old.end, hu_range=old.hu_range))
 
     def remove_nearest(self) -> Measurement | None:
         """Delete key: the measurement on this slice nearest the mouse, else the last drawn on it."""
@@ -194,16 +227,47 @@ class MeasurementLayer(QObject):
         if self.volume is None:
             return
         for m in self.measurements(self.state.slice_index):
-            text = self.text_of(m) + ("" if self.is_saved(m) else _UNSAVED_SUFFIX)
+            text = self.text_of(m)
+            if m.kind == meas.VOLUME:  # the figure on the image, the detail in the list
+                region = self.region(m)
+                text = text.split(" (")[0] + ("  \u26a0 may have leaked" if region is not None and region.touches_limit else "")
+            text += "" if self.is_saved(m) else _UNSAVED_SUFFIX
             self._graphics += self._make_items(m, KIND_COLOURS[m.kind], text)
         for item in self._graphics:
             vb.addItem(item, ignoreBounds=True)
+        self._draw_regions()
+
+    def _draw_regions(self) -> None:
+        """Every grown volume's voxels on the slice shown, filled, oriented like the image."""
+        v = self.volume
+        z = self.state.slice_index
+        masks = [r.slice_mask(z) for m in self._items if (r := self._regions.get(id(m))) is not None]
+        masks = [mk for mk in masks if mk is not None]
+        if v is None or not masks:
+            self.region_item.setVisible(False)
+            return
+        union = np.logical_or.reduce(masks)
+        rgba = np.zeros((*union.shape, 4), dtype=np.uint8)
+        rgba[union] = VOLUME_FILL
+        rgba = np.ascontiguousarray(self.axial.orientation.plane(np.moveaxis(rgba, -1, 0)).transpose(1, 2, 0))
+        row_mm, col_mm = self.axial.orientation.screen_spacing(float(v.spacing[1]), float(v.spacing[2]))
+        self.region_item.setTransform(QTransform.fromScale(col_mm, row_mm))
+        self.region_item.setImage(rgba, autoLevels=False, levels=None)
+        self.region_item.setVisible(True)
 
     def _make_items(self, m: Measurement, colour: str, text: str | None) -> list[Any]:
         p0 = self.axial.voxel_to_view(*m.start)
         p1 = self.axial.voxel_to_view(*m.end)
         items: list[Any] = []
-        if m.kind == meas.LENGTH:
+        if m.kind == meas.VOLUME:
+            # the seed: a small cross; the voxels themselves are the region overlay
+            r = 1.5 * self.axial.view_box.viewPixelSize()[0] * 4
+            for dx, dy in ((r, 0.0), (0.0, r)):
+                tick = QGraphicsLineItem(p0.x() - dx, p0.y() - dy, p0.x() + dx, p0.y() + dy)
+                tick.setPen(_cosmetic_pen(colour))
+                items.append(tick)
+            anchor_at = p0
+        elif m.kind == meas.LENGTH:
             line = QGraphicsLineItem(p0.x(), p0.y(), p1.x(), p1.y())
             line.setPen(_cosmetic_pen(colour))
             items.append(line)
@@ -227,6 +291,14 @@ class MeasurementLayer(QObject):
         v = self.volume
         if v is None or self.tool is None:
             return
+        if self.tool == meas.VOLUME:
+            if finished:  # a click (or the end of a drag) seeds the region
+                seed = self.axial.view_to_voxel(end)
+                try:
+                    self.add(Measurement(meas.VOLUME, self.state.slice_index, seed, seed, hu_range=self.hu_range))
+                except MeasurementError as exc:
+                    self.sig_refused.emit(str(exc))
+            return
         m = Measurement(self.tool, self.state.slice_index, self.axial.view_to_voxel(start), self.axial.view_to_voxel(end))
         self._cancel_drawing()
         if not finished:
@@ -248,9 +320,9 @@ class MeasurementLayer(QObject):
 
 
 def _distance_to(m: Measurement, y: float, x: float, spacing_yx: tuple[float, float]) -> float:
-    """mm from (y, x) to a ruler's segment or an ROI's centre."""
+    """mm from (y, x) to a ruler's segment, an ROI's centre or a volume's seed."""
     sy, sx = spacing_yx
-    if m.kind == meas.ELLIPSE:
+    if m.kind in (meas.ELLIPSE, meas.VOLUME):
         cy, cx = (m.start[0] + m.end[0]) / 2, (m.start[1] + m.end[1]) / 2
         return math.hypot((y - cy) * sy, (x - cx) * sx)
     a = np.array([m.start[0] * sy, m.start[1] * sx])
@@ -298,6 +370,21 @@ class MeasurementsPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.delete_button)
         buttons.addStretch(1)
+        self.hu_low = QSpinBox()
+        self.hu_high = QSpinBox()
+        for box, value in ((self.hu_low, meas.DEFAULT_BLOOD_HU[0]), (self.hu_high, meas.DEFAULT_BLOOD_HU[1])):
+            box.setRange(-1000, 3000)
+            box.setValue(int(value))
+            box.setSuffix(" HU")
+            box.valueChanged.connect(self._set_hu_range)
+        self.hu_low.setToolTip("Volume: the lowest HU counted as blood (acute blood 50-90 HU; grey matter 35-45)")
+        self.hu_high.setToolTip("Volume: the highest HU counted as blood (calcification starts near 100 HU)")
+        hu_row = QHBoxLayout()
+        hu_row.addWidget(QLabel("Volume grows over"))
+        hu_row.addWidget(self.hu_low)
+        hu_row.addWidget(QLabel("to"))
+        hu_row.addWidget(self.hu_high)
+        hu_row.addStretch(1)
         abc_row = QHBoxLayout()
         abc_row.addWidget(QLabel("ABC/2:"))
         abc_row.addWidget(self.abc_slices)
@@ -306,6 +393,7 @@ class MeasurementsPanel(QWidget):
         layout.addWidget(self.tools_label)
         layout.addWidget(self.list, 1)
         layout.addLayout(buttons)
+        layout.addLayout(hu_row)
         layout.addLayout(abc_row)
         layout.addWidget(self.abc_result)
 
@@ -318,19 +406,30 @@ class MeasurementsPanel(QWidget):
         self._show_tool()
         self.refresh()
 
+    def _set_hu_range(self, _value: int = 0) -> None:
+        lo, hi = self.hu_low.value(), self.hu_high.value()
+        if lo < hi:
+            self.layer.hu_range = (float(lo), float(hi))
+            self.hu_low.setStyleSheet("")
+            self.hu_high.setStyleSheet("")
+        else:  # keep the last valid range; show the reader which box is wrong
+            self.hu_low.setStyleSheet("color: #ff6b6b;")
+            self.hu_high.setStyleSheet("color: #ff6b6b;")
+
     def _show_tool(self) -> None:
-        names = {meas.LENGTH: "ruler", meas.ELLIPSE: "ROI (HU)"}
+        names = {meas.LENGTH: "ruler", meas.ELLIPSE: "ROI (HU)", meas.VOLUME: "volume (click inside the haematoma)"}
         tool = self.layer.tool
         self.tools_label.setText(
             f"Drawing: <b>{names[tool]}</b> (Esc: back to the pointer)" if tool else
-            "L: ruler, E: ROI (HU), then drag on the image. Del: delete the nearest.")
+            "L: ruler, E: ROI (HU), then drag on the image; V: volume, then click a haematoma. "
+            "Del: delete the nearest.")
 
     def refresh(self) -> None:
         self.list.clear()
         for m in sorted(self.layer.measurements(), key=lambda m: m.slice_index):
             text = self.layer.text_of(m).replace("\n", "\n        ")
             saved = "" if self.layer.is_saved(m) else _UNSAVED_SUFFIX
-            kind = "Length" if m.kind == meas.LENGTH else "ROI"
+            kind = KIND_NAMES[m.kind]
             item = QListWidgetItem(f"Im {m.slice_index + 1}  {kind}: {text}{saved}")
             item.setData(Qt.ItemDataRole.UserRole, m)
             self.list.addItem(item)

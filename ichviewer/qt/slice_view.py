@@ -104,6 +104,10 @@ class SliceViewBox(pg.ViewBox):
         if self._is(ev.button(), "crosshair") and self.drawing_tool is None:
             p = self.mapToView(ev.pos())
             self.sig_clicked.emit(p.x(), p.y())
+        elif self._is(ev.button(), "crosshair"):
+            # a tool that measures from one click (a grown volume); the others ignore a drag of nothing
+            p = self.mapToView(ev.pos())
+            self.sig_draw.emit(p, p, True)
         ev.accept()
 
     def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802

@@ -288,13 +288,13 @@ def m0003_model_run_label_tier(db: Database) -> None:
 
 
 #: Kinds of measurement a reader draws (`ichviewer.core.measurements.KINDS`).
-MEASUREMENT_KINDS: tuple[str, ...] = ("length", "ellipse")
+MEASUREMENT_KINDS: tuple[str, ...] = ("length", "ellipse", "volume")
 
 
 @migrations(name="0004_measurements")
 def m0004_measurements(db: Database) -> None:
-    # A reader's rulers and ROIs on a series: the two points in voxel coordinates of the slice and
-    # the text the reader saw. Deleting one marks it (deleted_by, deleted_at) and nothing else may
+    # A reader's rulers, ROIs and grown volumes on a series: the two points in voxel coordinates of
+    # the slice (a volume's seed twice, with the HU range it grew over) and the text the reader saw. Deleting one marks it (deleted_by, deleted_at) and nothing else may
     # change, so the audit trail keeps what was measured and when it was withdrawn.
     sql = f"""
 CREATE TABLE measurements (
@@ -304,11 +304,14 @@ CREATE TABLE measurements (
   slice_index INTEGER NOT NULL CHECK (slice_index >= 0),
   kind TEXT NOT NULL CHECK (kind IN {_in_list(MEASUREMENT_KINDS)}),
   y0 REAL NOT NULL, x0 REAL NOT NULL, y1 REAL NOT NULL, x1 REAL NOT NULL,
+  hu_low REAL, hu_high REAL,
   value_text TEXT NOT NULL,
   {WHO_WHEN},
   deleted_by TEXT,
   deleted_at TEXT,
-  CHECK ((deleted_by IS NULL) = (deleted_at IS NULL))
+  CHECK ((deleted_by IS NULL) = (deleted_at IS NULL)),
+  CHECK ((kind = 'volume') = (hu_low IS NOT NULL AND hu_high IS NOT NULL)),
+  CHECK (hu_low IS NULL OR hu_low < hu_high)
 ) STRICT;
 CREATE INDEX measurements_series_reader ON measurements (series_uid, reader_id, id);
 {_audit_insert("measurements", "NEW.id", "json_object('series_uid', NEW.series_uid, 'reader_id', NEW.reader_id, "
@@ -318,6 +321,7 @@ WHEN OLD.deleted_at IS NOT NULL OR NEW.deleted_at IS NULL
   OR NEW.series_uid IS NOT OLD.series_uid OR NEW.reader_id IS NOT OLD.reader_id
   OR NEW.slice_index IS NOT OLD.slice_index OR NEW.kind IS NOT OLD.kind
   OR NEW.y0 IS NOT OLD.y0 OR NEW.x0 IS NOT OLD.x0 OR NEW.y1 IS NOT OLD.y1 OR NEW.x1 IS NOT OLD.x1
+  OR NEW.hu_low IS NOT OLD.hu_low OR NEW.hu_high IS NOT OLD.hu_high
   OR NEW.value_text IS NOT OLD.value_text OR NEW.created_by IS NOT OLD.created_by OR NEW.created_at IS NOT OLD.created_at
 BEGIN SELECT RAISE(ABORT, 'measurements can only be withdrawn (deleted_by, deleted_at), once'); END;
 CREATE TRIGGER measurements_audit_withdraw AFTER UPDATE OF deleted_at ON measurements

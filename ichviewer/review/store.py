@@ -427,16 +427,18 @@ class ReviewStore:
 
     def add_measurement(self, reader: Reader | str, series_uid: str, measurement: Measurement, text: str,
                         *, study_uid: str | None = None) -> int:
-        """Write one ruler or ROI a reader drew on `series_uid` and commit it; return its id."""
+        """Write one ruler, ROI or grown volume a reader made on `series_uid` and commit it; return its id."""
         reader = self._resolve_reader(reader)
         m = measurement
         try:
             with self.write():
                 self._ensure_study(series_uid, study_uid, actor=reader.name)
+                hu_low, hu_high = m.hu_range if m.hu_range is not None else (None, None)
                 cur = self.conn.execute(
-                    "INSERT INTO measurements (series_uid, reader_id, slice_index, kind, y0, x0, y1, x1, value_text,"
-                    " created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (series_uid, reader.id, m.slice_index, m.kind, *m.start, *m.end, str(text), reader.name, utc_now()),
+                    "INSERT INTO measurements (series_uid, reader_id, slice_index, kind, y0, x0, y1, x1, hu_low, hu_high,"
+                    " value_text, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (series_uid, reader.id, m.slice_index, m.kind, *m.start, *m.end, hu_low, hu_high, str(text),
+                     reader.name, utc_now()),
                 )
                 return int(cur.lastrowid)
         except sqlite3.IntegrityError as exc:
@@ -449,7 +451,8 @@ class ReviewStore:
         One reader's when `reader` is given (the workstation shows a reader their own, so a
         panel member is not shown a colleague's), withdrawn ones only with `include_withdrawn`.
         """
-        sql = "SELECT id, kind, slice_index, y0, x0, y1, x1, value_text FROM measurements WHERE series_uid = ?"
+        sql = ("SELECT id, kind, slice_index, y0, x0, y1, x1, hu_low, hu_high, value_text FROM measurements"
+               " WHERE series_uid = ?")
         params: list[Any] = [series_uid]
         if reader is not None:
             sql += " AND reader_id = ?"
@@ -457,9 +460,10 @@ class ReviewStore:
         if not include_withdrawn:
             sql += " AND deleted_at IS NULL"
         out = []
-        for row_id, kind, z, y0, x0, y1, x1, text in self.conn.execute(sql + " ORDER BY id", params):
+        for row_id, kind, z, y0, x0, y1, x1, lo, hi, text in self.conn.execute(sql + " ORDER BY id", params):
             try:
-                out.append((Measurement(kind, z, (y0, x0), (y1, x1), row_id), text))
+                hu_range = None if lo is None else (lo, hi)
+                out.append((Measurement(kind, z, (y0, x0), (y1, x1), row_id, hu_range), text))
             except MeasurementError as exc:  # the CHECKs make this unreachable for our own rows
                 raise ReviewError(f"{self.path}: measurement {row_id} is not readable ({exc})") from exc
         return out
