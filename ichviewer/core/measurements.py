@@ -170,7 +170,8 @@ def grow_region(hu: np.ndarray, spacing_zyx: tuple[float, float, float], seed_zy
                 max_radius_mm: float = MAX_GROW_RADIUS_MM) -> GrownRegion:
     """The voxels in `hu_range` connected (faces, 3D) to the seed, away from bone; their volume in mL.
 
-    Voxel counting (REFERENCE "Volume": more accurate than ABC/2 on irregular bleeds). Voxels within
+    Voxel counting (REFERENCE "Volume": more accurate than ABC/2 on irregular bleeds); the range is
+    tested on the slice smoothed by a SMOOTHING_PIXELS in-plane median. Voxels within
     BONE_MARGIN_PIXELS of bone or calcification on their slice are not counted, so the region does not
     follow the partial-volume edge of the skull (an extra-axial bleed loses that rim, about 1 mm).
     Raises MeasurementError when the seed is outside the volume or not itself in the range.
@@ -189,38 +190,76 @@ def grow_region(hu: np.ndarray, spacing_zyx: tuple[float, float, float], seed_zy
                                "click inside the haematoma (or change the range)")
     sz, sy, sx = (float(v) for v in spacing_zyx)
     rz, ry, rx = (int(math.ceil(max_radius_mm / s)) for s in (sz, sy, sx))
-    box = (slice(max(0, z - rz), min(nz, z + rz + 1)), slice(max(0, y - ry), min(ny, y + ry + 1)),
-           slice(max(0, x - rx), min(nx, x + rx + 1)))
-    sub = hu[box]
-    # Brain noise (3-5 HU SD, more on thin slices) puts single grey-matter voxels above 50 HU, and
-    # face-connected they would carry the region through the cortex: the range is tested on the
-    # slice smoothed in plane (SMOOTHING_PIXELS median), as region-growing tools do.
-    smooth = ndimage.median_filter(sub.astype(np.float32), size=(1, SMOOTHING_PIXELS, SMOOTHING_PIXELS)) if SMOOTHING_PIXELS > 1 else sub
-    candidate = (smooth >= lo) & (smooth <= hi)
-    near_bone = sub > BONE_HU
-    if BONE_MARGIN_PIXELS > 0:  # (scipy dilates until nothing changes when iterations is 0)
-        near_bone = ndimage.binary_dilation(near_bone, structure=np.ones((1, 3, 3), bool), iterations=BONE_MARGIN_PIXELS)
-    candidate &= ~near_bone
-    zz, yy, xx = np.ogrid[box[0], box[1], box[2]]
-    within = ((zz - z) * sz) ** 2 + ((yy - y) * sy) ** 2 + ((xx - x) * sx) ** 2 <= max_radius_mm**2
-    candidate &= within
-    seed_local = (z - box[0].start, y - box[1].start, x - box[2].start)
-    if near_bone[seed_local]:
-        raise MeasurementError("the clicked voxel is at the edge of bone or calcification: click further inside the haematoma")
+    z_lo, z_hi = max(0, z - rz), min(nz, z + rz + 1)
+    rows, cols = slice(max(0, y - ry), min(ny, y + ry + 1)), slice(max(0, x - rx), min(nx, x + rx + 1))
+    yy, xx = np.ogrid[rows, cols]
+    in_plane_mm2 = ((yy - y) * sy) ** 2 + ((xx - x) * sx) ** 2
+    disc = np.ones((3, 3), bool)
+    slices: dict[int, tuple[np.ndarray, ...]] = {}
+
+    def slice_of(k: int) -> tuple[np.ndarray, ...]:
+        """(candidate, in-plane labels, smoothed, within, near bone) of slice k, computed when first reached.
+
+        Brain noise (3-5 HU SD, more on thin slices) puts single grey-matter voxels above 50 HU, and
+        face-connected they would carry the region through the cortex: the range is tested on the
+        slice smoothed by a SMOOTHING_PIXELS median, which keeps a clot's edge where it is (a mean
+        lost 13 % of a 5 mL clot at 0.9 mm pixels). Only the slices the region reaches are smoothed:
+        the median of a whole 1 mm series took 2.3 s.
+        """
+        if k not in slices:
+            plane = hu[k, rows, cols].astype(np.float32)
+            smooth = ndimage.median_filter(plane, size=SMOOTHING_PIXELS) if SMOOTHING_PIXELS > 1 else plane
+            near_bone = plane > BONE_HU
+            if BONE_MARGIN_PIXELS > 0:  # (scipy dilates until nothing changes when iterations is 0)
+                near_bone = ndimage.binary_dilation(near_bone, structure=disc, iterations=BONE_MARGIN_PIXELS)
+            within = in_plane_mm2 + ((k - z) * sz) ** 2 <= max_radius_mm**2
+            candidate = (smooth >= lo) & (smooth <= hi) & ~near_bone & within
+            slices[k] = (candidate, ndimage.label(candidate)[0], smooth, within, near_bone)  # 4-connected in plane
+        return slices[k]
+
+    seed_local = (y - rows.start, x - cols.start)
+    candidate, labels, smooth, _within, near_bone = slice_of(z)
     if not candidate[seed_local]:
+        if near_bone[seed_local]:
+            raise MeasurementError("the clicked voxel is at the edge of bone or calcification: click further inside the haematoma")
         raise MeasurementError(f"around the clicked voxel the slice is {float(smooth[seed_local]):.0f} HU (median of "
                                f"{SMOOTHING_PIXELS} x {SMOOTHING_PIXELS}), outside {lo:g} to {hi:g} HU: "
                                "click further inside the haematoma")
-    labels, _n = ndimage.label(candidate)  # 6-connected in 3D
-    region = labels == labels[seed_local]
-    # touching the sphere's surface: voxels of the region that have an outside neighbour beyond the radius
-    touches = bool((region & ~ndimage.binary_erosion(within, border_value=1)).any())
-    planes = np.flatnonzero(region.any(axis=(1, 2)))
+    # 6-connected in 3D, slice by slice: a slice's in-plane components that overlap the region on a
+    # neighbouring slice join it; repeat until nothing changes (the same voxels as labelling the block).
+    region = {z: labels == labels[seed_local]}
+    todo = [z]
+    while todo:
+        k = todo.pop()
+        for j in (k - 1, k + 1):
+            if not z_lo <= j < z_hi:
+                continue
+            cand_j, labels_j = slice_of(j)[:2]
+            reached = region[k] & cand_j
+            if j in region:
+                reached &= ~region[j]
+            if not reached.any():
+                continue
+            joined = np.isin(labels_j, np.unique(labels_j[reached]))
+            region[j] = joined if j not in region else region[j] | joined
+            todo.append(j)
+    planes = sorted(k for k, m in region.items() if m.any())
     full = np.zeros((planes[-1] - planes[0] + 1, ny, nx), dtype=bool)
-    full[:, box[1], box[2]] = region[planes[0] : planes[-1] + 1]
-    n = int(region.sum())
-    return GrownRegion(full, box[0].start + int(planes[0]), n * sz * sy * sx / 1000.0, n,
-                       float(sub[region].mean()), touches)
+    touches = False
+    values = []
+    for k in planes:
+        m = region[k]
+        full[k - planes[0], rows, cols] = m
+        values.append(hu[k, rows, cols][m])
+        # Reached the limit: a voxel with a face neighbour beyond the radius, in the slice or across
+        # it (outside the series' own edges counts as inside: that is not a limit of ours).
+        edge = ~ndimage.binary_erosion(slices[k][3], border_value=1)
+        for j in (k - 1, k + 1):
+            if 0 <= j < nz:
+                edge |= ~(in_plane_mm2 + ((j - z) * sz) ** 2 <= max_radius_mm**2)
+        touches = touches or bool((m & edge).any())
+    n = int(full.sum())
+    return GrownRegion(full, planes[0], n * sz * sy * sx / 1000.0, n, float(np.concatenate(values).mean()), touches)
 
 
 def describe_volume(region: GrownRegion, hu_range: tuple[float, float]) -> str:
