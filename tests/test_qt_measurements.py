@@ -261,3 +261,37 @@ def test_a_click_with_the_volume_tool_counts_the_haematoma_and_shows_its_voxels(
     assert w2.measurements.text_of(back) == text and w2.measurements.region(back).n_voxels == region.n_voxels
     w2.state.set_slice_index(z)
     assert w2.measurements.region_item.isVisible()
+
+
+def test_a_saved_measurement_that_no_longer_fits_the_series_is_named_and_the_others_still_show(qtbot, settings_dir, ct_data_dir, tmp_path):
+    db = tmp_path / "review.sqlite"
+    series = ct_data_dir / "ge-head-tilted"
+    from ichviewer.io import load_volume
+
+    v = load_volume(series)
+    with ReviewStore(db) as store:
+        ann = store.add_reader("ann", "resident")
+        store.add_measurement(ann, v.series_uid, Measurement(meas.LENGTH, 3, (10.0, 10.0), (10.0, 50.0)), "19.5 mm")
+        # written by a copy of the series with more slices, or with different pixels under the seed
+        store.add_measurement(ann, v.series_uid, Measurement(meas.LENGTH, v.n_slices + 5, (1.0, 1.0), (2.0, 2.0)), "0.7 mm")
+        store.add_measurement(ann, v.series_uid, Measurement(meas.VOLUME, 3, (5.0, 5.0), (5.0, 5.0), hu_range=(50.0, 100.0)),
+                              "12.0 mL (...)")
+    w = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
+    errors = []
+    w.sig_error.connect(errors.append)
+    open_and_wait(qtbot, w, series)
+    assert [(m.kind, w.measurements.text_of(m)) for m in w.measurements.measurements()] == [(meas.LENGTH, "19.5 mm")]
+    assert errors and "2 saved measurement(s)" in errors[-1] and str(db) in errors[-1]
+    assert f"length on image {v.n_slices + 6} (0.7 mm)" in errors[-1] and "volume on image 4 (12.0 mL (...))" in errors[-1]
+
+
+def test_the_volume_hu_range_comes_from_the_panel_and_a_reversed_range_is_not_taken(qtbot, viewer):
+    panel = viewer.measurements_panel
+    assert viewer.measurements.hu_range == meas.DEFAULT_BLOOD_HU
+    panel.hu_low.setValue(40)
+    panel.hu_high.setValue(120)
+    assert viewer.measurements.hu_range == (40.0, 120.0)
+    panel.hu_low.setValue(130)  # above the high end: shown in red, the last valid range kept
+    assert viewer.measurements.hu_range == (40.0, 120.0) and "ff6b6b" in panel.hu_low.styleSheet()
+    panel.hu_high.setValue(150)
+    assert viewer.measurements.hu_range == (130.0, 150.0) and panel.hu_low.styleSheet() == ""

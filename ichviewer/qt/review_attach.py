@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from ichviewer import LABELS
+from ichviewer.core.measurements import MeasurementError
 from ichviewer.qt.review_widgets import (
     AdjudicationPanel,
     PanelVotePanel,
@@ -302,12 +303,17 @@ class ReviewUI(QObject):
             return
         for m in [m for m in layer.measurements() if layer.is_saved(m)]:
             layer.remove(m, emit=False)
+        not_shown = []
         for m, text in stored:
-            if m.slice_index >= volume.n_slices:
-                log.warning("measurement %s on slice %d of %s, which has %d slices: not shown",
-                            m.id, m.slice_index + 1, volume.series_uid, volume.n_slices)
-                continue
-            layer.add(m, emit=False, text=text)
+            try:
+                layer.add(m, emit=False, text=text)
+            except MeasurementError as exc:  # a slice the series no longer has, a seed no longer in range
+                log.warning("measurement %s of %s not shown: %s", m.id, volume.series_uid, exc)
+                not_shown.append(f"{m.kind} on image {m.slice_index + 1} ({text.splitlines()[0]}): {exc}")
+        if not_shown:
+            self.main_window.notify_error(
+                f"{len(not_shown)} saved measurement(s) of this series could not be shown (they stay in "
+                f"{self.db_path}):\n" + "\n".join(not_shown))
 
     def save_unsaved_measurements(self) -> int:
         """Write every measurement on screen the database has not confirmed; return how many were saved.
