@@ -72,7 +72,9 @@ def test_findings_fill_in_per_chunk_then_finish_with_triage_and_provider(qtbot, 
     assert ui.panel.provider_label.text() == "Ran on: CPU"
     assert "alpha 1.0" in ui.panel.models_label.text() and "beta 2.1" in ui.panel.models_label.text()
     # the manifest's description is on show beside the findings
-    assert ui.panel.about_label.text() == "test-ensemble: Trained on phantoms only. Not for clinical use."
+    # the safety statement first: the line is cut to the panel's width, the tooltip has it all
+    assert ui.panel.about_label.text() == "Not for clinical use. test-ensemble: Trained on phantoms only."
+    assert ui.panel.about_label.toolTip() == ui.panel.about_label.text()
     assert not ui.panel.about_label.isHidden()
     time_label = ui.panel.elapsed_label
     assert time_label.text().startswith("Elapsed:")  # shown, whatever its value

@@ -200,3 +200,35 @@ def test_in_a_short_window_no_panel_is_squeezed_and_the_any_row_shows(qtbot, wor
     # nothing drawn over the ANY row: the widget below the table starts under it
     below = panel.models_label.geometry().top()
     assert table.geometry().bottom() < below
+
+
+def test_the_findings_dock_grows_into_the_height_other_panels_do_not_use(qtbot, workstation, tmp_path):
+    """At 1600 x 1000 the results pushed the findings panel's last row (Analyse this study) below
+    the dock Qt had sized for the empty panel. The dock now takes the height its roomiest neighbour
+    does not need, and no other panel is made to scroll for it."""
+    from ichviewer.qt.inference_attach import _dock_content_height, _dock_slack
+
+    workstation.resize(1600, 1000)
+    qtbot.wait(50)
+    folder, _ = _series(tmp_path, 2)
+    ai = workstation.inference
+    with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS):
+        workstation.open_path(folder)
+    findings, others = ai.findings_dock, [ai.attention_dock, workstation.review.adjudication_dock]
+    workstation.resizeDocks([findings, *others], [200, 300, 420], Qt.Orientation.Vertical)  # the findings squeezed
+    qtbot.wait(50)
+    before = findings.widget().viewport().height()
+    short = _dock_content_height(findings) - before
+    slack = max(_dock_slack(d) for d in others)  # the neighbour with the most to spare gives it
+    scrolls = [d.widget().verticalScrollBar().maximum() for d in others]
+    assert short > 0 and slack > 0
+    ai._fit_findings_dock()
+    qtbot.wait(50)
+
+    grown = findings.widget().viewport().height() - before
+    assert abs(grown - min(short, slack)) <= 2
+    assert [d.widget().verticalScrollBar().maximum() for d in others] == scrolls  # nobody else scrolls more
+    save = workstation.review.adjudication.save_button
+    viewport = workstation.review.adjudication_dock.widget().viewport()
+    assert viewport.rect().contains(save.mapTo(viewport, save.rect().bottomRight()))
+    assert ai.panel.about_label.text().startswith("Not for clinical use.") or not ai.panel.about_label.text()

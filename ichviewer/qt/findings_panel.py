@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtGui import QColor
+from PySide6.QtCore import QEvent, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -106,6 +106,53 @@ def triage_tooltip(ops: Any) -> str:
             "A series that fails the head-CT check is always referred.")
 
 
+class ElidedLabel(QLabel):
+    """One line of text cut with an ellipsis to the width it has; `text()` and the tooltip keep all of it."""
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt override
+        super().setText(text)
+        self.setToolTip(text)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(20, self.fontMetrics().height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(super().sizeHint().width(), self.fontMetrics().height())
+
+    def paintEvent(self, _event: Any) -> None:  # noqa: N802
+        painter = QPainter(self)
+        try:
+            painter.setPen(self.palette().color(self.foregroundRole()))
+            shown = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, self.contentsRect().width())
+            painter.drawText(self.contentsRect(), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), shown)
+        finally:
+            painter.end()
+
+
+#: A manifest's safety statement, shown first so a line cut to the panel's width keeps it.
+NOT_FOR_CLINICAL_USE = "Not for clinical use."
+
+
+def about_text(name: str, description: str) -> str:
+    """'Not for clinical use. NAME: the rest of the description' (the statement moved to the front when there)."""
+    about = description.strip()
+    first = ""
+    if NOT_FOR_CLINICAL_USE.lower() in about.lower():
+        i = about.lower().index(NOT_FOR_CLINICAL_USE.lower())
+        about = (about[:i] + about[i + len(NOT_FOR_CLINICAL_USE):]).strip()
+        first = NOT_FOR_CLINICAL_USE + " "
+    return first + (f"{name}: {about}" if name and about else about)
+
+
+def models_text(models: Any) -> str:
+    """'Models: vgg, resnet, inception, mobilenet (0.1.0+seed0)', or each with its own version when they differ."""
+    models = list(models)
+    versions = {m.version for m in models}
+    if len(models) > 1 and len(versions) == 1:
+        return f"Models: {', '.join(m.name for m in models)} ({versions.pop()})"
+    return "Models: " + ", ".join(f"{m.name} {m.version}" for m in models)
+
+
 class FindingsPanel(QWidget):
     """Per label (IPH ... ANY): case probability and decision at the manifest's operating point; the study's triage class.
 
@@ -159,9 +206,9 @@ class FindingsPanel(QWidget):
         self.provider_label = QLabel("")
         self.elapsed_label = QLabel("")
         # The ensemble's own description from its manifest (the bundled one says what it was
-        # trained on and "Not for clinical use"): a reader sees where the findings come from.
-        self.about_label = QLabel("")
-        self.about_label.setWordWrap(True)
+        # trained on and "Not for clinical use"): a reader sees where the findings come from. One
+        # line, all of it in the tooltip, so the panel's buttons stay in view in a 1000-pixel window.
+        self.about_label = ElidedLabel("")
         self.about_label.setStyleSheet("color: #a0a0a0; font-size: 11px;")
         self.about_label.setVisible(False)
 
@@ -179,8 +226,13 @@ class FindingsPanel(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.table)
         layout.addWidget(self.models_label)
-        layout.addWidget(self.provider_label)
-        layout.addWidget(self.elapsed_label)
+        # one line for where and how long: the panel fits a 1000-pixel-high window without scrolling
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.provider_label)
+        run_row.addSpacing(16)
+        run_row.addWidget(self.elapsed_label)
+        run_row.addStretch(1)
+        layout.addLayout(run_row)
         layout.addWidget(self.about_label)
         buttons = QHBoxLayout()
         buttons.addWidget(self.auto_infer_check)
@@ -223,15 +275,14 @@ class FindingsPanel(QWidget):
     def set_ensemble(self, ensemble: Any) -> None:
         """The models that are running, with their versions, and the provider ONNX Runtime really chose."""
         infos = getattr(ensemble, "infos", ())
-        self.models_label.setText("Models: " + ", ".join(f"{m.name} {m.version}" for m in infos))
+        self.models_label.setText(models_text(infos))
         self.models_label.setToolTip("\n".join(f"{m.name} {m.version}  SHA-256 {m.sha256[:16]}\u2026" for m in infos))
         self.set_provider(getattr(ensemble, "provider", ""))
         manifest = ensemble.manifest
         self._thresholds = dict(manifest.operating_points.thresholds)
         self.triage_badge.setToolTip(triage_tooltip(manifest.operating_points))
-        about = manifest.description.strip()
-        self.about_label.setText(f"{manifest.name}: {about}" if manifest.name and about else about)
-        self.about_label.setVisible(bool(about))
+        self.about_label.setText(about_text(manifest.name, manifest.description))
+        self.about_label.setVisible(bool(manifest.description.strip()))
 
     def set_provider(self, provider: str) -> None:
         self.provider_label.setText(f"Ran on: {provider_display_name(provider)}")
@@ -262,7 +313,7 @@ class FindingsPanel(QWidget):
         self.progress.setValue(done)
         self.elapsed_label.setText(f"Elapsed: {result.seconds:.1f} s")
         self.set_provider(result.provider)
-        self.models_label.setText("Models: " + ", ".join(f"{m.name} {m.version}" for m in result.models))
+        self.models_label.setText(models_text(result.models))
         if not result.complete:
             self.status.setText(f"Analysing\u2026 {done} of {total} slices done")
 

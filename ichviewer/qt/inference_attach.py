@@ -8,7 +8,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDockWidget, QVBoxLayout, QWidget
 
 from ichviewer import LABELS
 from ichviewer.qt.attention_overlay import AttentionControlsPanel, AttentionOverlay
@@ -224,6 +224,7 @@ class InferenceUI(QObject):
 
     def _on_finished(self, _request_id: int, result: Any) -> None:
         self.panel.finish(result)
+        self._fit_findings_dock()
         self.plot.set_probabilities(result.slice_probabilities, result.operating_points.thresholds)
         self.plot.set_study_positive(result.study_positive)
         for strip in self.strips:
@@ -231,6 +232,28 @@ class InferenceUI(QObject):
         self.main_window.statusBar().showMessage(
             f"AI: {result.triage} ({result.n_slices} slices in {result.seconds:.1f} s on {provider_display_name(result.provider)})", 8000
         )
+
+    def _fit_findings_dock(self) -> None:
+        """Grow the findings dock to show the whole panel once its results are in (Qt sized the dock
+        for the empty panel), with the height its roomiest neighbour in the column does not use: no
+        other panel is made to scroll for it (the adjudication's Save button must stay in view)."""
+        dock = self.findings_dock
+        if not dock.isVisible() or dock.isFloating():
+            return
+        short = _dock_content_height(dock) - dock.widget().viewport().height()
+        if short <= 0:
+            return
+        mw = self.main_window
+        area = mw.dockWidgetArea(dock)
+        column = [d for d in mw.findChildren(QDockWidget)
+                  if d is not dock and mw.dockWidgetArea(d) == area and d.isVisible() and not d.isFloating()
+                  and not d.visibleRegion().isEmpty() and abs(d.x() - dock.x()) < 4]
+        # The neighbour with the most unused height gives it; Qt moves the one separator between
+        # the two (listing the whole column made it share the change out, squeezing a third panel).
+        giver = max(column, key=_dock_slack)
+        take = min(_dock_slack(giver), short)
+        if take > 0:
+            mw.resizeDocks([dock, giver], [dock.height() + take, giver.height() - take], Qt.Orientation.Vertical)
 
     def _on_failed(self, _request_id: int, message: str) -> None:
         self.panel.show_error(message)
@@ -282,3 +305,26 @@ def attach_inference(
     ui = InferenceUI(main_window, ensemble_dir, settings=settings, chunk=chunk)
     main_window.inference = ui  # one obvious place to find it (tests, later panels)
     return ui
+
+
+def _dock_content_height(dock: QDockWidget) -> int:
+    """Height a docked panel (in its PanelScrollArea) needs at the width it has, plus a few pixels."""
+    scroll = dock.widget()
+    panel = scroll.widget() if hasattr(scroll, "widget") and callable(scroll.widget) else None
+    if panel is None or panel.layout() is None:
+        return scroll.viewport().height()
+    layout = panel.layout()
+    width = scroll.viewport().width()
+    # Word-wrapped labels need the height at this width, which sizeHint may not give; the larger of
+    # the two, so a neighbour's slack is never overstated.
+    content = panel.sizeHint().height()
+    if layout.hasHeightForWidth():
+        content = max(content, layout.totalHeightForWidth(width))
+    return max(content, panel.minimumSizeHint().height()) + 4
+
+
+def _dock_slack(dock: QDockWidget) -> int:
+    """Pixels of a dock's viewport its panel does not need (0 when it already scrolls)."""
+    if not hasattr(dock.widget(), "viewport"):
+        return 0
+    return max(0, dock.widget().viewport().height() - _dock_content_height(dock))
