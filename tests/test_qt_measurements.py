@@ -295,3 +295,39 @@ def test_the_volume_hu_range_comes_from_the_panel_and_a_reversed_range_is_not_ta
     assert viewer.measurements.hu_range == (40.0, 120.0) and "ff6b6b" in panel.hu_low.styleSheet()
     panel.hu_high.setValue(150)
     assert viewer.measurements.hu_range == (130.0, 150.0) and panel.hu_low.styleSheet() == ""
+
+
+def test_unsaved_measurements_survive_a_change_of_series_and_are_saved_when_a_reader_is_chosen(qtbot, settings_dir, ct_data_dir, tmp_path):
+    study = tmp_path / "two-series"
+    for name in ("philips-phantom-5mm", "ge-head-tilted"):
+        (study / name).mkdir(parents=True)
+        for f in (ct_data_dir / name).iterdir():
+            if f.name != "DIRFILE":
+                (study / name / f.name).symlink_to(f)
+    db = tmp_path / "review.sqlite"
+    w = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, ask_reader=False))
+    assert w.review.reader is None
+    with qtbot.waitSignal(w.sig_study_loaded, timeout=30000):
+        w.open_path(study)
+    first = w.volume
+    z = w.state.slice_index
+    w.measurements.add(Measurement(meas.LENGTH, z, (10.0, 10.0), (10.0, 90.0)))
+    assert "choose who is reading" in w.statusBar().currentMessage()
+    with qtbot.waitSignal(w.sig_volume_opened, timeout=30000):
+        QTest.keyClick(w, Qt.Key.Key_PageDown if w.browser.series_uids()[0] == first.series_uid else Qt.Key.Key_PageUp)
+    second = w.volume
+    assert second is not first and w.measurements.measurements() == []
+    assert [p.series_uid for p in w.measurements.pending()] == [first.series_uid]
+    w.show_volume(first)  # back: the unsaved ruler is on screen again, still marked
+    [ruler] = w.measurements.measurements()
+    assert not w.measurements.is_saved(ruler) and w.measurements.pending() == []
+    w.show_volume(second)
+    w.review.set_reader(w.review.store.add_reader("ann", "resident"))  # saved for its own series
+    assert w.measurements.pending() == []
+    with ReviewStore(db) as store:
+        [(m, text)] = store.measurements(first.series_uid, "ann")
+        assert (m.start, m.end) == (ruler.start, ruler.end) and text.endswith(" mm")
+        assert store.measurements(second.series_uid) == []
+    w.show_volume(first)
+    [back] = w.measurements.measurements()
+    assert w.measurements.is_saved(back) and back.id == m.id

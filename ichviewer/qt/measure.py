@@ -11,6 +11,7 @@ them and loads a reader's earlier ones back with `add(..., emit=False)`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,8 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
-    QPushButton,
     QDoubleSpinBox,
+    QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -46,6 +47,16 @@ _UNSAVED_SUFFIX = "  (not saved)"
 MIN_DRAG_PIXELS = 3.0
 
 
+@dataclass(frozen=True)
+class PendingMeasurement:
+    """A measurement the store has not confirmed, on a series no longer on screen: kept until it is."""
+
+    series_uid: str
+    study_uid: str
+    measurement: Measurement
+    text: str
+
+
 def _cosmetic_pen(colour: str, width: float = 1.5) -> QPen:
     pen = QPen(QColor(colour))
     pen.setWidthF(width)
@@ -56,10 +67,12 @@ def _cosmetic_pen(colour: str, width: float = 1.5) -> QPen:
 class MeasurementLayer(QObject):
     """The measurements of the series on an `AxialView`, drawn on their own slice only.
 
-    `set_tool(meas.LENGTH | meas.ELLIPSE | None)`: None gives the crosshair button back to
-    picking the reference point. Each finished drag adds a measurement and emits
-    `sig_added(Measurement, text)`; `remove` emits `sig_removed(Measurement)`.
-    `sig_changed` fires on any change of the list (the panel refreshes from it).
+    `set_tool(meas.LENGTH | meas.ELLIPSE | meas.VOLUME | None)`: None gives the crosshair button
+    back to picking the reference point. Each finished drag (a click for VOLUME) adds a measurement
+    and emits `sig_added(Measurement, text)`; `remove` emits `sig_removed(Measurement)`.
+    `sig_changed` fires on any change of the list (the panel refreshes from it). Measurements the
+    store has not confirmed are never dropped: on a change of series they wait in `pending()` and
+    come back on screen with their series.
     """
 
     sig_added = Signal(object, str)
@@ -80,6 +93,8 @@ class MeasurementLayer(QObject):
         self._drawing: tuple[Any, ...] | None = None
         self._removed: list[Measurement] = []  # deleted by the reader on this series, newest last (undo)
         self._regions: dict[int, meas.GrownRegion] = {}  # id(Measurement) -> the voxels a volume counted
+        self._pending: list[PendingMeasurement] = []
+        self._series: tuple[str, str] = ("", "")  # (series UID, study UID) of the measurements on screen
         #: The HU range new volumes grow over (the panel sets it).
         self.hu_range: tuple[float, float] = meas.DEFAULT_BLOOD_HU
         self.region_item = pg.ImageItem(axisOrder="row-major")
@@ -102,16 +117,36 @@ class MeasurementLayer(QObject):
         self.axial.graphics.viewport().setCursor(Qt.CursorShape.CrossCursor if kind else Qt.CursorShape.ArrowCursor)
         self.sig_tool_changed.emit(kind)
 
-    def set_volume(self, _volume: Any) -> None:
-        """A new series is on screen: its measurements start empty (the store loads saved ones)."""
+    def set_volume(self, volume: Any) -> None:
+        """A new series is on screen: its measurements start empty (the store loads saved ones), except
+        unsaved ones made on it before, which come back; the old series' unsaved ones wait in `pending()`."""
         self._cancel_drawing()
+        old_series, old_study = self._series
+        self._pending += [PendingMeasurement(old_series, old_study, m, self._texts.get(id(m), "")) for m in self.unsaved()]
+        self._series = (str(getattr(volume, "series_uid", "") or ""), str(getattr(volume, "study_uid", "") or ""))
         self._items = []
         self._texts = {}
         self._unsaved = set()
         self._removed = []
         self._regions = {}
+        back = [p for p in self._pending if p.series_uid == self._series[0]]
+        self._pending = [p for p in self._pending if p.series_uid != self._series[0]]
+        for p in back:
+            try:
+                self.add(p.measurement, emit=False, text=p.text)
+                self._unsaved.add(id(p.measurement))
+            except MeasurementError:  # cannot happen for the series it was made on; keep it waiting
+                self._pending.append(p)
         self.redraw()
         self.sig_changed.emit()
+
+    def pending(self) -> list[PendingMeasurement]:
+        """Unsaved measurements of series not on screen (the store saves them by series UID)."""
+        return list(self._pending)
+
+    def drop_pending(self, p: PendingMeasurement) -> None:
+        """The store wrote `p`: it no longer waits."""
+        self._pending = [q for q in self._pending if q is not p]
 
     def measurements(self, slice_index: int | None = None) -> list[Measurement]:
         return [m for m in self._items if slice_index is None or m.slice_index == slice_index]

@@ -289,6 +289,7 @@ class ReviewUI(QObject):
             self.vote_panel.open_case(volume.series_uid)
         self._apply_blinding()
         self._load_measurements(volume)
+        self.save_unsaved_measurements()
 
     # -- measurements ------------------------------------------------------------------------
     def _load_measurements(self, volume: Any) -> None:
@@ -316,33 +317,42 @@ class ReviewUI(QObject):
                 f"{self.db_path}):\n" + "\n".join(not_shown))
 
     def save_unsaved_measurements(self) -> int:
-        """Write every measurement on screen the database has not confirmed; return how many were saved.
+        """Write every measurement the database has not confirmed, on screen or waiting from another
+        series; return how many were saved.
 
-        Runs after each new one, so one that failed (a locked or unreachable file) is tried again.
+        Runs after each new one, on every series opened and when a reader is chosen, so one that
+        failed (a locked or unreachable file, no reader yet) is tried again.
         """
         layer = self.measurement_layer
-        volume = getattr(self.main_window, "volume", None)
-        if layer is None or volume is None or not layer.unsaved():
+        if layer is None or not (layer.unsaved() or layer.pending()):
             return 0
         if self.reader is None:
             self.main_window.statusBar().showMessage(
                 "Measurement not saved yet: choose who is reading (Review > Change reader) to keep it.", 8000)
             return 0
-        if not volume.series_uid:
-            self.main_window.statusBar().showMessage("Measurement not saved: the series has no UID.", 8000)
-            return 0
+        volume = getattr(self.main_window, "volume", None)
         saved = 0
         try:
-            self._ensure_study(volume)
-            for m in layer.unsaved():
-                row_id = self.store.add_measurement(self.reader, volume.series_uid, m, layer.text_of(m),
-                                                   study_uid=volume.study_uid or None)
-                layer.mark_saved(m, row_id)
-                saved += 1
+            if volume is not None and layer.unsaved():
+                if not volume.series_uid:
+                    self.main_window.statusBar().showMessage("Measurement not saved: the series has no UID.", 8000)
+                else:
+                    self._ensure_study(volume)
+                    for m in layer.unsaved():
+                        row_id = self.store.add_measurement(self.reader, volume.series_uid, m, layer.text_of(m),
+                                                           study_uid=volume.study_uid or None)
+                        layer.mark_saved(m, row_id)
+                        saved += 1
+            for p in layer.pending():
+                if p.series_uid:
+                    self.store.add_measurement(self.reader, p.series_uid, p.measurement, p.text,
+                                               study_uid=p.study_uid or None)
+                    layer.drop_pending(p)
+                    saved += 1
         except Exception as exc:  # the database is on another disk, locked, full...
             self.main_window.notify_error(
                 f"A measurement could not be saved in the review database {self.db_path}: {exc}. "
-                "It stays on screen marked \"not saved\" and is tried again with the next one.")
+                "It is kept (marked \"not saved\") and tried again with the next one.")
         return saved
 
     def _on_measurement_removed(self, m: Any) -> None:
@@ -398,6 +408,14 @@ class ReviewUI(QObject):
             window.notify_error(f"Series {series_uid} has no known location on this machine; open its folder with File \u203a Open.")
 
     def shutdown(self, _timeout_ms: int = 0) -> None:
+        # A last try for measurements not yet on disk; what still fails is named in the log.
+        layer = self.measurement_layer
+        if layer is not None and (layer.unsaved() or layer.pending()):
+            self.save_unsaved_measurements()
+            left = len(layer.unsaved()) + len(layer.pending())
+            if left:
+                log.warning("%d measurement(s) were not saved in %s (no reader chosen, or the file was not writable)",
+                            left, self.db_path)
         self.store.close()
 
 
