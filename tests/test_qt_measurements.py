@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
-from test_qt_viewer import open_and_wait, send_drag, send_move, viewport_pos
+from test_qt_viewer import open_and_wait, send_drag, send_move, two_series_study, viewport_pos
 
 from ichviewer.core import measurements as meas
 from ichviewer.core.measurements import Measurement
@@ -298,12 +298,7 @@ def test_the_volume_hu_range_comes_from_the_panel_and_a_reversed_range_is_not_ta
 
 
 def test_unsaved_measurements_survive_a_change_of_series_and_are_saved_when_a_reader_is_chosen(qtbot, settings_dir, ct_data_dir, tmp_path):
-    study = tmp_path / "two-series"
-    for name in ("philips-phantom-5mm", "ge-head-tilted"):
-        (study / name).mkdir(parents=True)
-        for f in (ct_data_dir / name).iterdir():
-            if f.name != "DIRFILE":
-                (study / name / f.name).symlink_to(f)
+    study = two_series_study(ct_data_dir, tmp_path)
     db = tmp_path / "review.sqlite"
     w = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, ask_reader=False))
     assert w.review.reader is None

@@ -303,13 +303,19 @@ def test_ctrl_wheel_zoom_middle_drag_pan_and_space_reset(qtbot, window, ct_data_
     np.testing.assert_allclose(vb.viewRange(), fit, atol=1e-6)
 
 
-def test_pageup_pagedown_and_double_click_move_between_series(qtbot, window, ct_data_dir, tmp_path):
+def two_series_study(ct_data_dir: Path, tmp_path: Path) -> Path:
+    """A study folder holding two of the real series (links to their files)."""
     study = tmp_path / "two-series"
     for name in ("philips-phantom-5mm", "ge-head-tilted"):
         (study / name).mkdir(parents=True)
         for f in (ct_data_dir / name).iterdir():
             if f.name != "DIRFILE":
                 (study / name / f.name).symlink_to(f)
+    return study
+
+
+def test_pageup_pagedown_and_double_click_move_between_series(qtbot, window, ct_data_dir, tmp_path):
+    study = two_series_study(ct_data_dir, tmp_path)
     with qtbot.waitSignal(window.sig_study_loaded, timeout=LOAD_TIMEOUT_MS):
         window.open_path(study)
     tree = window.browser.series_tree
