@@ -27,10 +27,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ichviewer.core import measurements as meas
 from ichviewer.core.volume import CTVolume
 from ichviewer.io import LoadResult
 from ichviewer.qt.browser import SeriesRow, StudyBrowserPanel
-from ichviewer.core import measurements as meas
 from ichviewer.qt.display import Orientation, apply_window, series_label
 from ichviewer.qt.measure import MeasurementLayer, MeasurementsPanel
 from ichviewer.qt.settings import Keymap, RecentStudies, load_keymap, settings_dir
@@ -171,7 +171,7 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.browser_dock], [260], Qt.Orientation.Horizontal)
         self.browser.set_recent(self.recent.paths())
 
-        # -- measurements (ruler, ROI HU, ABC/2), a tab beside the study browser -------------
+        # -- measurements (ruler, ROI HU, grown volume, ABC/2), a tab beside the study browser --
         self.measurements = MeasurementLayer(self.axial, self)
         self.measurements_panel = MeasurementsPanel(self.measurements)
         self.measurements_dock = self.add_panel(self.measurements_panel, "Measurements", Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -356,7 +356,7 @@ class MainWindow(QMainWindow):
             self.loader.reformat(request_id, volume)
 
     def set_measure_tool(self, kind: str | None) -> None:
-        """L / E / Esc: draw rulers or ROIs with the crosshair button, or go back to the pointer."""
+        """L / E / V / Esc: rulers or ROIs drawn, or volumes clicked, with the crosshair button; or the pointer."""
         self.measurements.set_tool(kind)
         names = {meas.LENGTH: "tool_length", meas.ELLIPSE: "tool_ellipse", meas.VOLUME: "tool_volume", None: "tool_pointer"}
         self.actions_by_name[names[kind]].setChecked(True)
@@ -469,8 +469,9 @@ class MainWindow(QMainWindow):
             f"<tr><td>Zoom</td><td>{m.zoom_wheel_modifier} + wheel</td></tr>",
             "<tr><td>Slice</td><td>wheel</td></tr>",
             f"<tr><td>Reference point</td><td>{m.crosshair} click</td></tr>",
-            f"<tr><td>Ruler / ROI (after L / E)</td><td>{m.crosshair} drag</td></tr>",
-            f"<tr><td>Volume (after V)</td><td>{m.crosshair} click inside the haematoma</td></tr>",
+            f"<tr><td>Ruler / ROI (after {' / '.join(km.keys_for('tool_length')[:1] + km.keys_for('tool_ellipse')[:1])})"
+            f"</td><td>{m.crosshair} drag</td></tr>",
+            f"<tr><td>Volume (after {', '.join(km.keys_for('tool_volume'))})</td><td>{m.crosshair} click inside the haematoma</td></tr>",
         ]
         box = QMessageBox(QMessageBox.Icon.NoIcon, "Keys and mouse", "", QMessageBox.StandardButton.Ok, self)
         box.setText(f"<table>{''.join(rows)}</table><p>Bindings: {km.source}; override in {self.settings_dir / 'keymap.json'}</p>")
