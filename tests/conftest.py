@@ -93,3 +93,12 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"test was skipped, which this project treats as a failure: {report.longrepr}"
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    """A new review database under tmp_path, written as "tester" (panel and widget tests define their own)."""
+    from ichviewer.review import ReviewStore
+
+    with ReviewStore(tmp_path / "review.sqlite", actor="tester") as s:
+        yield s

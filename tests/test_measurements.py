@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,12 +82,6 @@ def test_bad_measurements_are_refused_with_a_clear_message(kwargs, message) -> N
     fields = {"kind": meas.LENGTH, "slice_index": 0, "start": (0.0, 0.0), "end": (1.0, 1.0), **kwargs}
     with pytest.raises(MeasurementError, match=message):
         Measurement(**fields)
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    with ReviewStore(tmp_path / "review.sqlite", actor="tester") as s:
-        yield s
 
 
 def test_a_withdrawn_measurement_stays_in_the_file_and_only_its_reader_can_withdraw_it(store: ReviewStore) -> None:

@@ -22,12 +22,6 @@ from ichviewer.review import (
 )
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with ReviewStore(tmp_path / "review.sqlite", actor="tester") as s:
-        yield s
-
-
 def shipped_like_entry(uid: str, p_any: float, p_sah: float) -> dict:
     """An infer entry as the bundled ensemble writes it: ANY called at 0.684, SAH at 0.12 / specific 0.90."""
     entry = infer_entry(uid, p_any, subtypes={"SAH": p_sah})

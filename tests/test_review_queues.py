@@ -20,12 +20,6 @@ from ichviewer.review import (
 )
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with ReviewStore(tmp_path / "review.sqlite", actor="tester") as s:
-        yield s
-
-
 def test_difficult_for_ai_boundaries_are_inclusive_as_in_kang(store: ReviewStore, tmp_path: Path) -> None:
     s = {name: series_uid(i) for i, name in enumerate(
         ["pos_060", "pos_061", "pos_010", "neg_040", "neg_039", "neg_095", "pos_unlabelled"])}

@@ -18,12 +18,6 @@ from ichviewer.review import (
 )
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    with ReviewStore(tmp_path / "review.sqlite", actor="tester") as s:
-        yield s
-
-
 def test_new_file_is_wal_strict_with_foreign_keys_and_recorded_migrations(tmp_path: Path) -> None:
     path = tmp_path / "review.sqlite"
     ReviewStore(path).close()
