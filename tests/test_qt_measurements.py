@@ -295,6 +295,11 @@ def test_the_volume_hu_range_comes_from_the_panel_and_a_reversed_range_is_not_ta
     assert viewer.measurements.hu_range == (40.0, 120.0) and "ff6b6b" in panel.hu_low.styleSheet()
     panel.hu_high.setValue(150)
     assert viewer.measurements.hu_range == (130.0, 150.0) and panel.hu_low.styleSheet() == ""
+    # the reader's range is kept in the settings folder for the next session
+    again = _show(qtbot, MainWindow(viewer.settings_dir))
+    assert again.measurements.hu_range == (130.0, 150.0) and again.measurements_panel.hu_low.value() == 130
+    (viewer.settings_dir / "measure.json").write_text("{not json", "utf-8")  # damaged: defaults, no crash
+    assert _show(qtbot, MainWindow(viewer.settings_dir)).measurements.hu_range == meas.DEFAULT_BLOOD_HU
 
 
 def test_unsaved_measurements_survive_a_change_of_series_and_are_saved_when_a_reader_is_chosen(qtbot, settings_dir, ct_data_dir, tmp_path):

@@ -173,7 +173,7 @@ class MainWindow(QMainWindow):
 
         # -- measurements (ruler, ROI HU, grown volume, ABC/2), a tab beside the study browser --
         self.measurements = MeasurementLayer(self.axial, self)
-        self.measurements_panel = MeasurementsPanel(self.measurements)
+        self.measurements_panel = MeasurementsPanel(self.measurements, settings_folder=self.settings_dir)
         self.measurements_dock = self.add_panel(self.measurements_panel, "Measurements", Qt.DockWidgetArea.LeftDockWidgetArea)
         self.measurements.sig_refused.connect(lambda why: self.statusBar().showMessage(f"No volume: {why}", 8000))
         self.tabifyDockWidget(self.browser_dock, self.measurements_dock)

@@ -10,8 +10,11 @@ them and loads a reader's earlier ones back with `add(..., emit=False)`.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +48,36 @@ _DRAWING_COLOUR = "#ffffff"
 _UNSAVED_SUFFIX = "  (not saved)"
 #: A drag shorter than this many screen pixels is a click, not a measurement.
 MIN_DRAG_PIXELS = 3.0
+#: File in the settings folder that keeps the reader's volume HU range (an anaemic patient's blood
+#: is lower; the reader sets it once).
+MEASURE_SETTINGS_FILE = "measure.json"
+
+log = logging.getLogger(__name__)
+
+
+def load_hu_range(folder: str | Path | None) -> tuple[float, float]:
+    """The volume HU range saved in `<folder>/measure.json`, else the default (a damaged file is logged)."""
+    if folder is None or not (Path(folder) / MEASURE_SETTINGS_FILE).is_file():
+        return meas.DEFAULT_BLOOD_HU
+    path = Path(folder) / MEASURE_SETTINGS_FILE
+    try:
+        lo, hi = (float(v) for v in json.loads(path.read_text("utf-8"))["volume_hu_range"])
+        if not lo < hi:
+            raise ValueError(f"low {lo:g} is not below high {hi:g}")
+        return (lo, hi)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        log.warning("%s: ignored (%s); using %s HU", path, exc, meas.DEFAULT_BLOOD_HU)
+        return meas.DEFAULT_BLOOD_HU
+
+
+def save_hu_range(folder: str | Path, hu_range: tuple[float, float]) -> None:
+    path = Path(folder) / MEASURE_SETTINGS_FILE
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps({"volume_hu_range": list(hu_range)}) + "\n", "utf-8")
+        tmp.replace(path)
+    except OSError as exc:  # a read-only settings folder costs the reader only this preference
+        log.warning("could not save the volume HU range to %s: %s", path, exc)
 
 
 @dataclass(frozen=True)
@@ -376,9 +409,12 @@ class MeasurementsPanel(QWidget):
     slices it spans; the panel multiplies by the slice thickness and halves.
     """
 
-    def __init__(self, layer: MeasurementLayer, parent: QWidget | None = None) -> None:
+    def __init__(self, layer: MeasurementLayer, parent: QWidget | None = None, *,
+                 settings_folder: str | Path | None = None) -> None:
         super().__init__(parent)
         self.layer = layer
+        self.settings_folder = settings_folder
+        layer.hu_range = load_hu_range(settings_folder)
         self.tools_label = QLabel()
         self.tools_label.setWordWrap(True)
         self.list = QListWidget()
@@ -407,9 +443,9 @@ class MeasurementsPanel(QWidget):
         buttons.addStretch(1)
         self.hu_low = QSpinBox()
         self.hu_high = QSpinBox()
-        for box, value in ((self.hu_low, meas.DEFAULT_BLOOD_HU[0]), (self.hu_high, meas.DEFAULT_BLOOD_HU[1])):
+        for box, value in ((self.hu_low, layer.hu_range[0]), (self.hu_high, layer.hu_range[1])):
             box.setRange(-1000, 3000)
-            box.setValue(int(value))
+            box.setValue(int(round(value)))
             box.setSuffix(" HU")
             box.valueChanged.connect(self._set_hu_range)
         self.hu_low.setToolTip("Volume: the lowest HU counted as blood (acute blood 50-90 HU; grey matter 35-45)")
@@ -447,6 +483,8 @@ class MeasurementsPanel(QWidget):
             self.layer.hu_range = (float(lo), float(hi))
             self.hu_low.setStyleSheet("")
             self.hu_high.setStyleSheet("")
+            if self.settings_folder is not None:
+                save_hu_range(self.settings_folder, self.layer.hu_range)
         else:  # keep the last valid range; show the reader which box is wrong
             self.hu_low.setStyleSheet("color: #ff6b6b;")
             self.hu_high.setStyleSheet("color: #ff6b6b;")
