@@ -232,3 +232,20 @@ def test_the_findings_dock_grows_into_the_height_other_panels_do_not_use(qtbot, 
     viewport = workstation.review.adjudication_dock.widget().viewport()
     assert viewport.rect().contains(save.mapTo(viewport, save.rect().bottomRight()))
     assert ai.panel.about_label.text().startswith("Not for clinical use.") or not ai.panel.about_label.text()
+
+
+def test_a_findings_dock_alone_in_its_column_is_left_as_it_is(qtbot, workstation, tmp_path):
+    folder, _ = _series(tmp_path, 4)
+    ai = workstation.inference
+    with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS):
+        workstation.open_path(folder)
+    for dock in (ai.attention_dock, workstation.review.adjudication_dock, workstation.atlas.dock):
+        dock.hide()
+    workstation.resize(1400, 420)  # too short for the whole panel
+    qtbot.wait(100)
+    from ichviewer.qt.inference_attach import _dock_content_height
+
+    assert _dock_content_height(ai.findings_dock) > ai.findings_dock.widget().viewport().height()
+    height = ai.findings_dock.height()
+    ai._fit_findings_dock()  # nothing to take height from: no error, no change (the panel scrolls)
+    assert ai.findings_dock.height() == height

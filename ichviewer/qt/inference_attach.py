@@ -248,6 +248,8 @@ class InferenceUI(QObject):
         column = [d for d in mw.findChildren(QDockWidget)
                   if d is not dock and mw.dockWidgetArea(d) == area and d.isVisible() and not d.isFloating()
                   and not d.visibleRegion().isEmpty() and abs(d.x() - dock.x()) < 4]
+        if not column:  # alone in its column: the window's height is all it has
+            return
         # The neighbour with the most unused height gives it; Qt moves the one separator between
         # the two (listing the whole column made it share the change out, squeezing a third panel).
         giver = max(column, key=_dock_slack)
