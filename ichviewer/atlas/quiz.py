@@ -17,7 +17,7 @@ from sqlite_utils import Database
 
 from ichviewer import SUBTYPES
 from ichviewer.atlas.store import Atlas, AtlasEntry
-from ichviewer.review.schema import ReviewMigrations, _append_only, _audit_insert, _in_list, _split_sql
+from ichviewer.review.schema import ReviewMigrations, _append_only, _audit_insert, _in_list, execute_statements
 from ichviewer.review.store import Reader, ReviewError, ReviewStore, utc_now
 
 quiz_migrations = ReviewMigrations("ichviewer.atlas")
@@ -42,8 +42,7 @@ CREATE INDEX atlas_quiz_answers_reader ON atlas_quiz_answers (reader_id, id);
 {_append_only("atlas_quiz_answers")}
 {_audit_insert("atlas_quiz_answers", "NEW.id", "json_object('reader_id', NEW.reader_id, 'entry_id', NEW.entry_id, 'answer', NEW.answer, 'correct', NEW.correct)")}
 """
-    for statement in _split_sql(sql):
-        db.conn.execute(statement)
+    execute_statements(db, sql)
 
 
 def ensure_quiz_table(store: ReviewStore) -> list[str]:

@@ -195,6 +195,10 @@ def grow_region(hu: np.ndarray, spacing_zyx: tuple[float, float, float], seed_zy
     yy, xx = np.ogrid[rows, cols]
     in_plane_mm2 = ((yy - y) * sy) ** 2 + ((xx - x) * sx) ** 2
     disc = np.ones((3, 3), bool)
+
+    def within_radius(k: int) -> np.ndarray:
+        return in_plane_mm2 + ((k - z) * sz) ** 2 <= max_radius_mm**2
+
     slices: dict[int, tuple[np.ndarray, ...]] = {}
 
     def slice_of(k: int) -> tuple[np.ndarray, ...]:
@@ -212,7 +216,7 @@ def grow_region(hu: np.ndarray, spacing_zyx: tuple[float, float, float], seed_zy
             near_bone = plane > BONE_HU
             if BONE_MARGIN_PIXELS > 0:  # (scipy dilates until nothing changes when iterations is 0)
                 near_bone = ndimage.binary_dilation(near_bone, structure=disc, iterations=BONE_MARGIN_PIXELS)
-            within = in_plane_mm2 + ((k - z) * sz) ** 2 <= max_radius_mm**2
+            within = within_radius(k)
             candidate = (smooth >= lo) & (smooth <= hi) & ~near_bone & within
             slices[k] = (candidate, ndimage.label(candidate)[0], smooth, within, near_bone)  # 4-connected in plane
         return slices[k]
@@ -256,7 +260,7 @@ def grow_region(hu: np.ndarray, spacing_zyx: tuple[float, float, float], seed_zy
         edge = ~ndimage.binary_erosion(slices[k][3], border_value=1)
         for j in (k - 1, k + 1):
             if 0 <= j < nz:
-                edge |= ~(in_plane_mm2 + ((j - z) * sz) ** 2 <= max_radius_mm**2)
+                edge |= ~within_radius(j)
         touches = touches or bool((m & edge).any())
     n = int(full.sum())
     return GrownRegion(full, planes[0], n * sz * sy * sx / 1000.0, n, float(np.concatenate(values).mean()), touches)

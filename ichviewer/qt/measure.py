@@ -22,13 +22,13 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen, QTransform
 from PySide6.QtWidgets import (
+    QDoubleSpinBox,
     QGraphicsEllipseItem,
     QGraphicsLineItem,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
-    QDoubleSpinBox,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -296,9 +296,9 @@ class MeasurementLayer(QObject):
             return
         for m in self.measurements(self.state.slice_index):
             text = self.text_of(m)
-            if m.kind == meas.VOLUME:  # the figure on the image, the detail in the list
-                region = self.region(m)
-                text = text.split(" (")[0] + ("  \u26a0 may have leaked" if region is not None and region.touches_limit else "")
+            region = self.region(m)
+            if region is not None:  # a volume: the figure on the image, the detail in the list
+                text = f"{region.volume_ml:.1f} mL" + ("  \u26a0 may have leaked" if region.touches_limit else "")
             text += "" if self.is_saved(m) else _UNSAVED_SUFFIX
             self._graphics += self._make_items(m, KIND_COLOURS[m.kind], text)
         for item in self._graphics:

@@ -257,13 +257,7 @@ CREATE TABLE label_versions (
 {_audit_insert("label_versions", "NEW.id", "json_object('series_uid', NEW.series_uid, 'label', NEW.label, 'version', NEW.version, 'value', NEW.value, 'previous_value', NEW.previous_value, 'source', NEW.source, 'reason', NEW.reason, 'votes_disagree', NEW.votes_disagree, 'votes_total', NEW.votes_total)")}
 {_append_only("label_versions")}
 """
-    # executescript would COMMIT the migration's transaction; run statement by statement.
-    import sqlite3
-
-    for statement in _split_sql(sql):
-        if not sqlite3.complete_statement(statement):
-            raise RuntimeError(f"incomplete SQL in migration 0001: {statement[:80]}")
-        db.conn.execute(statement)
+    execute_statements(db, sql)
 
 
 @migrations(name="0002_model_run_head_check")
@@ -294,8 +288,9 @@ MEASUREMENT_KINDS: tuple[str, ...] = ("length", "ellipse", "volume")
 @migrations(name="0004_measurements")
 def m0004_measurements(db: Database) -> None:
     # A reader's rulers, ROIs and grown volumes on a series: the two points in voxel coordinates of
-    # the slice (a volume's seed twice, with the HU range it grew over) and the text the reader saw. Deleting one marks it (deleted_by, deleted_at) and nothing else may
-    # change, so the audit trail keeps what was measured and when it was withdrawn.
+    # the slice (a volume's seed twice, with the HU range it grew over) and the text the reader
+    # saw. Deleting one marks it (deleted_by, deleted_at) and nothing else may change, so the
+    # audit trail keeps what was measured and when it was withdrawn.
     sql = f"""
 CREATE TABLE measurements (
   id INTEGER PRIMARY KEY,
@@ -333,7 +328,16 @@ END;
 CREATE TRIGGER measurements_no_delete BEFORE DELETE ON measurements
 BEGIN SELECT RAISE(ABORT, 'measurements cannot be deleted: withdraw them (deleted_at)'); END;
 """
+    execute_statements(db, sql)
+
+
+def execute_statements(db: Database, sql: str) -> None:
+    """Run a migration's script statement by statement (executescript would COMMIT its transaction)."""
+    import sqlite3
+
     for statement in _split_sql(sql):
+        if not sqlite3.complete_statement(statement):
+            raise RuntimeError(f"incomplete SQL in a migration: {statement[:80]}")
         db.conn.execute(statement)
 
 
