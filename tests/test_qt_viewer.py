@@ -303,6 +303,19 @@ def test_ctrl_wheel_zoom_middle_drag_pan_and_space_reset(qtbot, window, ct_data_
     np.testing.assert_allclose(vb.viewRange(), fit, atol=1e-6)
 
 
+def test_the_zoom_shown_is_the_size_the_image_is_drawn_at(qtbot, window, ct_data_dir):
+    """100 % is one image pixel per screen pixel; after a resize and a zoom the corner says what is drawn."""
+    v = open_and_wait(qtbot, window, ct_data_dir / "ge-head-tilted")
+    window.resize(1500, 950)
+    qtbot.wait(100)
+    for step in (0, 2):
+        if step:
+            send_wheel(window.axial, step, Qt.KeyboardModifier.ControlModifier)
+        drawn = window.axial.image_item.sceneBoundingRect().width() / v.shape[2] * 100
+        shown = float(overlay(window, "bl").split("Zoom: ")[1].rstrip("%"))
+        assert abs(shown - drawn) <= 1.0, (shown, drawn)
+
+
 def two_series_study(ct_data_dir: Path, tmp_path: Path) -> Path:
     """A study folder holding two of the real series (links to their files)."""
     study = tmp_path / "two-series"

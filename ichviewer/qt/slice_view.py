@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -462,11 +463,15 @@ class AxialView(_SliceViewBase):
         self.corners.set_text("br", "" if h is None else f"x: {h.x}  y: {h.y}\nHU: {h.hu:.0f}")
 
     def _zoom_percent(self) -> float:
-        # 100 % = one image pixel per screen pixel, as OHIF and Weasis report zoom.
+        # 100 % = one image pixel per screen pixel, as OHIF and Weasis report zoom. Measured by
+        # mapping one image column to the screen: ViewBox.viewPixelSize() is cached by pyqtgraph and
+        # lagged a resize (it read 146 % while the image was drawn at 156 %).
         if self.volume is None:
             return 100.0
-        px = self.view_box.viewPixelSize()[0]
-        return 100.0 * self._pix_mm[1] / px if px > 0 else 100.0
+        o = self.view_box.mapViewToScene(QPointF(0.0, 0.0))
+        p = self.view_box.mapViewToScene(QPointF(self._pix_mm[1], 0.0))
+        screen_px = math.hypot(p.x() - o.x(), p.y() - o.y())
+        return 100.0 * screen_px if screen_px > 0 else 100.0
 
     # -- slots: state -> view --------------------------------------------------------
     def _on_slice_changed(self, _index: int) -> None:
