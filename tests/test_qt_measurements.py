@@ -241,8 +241,8 @@ def test_a_click_with_the_volume_tool_counts_the_haematoma_and_shows_its_voxels(
     _drawn, text = blocker.args
     [m] = w.measurements.measurements()  # as stored (with its row id)
     region = w.measurements.region(m)
-    assert m.kind == meas.VOLUME and m.hu_range == meas.DEFAULT_BLOOD_HU
-    assert region.volume_ml == pytest.approx(case.volume_ml["IPH"], rel=0.03)
+    assert m.kind == meas.VOLUME and m.hu_range == meas.DEFAULT_BLOOD_HU and m.cut_necks
+    assert region.volume_ml == pytest.approx(case.volume_ml["IPH"], rel=0.03) and region.connections == "cut"
     assert text.startswith(f"{region.volume_ml:.1f} mL (") and f"Volume: {text}" in w.measurements_panel.list.item(0).text()
     assert f"{region.volume_ml:.1f} mL" in _labels_on_view(w)  # the figure on the image, the detail in the list
     # The counted voxels are drawn over every slice they are on, and nowhere else.
@@ -261,6 +261,21 @@ def test_a_click_with_the_volume_tool_counts_the_haematoma_and_shows_its_voxels(
     assert w2.measurements.text_of(back) == text and w2.measurements.region(back).n_voxels == region.n_voxels
     w2.state.set_slice_index(z)
     assert w2.measurements.region_item.isVisible()
+    # One grown with thin connections followed keeps that method when it is shown again, whatever
+    # the panel is set to now.
+    w2.measurements_panel.cut_necks_box.setChecked(False)
+    with qtbot.waitSignal(w2.measurements.sig_added, timeout=5000):
+        QTest.keyClick(w2, Qt.Key.Key_V)
+        QTest.mouseClick(w2.axial.graphics.viewport(), LEFT, Qt.KeyboardModifier.NoModifier, viewport_pos(w2.axial, y, x))
+    followed = w2.measurements.measurements()[-1]
+    assert followed.cut_necks is False and "thin connections followed" in w2.measurements.text_of(followed)
+    qtbot.waitUntil(lambda: not w2.measurements.unsaved())
+    w2.measurements_panel.cut_necks_box.setChecked(True)
+    w2.close()
+    w3 = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
+    open_and_wait(qtbot, w3, tmp_path / "iph")
+    assert [m.cut_necks for m in w3.measurements.measurements()] == [True, False]
+    assert w3.measurements.region(w3.measurements.measurements()[-1]).connections == "all"
 
 
 def test_a_saved_measurement_that_no_longer_fits_the_series_is_named_and_the_others_still_show(qtbot, settings_dir, ct_data_dir, tmp_path):
@@ -298,8 +313,19 @@ def test_the_volume_hu_range_comes_from_the_panel_and_a_reversed_range_is_not_ta
     # the reader's range is kept in the settings folder for the next session
     again = _show(qtbot, MainWindow(viewer.settings_dir))
     assert again.measurements.hu_range == (130.0, 150.0) and again.measurements_panel.hu_low.value() == 130
+    # so is whether thin connections are cut (the default) or followed
+    assert viewer.measurements.cut_necks and panel.cut_necks_box.isChecked()
+    panel.cut_necks_box.setChecked(False)
+    assert not viewer.measurements.cut_necks
+    third = _show(qtbot, MainWindow(viewer.settings_dir))
+    assert not third.measurements.cut_necks and not third.measurements_panel.cut_necks_box.isChecked()
+    assert third.measurements.hu_range == (130.0, 150.0)
     (viewer.settings_dir / "measure.json").write_text("{not json", "utf-8")  # damaged: defaults, no crash
-    assert _show(qtbot, MainWindow(viewer.settings_dir)).measurements.hu_range == meas.DEFAULT_BLOOD_HU
+    fresh = _show(qtbot, MainWindow(viewer.settings_dir))
+    assert fresh.measurements.hu_range == meas.DEFAULT_BLOOD_HU and fresh.measurements.cut_necks
+    (viewer.settings_dir / "measure.json").write_text('{"volume_hu_range": [45, 95]}', "utf-8")  # before the option
+    older = _show(qtbot, MainWindow(viewer.settings_dir))
+    assert older.measurements.hu_range == (45.0, 95.0) and older.measurements.cut_necks
 
 
 def test_unsaved_measurements_survive_a_change_of_series_and_are_saved_when_a_reader_is_chosen(qtbot, settings_dir, ct_data_dir, tmp_path):

@@ -22,6 +22,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen, QTransform
 from PySide6.QtWidgets import (
+    QCheckBox,
     QDoubleSpinBox,
     QGraphicsEllipseItem,
     QGraphicsLineItem,
@@ -55,29 +56,43 @@ MEASURE_SETTINGS_FILE = "measure.json"
 log = logging.getLogger(__name__)
 
 
-def load_hu_range(folder: str | Path | None) -> tuple[float, float]:
-    """The volume HU range saved in `<folder>/measure.json`, else the default (a damaged file is logged)."""
+@dataclass(frozen=True)
+class VolumeSettings:
+    """How the Volume tool grows: the HU range and whether connections narrower than NECK_MM are cut."""
+
+    hu_range: tuple[float, float] = meas.DEFAULT_BLOOD_HU
+    cut_necks: bool = True
+
+
+def load_volume_settings(folder: str | Path | None) -> VolumeSettings:
+    """The Volume tool's settings saved in `<folder>/measure.json`, else the defaults (a damaged file is logged)."""
     if folder is None or not (Path(folder) / MEASURE_SETTINGS_FILE).is_file():
-        return meas.DEFAULT_BLOOD_HU
+        return VolumeSettings()
     path = Path(folder) / MEASURE_SETTINGS_FILE
     try:
-        lo, hi = (float(v) for v in json.loads(path.read_text("utf-8"))["volume_hu_range"])
+        saved = json.loads(path.read_text("utf-8"))
+        lo, hi = (float(v) for v in saved["volume_hu_range"])
         if not lo < hi:
             raise ValueError(f"low {lo:g} is not below high {hi:g}")
-        return (lo, hi)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        log.warning("%s: ignored (%s); using %s HU", path, exc, meas.DEFAULT_BLOOD_HU)
-        return meas.DEFAULT_BLOOD_HU
+        cut = saved.get("volume_cut_necks", True)  # absent in files written before it existed
+        if not isinstance(cut, bool):
+            raise ValueError(f"volume_cut_necks must be true or false, not {cut!r}")
+        return VolumeSettings((lo, hi), cut)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("%s: ignored (%s); using the defaults (%s HU, thin connections cut)", path, exc,
+                    meas.DEFAULT_BLOOD_HU)
+        return VolumeSettings()
 
 
-def save_hu_range(folder: str | Path, hu_range: tuple[float, float]) -> None:
+def save_volume_settings(folder: str | Path, settings: VolumeSettings) -> None:
     path = Path(folder) / MEASURE_SETTINGS_FILE
     tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps({"volume_hu_range": list(hu_range)}) + "\n", "utf-8")
+        tmp.write_text(json.dumps({"volume_hu_range": list(settings.hu_range),
+                                   "volume_cut_necks": settings.cut_necks}) + "\n", "utf-8")
         tmp.replace(path)
     except OSError as exc:  # a read-only settings folder costs the reader only this preference
-        log.warning("could not save the volume HU range to %s: %s", path, exc)
+        log.warning("could not save the Volume tool's settings to %s: %s", path, exc)
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,7 @@ class MeasurementLayer(QObject):
         self._series: tuple[str, str] = ("", "")  # (series UID, study UID) of the measurements on screen
         #: The HU range new volumes grow over (the panel sets it).
         self.hu_range: tuple[float, float] = meas.DEFAULT_BLOOD_HU
+        self.cut_necks = True  # the Volume tool cuts connections narrower than meas.NECK_MM
         self.region_item = pg.ImageItem(axisOrder="row-major")
         self.region_item.setZValue(25)
         self.region_item.setVisible(False)
@@ -210,7 +226,7 @@ class MeasurementLayer(QObject):
         if id(m) not in self._regions:
             v = self.volume
             seed = (m.slice_index, int(math.floor(m.start[0])), int(math.floor(m.start[1])))
-            self._regions[id(m)] = meas.grow_region(v.hu, v.spacing, seed, m.hu_range)
+            self._regions[id(m)] = meas.grow_region(v.hu, v.spacing, seed, m.hu_range, cut_necks=bool(m.cut_necks))
         return self._regions[id(m)]
 
     def add(self, m: Measurement, *, emit: bool = True, text: str | None = None) -> Measurement:
@@ -271,7 +287,8 @@ class MeasurementLayer(QObject):
         if not self._removed:
             return None
         old = self._removed.pop()
-        return self.add(Measurement(old.kind, old.slice_index, old.start, old.end, hu_range=old.hu_range))
+        return self.add(Measurement(old.kind, old.slice_index, old.start, old.end, hu_range=old.hu_range,
+                                    cut_necks=old.cut_necks))
 
     def remove_nearest(self) -> Measurement | None:
         """Delete key: the measurement on this slice nearest the mouse, else the last drawn on it."""
@@ -363,7 +380,8 @@ class MeasurementLayer(QObject):
             if finished:  # a click (or the end of a drag) seeds the region
                 seed = self.axial.view_to_voxel(end)
                 try:
-                    self.add(Measurement(meas.VOLUME, self.state.slice_index, seed, seed, hu_range=self.hu_range))
+                    self.add(Measurement(meas.VOLUME, self.state.slice_index, seed, seed, hu_range=self.hu_range,
+                                         cut_necks=self.cut_necks))
                 except MeasurementError as exc:
                     self.sig_refused.emit(str(exc))
             return
@@ -414,7 +432,8 @@ class MeasurementsPanel(QWidget):
         super().__init__(parent)
         self.layer = layer
         self.settings_folder = settings_folder
-        layer.hu_range = load_hu_range(settings_folder)
+        saved = load_volume_settings(settings_folder)
+        layer.hu_range, layer.cut_necks = saved.hu_range, saved.cut_necks
         self.tools_label = QLabel()
         self.tools_label.setWordWrap(True)
         self.list = QListWidget()
@@ -456,6 +475,13 @@ class MeasurementsPanel(QWidget):
         hu_row.addWidget(QLabel("to"))
         hu_row.addWidget(self.hu_high)
         hu_row.addStretch(1)
+        self.cut_necks_box = QCheckBox(f"Cut connections under {meas.NECK_MM:g} mm")
+        self.cut_necks_box.setChecked(layer.cut_necks)
+        self.cut_necks_box.setToolTip(
+            f"Volume: spread only through blood-range parts at least {meas.NECK_MM:g} mm wide, then take back the edge,\n"
+            "so a clot is not joined to the beam-hardened cortex along the skull or a venous sinus by a thin ribbon.\n"
+            "Untick for thin collections (a thin subdural, subarachnoid blood); each volume keeps the method it was grown with.")
+        self.cut_necks_box.toggled.connect(self._set_cut_necks)
         abc_row = QHBoxLayout()
         abc_row.addWidget(QLabel("ABC/2:"))
         abc_row.addWidget(self.abc_slices)
@@ -465,6 +491,7 @@ class MeasurementsPanel(QWidget):
         layout.addWidget(self.list, 1)
         layout.addLayout(buttons)
         layout.addLayout(hu_row)
+        layout.addWidget(self.cut_necks_box)
         layout.addLayout(abc_row)
         layout.addWidget(self.abc_result)
 
@@ -483,11 +510,18 @@ class MeasurementsPanel(QWidget):
             self.layer.hu_range = (float(lo), float(hi))
             self.hu_low.setStyleSheet("")
             self.hu_high.setStyleSheet("")
-            if self.settings_folder is not None:
-                save_hu_range(self.settings_folder, self.layer.hu_range)
+            self._save_volume_settings()
         else:  # keep the last valid range; show the reader which box is wrong
             self.hu_low.setStyleSheet("color: #ff6b6b;")
             self.hu_high.setStyleSheet("color: #ff6b6b;")
+
+    def _set_cut_necks(self, on: bool) -> None:
+        self.layer.cut_necks = bool(on)
+        self._save_volume_settings()
+
+    def _save_volume_settings(self) -> None:
+        if self.settings_folder is not None:
+            save_volume_settings(self.settings_folder, VolumeSettings(self.layer.hu_range, self.layer.cut_necks))
 
     def _show_tool(self) -> None:
         names = {meas.LENGTH: "ruler", meas.ELLIPSE: "ROI (HU)", meas.VOLUME: "volume (click inside the haematoma)"}

@@ -331,6 +331,30 @@ BEGIN SELECT RAISE(ABORT, 'measurements cannot be deleted: withdraw them (delete
     execute_statements(db, sql)
 
 
+@migrations(name="0005_measurement_necks")
+def m0005_measurement_necks(db: Database) -> None:
+    # How a volume was grown: with connections narrower than NECK_MM cut (1, the default from now
+    # on) or every connection followed (0: the only method before this migration, so every volume
+    # already stored gets 0). The column joins the columns nothing may change once written.
+    sql = """
+DROP TRIGGER measurements_only_withdrawn;
+ALTER TABLE measurements ADD COLUMN cut_necks INTEGER CHECK (cut_necks IS NULL OR cut_necks IN (0, 1));
+UPDATE measurements SET cut_necks = 0 WHERE kind = 'volume';
+CREATE TRIGGER measurements_only_withdrawn BEFORE UPDATE ON measurements
+WHEN OLD.deleted_at IS NOT NULL OR NEW.deleted_at IS NULL
+  OR NEW.series_uid IS NOT OLD.series_uid OR NEW.reader_id IS NOT OLD.reader_id
+  OR NEW.slice_index IS NOT OLD.slice_index OR NEW.kind IS NOT OLD.kind
+  OR NEW.y0 IS NOT OLD.y0 OR NEW.x0 IS NOT OLD.x0 OR NEW.y1 IS NOT OLD.y1 OR NEW.x1 IS NOT OLD.x1
+  OR NEW.hu_low IS NOT OLD.hu_low OR NEW.hu_high IS NOT OLD.hu_high OR NEW.cut_necks IS NOT OLD.cut_necks
+  OR NEW.value_text IS NOT OLD.value_text OR NEW.created_by IS NOT OLD.created_by OR NEW.created_at IS NOT OLD.created_at
+BEGIN SELECT RAISE(ABORT, 'measurements can only be withdrawn (deleted_by, deleted_at), once'); END;
+CREATE TRIGGER measurements_volume_method BEFORE INSERT ON measurements
+WHEN (NEW.kind = 'volume') IS NOT (NEW.cut_necks IS NOT NULL)
+BEGIN SELECT RAISE(ABORT, 'measurements: a volume, and only a volume, records cut_necks'); END;
+"""
+    execute_statements(db, sql)
+
+
 def execute_statements(db: Database, sql: str) -> None:
     """Run a migration's script statement by statement (executescript would COMMIT its transaction)."""
     import sqlite3
