@@ -165,7 +165,7 @@ def test_a_grown_volume_counts_the_phantom_haematoma_it_was_clicked_in() -> None
     assert region.slices == int(truth.any(axis=(1, 2)).sum()) and not region.touches_limit
     assert 50 <= region.mean_hu <= 90
     text = meas.describe_volume(region, meas.DEFAULT_BLOOD_HU)
-    assert text.startswith(f"{region.volume_ml:.1f} mL (") and "50 to 100 HU" in text and "leaked" not in text
+    assert text.startswith(f"{meas.format_ml(region.volume_ml)} (") and "50 to 100 HU" in text and "leaked" not in text
     brain = (seed[0], seed[1], seed[2] - 40)  # normal brain beside it, 20-45 HU
     with pytest.raises(MeasurementError, match="outside the blood range 50 to 100 HU"):
         meas.grow_region(case.volume.hu, case.volume.spacing, brain)
@@ -211,6 +211,12 @@ def test_a_grown_volume_keeps_off_bone_and_says_when_it_ran_to_its_limit(monkeyp
     with pytest.raises(MeasurementError, match="only a volume has an HU range and a growing method"):
         Measurement(meas.LENGTH, 0, (1.0, 1.0), (2.0, 2.0), cut_necks=True)
     assert Measurement(meas.VOLUME, 0, (1.0, 1.0), (1.0, 1.0)).cut_necks is True  # the default
+
+
+def test_volumes_below_a_millilitre_keep_two_decimals() -> None:
+    assert [meas.format_ml(v) for v in (0.0312, 0.994, 0.996, 12.34)] == ["0.03 mL", "0.99 mL", "1.0 mL", "12.3 mL"]
+    one_slice = meas.GrownRegion(np.ones((1, 2, 2), bool), 3, 0.004, 4, 70.0, False)
+    assert meas.describe_volume(one_slice, (50.0, 100.0)).startswith("0.00 mL (4 voxels, 1 slice, mean 70 HU")
 
 
 def test_a_clot_joined_to_a_thin_ribbon_is_measured_without_the_ribbon_when_necks_are_cut() -> None:

@@ -15,6 +15,7 @@ from ichviewer.core import measurements as meas
 from ichviewer.core.measurements import Measurement
 from ichviewer.qt.app import build_workstation
 from ichviewer.qt.main_window import MainWindow
+from ichviewer.qt.measure import VOLUME_EDGE, VOLUME_FILL
 from ichviewer.review import ReviewStore
 
 pytestmark = pytest.mark.gui
@@ -243,11 +244,14 @@ def test_a_click_with_the_volume_tool_counts_the_haematoma_and_shows_its_voxels(
     region = w.measurements.region(m)
     assert m.kind == meas.VOLUME and m.hu_range == meas.DEFAULT_BLOOD_HU and m.cut_necks
     assert region.volume_ml == pytest.approx(case.volume_ml["IPH"], rel=0.03) and region.connections == "cut"
-    assert text.startswith(f"{region.volume_ml:.1f} mL (") and f"Volume: {text}" in w.measurements_panel.list.item(0).text()
-    assert f"{region.volume_ml:.1f} mL" in _labels_on_view(w)  # the figure on the image, the detail in the list
+    assert text.startswith(f"{meas.format_ml(region.volume_ml)} (") and f"Volume: {text}" in w.measurements_panel.list.item(0).text()
+    assert meas.format_ml(region.volume_ml) in _labels_on_view(w)  # the figure on the image, the detail in the list
     # The counted voxels are drawn over every slice they are on, and nowhere else.
     item = w.measurements.region_item
     assert item.isVisible() and int((item.image[..., 3] > 0).sum()) == int(region.slice_mask(z).sum())
+    # a faint fill inside (the clot shows through) and an opaque edge to judge the boundary by
+    alphas = set(np.unique(item.image[..., 3]).tolist())
+    assert alphas == {0, VOLUME_FILL[3], VOLUME_EDGE[3]} and VOLUME_FILL[3] < 100 < VOLUME_EDGE[3]
     outside = next(i for i in range(v.n_slices) if region.slice_mask(i) is None)
     w.state.set_slice_index(outside)
     assert not item.isVisible()

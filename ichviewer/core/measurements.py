@@ -327,12 +327,18 @@ def grow_region(hu: np.ndarray, spacing_zyx: tuple[float, float, float], seed_zy
                        connections)
 
 
+def format_ml(volume_ml: float) -> str:
+    """'12.3 mL'; below 1 mL two decimals ('0.04 mL': a punctate bleed is not '0.0 mL')."""
+    return f"{volume_ml:.2f} mL" if volume_ml < 0.995 else f"{volume_ml:.1f} mL"
+
+
 def describe_volume(region: GrownRegion, hu_range: tuple[float, float]) -> str:
     """'12.3 mL (9876 voxels, 5 slices, mean 68 HU; 50 to 100 HU)', and how it grew when that was not the default.
 
     A warning is added when it reached its limit.
     """
-    text = (f"{region.volume_ml:.1f} mL ({region.n_voxels} voxels, {region.slices} slices, "
+    slices = f"{region.slices} slice" + ("s" if region.slices != 1 else "")
+    text = (f"{format_ml(region.volume_ml)} ({region.n_voxels} voxels, {slices}, "
             f"mean {region.mean_hu:.0f} HU; {hu_range[0]:g} to {hu_range[1]:g} HU)")
     if region.connections == "all":
         text += "\nthin connections followed"

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from scipy import ndimage
 
 from ichviewer.core import measurements as meas
 from ichviewer.core.measurements import Measurement, MeasurementError
@@ -42,8 +43,11 @@ from ichviewer.core.measurements import Measurement, MeasurementError
 #: Line colours: yellow rulers and cyan ROIs, as in the reading-room viewers, magenta grown volumes;
 #: the one being drawn is white.
 KIND_COLOURS = {meas.LENGTH: "#ffd400", meas.ELLIPSE: "#33e0ff", meas.VOLUME: "#ff4dff"}
-#: RGBA of a grown volume's voxels over the image.
-VOLUME_FILL = (255, 77, 255, 110)
+#: RGBA of a grown volume's voxels over the image: a faint fill, so the clot's own texture shows
+#: through, and an opaque edge (its outermost voxels on the slice), so the reader can judge where
+#: the boundary was drawn against the image.
+VOLUME_FILL = (255, 77, 255, 55)
+VOLUME_EDGE = (255, 77, 255, 235)
 KIND_NAMES = {meas.LENGTH: "Length", meas.ELLIPSE: "ROI", meas.VOLUME: "Volume"}
 _DRAWING_COLOUR = "#ffffff"
 _UNSAVED_SUFFIX = "  (not saved)"
@@ -315,7 +319,7 @@ class MeasurementLayer(QObject):
             text = self.text_of(m)
             region = self.region(m)
             if region is not None:  # a volume: the figure on the image, the detail in the list
-                text = f"{region.volume_ml:.1f} mL" + ("  \u26a0 may have leaked" if region.touches_limit else "")
+                text = meas.format_ml(region.volume_ml) + ("  \u26a0 may have leaked" if region.touches_limit else "")
             text += "" if self.is_saved(m) else _UNSAVED_SUFFIX
             self._graphics += self._make_items(m, KIND_COLOURS[m.kind], text)
         for item in self._graphics:
@@ -334,6 +338,7 @@ class MeasurementLayer(QObject):
         union = np.logical_or.reduce(masks)
         rgba = np.zeros((*union.shape, 4), dtype=np.uint8)
         rgba[union] = VOLUME_FILL
+        rgba[union & ~ndimage.binary_erosion(union)] = VOLUME_EDGE  # 4-connected edge
         rgba = np.ascontiguousarray(self.axial.orientation.plane(np.moveaxis(rgba, -1, 0)).transpose(1, 2, 0))
         row_mm, col_mm = self.axial.orientation.screen_spacing(float(v.spacing[1]), float(v.spacing[2]))
         self.region_item.setTransform(QTransform.fromScale(col_mm, row_mm))
