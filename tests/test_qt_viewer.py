@@ -178,6 +178,13 @@ def test_recent_studies_are_remembered_in_the_settings_dir(qtbot, window, ct_dat
     assert "philips-phantom-5mm" in again.browser.recent_list.item(0).text()
 
 
+def test_a_study_opens_when_its_recent_list_cannot_be_saved(qtbot, window, ct_data_dir, settings_dir, caplog):
+    (settings_dir / "recent.tmp").mkdir()  # the temporary file cannot be written (a full or read-only folder)
+    v = open_and_wait(qtbot, window, ct_data_dir / "philips-phantom-5mm")
+    assert window.volume is v and window.browser.recent_list.count() == 1  # this session still lists it
+    assert any("could not save the recent studies" in r.getMessage() for r in caplog.records)
+
+
 # -- scrolling -----------------------------------------------------------------------
 def test_wheel_arrows_home_end_change_slice_and_image(qtbot, window, ct_data_dir):
     v = open_and_wait(qtbot, window, ct_data_dir / "philips-phantom-5mm")

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ichviewer.qt.settings import write_json_atomic
+
 log = logging.getLogger(__name__)
 
 #: File in the settings folder holding these settings.
@@ -52,11 +54,7 @@ class InferenceSettings:
             return cls()
 
     def save(self, folder: str | Path) -> Path:
-        path = Path(folder) / INFERENCE_SETTINGS_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n", "utf-8")
-        tmp.replace(path)
-        return path
+        return write_json_atomic(Path(folder) / INFERENCE_SETTINGS_FILE, asdict(self), indent=2)
 
     def with_changes(self, **changes: Any) -> InferenceSettings:
         return replace(self, **changes)

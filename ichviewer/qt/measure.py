@@ -39,6 +39,7 @@ from scipy import ndimage
 
 from ichviewer.core import measurements as meas
 from ichviewer.core.measurements import Measurement, MeasurementError
+from ichviewer.qt.settings import write_json_atomic
 
 #: Line colours: yellow rulers and cyan ROIs, as in the reading-room viewers, magenta grown volumes;
 #: the one being drawn is white.
@@ -90,11 +91,8 @@ def load_volume_settings(folder: str | Path | None) -> VolumeSettings:
 
 def save_volume_settings(folder: str | Path, settings: VolumeSettings) -> None:
     path = Path(folder) / MEASURE_SETTINGS_FILE
-    tmp = path.with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps({"volume_hu_range": list(settings.hu_range),
-                                   "volume_cut_necks": settings.cut_necks}) + "\n", "utf-8")
-        tmp.replace(path)
+        write_json_atomic(path, {"volume_hu_range": list(settings.hu_range), "volume_cut_necks": settings.cut_necks})
     except OSError as exc:  # a read-only settings folder costs the reader only this preference
         log.warning("could not save the Volume tool's settings to %s: %s", path, exc)
 

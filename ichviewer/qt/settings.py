@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -14,6 +15,8 @@ SETTINGS_ENV = "ICHVIEWER_SETTINGS_DIR"
 RECENT_FILE = "recent.json"
 KEYMAP_FILE = "keymap.json"
 MAX_RECENT = 10
+
+log = logging.getLogger(__name__)
 
 _MOUSE_BUTTONS = ("left", "right", "middle")
 _MODIFIERS = ("ctrl", "shift", "alt", "meta")
@@ -30,6 +33,17 @@ def settings_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
         d = Path(base) / "ichviewer"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any, *, indent: int | None = None) -> Path:
+    """Write `data` as JSON to `path` through a temporary file beside it, so a crash leaves the old
+    file or the new one, never half of one. Raises OSError (the callers decide what a failure costs).
+    """
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=indent) + "\n", "utf-8")
+    tmp.replace(path)
+    return path
 
 
 class RecentStudies:
@@ -51,9 +65,10 @@ class RecentStudies:
         p = str(Path(path).resolve())
         items = [p] + [q for q in self.paths() if q != p]
         items = items[: self.limit]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"recent": items}, indent=2), "utf-8")
-        tmp.replace(self.path)
+        try:
+            write_json_atomic(self.path, {"recent": items}, indent=2)
+        except OSError as exc:  # a full disk or read-only folder costs the history, never the study being opened
+            log.warning("could not save the recent studies to %s: %s", self.path, exc)
         return items
 
 
