@@ -33,7 +33,7 @@ from ichviewer.io import LoadResult
 from ichviewer.qt.browser import SeriesRow, StudyBrowserPanel
 from ichviewer.qt.display import Orientation, apply_window, series_label
 from ichviewer.qt.measure import MeasurementLayer, MeasurementsPanel
-from ichviewer.qt.settings import Keymap, RecentStudies, load_keymap, settings_dir
+from ichviewer.qt.settings import Keymap, RecentStudies, load_keymap, settings_dir, write_json_atomic
 from ichviewer.qt.slice_view import AxialView, HoverInfo, ReformatView
 from ichviewer.qt.state import ViewState
 from ichviewer.qt.workers import LoadRequest, ReformatRequest, StudyLoader
@@ -512,7 +512,7 @@ class MainWindow(QMainWindow):
             "reformat_column": self.reformat_column.sizes(),
         }
         try:
-            (self.settings_dir / LAYOUT_FILE).write_text(json.dumps(data), "utf-8")
+            write_json_atomic(self.settings_dir / LAYOUT_FILE, data)
         except OSError as exc:  # a read-only settings folder must not block closing
             log.warning("could not save the window layout: %s", exc)
 

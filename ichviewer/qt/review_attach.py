@@ -30,6 +30,7 @@ from ichviewer.qt.review_widgets import (
     WorklistPanel,
     choose_reader,
 )
+from ichviewer.qt.settings import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class ReviewUI(QObject):
         self.main_window.statusBar().showMessage(f"Reading as {reader.name} ({reader.role})" if reader else "", 5000)
         if reader is not None:
             try:
-                (self.settings_folder / READER_FILE).write_text(json.dumps({"name": reader.name, "role": reader.role}), "utf-8")
+                write_json_atomic(self.settings_folder / READER_FILE, {"name": reader.name, "role": reader.role})
             except OSError as exc:
                 log.warning("could not remember the reader: %s", exc)
 
