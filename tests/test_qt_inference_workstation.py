@@ -217,6 +217,45 @@ def test_clicking_the_plot_and_the_strip_changes_the_slice(qtbot, window, tmp_pa
     assert strip.current == 3
 
 
+def test_n_and_shift_n_go_to_the_flagged_slices_and_a_double_click_to_a_findings_peak(qtbot, window, tmp_path):
+    ens = _ensemble(tmp_path / "ens")
+    ui = _attach(window, ens)
+    with qtbot.waitSignal(ui.controller.sig_finished, timeout=WAIT_MS):
+        window.show_volume(_volume(6, seed=6))
+    # Known probabilities in place of the tiny models' (the plot is what the reader sees).
+    probs = np.full((6, len(LABELS)), 0.05)
+    probs[:, LABELS.index("ANY")] = [0.1, 0.9, 0.2, 0.8, 0.1, 0.95]
+    probs[:, LABELS.index("IVH")] = [0.1, 0.2, 0.3, 0.2, 0.4, 0.1]
+    ui.plot.set_probabilities(probs, {label: 0.5 for label in LABELS})
+    ui.panel.select_label("ANY")
+    window.state.set_slice_index(0)
+    visited = []
+    for _ in range(4):
+        QTest.keyClick(window, Qt.Key.Key_N)
+        visited.append(window.state.slice_index)
+    assert visited == [1, 3, 5, 1]  # flagged slices 1, 3, 5, then round again
+    assert "ANY: image 2, flagged slice 1 of 3 (from the other end)" in window.statusBar().currentMessage()
+    QTest.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ShiftModifier)
+    assert window.state.slice_index == 5
+    # Nothing flagged for IVH: N goes to its highest slice and says why.
+    ui.panel.select_label("IVH")
+    QTest.keyClick(window, Qt.Key.Key_N)
+    assert window.state.slice_index == 4
+    assert "No slice reaches the IVH threshold (0.50): image 5 is the highest (0.40)" in window.statusBar().currentMessage()
+    # A double-click on a finding's row shows it and goes to its most likely slice (press, release, double).
+    row = LABELS.index("ANY")
+    rect = ui.panel.table.visualItemRect(ui.panel.table.item(row, 0))
+    QTest.mouseClick(ui.panel.table.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, rect.center())
+    QTest.mouseDClick(ui.panel.table.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, rect.center())
+    assert window.state.slice_index == 5 and ui.plot.label == "ANY"
+    # A blinded panel member gets nothing from the keys.
+    ui.set_blinded(True)
+    window.state.set_slice_index(0)
+    QTest.keyClick(window, Qt.Key.Key_N)
+    assert window.state.slice_index == 0 and ui.go_to_flagged(1) is None
+    assert "Next flagged slice" in [a.text() for a in window.actions_by_name.values()]
+
+
 def test_a_damaged_model_file_is_reported_and_the_viewer_keeps_working(qtbot, window, tmp_path):
     ens = _ensemble(tmp_path / "ens")
     model = ens / "beta.onnx"

@@ -249,6 +249,7 @@ def test_user_keymap_in_settings_dir_overrides_bindings(qtbot, settings_dir, ct_
     qtbot.waitExposed(w)
     w.activateWindow()
     qtbot.waitUntil(lambda: QApplication.activeWindow() is w)
+    assert w.keymap.keys_for("ai_next_flagged") == ()  # the built-in N gave way to the user's
     open_and_wait(qtbot, w, ct_data_dir / "philips-phantom-5mm")
     qtbot.keyClick(w, Qt.Key.Key_N)
     assert w.state.slice_index == 15

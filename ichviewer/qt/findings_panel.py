@@ -163,6 +163,8 @@ class FindingsPanel(QWidget):
     """
 
     sig_label_selected = Signal(str)
+    #: A row double-clicked: go to the slice where that finding is most likely.
+    sig_label_activated = Signal(str)
     sig_run_requested = Signal()
     sig_auto_infer_changed = Signal(bool)
 
@@ -245,6 +247,7 @@ class FindingsPanel(QWidget):
         self.provider = ""
         self._selected: str | None = None
         self.table.itemSelectionChanged.connect(self._on_selection_changed)
+        self.table.cellDoubleClicked.connect(lambda row, _col: self.sig_label_activated.emit(LABELS[row]))
         self.run_button.clicked.connect(self.sig_run_requested)
         self.auto_infer_check.toggled.connect(self.sig_auto_infer_changed)
         self._set_badge(None)

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QVBoxLayout, QWidget
@@ -22,6 +23,10 @@ log = logging.getLogger(__name__)
 #: Keymap action that shows/hides the attention overlay, and its key when the keymap has no entry.
 TOGGLE_ATTENTION = "toggle_attention"
 DEFAULT_TOGGLE_KEYS = ("A",)
+#: Keymap names (and default keys) of "go to the next / previous slice the AI flags".
+NEXT_FLAGGED = "ai_next_flagged"
+PREVIOUS_FLAGGED = "ai_previous_flagged"
+DEFAULT_FLAGGED_KEYS = {NEXT_FLAGGED: ("N",), PREVIOUS_FLAGGED: ("Shift+N",)}
 
 
 class InferenceUI(QObject):
@@ -85,8 +90,22 @@ class InferenceUI(QObject):
         self.auto_action.setCheckable(True)
         self.auto_action.setChecked(self.settings.auto_infer)
         self.auto_action.toggled.connect(self.set_auto_infer)
+        self.flagged_actions: dict[str, QAction] = {}
+        for name, text, step in ((NEXT_FLAGGED, "Next flagged slice", 1), (PREVIOUS_FLAGGED, "Previous flagged slice", -1)):
+            act = QAction(text, main_window)
+            keymap = getattr(main_window, "keymap", None)
+            flagged_keys = keymap.keys[name] if keymap is not None and name in keymap.keys else DEFAULT_FLAGGED_KEYS[name]
+            act.setShortcuts([QKeySequence(k) for k in flagged_keys])
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            act.setToolTip(f"{text}: the next slice whose probability for the finding shown reaches its threshold "
+                           "(the highest slice when none does)")
+            act.triggered.connect(lambda _checked=False, st=step: self.go_to_flagged(st))
+            main_window.addAction(act)
+            if isinstance(getattr(main_window, "actions_by_name", None), dict):
+                main_window.actions_by_name.setdefault(name, act)
+            self.flagged_actions[name] = act
         menu = main_window.menuBar().addMenu("&AI")
-        for act in (self.run_action, self.auto_action, self.toggle_attention_action):
+        for act in (self.run_action, self.auto_action, self.toggle_attention_action, *self.flagged_actions.values()):
             menu.addAction(act)
         menu.addSeparator()
         menu.addAction(self.findings_dock.toggleViewAction())
@@ -104,6 +123,7 @@ class InferenceUI(QObject):
         c.sig_cancelled.connect(self._on_cancelled)
         c.sig_error.connect(self._notify)
         self.panel.sig_label_selected.connect(self._on_label_selected)
+        self.panel.sig_label_activated.connect(self.go_to_peak)
         self.panel.sig_run_requested.connect(self.analyse)
         self.panel.sig_auto_infer_changed.connect(self.set_auto_infer)
         self.plot.sig_slice_clicked.connect(self.state.set_slice_index)
@@ -162,10 +182,62 @@ class InferenceUI(QObject):
         self.bottom.setVisible(not on)
         self.side_strip.setVisible(not on)
         self.toggle_attention_action.setEnabled(not on)
+        for act in self.flagged_actions.values():
+            act.setEnabled(not on)
         if on:
             self.overlay.set_enabled(False)
         elif was_blinded:
             self.overlay.set_enabled(self._overlay_before_blinding)
+
+    # -- going to the slices the AI flags ------------------------------------------------------
+    def go_to_flagged(self, step: int = 1) -> int | None:
+        """Go to the next (`step` 1) or previous (-1) slice whose probability for the finding shown
+        reaches its threshold, wrapping round at the ends; to the highest slice when none does.
+
+        Says where it went in the status bar and returns the slice (None: no results, or blinded).
+        """
+        if self.blinded:
+            return None
+        label = self.plot.label
+        probs = self.plot.probabilities(label)
+        if probs is None or np.all(np.isnan(probs)):
+            self._status("No AI results for this study yet")
+            return None
+        flagged = self.plot.positive_slices(label)
+        current = self.state.slice_index
+        if flagged:
+            ahead = [i for i in flagged if (i - current) * step > 0]
+            wrapped = not ahead
+            target = (min(ahead) if step > 0 else max(ahead)) if ahead else (flagged[0] if step > 0 else flagged[-1])
+            text = (f"{label}: image {target + 1}, flagged slice {flagged.index(target) + 1} of {len(flagged)}"
+                    + (" (from the other end)" if wrapped and len(flagged) > 1 else ""))
+        else:
+            target = int(np.nanargmax(probs))
+            threshold = self.plot.threshold(label)
+            reason = (f"No slice reaches the {label} threshold ({threshold:.2f})" if threshold is not None
+                      else f"No {label} threshold")
+            text = f"{reason}: image {target + 1} is the highest ({probs[target]:.2f})"
+        self.state.set_slice_index(target)
+        self._status(text)
+        return target
+
+    def go_to_peak(self, label: str) -> int | None:
+        """Show `label` and go to the slice where it is most likely (a double-click on its row)."""
+        if self.blinded or label not in LABELS:
+            return None
+        self._on_label_selected(label)
+        probs = self.plot.probabilities(label)
+        if probs is None or np.all(np.isnan(probs)):
+            return None
+        target = int(np.nanargmax(probs))
+        self.state.set_slice_index(target)
+        self._status(f"{label}: image {target + 1} is the highest ({probs[target]:.2f})")
+        return target
+
+    def _status(self, text: str) -> None:
+        bar = getattr(self.main_window, "statusBar", None)
+        if callable(bar):
+            bar().showMessage(text, 6000)
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         """Bounded: cancel the analysis, wait for running jobs, disconnect."""

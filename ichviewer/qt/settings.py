@@ -135,7 +135,13 @@ def load_keymap(folder: Path | None = None) -> Keymap:
             user = json.loads(user_file.read_text("utf-8"))
         except ValueError as exc:
             raise ValueError(f"{user_file}: not valid JSON ({exc})") from None
-        data["keys"] = {**data.get("keys", {}), **user.get("keys", {})}
+        user_keys = user.get("keys", {})
+        # A key the user gives to one action is taken from any built-in action that had it, so the
+        # shortcut is not ambiguous (Qt would then run neither).
+        taken = {str(k).strip().lower() for a, ks in user_keys.items() if not str(a).startswith("_") for k in ks}
+        built_in = {a: [k for k in ks if str(k).strip().lower() not in taken] if not a.startswith("_") else ks
+                    for a, ks in data.get("keys", {}).items()}
+        data["keys"] = {**built_in, **user_keys}
         if "presets" in user:
             data["presets"] = user["presets"]
         data["mouse"] = {**data.get("mouse", {}), **user.get("mouse", {})}

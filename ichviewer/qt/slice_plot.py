@@ -150,6 +150,14 @@ class SliceProbabilityPlot(QWidget):
         # while the study's decision is unknown (None) the slices are not held back
         return [int(i) for i in np.flatnonzero(decisions.label_called(label, own, self._study_positive is not False))]
 
+    def probabilities(self, label: str | None = None) -> np.ndarray | None:
+        """Each slice's probability for `label` (default: the shown one), NaN where not computed; None before a study."""
+        label = label or self.label
+        return None if self._probs is None else self._probs[:, LABELS.index(label)].copy()
+
+    def threshold(self, label: str | None = None) -> float | None:
+        return self._thresholds.get(label or self.label)
+
     def curve_points(self) -> tuple[np.ndarray, np.ndarray]:
         """(x image numbers, y probabilities) of the plotted curve (tests and exports)."""
         x, y = self.curve.getData()
