@@ -180,6 +180,43 @@ def test_retrieval_returns_sdh_examples_whose_heat_sits_on_the_bleed(built):
     assert near.any()
 
 
+def test_any_of_a_noisy_or_ensemble_is_explained_as_the_any_the_reader_sees(built, tmp_path):
+    # With aggregation.any = "noisy-or" the ANY on screen is made from the subtypes: the prediction
+    # basis must report and explain that ANY (its probability, its map, its Eq. 6 weights), as the
+    # attention map does, not the networks' own ANY head (on a real phantom the shipped ResNet's head
+    # said 0.08 where the ANY shown was 0.85).
+    import shutil
+
+    from ichviewer.inference import attention_map
+    from ichviewer.inference.cam import noisy_or_any_mix
+
+    ens_dir, ensemble, summary, _ = built
+    noisy_dir = tmp_path / "noisy"
+    shutil.copytree(ens_dir, noisy_dir)
+    doc = json.loads((noisy_dir / "manifest.json").read_text())
+    doc["aggregation"] = {"method": "max", "any": "noisy-or"}
+    (noisy_dir / "manifest.json").write_text(json.dumps(doc))
+    noisy = load_ensemble(noisy_dir)
+    case = generate_case(50, subtype="SDH", matrix=PHANTOM_MATRIX, volume_ml=30.0)
+    z = int(np.argmax(case.masks["SDH"].sum(axis=(1, 2))))
+    with open_atlas(noisy_dir / summary.path.name) as atlas:
+        basis = retrieve(case.volume, z, "ANY", atlas, noisy, k=4)
+        head = retrieve(case.volume, z, "ANY", atlas, ensemble, k=4)  # the manifest without the rule: the ANY head
+    shown = attention_map(case.volume, z, "ANY", noisy, model="explainer")
+    assert basis.probability == pytest.approx(shown.probability, abs=1e-6)
+    assert abs(head.probability - shown.probability) > 1e-3  # the test would notice the head being used
+    assert basis.examples
+    # Eq. 6 weights of the mixed score on an intermediate block are the mix of the subtypes' own.
+    model = noisy.model("explainer")
+    x = np.random.default_rng(2).random((1, 3, 64, 64), dtype=np.float32)
+    logits, feats = model.block_features(x)
+    mix, _any = noisy_or_any_mix(logits[0])
+    a0 = feats["block0"][0]
+    mixed = model.block_gradient_weights("block0", a0, 5, label_mix=mix)
+    parts = sum(m * model.block_gradient_weights("block0", a0, c) for c, m in enumerate(mix) if m)
+    np.testing.assert_allclose(mixed, parts, rtol=0.02, atol=1e-6)
+
+
 def test_an_atlas_is_refused_with_a_model_whose_checksum_differs(built, tmp_path):
     _, _, summary, _ = built
     other_dir = build_explaining_ensemble(tmp_path / "retrained", seed=4)  # same shape, other weights

@@ -28,7 +28,7 @@ import numpy as np
 from ichviewer import LABELS
 from ichviewer.atlas.build import LAST_BLOCK, explaining_member
 from ichviewer.atlas.store import Atlas, AtlasEntry
-from ichviewer.inference.cam import class_activation_map
+from ichviewer.inference.cam import any_is_noisy_or, class_activation_map, noisy_or_any_mix
 from ichviewer.inference.model import LoadedModel, _sigmoid
 from ichviewer.inference.preprocessing import apply_taps, geometry_for, preprocess_slices, resample_taps, slab_slices
 
@@ -211,16 +211,24 @@ def pooled_neighbours(atlas: Atlas, pooled: np.ndarray, k: int) -> list[tuple[in
 
 
 def channel_weights_for(
-    model: LoadedModel, label_index: int, block_features: dict[str, np.ndarray], blocks: Sequence[str], channels: dict[str, np.ndarray] | None = None
+    model: LoadedModel, label_index: int, block_features: dict[str, np.ndarray], blocks: Sequence[str], channels: dict[str, np.ndarray] | None = None,
+    *, label_mix: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Eq. 6 weights alpha per block: w^c / S on the last block (exact); gradient tails for intermediate blocks (only `channels`)."""
+    """Eq. 6 weights alpha per block: w^c / S on the last block (exact); gradient tails for intermediate blocks (only `channels`).
+
+    With `label_mix` (one weight per label) the weights are those of sum_c mix_c z^c: ANY made as
+    the noisy-OR of the subtypes (`ichviewer.inference.cam.noisy_or_any_mix`).
+    """
     out: dict[str, np.ndarray] = {}
     for b in blocks:
         a = block_features[b]
         if b == LAST_BLOCK:
-            out[b] = model.cam_weight[label_index].astype(np.float64) / float(a.shape[-1] * a.shape[-2])
+            w = (np.tensordot(label_mix, model.cam_weight.astype(np.float64), axes=(0, 0)) if label_mix is not None
+                 else model.cam_weight[label_index].astype(np.float64))
+            out[b] = w / float(a.shape[-1] * a.shape[-2])
         else:
-            out[b] = model.block_gradient_weights(b, a, label_index, None if channels is None else channels.get(b))
+            out[b] = model.block_gradient_weights(b, a, label_index, None if channels is None else channels.get(b),
+                                                  label_mix=label_mix)
     return out
 
 
@@ -291,9 +299,16 @@ def retrieve(
     logits, feats = loaded.block_features(x, blocks)
     feats = {b: f[0] for b, f in feats.items()}
     probability = float(_sigmoid(logits[0, c]) if spec.activation == "sigmoid" else logits[0, c])
-    weights = channel_weights_for(loaded, c, feats, blocks, feature_index(atlas).channels)
+    label_mix = None
+    cam_weight = loaded.cam_weight[c]
+    if label == "ANY" and spec.activation == "sigmoid" and any_is_noisy_or(source):
+        # The ANY the reader sees is the noisy-OR of the subtypes, not the networks' ANY head:
+        # explain and report that one, as the attention map does.
+        label_mix, probability = noisy_or_any_mix(logits[0])
+        cam_weight = np.tensordot(label_mix, loaded.cam_weight.astype(np.float64), axes=(0, 0))
+    weights = channel_weights_for(loaded, c, feats, blocks, feature_index(atlas).channels, label_mix=label_mix)
     t_search = time.perf_counter()
-    overall = class_activation_map(feats[LAST_BLOCK], loaded.cam_weight[c])  # Eq. 5
+    overall = class_activation_map(feats[LAST_BLOCK], cam_weight)  # Eq. 5
     examples, pooled, n_ranked = search_atlas(
         atlas, feats, weights, overall, k=k, per_feature=per_feature, label=label if label_features else None
     )

@@ -93,22 +93,38 @@ class AttentionMap:
         return map_distances(self.feature_maps(), self.grid_map)
 
 
-def noisy_or_any_weights(cam_weight: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, float]:
-    """CAM weights (K,) for ANY when the manifest makes ANY as the noisy-OR of the subtypes, and that ANY.
+def noisy_or_any_mix(logits: np.ndarray) -> tuple[np.ndarray, float]:
+    """(mix (6,) over LABELS, ANY): each subtype's share of the noisy-OR ANY of a member's logits.
 
     ANY = 1 - prod_s (1 - p_s), so -log(1 - ANY) = sum_s h_s with h_s = -log(1 - p_s): each
-    subtype's share of the noisy-OR is its h_s. The ANY map is the CAM (Eq. 5, linear in the
-    weights) of the subtype head weights mixed by those shares, sum_s (h_s / sum h) w^s: the
-    map of whichever subtypes make the slice's ANY, in proportion. With every subtype at 0 the
-    shares are equal. Uses the explaining member's own subtype probabilities on the slice.
+    subtype's share of the noisy-OR is h_s / sum h (equal shares when every subtype is at 0);
+    the ANY column of the mix is 0. ANY's map and its Eq. 6 weights are those of
+    sum_c mix_c z^c, the subtypes that make the slice's ANY in proportion.
     """
-    probabilities = _sigmoid(logits)
+    probabilities = _sigmoid(np.asarray(logits, dtype=np.float64))
     p = probabilities[SUBTYPE_COLUMNS]
     hazard = -np.log1p(-np.minimum(p, 1.0 - 1e-12))
     total = float(hazard.sum())
-    share = hazard / total if total > 0 else np.full(len(p), 1.0 / len(p))
-    weights = np.tensordot(share, np.asarray(cam_weight, dtype=np.float64)[SUBTYPE_COLUMNS], axes=(0, 0))
-    return weights, float(apply_any_rule(probabilities, "noisy-or")[ANY_COLUMN])
+    mix = np.zeros(len(probabilities), dtype=np.float64)
+    mix[SUBTYPE_COLUMNS] = hazard / total if total > 0 else np.full(len(p), 1.0 / len(p))
+    return mix, float(apply_any_rule(probabilities, "noisy-or")[ANY_COLUMN])
+
+
+def noisy_or_any_weights(cam_weight: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, float]:
+    """CAM weights (K,) for ANY when the manifest makes ANY as the noisy-OR of the subtypes, and that ANY.
+
+    The ANY map is the CAM (Eq. 5, linear in the weights) of the subtype head weights mixed by
+    their shares of the noisy-OR (`noisy_or_any_mix`), sum_s (h_s / sum h) w^s: the map of
+    whichever subtypes make the slice's ANY, in proportion. Uses the explaining member's own
+    subtype probabilities on the slice.
+    """
+    mix, any_probability = noisy_or_any_mix(logits)
+    return np.tensordot(mix, np.asarray(cam_weight, dtype=np.float64), axes=(0, 0)), any_probability
+
+
+def any_is_noisy_or(source: Any) -> bool:
+    """True when `source` is an Ensemble whose manifest makes ANY as the noisy-OR of its subtypes."""
+    return isinstance(source, Ensemble) and source.manifest.aggregation.any_rule == "noisy-or"
 
 
 def slice_features(volume: Any, slice_index: int, model: LoadedModel) -> tuple[np.ndarray, np.ndarray, SliceGeometry]:
@@ -160,7 +176,7 @@ def attention_map(
     sigmoid = loaded.spec.activation == "sigmoid"
     logit = float(logits[c])
     probability = float(_sigmoid(logits[c]) if sigmoid else logits[c])
-    if label_name == "ANY" and sigmoid and isinstance(source, Ensemble) and source.manifest.aggregation.any_rule == "noisy-or":
+    if label_name == "ANY" and sigmoid and any_is_noisy_or(source):
         weights, probability = noisy_or_any_weights(loaded.cam_weight, logits)
         logit = float(np.log(max(probability, 1e-300)) - np.log(max(1.0 - probability, 1e-300)))
     grid = class_activation_map(feats, weights)

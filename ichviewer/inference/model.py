@@ -124,8 +124,12 @@ class LoadedModel:
         logits = np.asarray(outs[0], dtype=np.float64).reshape(outs[0].shape[0], -1)[:, self._order]
         return logits, {b: np.asarray(o, dtype=np.float32) for b, o in zip(wanted, outs[1:], strict=True)}
 
-    def block_gradient_weights(self, block: str, features: np.ndarray, label_index: int, channels: Sequence[int] | None = None) -> np.ndarray:
+    def block_gradient_weights(self, block: str, features: np.ndarray, label_index: int, channels: Sequence[int] | None = None,
+                               *, label_mix: np.ndarray | None = None) -> np.ndarray:
         """Lee et al. 2019 Eq. 6 weights for an intermediate block: (1/S) sum_ij dz^c/dA_k,ij per channel k, shape (K,).
+
+        With `label_mix` (one weight per label, LABELS order) the score differentiated is
+        sum_c mix_c z^c instead of z^label_index (ANY made as the noisy-OR of the subtypes).
 
         ONNX Runtime has no backward pass, so the block's tail model (activations ->
         logits) is run once as is and once per channel k with channel k raised by eps
@@ -148,11 +152,14 @@ class LoadedModel:
             return out
         eps = np.float32(1e-3 * max(float(np.abs(a).mean()), 1e-3))  # small: fewer ReLU kinks crossed; float32 still resolves it
         s = float(a.shape[1] * a.shape[2])
-        col = int(self._order[label_index])
+        if label_mix is None:
+            label_mix = np.eye(len(self._order))[label_index]
+        mix = np.asarray(label_mix, dtype=np.float64)
+        cols = np.asarray(self._order, dtype=np.int64)  # model column of each label
 
         def run(batch: np.ndarray) -> np.ndarray:
             (z,) = session.run([spec.tail_logits], {spec.tail_input: batch})
-            return np.asarray(z, dtype=np.float64).reshape(batch.shape[0], -1)[:, col]
+            return np.asarray(z, dtype=np.float64).reshape(batch.shape[0], -1)[:, cols] @ mix
 
         z0 = run(a[None])[0]
         step = 32  # channels per tail run: bounded memory for wide blocks
