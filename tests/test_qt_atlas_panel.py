@@ -48,7 +48,7 @@ def test_prediction_basis_fills_for_a_phantom_bleed_and_click_enlarges(qtbot, wi
     assert 4 <= len(ui.panel.tiles) <= 8
     assert all("SDH" in tile.caption.text() and "d = " in tile.caption.text() for tile in ui.panel.tiles)
     assert ui.panel.grids["pooled"].tiles  # the pooled-feature ranking is shown beside it
-    assert f"SDH on slice {z + 1}" in ui.panel.title.text()
+    assert f"SDH on image {z + 1}" in ui.panel.title.text()  # as the viewer numbers them (Im: z + 1)
     pix = ui.panel.tiles[0].image.pixmap()
     assert not pix.isNull() and pix.width() > 32
 
@@ -74,7 +74,7 @@ def test_scrolling_never_waits_for_retrieval_and_only_the_last_slice_is_shown(qt
             assert window.state.slice_index == s
     qtbot.wait(50)
     assert shown and shown[-1] == last and len(shown) < (last - int(slices[0]) + 1)
-    assert f"slice {last + 1}" in ui.panel.title.text()
+    assert f"image {last + 1}" in ui.panel.title.text()
 
 
 def test_atlas_for_another_model_is_refused_in_the_panel(qtbot, window, ensemble_with_atlas, bleed, tmp_path):

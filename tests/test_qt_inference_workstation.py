@@ -155,8 +155,10 @@ def test_attention_overlay_key_a_label_and_opacity(qtbot, window, tmp_path):
     assert window.axial.overlay_item.isVisible()
     # The map lies on the slice's own pixels: the engine's CAM of that slice, through the LUT.
     # Outside the head (air) the overlay is transparent.
-    expected = attention_rgba(attention_map(volume, 4, "ANY", load_ensemble(ens)).normalized(), ui.overlay.lut,
-                              volume.hu[4] > HEAD_MIN_HU)
+    amap = attention_map(volume, 4, "ANY", load_ensemble(ens))
+    expected = attention_rgba(amap.normalized(), ui.overlay.lut, volume.hu[4] > HEAD_MIN_HU)
+    # the panel names the image as the viewer numbers it, the slice's probability and the model
+    assert f"ANY attention on image 5: p = {amap.probability:.2f} (model {amap.model})" == ui.attention_panel.status.text()
     shown = ui.overlay.map_for(4, "ANY")
     assert shown.shape == (24, 32, 4)
     np.testing.assert_array_equal(shown, expected)

@@ -140,7 +140,7 @@ class PredictionBasisPanel(QWidget):
         return self.grids["attention"].tiles
 
     def show_busy(self, slice_index: int, label: str) -> None:
-        self.status.setText(f"Finding atlas examples for {label} on slice {slice_index + 1}…")
+        self.status.setText(f"Finding atlas examples for {label} on image {slice_index + 1}…")
 
     def show_unavailable(self, reason: str) -> None:
         self.status.setText(reason)
@@ -153,7 +153,7 @@ class PredictionBasisPanel(QWidget):
     def show_retrieval(self, retrieval: Any, window: Window = PATCH_WINDOW) -> None:
         self.retrieval = retrieval
         self.title.setText(
-            f"{retrieval.label} on slice {retrieval.slice_index + 1}: p = {retrieval.probability:.2f} "
+            f"{retrieval.label} on image {retrieval.slice_index + 1}: p = {retrieval.probability:.2f} "
             f"(model {retrieval.model})"
         )
         self.grids["attention"].set_examples(retrieval.examples, window)

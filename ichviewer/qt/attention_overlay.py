@@ -147,7 +147,8 @@ class AttentionOverlay(QObject):
     def _announce(self, key: tuple[int, int, str]) -> None:
         amap = self._info.get(key)
         if amap is not None:
-            where = f"image {key[1] + 1} (model '{amap.model}', slice probability {amap.probability:.2f})"
+            # one line at the dock's usual width, in the prediction basis's words
+            where = f"image {key[1] + 1}: p = {amap.probability:.2f} (model {amap.model})"
             if not float(amap.map.max()) > 0:
                 self._set_status(f"No {key[2]} attention on {where}.")
             else:
