@@ -244,6 +244,16 @@ def test_n_and_shift_n_go_to_the_flagged_slices_and_a_double_click_to_a_findings
     QTest.keyClick(window, Qt.Key.Key_N)
     assert window.state.slice_index == 4
     assert "No slice reaches the IVH threshold (0.50): image 5 is the highest (0.40)" in window.statusBar().currentMessage()
+    # A subtype over its threshold in a study not positive for haemorrhage is not flagged, and N says why.
+    ui.plot.set_study_positive(False)
+    ui.panel.select_label("ANY")
+    ui.panel.select_label("SDH")
+    probs[:, LABELS.index("SDH")] = [0.1, 0.2, 0.7, 0.2, 0.1, 0.1]
+    ui.plot.set_probabilities(probs, {label: 0.5 for label in LABELS})
+    QTest.keyClick(window, Qt.Key.Key_N)
+    assert window.state.slice_index == 2
+    assert "SDH is named only in a study positive for haemorrhage: image 3 is the highest (0.70)" in window.statusBar().currentMessage()
+    ui.plot.set_study_positive(True)
     # A double-click on a finding's row shows it and goes to its most likely slice (press, release, double).
     row = LABELS.index("ANY")
     rect = ui.panel.table.visualItemRect(ui.panel.table.item(row, 0))

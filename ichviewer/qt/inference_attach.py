@@ -214,8 +214,12 @@ class InferenceUI(QObject):
         else:
             target = int(np.nanargmax(probs))
             threshold = self.plot.threshold(label)
-            reason = (f"No slice reaches the {label} threshold ({threshold:.2f})" if threshold is not None
-                      else f"No {label} threshold")
+            if threshold is None:
+                reason = f"No {label} threshold"
+            elif np.nanmax(probs) >= threshold:  # reached, but a subtype is held back in a negative study
+                reason = f"{label} is named only in a study positive for haemorrhage"
+            else:
+                reason = f"No slice reaches the {label} threshold ({threshold:.2f})"
             text = f"{reason}: image {target + 1} is the highest ({probs[target]:.2f})"
         self.state.set_slice_index(target)
         self._status(text)
