@@ -22,6 +22,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen, QTransform
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QDoubleSpinBox,
     QGraphicsEllipseItem,
@@ -228,7 +229,13 @@ class MeasurementLayer(QObject):
         if id(m) not in self._regions:
             v = self.volume
             seed = (m.slice_index, int(math.floor(m.start[0])), int(math.floor(m.start[1])))
-            self._regions[id(m)] = meas.grow_region(v.hu, v.spacing, seed, m.hu_range, cut_necks=bool(m.cut_necks))
+            # On the GUI thread: about 0.5 s on a 1 mm series, up to about 2 s when the region runs
+            # to its 80 mm limit through a thin series (benchmarks/bench_measure.py); the cursor says so.
+            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+            try:
+                self._regions[id(m)] = meas.grow_region(v.hu, v.spacing, seed, m.hu_range, cut_necks=bool(m.cut_necks))
+            finally:
+                QApplication.restoreOverrideCursor()
         return self._regions[id(m)]
 
     def add(self, m: Measurement, *, emit: bool = True, text: str | None = None) -> Measurement:
