@@ -14,6 +14,7 @@ from test_qt_viewer import open_and_wait, send_drag, send_move, two_series_study
 from ichviewer.core import measurements as meas
 from ichviewer.core.measurements import Measurement
 from ichviewer.qt.app import build_workstation
+from ichviewer.qt.display import series_label
 from ichviewer.qt.main_window import MainWindow
 from ichviewer.qt.measure import VOLUME_EDGE, VOLUME_FILL
 from ichviewer.review import ReviewStore
@@ -100,6 +101,15 @@ def test_roi_reports_the_hu_of_the_voxels_inside_and_delete_removes_the_nearest(
     with qtbot.waitSignal(w.measurements.sig_added, timeout=5000):
         send_drag(w.axial, LEFT, viewport_pos(w.axial, 60, 60), viewport_pos(w.axial, 60, 160))
     assert [m.kind for m in w.measurements.measurements(z)] == [meas.ELLIPSE, meas.LENGTH]
+    # Copy all: the reader's figures as lines for a report (the ROI's two lines joined on one)
+    panel = w.measurements_panel
+    assert panel.copy_button.isEnabled()
+    panel.copy_button.click()
+    copied = QApplication.clipboard().text()
+    ruler_text = w.measurements.text_of(w.measurements.measurements(z)[1])
+    assert copied.splitlines() == [f"Measurements, {series_label(v)}:",
+                                   f"Image {z + 1}: ROI {text.replace(chr(10), '; ')} (not saved)",
+                                   f"Image {z + 1}: Length {ruler_text} (not saved)"]  # no database in this viewer
     # Del with the mouse over the ROI removes the ROI, not the ruler drawn after it.
     send_move(w.axial, viewport_pos(w.axial, 250, 260))
     qtbot.waitUntil(lambda: w.axial.hover is not None)

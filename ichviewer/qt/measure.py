@@ -40,6 +40,7 @@ from scipy import ndimage
 
 from ichviewer.core import measurements as meas
 from ichviewer.core.measurements import Measurement, MeasurementError
+from ichviewer.qt.display import series_label
 from ichviewer.qt.settings import write_json_atomic
 
 #: Line colours: yellow rulers and cyan ROIs, as in the reading-room viewers, magenta grown volumes;
@@ -453,6 +454,8 @@ class MeasurementsPanel(QWidget):
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.delete_button = QPushButton("Delete")
         self.delete_button.setToolTip("Delete the selected measurement")
+        self.copy_button = QPushButton("Copy all")
+        self.copy_button.setToolTip("Copy the measurements on this series as text, one per line, for a report")
         self.abc_slices = QDoubleSpinBox()
         self.abc_slices.setRange(0.5, 999.0)
         self.abc_slices.setSingleStep(0.5)
@@ -469,6 +472,7 @@ class MeasurementsPanel(QWidget):
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.delete_button)
+        buttons.addWidget(self.copy_button)
         buttons.addStretch(1)
         self.hu_low = QSpinBox()
         self.hu_high = QSpinBox()
@@ -506,6 +510,7 @@ class MeasurementsPanel(QWidget):
         layout.addWidget(self.abc_result)
 
         self.delete_button.clicked.connect(self.delete_selected)
+        self.copy_button.clicked.connect(self.copy_to_clipboard)
         self.list.itemDoubleClicked.connect(self._go_to)
         self.abc_slices.valueChanged.connect(lambda _v: self.update_abc2())
         layer.sig_changed.connect(self.refresh)
@@ -551,7 +556,27 @@ class MeasurementsPanel(QWidget):
             item.setData(Qt.ItemDataRole.UserRole, m)
             self.list.addItem(item)
         self.delete_button.setEnabled(self.list.count() > 0)
+        self.copy_button.setEnabled(self.list.count() > 0)
         self.update_abc2()
+
+    def report_text(self) -> str:
+        """The series' measurements as plain text, by image, one per line (what Copy all puts on the
+        clipboard): the reader's own figures for a report, not the AI's."""
+        v = self.layer.volume
+        if v is None or not self.layer.measurements():
+            return ""
+        lines = [f"Measurements, {series_label(v)}:"]
+        for m in sorted(self.layer.measurements(), key=lambda m: m.slice_index):
+            text = self.layer.text_of(m).replace("\n", "; ")
+            lines.append(f"Image {m.slice_index + 1}: {KIND_NAMES[m.kind]} {text}"
+                         + ("" if self.layer.is_saved(m) else " (not saved)"))
+        return "\n".join(lines) + "\n"
+
+    def copy_to_clipboard(self) -> str:
+        text = self.report_text()
+        if text:
+            QApplication.clipboard().setText(text)
+        return text
 
     def selected(self) -> Measurement | None:
         item = self.list.currentItem()
