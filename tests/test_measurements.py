@@ -258,7 +258,7 @@ def test_necks_cut_keep_phantom_clots_and_stop_a_click_in_the_real_cortex_runnin
         assert cut.connections == "cut" and cut.volume_ml == pytest.approx(followed.volume_ml, rel=0.04)
     # The real GE head: cortex against the inner table that beam hardening lifts above 50 HU (three of
     # 40 clicks sampled in the intracranial blood range: followed, 31 of the 40 grew past 4 mL; with
-    # necks cut, 4 of the 34 on parts at least 2 mm wide, the largest in a venous sinus). Followed,
+    # necks cut, 4 of the 34 on parts at least 2 mm wide, three of them along the sagittal sinus). Followed,
     # each of these runs round the skull to the limit.
     v = load_volume(ct_data_dir / "ge-head-tilted")
     for click in ((11, 377, 171), (14, 315, 114), (20, 428, 221)):
