@@ -197,6 +197,11 @@ def test_dashboard_shows_accuracy_before_and_after_amendment(qtbot, store: Revie
     assert "Fleiss" in d.summary.text() and "1 amended" in d.summary.text()
     assert [r[0] for r in d.rows()] == ["E0", "E1", "E2", "Model"]
     assert d.table.item(3, 4).text() == "0.000" and d.table.item(3, 8).text() == "1.000"
+    # every column header is shown whole (they were cut to "ensitivity (befor")
+    header, metrics = d.table.horizontalHeader(), d.table.horizontalHeader().fontMetrics()
+    for col in range(d.table.columnCount()):
+        text = d.table.horizontalHeaderItem(col).text()
+        assert header.sectionSize(col) >= max(metrics.horizontalAdvance(line) for line in text.splitlines())
 
 
 def test_dashboard_counts_the_model_by_its_own_call_unless_a_threshold_is_chosen(qtbot, store: ReviewStore,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
 
 from ichviewer.qt.app import build_workstation
 from ichviewer.qt.inference_settings import InferenceSettings
@@ -109,8 +110,14 @@ def test_blinded_panel_member_sees_no_ai_until_the_vote_is_in(qtbot, workstation
 
 
 def test_statistics_dashboard_opens_visible(qtbot, workstation):
+    axial_size = workstation.axial.size()
     dashboard = workstation.review.show_dashboard()
     assert dashboard.isVisible() and dashboard.statistics() is not None
+    # over the window, not docked into it: the image keeps its size
+    dock = workstation.review.dashboard_dock
+    assert dock.isFloating() and workstation.geometry().contains(dock.geometry().center())
+    QApplication.processEvents()  # the dock's layout pass, had it been docked
+    assert workstation.axial.size() == axial_size
 
 
 def _difficult_for_ai_cases(qtbot, workstation, tmp_path: Path, folders: list[tuple[Path, str]]) -> None:

@@ -161,6 +161,12 @@ class ReviewUI(QObject):
         if self.dashboard is None:
             self.dashboard = ReviewDashboard(self.store)
             self.dashboard_dock = self.main_window.add_panel(self.dashboard, "Review statistics", Qt.DockWidgetArea.BottomDockWidgetArea)
+            # Opened floating over the window: docked at the bottom it took half the height and left
+            # the image at a third of its size. The reader can still dock it (double-click its title).
+            self.dashboard_dock.setFloating(True)
+            mw = self.main_window.geometry()
+            w, h = min(1000, int(mw.width() * 0.7)), min(650, int(mw.height() * 0.7))
+            self.dashboard_dock.setGeometry(mw.x() + (mw.width() - w) // 2, mw.y() + (mw.height() - h) // 2, w, h)
         else:
             self.dashboard.refresh()
         self.dashboard_dock.show()

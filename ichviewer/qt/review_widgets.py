@@ -531,8 +531,11 @@ class ReviewDashboard(QWidget):
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.table = QTableWidget(0, 1 + 2 * len(self.METRICS))
-        headers = ["Rater"] + [f"{m} ({w})" for w in ("before", "after") for m in self.METRICS]
+        # two-line headers, each column as wide as its header: "sensitivity (before)" was cut to
+        # "ensitivity (befor" in a 1000-pixel dashboard
+        headers = ["Rater"] + [f"{m}\n({w})" for w in ("before", "after") for m in self.METRICS]
         self.table.setHorizontalHeaderLabels(headers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         self.plot = pg.PlotWidget(background="#141414")
