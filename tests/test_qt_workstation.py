@@ -109,6 +109,14 @@ def test_blinded_panel_member_sees_no_ai_until_the_vote_is_in(qtbot, workstation
     assert not review.adjudication.ai_boxes["ANY"].isHidden()
 
 
+def test_voting_with_no_panel_says_where_to_make_one(qtbot, workstation):
+    errors = []
+    workstation.sig_error.connect(errors.append)
+    workstation.review.choose_panel()
+    assert errors and "Review > Create a panel from the worklist queue" in errors[-1]
+    assert workstation.review.create_panel_action.text().startswith("Create a panel from the worklist queue")
+
+
 def test_statistics_dashboard_opens_visible(qtbot, workstation):
     axial_size = workstation.axial.size()
     dashboard = workstation.review.show_dashboard()

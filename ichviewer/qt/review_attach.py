@@ -250,7 +250,9 @@ class ReviewUI(QObject):
 
         panels = list_panels(self.store)
         if not panels:
-            self.main_window.notify_error("There are no panels in the review database yet (create one with `ichviewer review panel create`).")
+            self.main_window.notify_error(
+                "There are no panels in the review database yet: create one from the worklist queue "
+                "(Review > Create a panel from the worklist queue\u2026) or with `ichviewer review panel create`.")
             return
         names = [f"{p.id}: {p.name}" for p in panels]
         choice, ok = QInputDialog.getItem(self.main_window, "Panel", "Vote on panel:", names, 0, False)
