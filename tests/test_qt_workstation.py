@@ -169,6 +169,8 @@ def test_a_panel_is_created_from_the_worklist_queue(qtbot, workstation, tmp_path
     review = workstation.review
     _difficult_for_ai_cases(qtbot, workstation, tmp_path, folders)
     review.worklist.set_kind("ai")
+    review.worklist.refresh()  # as the create-panel dialog does before it states the count
+    assert review.worklist.queue_size() == len(folders)
     panel = review.create_panel_from_queue("difficult for AI", ["Dr A", "Dr B", "Dr C"])
     assert panel.blinded and panel.source_queue == "ai"
     assert sorted(c["series_uid"] for c in panel_cases(review.store, panel.id)) == sorted(u for _f, u in folders)

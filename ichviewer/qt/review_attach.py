@@ -187,6 +187,7 @@ class ReviewUI(QObject):
         return panel
 
     def ask_create_panel(self) -> None:
+        self.worklist.refresh()  # the count stated is the queue the panel will be made from
         dialog = QDialog(self.main_window)
         dialog.setWindowTitle("Create a review panel")
         form = QFormLayout(dialog)
@@ -198,7 +199,7 @@ class ReviewUI(QObject):
         error = QLabel("")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         form.addRow(QLabel(f"Cases: the worklist's current queue ({self.worklist.current_kind()}, "
-                           f"label {self.worklist.label_filter.currentText()})"))
+                           f"label {self.worklist.label_filter.currentText()}): {self.worklist.queue_size()} case(s)"))
         form.addRow("Name", name)
         form.addRow("Members", members)
         form.addRow(blinded)

@@ -355,6 +355,10 @@ class WorklistPanel(QWidget):
     def current_kind(self) -> str:
         return QUEUE_KINDS[max(self.tabs.currentIndex(), 0)]
 
+    def queue_size(self, kind: str | None = None) -> int:
+        """Cases in a queue (default: the one shown) as last refreshed, before the table's filters."""
+        return len(self._items.get(kind or self.current_kind(), []))
+
     def set_kind(self, kind: str) -> None:
         self.tabs.setCurrentIndex(QUEUE_KINDS.index(kind))
 
