@@ -36,8 +36,8 @@ def test_infer_writes_the_documented_json_and_csv_and_records_failures(tmp_path,
     rng = np.random.default_rng(5)
     good = make_volume(rng.integers(-40, 90, (4, 24, 20)).astype(np.int16), spacing=(5.0, 0.5, 0.5))
     write_dicom_series(good, tmp_path / "data" / "good")
-    broken = write_dicom_series(make_volume(np.zeros((3, 24, 20), np.int16)), tmp_path / "data" / "broken")
-    broken[1].write_bytes(broken[1].read_bytes()[:-200])  # truncated pixel data: this series cannot load
+    broken = write_dicom_series(make_volume(np.zeros((2, 24, 20), np.int16)), tmp_path / "data" / "broken")
+    broken[1].write_bytes(broken[1].read_bytes()[:-200])  # truncated pixel data: one readable slice is too few
 
     out_json, out_csv = tmp_path / "out.json", tmp_path / "out.csv"
     code = run_cli(["infer", str(tmp_path / "data"), "--models", str(models), "--json", str(out_json), "--csv", str(out_csv)])

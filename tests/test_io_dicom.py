@@ -134,6 +134,25 @@ def test_junk_files_are_skipped_with_reasons_and_never_crash(ct_data_dir: Path, 
     assert len(result.volumes) == 1 and result.volumes[0].n_slices == 5
 
 
+def test_a_slice_whose_pixels_cannot_be_read_is_left_out_and_named(ct_data_dir: Path, tmp_path: Path) -> None:
+    files = copy_series(ct_data_dir / "philips-phantom-5mm", tmp_path / "t")
+    by_pos = sorted(files, key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))
+    whole = load_volume(tmp_path / "t")
+    damaged = by_pos[12]
+    damaged.write_bytes(damaged.read_bytes()[:-5000])  # a copy cut short: the header reads, the pixels do not
+    v = load_volume(tmp_path / "t")  # the other 27 slices are shown, not the whole series refused
+    assert v.n_slices == whole.n_slices - 1
+    np.testing.assert_array_equal(v.hu[12], whole.hu[13])
+    [unreadable] = [w for w in v.warnings if w.startswith("unreadable slices left out: 1 file(s)")]
+    assert damaged.name in unreadable and "pixel data truncated" in unreadable
+    assert any("missing slices: 1 gap" in w and "after image 12" in w for w in v.warnings)
+    # With too few readable slices left, the series is refused, naming the damaged file.
+    pair = copy_series(ct_data_dir / "philips-phantom-5mm", tmp_path / "two", n=2)
+    pair[1].write_bytes(pair[1].read_bytes()[:-5000])
+    result = load_path(tmp_path / "two")
+    assert not result.volumes and pair[1].name in str(result.failed[0]) and "truncated" in str(result.failed[0])
+
+
 def test_unsupported_transfer_syntax_message(ct_data_dir: Path, tmp_path: Path) -> None:
     for f in copy_series(ct_data_dir / "philips-phantom-5mm", tmp_path / "ts", n=3):
         ds = pydicom.dcmread(f)
@@ -156,7 +175,7 @@ def test_duplicates_and_gaps_are_warned(ct_data_dir: Path, tmp_path: Path) -> No
     v = load_volume(tmp_path / "g")
     assert v.n_slices == 27
     assert any(w.startswith("duplicate slices: 1") for w in v.warnings)
-    assert any(w.startswith("missing slices: 1 gap") and "after slice 9 (10.0 mm)" in w for w in v.warnings)
+    assert any(w.startswith("missing slices: 1 gap") and "after image 10 (10.0 mm)" in w for w in v.warnings)  # Im: 10 is the last before the gap
     assert not v.uniform_spacing
 
 

@@ -326,8 +326,9 @@ def load_series(series: SeriesFiles, *, min_slices: int = 2) -> CTVolume:
 
     Slices are sorted by the projection of ImagePositionPatient on the slice
     normal (not InstanceNumber). Raises DicomInputError for a non-CT series, a
-    non-axial one, too few slices or undecodable pixel data; geometry problems that
-    still allow display (tilt, uneven spacing, gaps, duplicates, mixed geometry)
+    non-axial one, a transfer syntax we cannot decode, or fewer than `min_slices`
+    readable slices; problems that still allow display (tilt, uneven spacing, gaps,
+    duplicates, mixed geometry, a file whose pixel data cannot be read, left out)
     become warnings on the volume.
     """
     where = series.folder or series.series_uid
@@ -377,6 +378,29 @@ def load_series(series: SeriesFiles, *, min_slices: int = 2) -> CTVolume:
             where,
             f"only {len(items)} usable slice(s); a volume needs at least {min_slices}",
         )
+    # Pixels before the spacing checks: a file whose pixel data cannot be read (truncated, missing)
+    # is left out with a warning naming it, and the gap it leaves is reported like any missing slice,
+    # so one damaged file does not keep the reader from the rest of the series. A transfer syntax
+    # we cannot decode stops the whole series (every slice would fail the same way).
+    _check_decodable(items[0][0], items[0][1])
+    stored, readable, unreadable = [], [], []
+    for ds, p in items:
+        try:
+            if "PixelData" not in ds:
+                raise DicomInputError(p, "no pixel data")
+            stored.append(_stored_pixels(ds, p))
+            readable.append(True)
+        except DicomInputError as exc:
+            unreadable.append(exc)
+            readable.append(False)
+    if unreadable:
+        if sum(readable) < min_slices:
+            raise unreadable[0]
+        keep = np.asarray(readable)
+        items = [it for it, k in zip(items, keep) if k]
+        origins, positions = origins[keep], positions[keep]
+        named = "; ".join(str(e) for e in unreadable[:3]) + ("; ..." if len(unreadable) > 3 else "")
+        warnings.append(f"unreadable slices left out: {len(unreadable)} file(s) ({named})")
 
     gaps = np.diff(positions)
     median_gap = float(np.median(gaps))
@@ -388,7 +412,7 @@ def load_series(series: SeriesFiles, *, min_slices: int = 2) -> CTVolume:
         )
     big = _missing_slice_gaps(gaps)
     if big.any():
-        where_gaps = ", ".join(f"after slice {int(i)} ({gaps[i]:.1f} mm)" for i in np.flatnonzero(big)[:5])
+        where_gaps = ", ".join(f"after image {int(i) + 1} ({gaps[i]:.1f} mm)" for i in np.flatnonzero(big)[:5])  # as the viewer numbers them
         warnings.append(f"missing slices: {int(big.sum())} gap(s) larger than {_GAP_FACTOR}x the median spacing, {where_gaps}")
 
     stack_dir = origins[-1] - origins[0]
@@ -406,13 +430,6 @@ def load_series(series: SeriesFiles, *, min_slices: int = 2) -> CTVolume:
 
     datasets = [ds for ds, _ in items]
     paths = [p for _, p in items]
-    for ds, p in zip(datasets[:1], paths[:1]):
-        _check_decodable(ds, p)
-    stored = []
-    for ds, p in zip(datasets, paths):
-        if "PixelData" not in ds:
-            raise DicomInputError(p, "no pixel data")
-        stored.append(_stored_pixels(ds, p))
     hu = _hu_stack(stored, datasets)
 
     first = datasets[0]
