@@ -314,6 +314,37 @@ def test_a_saved_measurement_that_no_longer_fits_the_series_is_named_and_the_oth
     assert f"length on image {v.n_slices + 6} (0.7 mm)" in errors[-1] and "volume on image 4 (12.0 mL (...))" in errors[-1]
 
 
+def test_saved_measurements_made_on_other_pixels_of_the_same_series_uid_are_not_placed(qtbot, settings_dir, ct_data_dir, tmp_path):
+    # A copy with a slice missing (or a re-export) keeps the series UID: its slice indices and voxels
+    # need not match the ones the measurements were made on, which the recorded pixel hash tells.
+    from ichviewer.io import load_volume
+
+    db = tmp_path / "review.sqlite"
+    series = ct_data_dir / "ge-head-tilted"
+    v = load_volume(series)
+    with ReviewStore(db) as store:
+        ann = store.add_reader("ann", "resident")
+        store.add_study(v.series_uid, v.study_uid, pixel_sha256="0" * 64)  # recorded from other pixels
+        store.add_measurement(ann, v.series_uid, Measurement(meas.LENGTH, 3, (10.0, 10.0), (10.0, 50.0)), "19.5 mm")
+    w = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
+    errors = []
+    w.sig_error.connect(errors.append)
+    open_and_wait(qtbot, w, series)
+    assert w.measurements.measurements() == []
+    assert errors and "1 saved measurement(s)" in errors[-1] and "different pixel data" in errors[-1]
+    with ReviewStore(db) as store:
+        assert len(store.measurements(v.series_uid, "ann")) == 1  # still there
+    # recorded from these very pixels: shown
+    same = tmp_path / "same.sqlite"
+    with ReviewStore(same) as store:
+        ann = store.add_reader("ann", "resident")
+        store.add_study(v.series_uid, v.study_uid, pixel_sha256=v.pixel_sha256())
+        store.add_measurement(ann, v.series_uid, Measurement(meas.LENGTH, 3, (10.0, 10.0), (10.0, 50.0)), "19.5 mm")
+    w2 = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=same, reader=("ann", "resident")))
+    open_and_wait(qtbot, w2, series)
+    assert [w2.measurements.text_of(m) for m in w2.measurements.measurements()] == ["19.5 mm"]
+
+
 def test_the_volume_hu_range_comes_from_the_panel_and_a_reversed_range_is_not_taken(qtbot, viewer):
     panel = viewer.measurements_panel
     assert viewer.measurements.hu_range == meas.DEFAULT_BLOOD_HU

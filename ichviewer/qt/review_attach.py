@@ -309,9 +309,21 @@ class ReviewUI(QObject):
             return
         try:
             stored = self.store.measurements(volume.series_uid, self.reader)
+            recorded = (self.store.study(volume.series_uid) or {}).get("pixel_sha256") if stored else None
         except Exception as exc:
             self.main_window.notify_error(f"Saved measurements could not be read from {self.db_path}: {exc}")
             return
+        if recorded:
+            if volume.series_uid not in self._pixel_hashes:
+                self._pixel_hashes[volume.series_uid] = volume.pixel_sha256()
+            if self._pixel_hashes[volume.series_uid] != recorded:
+                # Same series UID, other pixels (a copy with a slice missing, a re-export): slice indices
+                # and voxels may not match, so a ruler or volume would land on other anatomy.
+                self.main_window.notify_error(
+                    f"{len(stored)} saved measurement(s) of series {volume.series_uid} are not shown: they were "
+                    f"made on different pixel data (the hash recorded in {self.db_path} differs from this "
+                    "copy's), so they could land on other anatomy. They stay in the database.")
+                stored = []
         for m in [m for m in layer.measurements() if layer.is_saved(m)]:
             layer.remove(m, emit=False)
         not_shown = []
