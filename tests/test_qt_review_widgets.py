@@ -139,6 +139,8 @@ def test_worklist_counts_filters_and_opens_a_study_by_keyboard(qtbot, store: Rev
 def test_reader_dialog_records_name_and_role(qtbot, store: ReviewStore) -> None:
     d = ReaderIdentityDialog(store)
     qtbot.addWidget(d)
+    # what the name is for, and where it is kept: the first thing a new user is asked
+    assert f"saved under this name in {store.path}" in d.explanation.text() and "Cancel" in d.explanation.text()
     ok = d.buttons.button(QDialogButtonBox.StandardButton.Ok)
     assert not ok.isEnabled()
     qtbot.keyClicks(d.name_edit, "Dr New")

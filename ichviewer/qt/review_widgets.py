@@ -460,7 +460,15 @@ class ReaderIdentityDialog(QDialog):
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
+        where = f" in {store.path}" if store is not None and getattr(store, "path", None) else ""
+        # The first thing a new user sees (before the main window): say what the name is for.
+        self.explanation = QLabel(
+            f"Your reads and measurements are saved under this name{where}. "
+            "Cancel to look at images without saving (you can choose later: Review > Change reader).")
+        self.explanation.setWordWrap(True)
+        self.setMinimumWidth(460)
         form = QFormLayout(self)
+        form.addRow(self.explanation)
         form.addRow("Name", self.name_edit)
         form.addRow("Role", self.role_box)
         form.addRow(self.error)
