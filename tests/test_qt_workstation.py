@@ -109,6 +109,17 @@ def test_blinded_panel_member_sees_no_ai_until_the_vote_is_in(qtbot, workstation
     assert not review.adjudication.ai_boxes["ANY"].isHidden()
 
 
+def test_help_keys_lists_the_ai_navigation(qtbot, workstation):
+    from PySide6.QtWidgets import QMessageBox
+
+    workstation.show_bindings()
+    [box] = [b for b in workstation.findChildren(QMessageBox) if b.windowTitle() == "Keys and mouse"]
+    text = box.text()
+    assert "Next flagged slice</td><td>N<" in text and "Previous flagged slice</td><td>Shift+N<" in text
+    assert "double-click its row in AI findings" in text
+    box.close()
+
+
 def test_voting_with_no_panel_says_where_to_make_one(qtbot, workstation):
     errors = []
     workstation.sig_error.connect(errors.append)

@@ -473,6 +473,8 @@ class MainWindow(QMainWindow):
             f"</td><td>{m.crosshair} drag</td></tr>",
             f"<tr><td>Volume (after {', '.join(km.keys_for('tool_volume'))})</td><td>{m.crosshair} click inside the haematoma</td></tr>",
         ]
+        if "ai_next_flagged" in self.actions_by_name:  # the AI is attached
+            rows.append("<tr><td>A finding's most likely slice</td><td>double-click its row in AI findings</td></tr>")
         box = QMessageBox(QMessageBox.Icon.NoIcon, "Keys and mouse", "", QMessageBox.StandardButton.Ok, self)
         box.setText(f"<table>{''.join(rows)}</table><p>Bindings: {km.source}; override in {self.settings_dir / 'keymap.json'}</p>")
         box.setWindowModality(Qt.WindowModality.NonModal)
