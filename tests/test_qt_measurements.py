@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -292,23 +294,37 @@ def test_a_click_with_the_volume_tool_counts_the_haematoma_and_shows_its_voxels(
     assert w3.measurements.region(w3.measurements.measurements()[-1]).connections == "all"
 
 
+def _ruler_saved_by_ann(db: Path, v: Any, *, pixel_sha256: str | None = None) -> ReviewStore:
+    """A review file where reader 'ann' saved a 19.5 mm ruler on image 4 of `v` (open: add more)."""
+    store = ReviewStore(db)
+    ann = store.add_reader("ann", "resident")
+    if pixel_sha256 is not None:
+        store.add_study(v.series_uid, v.study_uid, pixel_sha256=pixel_sha256)
+    store.add_measurement(ann, v.series_uid, Measurement(meas.LENGTH, 3, (10.0, 10.0), (10.0, 50.0)), "19.5 mm")
+    return store
+
+
+def _open_as_ann(qtbot, settings_dir: Path, db: Path, series: Path) -> tuple[Any, list[str]]:
+    """A workstation reading as 'ann' on `db` with `series` open, and the errors it reported."""
+    w = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
+    errors: list[str] = []
+    w.sig_error.connect(errors.append)
+    open_and_wait(qtbot, w, series)
+    return w, errors
+
+
 def test_a_saved_measurement_that_no_longer_fits_the_series_is_named_and_the_others_still_show(qtbot, settings_dir, ct_data_dir, tmp_path):
     db = tmp_path / "review.sqlite"
     series = ct_data_dir / "ge-head-tilted"
     from ichviewer.io import load_volume
 
     v = load_volume(series)
-    with ReviewStore(db) as store:
-        ann = store.add_reader("ann", "resident")
-        store.add_measurement(ann, v.series_uid, Measurement(meas.LENGTH, 3, (10.0, 10.0), (10.0, 50.0)), "19.5 mm")
+    with _ruler_saved_by_ann(db, v) as store:
         # written by a copy of the series with more slices, or with different pixels under the seed
-        store.add_measurement(ann, v.series_uid, Measurement(meas.LENGTH, v.n_slices + 5, (1.0, 1.0), (2.0, 2.0)), "0.7 mm")
-        store.add_measurement(ann, v.series_uid, Measurement(meas.VOLUME, 3, (5.0, 5.0), (5.0, 5.0), hu_range=(50.0, 100.0)),
+        store.add_measurement("ann", v.series_uid, Measurement(meas.LENGTH, v.n_slices + 5, (1.0, 1.0), (2.0, 2.0)), "0.7 mm")
+        store.add_measurement("ann", v.series_uid, Measurement(meas.VOLUME, 3, (5.0, 5.0), (5.0, 5.0), hu_range=(50.0, 100.0)),
                               "12.0 mL (...)")
-    w = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
-    errors = []
-    w.sig_error.connect(errors.append)
-    open_and_wait(qtbot, w, series)
+    w, errors = _open_as_ann(qtbot, settings_dir, db, series)
     assert [(m.kind, w.measurements.text_of(m)) for m in w.measurements.measurements()] == [(meas.LENGTH, "19.5 mm")]
     assert errors and "2 saved measurement(s)" in errors[-1] and str(db) in errors[-1]
     assert f"length on image {v.n_slices + 6} (0.7 mm)" in errors[-1] and "volume on image 4 (12.0 mL (...))" in errors[-1]
@@ -322,26 +338,16 @@ def test_saved_measurements_made_on_other_pixels_of_the_same_series_uid_are_not_
     db = tmp_path / "review.sqlite"
     series = ct_data_dir / "ge-head-tilted"
     v = load_volume(series)
-    with ReviewStore(db) as store:
-        ann = store.add_reader("ann", "resident")
-        store.add_study(v.series_uid, v.study_uid, pixel_sha256="0" * 64)  # recorded from other pixels
-        store.add_measurement(ann, v.series_uid, Measurement(meas.LENGTH, 3, (10.0, 10.0), (10.0, 50.0)), "19.5 mm")
-    w = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
-    errors = []
-    w.sig_error.connect(errors.append)
-    open_and_wait(qtbot, w, series)
+    _ruler_saved_by_ann(db, v, pixel_sha256="0" * 64).close()  # the hash recorded from other pixels
+    w, errors = _open_as_ann(qtbot, settings_dir, db, series)
     assert w.measurements.measurements() == []
     assert errors and "1 saved measurement(s)" in errors[-1] and "different pixel data" in errors[-1]
     with ReviewStore(db) as store:
         assert len(store.measurements(v.series_uid, "ann")) == 1  # still there
     # recorded from these very pixels: shown
     same = tmp_path / "same.sqlite"
-    with ReviewStore(same) as store:
-        ann = store.add_reader("ann", "resident")
-        store.add_study(v.series_uid, v.study_uid, pixel_sha256=v.pixel_sha256())
-        store.add_measurement(ann, v.series_uid, Measurement(meas.LENGTH, 3, (10.0, 10.0), (10.0, 50.0)), "19.5 mm")
-    w2 = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=same, reader=("ann", "resident")))
-    open_and_wait(qtbot, w2, series)
+    _ruler_saved_by_ann(same, v, pixel_sha256=v.pixel_sha256()).close()
+    w2, _errors = _open_as_ann(qtbot, settings_dir, same, series)
     assert [w2.measurements.text_of(m) for m in w2.measurements.measurements()] == ["19.5 mm"]
 
 
