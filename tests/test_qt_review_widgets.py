@@ -118,6 +118,18 @@ def test_worklist_counts_filters_and_opens_a_study_by_keyboard(qtbot, store: Rev
     assert w.counts() == {"ai": 2, "human": 1, "discordant": 1}
     assert w.tabs.tabText(0) == "Difficult for AI (2)"
     assert {it.series_uid for it in w.shown_items()} == {uids[0], uids[2]}
+    # a case is named by its folder (the last two parts), the UID in the tooltip; the filter finds either
+    first_cell = w.table.item(0, 0)
+    assert first_cell.text() == f"ct/{w.shown_items()[0].series_uid}" and w.shown_items()[0].series_uid in first_cell.toolTip()
+    assert w.table.horizontalHeaderItem(0).text() == "Series"
+    from types import SimpleNamespace
+
+    from ichviewer.qt.review_widgets import case_name
+    assert case_name(SimpleNamespace(path="C:\\exports\\PATIENT7\\SE0002\\", series_uid="1.2")) == "PATIENT7/SE0002"
+    assert case_name(SimpleNamespace(path=None, series_uid="1.2.826.0.1.3680043.99.123456789012")) == "\u2026123456789012"
+    w.search.setText(uids[2][-6:])
+    assert [it.series_uid for it in w.shown_items()] == [uids[2]]
+    w.search.setText("")
     w.reference_filter.setCurrentText("Labelled negative")
     assert [it.series_uid for it in w.shown_items()] == [uids[2]]
     w.reference_filter.setCurrentText("All")

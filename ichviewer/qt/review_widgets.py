@@ -282,6 +282,17 @@ class AdjudicationPanel(QWidget):
         self.save_button.setEnabled(bool(self._series_uid))
 
 
+def case_name(item: Any) -> str:
+    """What a reader recognises a worklist case by: the last two parts of its folder ("PATIENT7/SE0002":
+    export folders are often named alike), else the series UID's last digits; the full path and
+    UID are in the cell's tooltip."""
+    path = str(getattr(item, "path", "") or "").replace("\\", "/").rstrip("/")
+    if path:
+        return "/".join(path.split("/")[-2:]).lstrip("/")
+    uid = str(item.series_uid)
+    return uid if len(uid) <= 16 else "\u2026" + uid[-12:]
+
+
 class WorklistPanel(QWidget):
     """The difficult-case queues as tabs with counts, filters (label, reference, text) and a table.
 
@@ -291,7 +302,7 @@ class WorklistPanel(QWidget):
 
     sig_open_study = Signal(str, str)
 
-    COLUMNS = ("Series UID", "Reference", "P(model)", "Reason")
+    COLUMNS = ("Series", "Reference", "P(model)", "Reason")
 
     def __init__(self, store: ReviewStore | None = None, parent: QWidget | None = None,
                  thresholds: QueueThresholds = QueueThresholds()) -> None:
@@ -315,7 +326,7 @@ class WorklistPanel(QWidget):
         self.reference_filter.addItems(["All", "Labelled positive", "Labelled negative", "Unlabelled"])
         self.reference_filter.currentIndexChanged.connect(lambda _i: self._fill_table())
         self.search = QLineEdit()
-        self.search.setPlaceholderText("Filter by UID or reason")
+        self.search.setPlaceholderText("Filter by folder, UID or reason")
         self.search.setClearButtonEnabled(True)
         self.search.textChanged.connect(lambda _t: self._fill_table())
         self.refresh_button = QPushButton("Refresh")
@@ -399,7 +410,7 @@ class WorklistPanel(QWidget):
         if ref == 3 and item.label_value is not None:
             return False
         text = self.search.text().strip().lower()
-        return not text or text in item.series_uid.lower() or text in item.reason.lower()
+        return not text or any(text in field.lower() for field in (item.series_uid, item.path or "", item.reason))
 
     def _fill_table(self) -> None:
         kind = self.current_kind()
@@ -408,9 +419,9 @@ class WorklistPanel(QWidget):
         for row, it in enumerate(self._shown):
             ref = "" if it.label_value is None else ("positive" if it.label_value else "negative")
             p = "" if it.probability is None else f"{it.probability:.3f}"
-            for col, text in enumerate((it.series_uid, ref, p, it.reason)):
+            for col, text in enumerate((case_name(it), ref, p, it.reason)):
                 cell = QTableWidgetItem(text)
-                cell.setToolTip(text)
+                cell.setToolTip(text if col else f"{it.path or '(no folder recorded)'}\n{it.series_uid}")
                 self.table.setItem(row, col, cell)
         total = len(self._items.get(kind, []))
         extra = "" if kind != "discordant" or self._reader else " (choose a reader to see your discordant cases)"
