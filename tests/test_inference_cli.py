@@ -15,7 +15,8 @@ from ichviewer.inference.manifest import file_sha256
 from inference_fixtures import add_member, make_volume, write_dicom_series, write_manifest
 
 STUDY_KEYS = {
-    "path", "study_uid", "series_uid", "n_slices", "case", "triage", "head_check", "slices", "models", "provider", "seconds"
+    "path", "study_uid", "series_uid", "n_slices", "case", "triage", "head_check", "slices", "models", "provider", "seconds",
+    "warnings",
 }
 
 
@@ -88,6 +89,18 @@ def test_infer_writes_the_documented_json_and_csv_and_records_failures(tmp_path,
     assert rows[0]["SDH_tier"] == study["case"]["SDH"]["tier"] and rows[1]["SDH_tier"] == ""
     assert "truncated" in rows[1]["reason"]
     assert rows[0]["head_check"] == study["head_check"]["reason"] and rows[1]["head_check"] == ""
+
+
+def test_infer_reads_a_series_without_its_damaged_file_and_says_so(tmp_path, models, capsys):
+    holed = write_dicom_series(make_volume(np.full((5, 24, 20), 30, np.int16)), tmp_path / "holed")
+    holed[2].write_bytes(holed[2].read_bytes()[:-200])  # one truncated file in five
+    out = tmp_path / "o.json"
+    assert run_cli(["infer", str(tmp_path / "holed"), "--models", str(models), "--json", str(out), "--quiet"]) == 0
+    (study,) = json.loads(out.read_text())["studies"]
+    assert study["n_slices"] == 4
+    [left_out] = [w for w in study["warnings"] if w.startswith("unreadable slices left out: 1 file(s)")]
+    assert holed[2].name in left_out
+    assert f"WARNING {study['path']}: unreadable slices left out" in capsys.readouterr().err
 
 
 def test_infer_exit_zero_when_all_studies_run(tmp_path, models, capsys):

@@ -131,5 +131,7 @@ def infer_path(
         if not np.isfinite(result.slice_probabilities).all():
             report.failed.append({"path": where, "reason": "inference failed: a model produced non-numeric (NaN) probabilities"})
             continue
-        report.studies.append({"path": where, **result.to_dict()})
+        # the series' own warnings (gaps, tilt, a slice left out because it could not be read): a
+        # batch reader must see that the AI read less than the folder held
+        report.studies.append({"path": where, **result.to_dict(), "warnings": list(getattr(volume, "warnings", ()))})
     return report
