@@ -97,6 +97,32 @@ def test_failed_save_shows_error_and_keeps_values_then_saves(qtbot, panel: Adjud
     assert store.reads()[0]["id"] == saved.args[0] and store.reads()[0]["note"] == "no bleed"
 
 
+def test_an_entry_not_saved_waits_as_a_draft_for_its_reader_and_series(qtbot, panel: AdjudicationPanel,
+                                                                       store: ReviewStore) -> None:
+    panel.set_status("ANY", "present")
+    panel.set_status("SDH", "present")
+    panel.confidence_boxes["SDH"].setValue(4)
+    panel.ai_boxes["SDH"].setCurrentText("accept")
+    panel.note_edit.setPlainText("thin left convexity SDH")
+    entered = panel.form_values()
+    panel.set_case(series_uid(2), description="the next case")  # moved on without saving
+    assert panel.form_values() == {"statuses": {}, "confidence": {}, "ai": {}, "note": ""}
+    panel.set_case(series_uid(1), ai_findings={"ANY": 0.82, "SDH": 0.77}, description="Head CT")  # back
+    assert panel.form_values() == entered and "unsaved read of this series is back" in panel.message_text()
+    assert store.read_count() == 0  # a draft is not a read
+    # Another reader does not see it, and gets it back when they are the reader again.
+    panel.set_reader(store.add_reader("Dr Other", "resident"))
+    assert panel.form_values()["statuses"] == {}
+    panel.set_reader(store.reader("Dr Keyboard"))
+    assert panel.form_values() == entered
+    # Saved: no longer a draft; moving on and back shows an empty form.
+    assert panel.submit() is not None and store.read_count() == 1
+    assert panel.drafts() == {}
+    panel.set_case(series_uid(2))
+    panel.set_case(series_uid(1))
+    assert panel.form_values()["statuses"] == {}
+
+
 def test_read_without_any_is_refused_and_nothing_is_written(qtbot, panel: AdjudicationPanel,
                                                             store: ReviewStore) -> None:
     panel.set_status("SDH", "present")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -107,6 +108,33 @@ def test_blinded_panel_member_sees_no_ai_until_the_vote_is_in(qtbot, workstation
         QTest.keyClick(vote.note_edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert not ai.blinded and not ai.findings_dock.isHidden()
     assert not review.adjudication.ai_boxes["ANY"].isHidden()
+
+
+def test_an_adjudication_not_saved_survives_a_change_of_series_and_a_restart(qtbot, tmp_path, settings_dir):
+    from ichviewer.qt.review_attach import DRAFTS_FILE
+
+    (a, uid_a), (b, _uid_b) = _series(tmp_path, 11), _series(tmp_path, 12)
+    db = tmp_path / "review.sqlite"
+    w = build_workstation(settings_dir, ai=False, db_path=db, reader=("Dr Kim", "attending"))
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w.sig_volume_opened, timeout=WAIT_MS):
+        w.open_path(a)
+    w.review.adjudication.set_status("ANY", "present")
+    w.review.adjudication.note_edit.setPlainText("falx, 3 mm")
+    with qtbot.waitSignal(w.sig_volume_opened, timeout=WAIT_MS):
+        w.open_path(b)  # moved on without saving
+    kept = json.loads((settings_dir / DRAFTS_FILE).read_text())["drafts"]
+    assert [(d["reader"], d["series_uid"], d["values"]["statuses"]) for d in kept] == [("Dr Kim", uid_a, {"ANY": "present"})]
+    w.close()
+    again = build_workstation(settings_dir, ai=False, db_path=db, reader=("Dr Kim", "attending"))
+    qtbot.addWidget(again)
+    with qtbot.waitSignal(again.sig_volume_opened, timeout=WAIT_MS):
+        again.open_path(a)
+    panel = again.review.adjudication
+    assert panel.form_values()["statuses"] == {"ANY": "present"} and panel.form_values()["note"] == "falx, 3 mm"
+    assert panel.submit() is not None
+    assert not (settings_dir / DRAFTS_FILE).exists()  # saved: nothing left waiting
+    again.close()
 
 
 def test_help_keys_lists_the_ai_navigation(qtbot, workstation):

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 DEFAULT_DB_NAME = "review.sqlite"
 #: Remembers the last reader so a restart does not ask again (name and role only).
 READER_FILE = "reader.json"
+#: Adjudications entered and not saved (per reader and series), kept across a restart.
+DRAFTS_FILE = "adjudication_drafts.json"
 
 
 def series_folder(volume: Any) -> str:
@@ -80,7 +82,9 @@ class ReviewUI(QObject):
             main_window.tabifyDockWidget(studies_dock, self.worklist_dock)
             studies_dock.raise_()
 
+        self.adjudication.set_drafts(self._load_drafts())
         self.adjudication.sig_read_saved.connect(self._on_read_saved)
+        self.adjudication.sig_read_saved.connect(lambda _id: self.save_drafts())
         self.adjudication.sig_save_failed.connect(self._on_save_failed)
         self.worklist.sig_open_study.connect(self._on_open_study)
         main_window.sig_volume_opened.connect(self._on_volume_opened)
@@ -106,6 +110,32 @@ class ReviewUI(QObject):
         if getattr(main_window, "volume", None) is not None:
             self._on_volume_opened(main_window.volume)
 
+    # -- drafts ----------------------------------------------------------------------------
+    def _load_drafts(self) -> dict[tuple[str, str], dict[str, Any]]:
+        path = self.settings_folder / DRAFTS_FILE
+        if not path.is_file():
+            return {}
+        try:
+            rows = json.loads(path.read_text("utf-8"))["drafts"]
+            return {(str(r["reader"]), str(r["series_uid"])): dict(r["values"]) for r in rows}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: unsaved adjudications could not be read back (%s)", path, exc)
+            return {}
+
+    def save_drafts(self) -> None:
+        """Keep every adjudication entered and not saved in the settings folder (a crash or a
+        restart does not lose it); the file is removed when there is none."""
+        path = self.settings_folder / DRAFTS_FILE
+        drafts = self.adjudication.drafts()
+        try:
+            if drafts:
+                write_json_atomic(path, {"drafts": [{"reader": r, "series_uid": uid, "values": v}
+                                                    for (r, uid), v in drafts.items()]}, indent=1)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not keep the unsaved adjudications in %s: %s", path, exc)
+
     # -- reader ----------------------------------------------------------------------------
     def _remembered_reader(self):
         try:
@@ -117,6 +147,7 @@ class ReviewUI(QObject):
     def set_reader(self, reader) -> None:
         self.reader = reader
         self.adjudication.set_reader(reader)
+        self.save_drafts()  # an entry made under the previous reader stays theirs
         self.worklist.set_reader(reader)
         # Measurements drawn before anyone was reading are the new reader's; then show theirs.
         self.save_unsaved_measurements()
@@ -300,6 +331,7 @@ class ReviewUI(QObject):
         self._apply_blinding()
         self._load_measurements(volume)
         self.save_unsaved_measurements()
+        self.save_drafts()  # the series left may have left an entry not saved
 
     # -- measurements ------------------------------------------------------------------------
     def _load_measurements(self, volume: Any) -> None:
@@ -430,6 +462,10 @@ class ReviewUI(QObject):
             window.notify_error(f"Series {series_uid} has no known location on this machine; open its folder with File \u203a Open.")
 
     def shutdown(self, _timeout_ms: int = 0) -> None:
+        self.save_drafts()
+        if self.adjudication.drafts():
+            log.warning("%d adjudication(s) entered and not saved are kept in %s and come back with their series",
+                        len(self.adjudication.drafts()), self.settings_folder / DRAFTS_FILE)
         # A last try for measurements not yet on disk; what still fails is named in the log.
         layer = self.measurement_layer
         if layer is not None and (layer.unsaved() or layer.pending()):

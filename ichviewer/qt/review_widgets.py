@@ -74,6 +74,9 @@ class AdjudicationPanel(QWidget):
         self._model_run_id: int | None = None
         self._started = time.monotonic()
         self._last_saved: tuple[Any, int] | None = None
+        #: (reader name, series UID) -> form values entered and not saved, kept when the reader moves to
+        #: another series and put back when they return (`drafts()`; the workstation keeps them on disk)
+        self._drafts: dict[tuple[str, str], dict[str, Any]] = {}
 
         self.case_label = QLabel("No study open.")
         self.case_label.setWordWrap(True)
@@ -145,8 +148,19 @@ class AdjudicationPanel(QWidget):
         self._update_enabled()
 
     def set_reader(self, reader: Reader | None) -> None:
+        """Who is reading. An entry made under another reader is kept as that reader's draft, and the
+        new reader's own draft of the open series (if any) is shown instead."""
+        changed = (reader.name if reader else None) != (self._reader.name if self._reader else None)
+        if changed and self._series_uid and self._reader is not None:
+            self._stash_draft()
+            self.clear_form()
+            self._last_saved = None
         self._reader = reader
         self.reader_label.setText(f"Reader: {reader.name} ({reader.role})" if reader else "Reader: not chosen")
+        draft = self._drafts.get(self._draft_key()) if changed and self._series_uid else None
+        if draft is not None:
+            self._apply_values(draft)
+            self._set_message("Your unsaved read of this series is back (not saved yet: Ctrl+Enter saves it).", ok=False)
         self._update_enabled()
 
     def set_case(
@@ -158,7 +172,12 @@ class AdjudicationPanel(QWidget):
         model_run_id: int | None = None,
         description: str = "",
     ) -> None:
-        """Show an empty form for a new series; `ai_findings` ({LABEL: probability}) enables the AI column."""
+        """Show the form for a new series; `ai_findings` ({LABEL: probability}) enables the AI column.
+
+        What was entered on the previous series and not saved is kept as a draft, and a draft this
+        reader left on the new series is put back (nothing the reader entered is lost).
+        """
+        self._stash_draft()
         self._series_uid = series_uid
         self._study_uid = study_uid
         self._model_run_id = model_run_id
@@ -174,6 +193,10 @@ class AdjudicationPanel(QWidget):
             self.ai_labels[label].setToolTip("")
         self.case_label.setText(description or (f"Series {series_uid}" if series_uid else "No study open."))
         self._set_message("", ok=True)
+        draft = self._drafts.get(self._draft_key()) if series_uid else None
+        if draft is not None:
+            self._apply_values(draft)
+            self._set_message("Your unsaved read of this series is back (not saved yet: Ctrl+Enter saves it).", ok=False)
         self._update_enabled()
 
     def set_ai_findings(
@@ -215,6 +238,68 @@ class AdjudicationPanel(QWidget):
             self.ai_boxes[label].setCurrentIndex(0)
         self.note_edit.setPlainText("")
 
+    # -- drafts: entered, not saved -------------------------------------------------------------
+
+    def form_values(self) -> dict[str, Any]:
+        """The form as plain data (labels left unset are absent), the same shape a draft is kept in."""
+        values: dict[str, Any] = {"statuses": {}, "confidence": {}, "ai": {}, "note": self.note_edit.toPlainText()}
+        for label in LABELS:
+            if self.status_boxes[label].currentText() != _NOT_SET:
+                values["statuses"][label] = self.status_boxes[label].currentText()
+            if self.confidence_boxes[label].value():
+                values["confidence"][label] = self.confidence_boxes[label].value()
+            if self.ai_boxes[label].currentText() != _NOT_SET:
+                values["ai"][label] = self.ai_boxes[label].currentText()
+        return values
+
+    def _apply_values(self, values: Mapping[str, Any]) -> None:
+        self.clear_form()
+        for label, status in dict(values.get("statuses", {})).items():
+            if label in self.status_boxes:
+                self.set_status(label, status)
+        for label, value in dict(values.get("confidence", {})).items():
+            if label in self.confidence_boxes:
+                self.confidence_boxes[label].setValue(int(value))
+        for label, action in dict(values.get("ai", {})).items():
+            if label in self.ai_boxes:
+                self.ai_boxes[label].setCurrentIndex(max(0, self.ai_boxes[label].findText(str(action))))
+        self.note_edit.setPlainText(str(values.get("note", "")))
+
+    def _draft_key(self) -> tuple[str, str]:
+        return (self._reader.name if self._reader else "", self._series_uid or "")
+
+    def has_unsaved_entry(self) -> bool:
+        """Something is entered on the open series that is not what was last saved."""
+        values = self.form_values()
+        if not (values["statuses"] or values["confidence"] or values["ai"] or values["note"].strip()):
+            return False
+        return self._last_saved is None or self._last_saved[0] != self._saved_key(values)
+
+    def _saved_key(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (self._reader.name if self._reader else None, self._series_uid, dict(values["statuses"]),
+                dict(values["confidence"]), dict(values["ai"]), str(values["note"]).strip())
+
+    def _stash_draft(self) -> None:
+        if not self._series_uid:
+            return
+        if self.has_unsaved_entry():
+            self._drafts[self._draft_key()] = self.form_values()
+        else:
+            self._drafts.pop(self._draft_key(), None)
+
+    def drafts(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every unsaved entry, the open series' included: (reader, series UID) -> form values."""
+        self._stash_draft()
+        return dict(self._drafts)
+
+    def set_drafts(self, drafts: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:
+        """Drafts kept from an earlier session (the open series' one is put in the form)."""
+        self._drafts = {tuple(k): dict(v) for k, v in drafts.items()}
+        draft = self._drafts.get(self._draft_key()) if self._series_uid else None
+        if draft is not None and not self.has_unsaved_entry():
+            self._apply_values(draft)
+            self._set_message("Your unsaved read of this series is back (not saved yet: Ctrl+Enter saves it).", ok=False)
+
     # -- what the reader entered -----------------------------------------------------------
 
     def set_status(self, label: str, status: str | None) -> None:
@@ -250,8 +335,7 @@ class AdjudicationPanel(QWidget):
             return self._fail("Choose who is reading (name and role) before saving.")
         try:
             read = self.entered_read()
-            key = (self._reader.name, read.series_uid, dict(read.statuses), dict(read.confidence), dict(read.ai),
-                   read.note)
+            key = self._saved_key(self.form_values())
             if self._last_saved is not None and self._last_saved[0] == key:
                 # A second Ctrl+Enter on an unchanged form must not log a duplicate read.
                 self._set_message(f"Already saved as read #{self._last_saved[1]}.", ok=True)
@@ -262,6 +346,7 @@ class AdjudicationPanel(QWidget):
         except Exception as exc:  # disk full, database locked too long, file removed...
             return self._fail(f"Not saved: the review database could not be written ({exc}).")
         self._last_saved = (key, read_id)
+        self._drafts.pop(self._draft_key(), None)
         self._set_message(f"Saved read #{read_id} at {time.strftime('%H:%M:%S')}.", ok=True)
         self.sig_read_saved.emit(read_id)
         return read_id
