@@ -202,11 +202,19 @@ def test_panel_member_votes_blinded_by_keyboard_then_sees_the_rest(qtbot, store:
     w = PanelVotePanel(store, panel.id, "E2")
     _show(qtbot, w)
     w.cases.setFocus()
-    row = next(r for r in range(w.cases.rowCount()) if w.cases.item(r, 0).text() == uids[0])
+    row = next(r for r in range(w.cases.rowCount()) if uids[0] in w.cases.item(r, 0).toolTip())
+    assert w.cases.item(row, 0).text() == f"ct/{uids[0]}"  # named by its folder, as on the worklist
+    # A vote chosen on the other case and not cast waits there; its note does not follow to this one.
+    w.open_case(uids[1])
+    w.vote_boxes["ANY"].setCurrentText("absent")
+    w.note_edit.setText("dense falx only")
+    w.cases.setFocus()
     w.cases.setCurrentCell(row, 0)
     with qtbot.waitSignal(w.sig_open_study, timeout=5000) as opened:
         qtbot.keyClick(w.cases, Qt.Key.Key_Return)
     assert opened.args[0] == w.current_series() == uids[0]
+    assert w.note_edit.text() == "" and w.vote_boxes["ANY"].currentText() == "\u2014"
+    assert w.drafts() == {uids[1]: {"votes": {"ANY": "absent"}, "note": "dense falx only"}}
     assert "Blinded" in w.revealed.text() and "0.3" not in w.revealed.text()
     qtbot.keyClick(w.vote_boxes["ANY"], Qt.Key.Key_P)
     with qtbot.waitSignal(w.sig_vote_saved, timeout=5000):
@@ -216,6 +224,9 @@ def test_panel_member_votes_blinded_by_keyboard_then_sees_the_rest(qtbot, store:
     assert votes[-1] == ("E2", "present")
     assert "E1 ANY absent" in w.revealed.text() and "Model: ANY 0.30" in w.revealed.text()
     assert not w.save_button.isEnabled()  # votes are final
+    w.open_case(uids[1])  # the vote left waiting is back, not cast
+    assert w.vote_boxes["ANY"].currentText() == "absent" and w.note_edit.text() == "dense falx only"
+    assert "not cast yet" in w.message_text()
 
 
 def test_dashboard_shows_accuracy_before_and_after_amendment(qtbot, store: ReviewStore, tmp_path: Path) -> None:

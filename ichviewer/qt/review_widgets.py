@@ -370,11 +370,14 @@ class AdjudicationPanel(QWidget):
 def case_name(item: Any) -> str:
     """What a reader recognises a worklist case by: the last two parts of its folder ("PATIENT7/SE0002":
     export folders are often named alike), else the series UID's last digits; the full path and
-    UID are in the cell's tooltip."""
-    path = str(getattr(item, "path", "") or "").replace("\\", "/").rstrip("/")
+    UID are in the cell's tooltip. `item` is a QueueItem or a panel case row (a mapping)."""
+    def field(name: str) -> Any:
+        return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+    path = str(field("path") or "").replace("\\", "/").rstrip("/")
     if path:
         return "/".join(path.split("/")[-2:]).lstrip("/")
-    uid = str(item.series_uid)
+    uid = str(field("series_uid"))
     return uid if len(uid) <= 16 else "\u2026" + uid[-12:]
 
 
@@ -772,10 +775,12 @@ class PanelVotePanel(QWidget):
         self._panel = get_panel(store, panel_id)
         self._reader = reader.name if isinstance(reader, Reader) else reader
         self._series: str | None = None
+        #: series UID -> votes and note chosen and not cast, kept while the member looks at other cases
+        self._drafts: dict[str, dict[str, Any]] = {}
         self.title = QLabel(f"<b>Panel {self._panel.id}: {self._panel.name}</b>"
                             f"{' (blinded)' if self._panel.blinded else ''}")
         self.cases = QTableWidget(0, 2)
-        self.cases.setHorizontalHeaderLabels(["Series UID", "My vote"])
+        self.cases.setHorizontalHeaderLabels(["Series", "My vote"])
         self.cases.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.cases.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.cases.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -820,7 +825,9 @@ class PanelVotePanel(QWidget):
         self._rows = rows
         self.cases.setRowCount(len(rows))
         for r, row in enumerate(rows):
-            self.cases.setItem(r, 0, QTableWidgetItem(row["series_uid"]))
+            name = QTableWidgetItem(case_name(row))
+            name.setToolTip(f"{row.get('path') or '(no folder recorded)'}\n{row['series_uid']}")
+            self.cases.setItem(r, 0, name)
             self.cases.setItem(r, 1, QTableWidgetItem("voted" if row.get("voted") else ""))
         if self._series:
             self._show_case(self._series)
@@ -848,11 +855,22 @@ class PanelVotePanel(QWidget):
         from ichviewer.review import member_view
 
         view = member_view(self._store, self._panel.id, self._reader, series_uid)
+        if self._series and self._series != series_uid:
+            self._stash_draft()
         self._series = series_uid
         for label, box in self.vote_boxes.items():
             own = view.own_votes.get(label)
             box.setCurrentIndex(0 if own is None else box.findText(own))
             box.setEnabled(not view.voted)
+        # a note belongs to its case: never carried to the next one (it was, and went out with its vote)
+        draft = None if view.voted else self._drafts.get(series_uid)
+        self.note_edit.setText(draft["note"] if draft else "")
+        if draft:
+            for label, value in draft["votes"].items():
+                if label in self.vote_boxes:
+                    self.vote_boxes[label].setCurrentIndex(max(0, self.vote_boxes[label].findText(value)))
+            self.message.setText("Your vote on this case is back, not cast yet (Ctrl+Enter casts it).")
+            self.message.setStyleSheet(_ERROR_CSS)
         self.note_edit.setEnabled(not view.voted)
         self.save_button.setEnabled(not view.voted and self._panel.status == "open")
         self.revealed.setText(self.revealed_text(view))
@@ -875,6 +893,21 @@ class PanelVotePanel(QWidget):
     def message_text(self) -> str:
         return self.message.text()
 
+    def _stash_draft(self) -> None:
+        if not self._series or not any(box.isEnabled() for box in self.vote_boxes.values()):
+            return  # nothing open, or already voted
+        votes = {label: box.currentText() for label, box in self.vote_boxes.items() if box.currentText() != _NOT_SET}
+        note = self.note_edit.text()
+        if votes or note.strip():
+            self._drafts[self._series] = {"votes": votes, "note": note}
+        else:
+            self._drafts.pop(self._series, None)
+
+    def drafts(self) -> dict[str, dict[str, Any]]:
+        """Votes chosen and not cast, by series UID (the open case's included)."""
+        self._stash_draft()
+        return dict(self._drafts)
+
     def submit(self) -> bool:
         from ichviewer.review import cast_vote
 
@@ -894,9 +927,10 @@ class PanelVotePanel(QWidget):
             self.message.setText(f"Not saved: {exc}")
             self.message.setStyleSheet(_ERROR_CSS)
             return False
-        self.message.setText("Vote saved.")
-        self.message.setStyleSheet(_OK_CSS)
+        self._drafts.pop(self._series, None)
         uid = self._series
         self.refresh()
+        self.message.setText("Vote saved.")
+        self.message.setStyleSheet(_OK_CSS)
         self.sig_vote_saved.emit(uid)
         return True
