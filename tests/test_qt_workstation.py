@@ -137,6 +137,39 @@ def test_an_adjudication_not_saved_survives_a_change_of_series_and_a_restart(qtb
     again.close()
 
 
+def test_a_panel_vote_not_cast_survives_a_restart(qtbot, tmp_path, settings_dir):
+    from ichviewer.qt.review_attach import VOTE_DRAFTS_FILE
+
+    (a, uid_a), (b, uid_b) = _series(tmp_path, 13), _series(tmp_path, 14)
+    db = tmp_path / "review.sqlite"
+    with ReviewStore(db) as store:
+        for uid in (uid_a, uid_b):
+            store.add_study(uid)
+        panel = create_panel(store, "second look", series_uids=[uid_a, uid_b], blinded=True)
+        add_member(store, panel.id, "Dr Kim")
+    w = build_workstation(settings_dir, ai=False, db_path=db, reader=("Dr Kim", "attending"))
+    qtbot.addWidget(w)
+    vote = w.review.open_panel(panel.id)
+    vote.open_case(uid_a)
+    vote.vote_boxes["ANY"].setCurrentText("absent")
+    vote.note_edit.setText("calcified falx")
+    with qtbot.waitSignal(w.sig_volume_opened, timeout=WAIT_MS):
+        w.open_path(b)  # the next case, through the viewer
+    assert vote.current_series() == uid_b and vote.note_edit.text() == ""
+    kept = json.loads((settings_dir / VOTE_DRAFTS_FILE).read_text())["drafts"]
+    assert [(d["reader"], d["panel_id"], d["series_uid"], d["votes"]) for d in kept] == [
+        ("Dr Kim", panel.id, uid_a, {"ANY": "absent"})]
+    w.close()
+    again = build_workstation(settings_dir, ai=False, db_path=db, reader=("Dr Kim", "attending"))
+    qtbot.addWidget(again)
+    vote = again.review.open_panel(panel.id)
+    vote.open_case(uid_a)
+    assert vote.vote_boxes["ANY"].currentText() == "absent" and vote.note_edit.text() == "calcified falx"
+    assert vote.submit()
+    assert not (settings_dir / VOTE_DRAFTS_FILE).exists()  # cast: nothing left waiting
+    again.close()
+
+
 def test_help_keys_lists_the_ai_navigation(qtbot, workstation):
     from PySide6.QtWidgets import QMessageBox
 

@@ -40,6 +40,8 @@ DEFAULT_DB_NAME = "review.sqlite"
 READER_FILE = "reader.json"
 #: Adjudications entered and not saved (per reader and series), kept across a restart.
 DRAFTS_FILE = "adjudication_drafts.json"
+#: Panel votes chosen and not cast (per reader, panel and case), kept across a restart.
+VOTE_DRAFTS_FILE = "panel_vote_drafts.json"
 
 
 def series_folder(volume: Any) -> str:
@@ -135,6 +137,36 @@ class ReviewUI(QObject):
                 path.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("could not keep the unsaved adjudications in %s: %s", path, exc)
+
+    def _load_vote_drafts(self) -> dict[tuple[str, int, str], dict[str, Any]]:
+        path = self.settings_folder / VOTE_DRAFTS_FILE
+        if not path.is_file():
+            return {}
+        try:
+            rows = json.loads(path.read_text("utf-8"))["drafts"]
+            return {(str(r["reader"]), int(r["panel_id"]), str(r["series_uid"])): {"votes": dict(r["votes"]), "note": str(r["note"])}
+                    for r in rows}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: uncast panel votes could not be read back (%s)", path, exc)
+            return {}
+
+    def save_vote_drafts(self) -> None:
+        """Keep the open panel's votes chosen and not cast in the settings folder, beside other
+        readers' and panels' (a restart does not lose them); the file is removed when there is none."""
+        panel = self.vote_panel
+        if panel is None:
+            return
+        path = self.settings_folder / VOTE_DRAFTS_FILE
+        kept = {k: v for k, v in self._load_vote_drafts().items() if (k[0], k[1]) != (panel.reader_name, panel.panel_id)}
+        kept.update({(panel.reader_name, panel.panel_id, uid): d for uid, d in panel.drafts().items()})
+        try:
+            if kept:
+                write_json_atomic(path, {"drafts": [{"reader": r, "panel_id": p, "series_uid": uid, **d}
+                                                    for (r, p, uid), d in kept.items()]}, indent=1)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not keep the uncast panel votes in %s: %s", path, exc)
 
     # -- reader ----------------------------------------------------------------------------
     def _remembered_reader(self):
@@ -296,14 +328,19 @@ class ReviewUI(QObject):
         if self.reader is None:
             raise RuntimeError("choose a reader before voting")
         if self.vote_dock is not None:
+            self.save_vote_drafts()
             self.vote_dock.close()
             self.vote_dock.deleteLater()
         self.vote_panel = PanelVotePanel(self.store, panel_id, self.reader)
+        self.vote_panel.set_drafts({uid: d for (r, p, uid), d in self._load_vote_drafts().items()
+                                    if r == self.reader.name and p == panel_id})
         self.vote_dock = self.main_window.add_panel(self.vote_panel, "Panel vote")
         self.vote_dock.show()  # docks added to a window already on screen start hidden
         self.vote_dock.raise_()
         self.vote_panel.sig_open_study.connect(self._on_open_study)
+        self.vote_panel.sig_open_study.connect(lambda _uid, _path: self.save_vote_drafts())
         self.vote_panel.sig_vote_saved.connect(self._on_vote_saved)
+        self.vote_panel.sig_vote_saved.connect(lambda _uid: self.save_vote_drafts())
         self._apply_blinding()
         return self.vote_panel
 
@@ -332,6 +369,7 @@ class ReviewUI(QObject):
         self._load_measurements(volume)
         self.save_unsaved_measurements()
         self.save_drafts()  # the series left may have left an entry not saved
+        self.save_vote_drafts()
 
     # -- measurements ------------------------------------------------------------------------
     def _load_measurements(self, volume: Any) -> None:
@@ -463,6 +501,7 @@ class ReviewUI(QObject):
 
     def shutdown(self, _timeout_ms: int = 0) -> None:
         self.save_drafts()
+        self.save_vote_drafts()
         if self.adjudication.drafts():
             log.warning("%d adjudication(s) entered and not saved are kept in %s and come back with their series",
                         len(self.adjudication.drafts()), self.settings_folder / DRAFTS_FILE)

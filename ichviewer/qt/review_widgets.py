@@ -908,6 +908,17 @@ class PanelVotePanel(QWidget):
         self._stash_draft()
         return dict(self._drafts)
 
+    def set_drafts(self, drafts: Mapping[str, Mapping[str, Any]]) -> None:
+        """Votes left uncast in an earlier session ({series UID: {"votes": {...}, "note": ...}})."""
+        self._drafts = {str(uid): {"votes": dict(d.get("votes", {})), "note": str(d.get("note", ""))}
+                        for uid, d in drafts.items()}
+        if self._series:
+            self._show_case(self._series)
+
+    @property
+    def reader_name(self) -> str:
+        return self._reader
+
     def submit(self) -> bool:
         from ichviewer.review import cast_vote
 
