@@ -135,3 +135,22 @@ def test_browser_names_the_file_when_the_atlas_cannot_be_opened(qtbot, tmp_path)
     assert str(bad) in blocker.args[0] and "not an ICH Viewer atlas" in blocker.args[0]
     assert "cannot be shown" in browser.status.text() and browser.browse is None
     browser.close()
+
+
+def test_the_prediction_basis_names_the_ensembles_probability_beside_the_members(qtbot):
+    # The examples explain one member on the slice alone; the plot shows the ensemble. When the two
+    # differ (the real GE head: SAH 0.07 for the member, 0.46 plotted) both are named.
+    from types import SimpleNamespace
+
+    from ichviewer.qt.atlas_widgets import PredictionBasisPanel
+
+    panel = PredictionBasisPanel()
+    qtbot.addWidget(panel)
+    retrieval = SimpleNamespace(label="SAH", slice_index=17, probability=0.07, model="resnet", examples=(),
+                                pooled_examples=(), reason="", n_features_ranked=0)
+    panel.show_retrieval(retrieval, ensemble_probability=0.46)
+    assert panel.title.text() == "SAH on image 18: p = 0.07 (model resnet; ensemble 0.46)"
+    panel.show_retrieval(retrieval, ensemble_probability=0.072)  # the same to two decimals: once
+    assert panel.title.text() == "SAH on image 18: p = 0.07 (model resnet)"
+    panel.show_retrieval(retrieval)  # no findings (the AI not attached)
+    assert panel.title.text() == "SAH on image 18: p = 0.07 (model resnet)"

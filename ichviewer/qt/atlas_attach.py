@@ -173,7 +173,10 @@ class AtlasUI(QObject):
         self.panel.show_busy(slice_index, label)
 
     def _on_ready(self, _request_id: int, retrieval: Any) -> None:
-        self.panel.show_retrieval(retrieval, self.state.window)
+        inference = getattr(self.main_window, "inference", None)
+        plotted = getattr(inference, "plotted_probability", None)
+        ensemble = plotted(retrieval.slice_index, retrieval.label) if callable(plotted) else None
+        self.panel.show_retrieval(retrieval, self.state.window, ensemble)
 
     def _on_failed(self, _request_id: int, message: str) -> None:
         self.panel.show_error(message)

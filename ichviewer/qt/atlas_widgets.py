@@ -150,11 +150,15 @@ class PredictionBasisPanel(QWidget):
     def show_error(self, message: str) -> None:
         self.status.setText(message)
 
-    def show_retrieval(self, retrieval: Any, window: Window = PATCH_WINDOW) -> None:
+    def show_retrieval(self, retrieval: Any, window: Window = PATCH_WINDOW, ensemble_probability: float | None = None) -> None:
+        """Show the examples; `ensemble_probability` (the plot's value on the slice) is named beside the
+        explaining member's own when they differ, as the attention panel does."""
         self.retrieval = retrieval
+        beside = (f"; ensemble {ensemble_probability:.2f}" if ensemble_probability is not None
+                  and abs(ensemble_probability - retrieval.probability) >= 0.005 else "")
         self.title.setText(
             f"{retrieval.label} on image {retrieval.slice_index + 1}: p = {retrieval.probability:.2f} "
-            f"(model {retrieval.model})"
+            f"(model {retrieval.model}{beside})"
         )
         self.grids["attention"].set_examples(retrieval.examples, window)
         self.grids["pooled"].set_examples(retrieval.pooled_examples, window)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,9 @@ class AttentionOverlay(QObject):
         self._maps: OrderedDict[tuple[int, int, str], np.ndarray] = OrderedDict()
         self._info: dict[tuple[int, int, str], Any] = {}
         self._failed_request: int = 0
+        #: (slice index, label) -> the ensemble's probability there as the plot shows it, or None; set
+        #: by the workstation so the status can put the explaining member's p beside the ensemble's
+        self.ensemble_probability: Callable[[int, str], float | None] | None = None
         state.sig_slice_changed.connect(self._on_slice_changed)
         controller.sig_opened.connect(self._on_study_opened)
         controller.sig_cancelled.connect(self._on_study_cancelled)
@@ -147,8 +151,11 @@ class AttentionOverlay(QObject):
     def _announce(self, key: tuple[int, int, str]) -> None:
         amap = self._info.get(key)
         if amap is not None:
-            # one line at the dock's usual width, in the prediction basis's words
-            where = f"image {key[1] + 1}: p = {amap.probability:.2f} (model {amap.model})"
+            # in the prediction basis's words; the map is one member's on this slice alone, so the
+            # ensemble's value (the plot's) is named beside it when the two differ
+            ens = self.ensemble_probability(key[1], key[2]) if self.ensemble_probability else None
+            beside = f"; ensemble {ens:.2f}" if ens is not None and abs(ens - amap.probability) >= 0.005 else ""
+            where = f"image {key[1] + 1}: p = {amap.probability:.2f} (model {amap.model}{beside})"
             if not float(amap.map.max()) > 0:
                 self._set_status(f"No {key[2]} attention on {where}.")
             else:

@@ -60,6 +60,7 @@ class InferenceUI(QObject):
         self.side_strip = PositiveSliceStrip(Qt.Orientation.Vertical, inverted=True)
         self.strips = (self.strip, self.side_strip)
         self.overlay = AttentionOverlay(self.controller, main_window.axial, self.state, parent=self, colormap=self.settings.colormap)
+        self.overlay.ensemble_probability = self.plotted_probability
         keys = tuple(main_window.keymap.keys_for(TOGGLE_ATTENTION)) if hasattr(main_window, "keymap") else ()
         keys = keys or DEFAULT_TOGGLE_KEYS
         self.attention_panel = AttentionControlsPanel(self.overlay, self.state, shortcut_text=", ".join(keys))
@@ -237,6 +238,13 @@ class InferenceUI(QObject):
         self.state.set_slice_index(target)
         self._status(f"{label}: image {target + 1} is the highest ({probs[target]:.2f})")
         return target
+
+    def plotted_probability(self, slice_index: int, label: str) -> float | None:
+        """The ensemble's probability for `label` on a slice, as the plot shows it (None if not computed)."""
+        probs = self.plot.probabilities(label)
+        if probs is None or not 0 <= slice_index < len(probs) or np.isnan(probs[slice_index]):
+            return None
+        return float(probs[slice_index])
 
     def _status(self, text: str) -> None:
         bar = getattr(self.main_window, "statusBar", None)
