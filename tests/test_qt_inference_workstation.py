@@ -161,7 +161,7 @@ def test_attention_overlay_key_a_label_and_opacity(qtbot, window, tmp_path):
     ens = float(ui.plot.probabilities("ANY")[4])  # the ensemble's, as plotted: named beside the member's
     assert abs(ens - amap.probability) >= 0.005  # two members, two interpolation degrees: they differ here
     assert ui.attention_panel.status.text() == (
-        f"ANY attention on image 5: p = {amap.probability:.2f} (model {amap.model}; ensemble {ens:.2f})")
+        f"ANY on image 5: p = {amap.probability:.2f} (model {amap.model}; ensemble {ens:.2f})")
     shown = ui.overlay.map_for(4, "ANY")
     assert shown.shape == (24, 32, 4)
     np.testing.assert_array_equal(shown, expected)

@@ -159,7 +159,7 @@ class AttentionOverlay(QObject):
             if not float(amap.map.max()) > 0:
                 self._set_status(f"No {key[2]} attention on {where}.")
             else:
-                self._set_status(f"{key[2]} attention on {where}")
+                self._set_status(f"{key[2]} on {where}")  # the panel is the attention map's: one line
         self.sig_map_shown.emit(key[1], key[2])
 
     def _on_slice_changed(self, _index: int) -> None:
