@@ -96,10 +96,21 @@ def test_blinded_panel_member_sees_no_ai_until_the_vote_is_in(qtbot, workstation
         panel = create_panel(store, "difficult ICH", series_uids=[uid], blinded=True)
         add_member(store, panel.id, "Dr Kim")
 
+    atlas = workstation.atlas
+    atlas.dock.show()  # the prediction basis was on screen (its tab raised)
     vote = review.open_panel(panel.id)
     assert vote.isVisible()
     assert ai.blinded and ai.findings_dock.isHidden() and ai.bottom.isHidden() and ai.side_strip.isHidden()
     assert not ai.overlay.enabled and review.adjudication.ai_boxes["ANY"].isHidden()
+    # the prediction basis (the model's p on this slice and its basis) is hidden too
+    assert atlas.dock.isHidden() and not atlas.dock.toggleViewAction().isEnabled()
+    table = review.worklist.table  # the worklist's model column and reasons quote the AI
+    assert table.isColumnHidden(2) and table.isColumnHidden(3) and not table.isColumnHidden(0)
+    # results arriving while blinded do not say in the status line what they are
+    with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS) as finished:
+        ai.analyse()
+    message = workstation.statusBar().currentMessage()
+    assert "hidden until your vote" in message and finished.args[1].triage not in message
     vote.open_case(uid)
     vote.vote_boxes["ANY"].setCurrentText("present")
     vote.note_edit.setFocus()
@@ -108,6 +119,8 @@ def test_blinded_panel_member_sees_no_ai_until_the_vote_is_in(qtbot, workstation
         QTest.keyClick(vote.note_edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert not ai.blinded and not ai.findings_dock.isHidden()
     assert not review.adjudication.ai_boxes["ANY"].isHidden()
+    assert not atlas.dock.isHidden() and atlas.dock.toggleViewAction().isEnabled()
+    assert not table.isColumnHidden(2) and not table.isColumnHidden(3)
 
 
 def test_an_adjudication_not_saved_survives_a_change_of_series_and_a_restart(qtbot, tmp_path, settings_dir):

@@ -41,6 +41,7 @@ class AtlasUI(QObject):
         self._gui_atlas: Any = None
         self.browser: AtlasBrowserWindow | None = None
         inference = getattr(main_window, "inference", None)
+        self._visible_before_blinding = False
         cache = None
         if inference is not None:
             cache = inference.controller.cache  # share loaded models with the findings (loading is slow)
@@ -69,6 +70,8 @@ class AtlasUI(QObject):
         self.state.sig_slice_changed.connect(self._on_slice_changed)
         self.state.sig_selected_label_changed.connect(self._on_selected_label_changed)
         self.dock.visibilityChanged.connect(self._on_dock_visibility_changed)
+        if inference is not None and hasattr(inference, "sig_blinded_changed"):
+            inference.sig_blinded_changed.connect(self.set_blinded)
         if hasattr(main_window, "add_shutdown_hook"):
             main_window.add_shutdown_hook(self.shutdown)
         main_window.installEventFilter(self)
@@ -91,6 +94,18 @@ class AtlasUI(QObject):
         """The finding explained: the selected label, ANY when none is selected."""
         selected = self.state.selected_label
         return str(selected) if selected in LABELS else "ANY"
+
+    def set_blinded(self, on: bool) -> None:
+        """A blinded panel member is reading: the prediction basis (the model's probability and what
+        it rests on for this slice) is hidden with the other AI outputs, and comes back after the vote."""
+        if on:
+            self._visible_before_blinding = not self.dock.isHidden()
+            self.dock.hide()
+            self.example_dock.hide()
+        self.dock.toggleViewAction().setEnabled(not on)
+        if not on and self._visible_before_blinding:
+            self.dock.show()
+            self._visible_before_blinding = False
 
     def refresh(self) -> int:
         """Ask for the basis of the selected finding on the slice on screen (off the GUI thread); returns the request id."""

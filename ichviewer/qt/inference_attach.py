@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, Qt
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QVBoxLayout, QWidget
 
@@ -36,6 +36,10 @@ class InferenceUI(QObject):
     `strip` (PositiveSliceStrip), `overlay` (AttentionOverlay), `attention_panel`
     (AttentionControlsPanel), `toggle_attention_action` (key A), `settings`.
     """
+
+    #: The AI's outputs were hidden (True) or shown again (False) for a blinded panel member; other AI
+    #: panels (the prediction basis) follow it.
+    sig_blinded_changed = Signal(bool)
 
     def __init__(self, main_window: Any, ensemble_dir: str | Path | None = None, *, settings: InferenceSettings | None = None, chunk: int = 8) -> None:
         super().__init__(main_window)
@@ -189,6 +193,8 @@ class InferenceUI(QObject):
             self.overlay.set_enabled(False)
         elif was_blinded:
             self.overlay.set_enabled(self._overlay_before_blinding)
+        if on != was_blinded:
+            self.sig_blinded_changed.emit(on)
 
     # -- going to the slices the AI flags ------------------------------------------------------
     def go_to_flagged(self, step: int = 1) -> int | None:
@@ -313,6 +319,9 @@ class InferenceUI(QObject):
         self.plot.set_study_positive(result.study_positive)
         for strip in self.strips:
             strip.set_positive(self.plot.positive_slices())
+        if self.blinded:  # the status line must not say what the hidden findings are
+            self.main_window.statusBar().showMessage("AI results are in; hidden until your vote is cast", 8000)
+            return
         self.main_window.statusBar().showMessage(
             f"AI: {result.triage} ({result.n_slices} slices in {result.seconds:.1f} s on {provider_display_name(result.provider)})", 8000
         )

@@ -356,6 +356,7 @@ class ReviewUI(QObject):
         if inference is not None:
             inference.set_blinded(blind)
         self.adjudication.set_ai_hidden(blind)
+        self.worklist.set_ai_hidden(blind)  # its P(model) and reasons would say what the AI found
 
     # -- events ------------------------------------------------------------------------------
     def _on_volume_opened(self, volume: Any) -> None:

@@ -454,6 +454,11 @@ class WorklistPanel(QWidget):
     def current_kind(self) -> str:
         return QUEUE_KINDS[max(self.tabs.currentIndex(), 0)]
 
+    def set_ai_hidden(self, hidden: bool) -> None:
+        """Blinded panel reading: hide the model's probability and the reasons (which quote it)."""
+        for col in (self.COLUMNS.index("P(model)"), self.COLUMNS.index("Reason")):
+            self.table.setColumnHidden(col, bool(hidden))
+
     def queue_size(self, kind: str | None = None) -> int:
         """Cases in a queue (default: the one shown) as last refreshed, before the table's filters."""
         return len(self._items.get(kind or self.current_kind(), []))
