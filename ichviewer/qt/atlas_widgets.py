@@ -10,7 +10,7 @@ from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
 
 from ichviewer.core.windowing import Window, window_to_uint8
-from ichviewer.qt.attention_overlay import DEFAULT_COLORMAP, colormap_lut
+from ichviewer.qt.attention_overlay import DEFAULT_COLORMAP, colormap_lut, explained_where
 
 #: Window the atlas patches are shown in unless the viewer's window is passed (a subdural/blood-friendly brain window).
 PATCH_WINDOW = Window(80, 40, "Brain")
@@ -154,12 +154,8 @@ class PredictionBasisPanel(QWidget):
         """Show the examples; `ensemble_probability` (the plot's value on the slice) is named beside the
         explaining member's own when they differ, as the attention panel does."""
         self.retrieval = retrieval
-        beside = (f"; ensemble {ensemble_probability:.2f}" if ensemble_probability is not None
-                  and abs(ensemble_probability - retrieval.probability) >= 0.005 else "")
-        self.title.setText(
-            f"{retrieval.label} on image {retrieval.slice_index + 1}: p = {retrieval.probability:.2f} "
-            f"(model {retrieval.model}{beside})"
-        )
+        self.title.setText(f"{retrieval.label} on " + explained_where(
+            retrieval.slice_index, retrieval.probability, retrieval.model, ensemble_probability))
         self.grids["attention"].set_examples(retrieval.examples, window)
         self.grids["pooled"].set_examples(retrieval.pooled_examples, window)
         self.tabs.setTabText(0, f"{RANKINGS[0][1]} ({len(retrieval.examples)})")

@@ -54,6 +54,16 @@ def attention_rgba(normalized: np.ndarray, lut: np.ndarray, inside: np.ndarray |
     return rgba
 
 
+def explained_where(slice_index: int, probability: float, model: str, ensemble_probability: float | None = None) -> str:
+    """'image 18: p = 0.07 (model resnet; ensemble 0.46)': what the attention map and the prediction
+    basis explain. They are one member's reading of the slice alone, so the ensemble's value (the
+    plot's) is named beside it when the two differ at two decimals."""
+    beside = ""
+    if ensemble_probability is not None and abs(ensemble_probability - probability) >= 0.005:
+        beside = f"; ensemble {ensemble_probability:.2f}"
+    return f"image {slice_index + 1}: p = {probability:.2f} (model {model}{beside})"
+
+
 class AttentionOverlay(QObject):
     """Shows the CAM of the selected label on the current axial slice, computed off the GUI thread and cached.
 
@@ -151,11 +161,8 @@ class AttentionOverlay(QObject):
     def _announce(self, key: tuple[int, int, str]) -> None:
         amap = self._info.get(key)
         if amap is not None:
-            # in the prediction basis's words; the map is one member's on this slice alone, so the
-            # ensemble's value (the plot's) is named beside it when the two differ
             ens = self.ensemble_probability(key[1], key[2]) if self.ensemble_probability else None
-            beside = f"; ensemble {ens:.2f}" if ens is not None and abs(ens - amap.probability) >= 0.005 else ""
-            where = f"image {key[1] + 1}: p = {amap.probability:.2f} (model {amap.model}{beside})"
+            where = explained_where(key[1], amap.probability, amap.model, ens)
             if not float(amap.map.max()) > 0:
                 self._set_status(f"No {key[2]} attention on {where}.")
             else:

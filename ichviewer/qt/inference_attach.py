@@ -223,7 +223,7 @@ class InferenceUI(QObject):
             threshold = self.plot.threshold(label)
             if threshold is None:
                 reason = f"No {label} threshold"
-            elif np.nanmax(probs) >= threshold:  # reached, but a subtype is held back in a negative study
+            elif probs[target] >= threshold:  # reached, but a subtype is held back in a negative study
                 reason = f"{label} is named only in a study positive for haemorrhage"
             else:
                 reason = f"No slice reaches the {label} threshold ({threshold:.2f})"

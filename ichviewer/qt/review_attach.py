@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,60 +114,56 @@ class ReviewUI(QObject):
             self._on_volume_opened(main_window.volume)
 
     # -- drafts ----------------------------------------------------------------------------
-    def _load_drafts(self) -> dict[tuple[str, str], dict[str, Any]]:
-        path = self.settings_folder / DRAFTS_FILE
+    def _read_drafts(self, name: str, what: str, entry: Callable[[dict[str, Any]], tuple[Any, Any]]) -> dict[Any, Any]:
+        """A drafts file in the settings folder as {key: value}, each row through `entry` ({} when there
+        is none, or it is damaged: logged)."""
+        path = self.settings_folder / name
         if not path.is_file():
             return {}
         try:
-            rows = json.loads(path.read_text("utf-8"))["drafts"]
-            return {(str(r["reader"]), str(r["series_uid"])): dict(r["values"]) for r in rows}
+            return dict(entry(row) for row in json.loads(path.read_text("utf-8"))["drafts"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("%s: unsaved adjudications could not be read back (%s)", path, exc)
+            log.warning("%s: %s could not be read back (%s)", path, what, exc)
             return {}
 
-    def save_drafts(self) -> None:
-        """Keep every adjudication entered and not saved in the settings folder (a crash or a
-        restart does not lose it); the file is removed when there is none."""
-        path = self.settings_folder / DRAFTS_FILE
-        drafts = self.adjudication.drafts()
+    def _write_draft_rows(self, name: str, rows: list[dict[str, Any]], what: str) -> None:
+        """Keep the rows in the settings folder (a crash or a restart does not lose them); remove the file
+        when there is none."""
+        path = self.settings_folder / name
         try:
-            if drafts:
-                write_json_atomic(path, {"drafts": [{"reader": r, "series_uid": uid, "values": v}
-                                                    for (r, uid), v in drafts.items()]}, indent=1)
+            if rows:
+                write_json_atomic(path, {"drafts": rows}, indent=1)
             else:
                 path.unlink(missing_ok=True)
         except OSError as exc:
-            log.warning("could not keep the unsaved adjudications in %s: %s", path, exc)
+            log.warning("could not keep the %s in %s: %s", what, path, exc)
+
+    def _load_drafts(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return self._read_drafts(DRAFTS_FILE, "unsaved adjudications",
+                                 lambda r: ((str(r["reader"]), str(r["series_uid"])), dict(r["values"])))
+
+    def save_drafts(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Keep every adjudication entered and not saved in the settings folder; return them."""
+        drafts = self.adjudication.drafts()
+        self._write_draft_rows(DRAFTS_FILE, [{"reader": r, "series_uid": uid, "values": v}
+                                             for (r, uid), v in drafts.items()], "unsaved adjudications")
+        return drafts
 
     def _load_vote_drafts(self) -> dict[tuple[str, int, str], dict[str, Any]]:
-        path = self.settings_folder / VOTE_DRAFTS_FILE
-        if not path.is_file():
-            return {}
-        try:
-            rows = json.loads(path.read_text("utf-8"))["drafts"]
-            return {(str(r["reader"]), int(r["panel_id"]), str(r["series_uid"])): {"votes": dict(r["votes"]), "note": str(r["note"])}
-                    for r in rows}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("%s: uncast panel votes could not be read back (%s)", path, exc)
-            return {}
+        return self._read_drafts(VOTE_DRAFTS_FILE, "uncast panel votes",
+                                 lambda r: ((str(r["reader"]), int(r["panel_id"]), str(r["series_uid"])),
+                                            {"votes": dict(r["votes"]), "note": str(r["note"])}))
 
     def save_vote_drafts(self) -> None:
         """Keep the open panel's votes chosen and not cast in the settings folder, beside other
-        readers' and panels' (a restart does not lose them); the file is removed when there is none."""
+        readers' and panels'."""
         panel = self.vote_panel
         if panel is None:
             return
-        path = self.settings_folder / VOTE_DRAFTS_FILE
         kept = {k: v for k, v in self._load_vote_drafts().items() if (k[0], k[1]) != (panel.reader_name, panel.panel_id)}
         kept.update({(panel.reader_name, panel.panel_id, uid): d for uid, d in panel.drafts().items()})
-        try:
-            if kept:
-                write_json_atomic(path, {"drafts": [{"reader": r, "panel_id": p, "series_uid": uid, **d}
-                                                    for (r, p, uid), d in kept.items()]}, indent=1)
-            else:
-                path.unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("could not keep the uncast panel votes in %s: %s", path, exc)
+        self._write_draft_rows(VOTE_DRAFTS_FILE, [{"reader": r, "panel_id": p, "series_uid": uid, **d}
+                                                  for (r, p, uid), d in kept.items()], "uncast panel votes")
 
     # -- reader ----------------------------------------------------------------------------
     def _remembered_reader(self):
@@ -385,9 +382,7 @@ class ReviewUI(QObject):
             self.main_window.notify_error(f"Saved measurements could not be read from {self.db_path}: {exc}")
             return
         if recorded:
-            if volume.series_uid not in self._pixel_hashes:
-                self._pixel_hashes[volume.series_uid] = volume.pixel_sha256()
-            if self._pixel_hashes[volume.series_uid] != recorded:
+            if self._pixel_hash(volume) != recorded:
                 # Same series UID, other pixels (a copy with a slice missing, a re-export): slice indices
                 # and voxels may not match, so a ruler or volume would land on other anatomy.
                 self.main_window.notify_error(
@@ -456,11 +451,15 @@ class ReviewUI(QObject):
         except Exception as exc:
             self.main_window.notify_error(f"The deletion of a measurement could not be saved in {self.db_path}: {exc}")
 
+    def _pixel_hash(self, volume: Any) -> str:
+        """The series' pixel SHA-256, computed once per series UID (hashing a thin series takes a moment)."""
+        if volume.series_uid not in self._pixel_hashes:
+            self._pixel_hashes[volume.series_uid] = volume.pixel_sha256()
+        return self._pixel_hashes[volume.series_uid]
+
     def _ensure_study(self, volume: Any) -> None:
-        uid = volume.series_uid
-        if uid not in self._pixel_hashes:
-            self._pixel_hashes[uid] = volume.pixel_sha256()
-        self.store.add_study(uid, volume.study_uid or None, pixel_sha256=self._pixel_hashes[uid], path=series_folder(volume))
+        self.store.add_study(volume.series_uid, volume.study_uid or None, pixel_sha256=self._pixel_hash(volume),
+                             path=series_folder(volume))
 
     def _on_inference_finished(self, _request_id: int, result: Any) -> None:
         volume = getattr(self.main_window, "volume", None)
@@ -501,11 +500,11 @@ class ReviewUI(QObject):
             window.notify_error(f"Series {series_uid} has no known location on this machine; open its folder with File \u203a Open.")
 
     def shutdown(self, _timeout_ms: int = 0) -> None:
-        self.save_drafts()
+        drafts = self.save_drafts()
         self.save_vote_drafts()
-        if self.adjudication.drafts():
+        if drafts:
             log.warning("%d adjudication(s) entered and not saved are kept in %s and come back with their series",
-                        len(self.adjudication.drafts()), self.settings_folder / DRAFTS_FILE)
+                        len(drafts), self.settings_folder / DRAFTS_FILE)
         # A last try for measurements not yet on disk; what still fails is named in the log.
         layer = self.measurement_layer
         if layer is not None and (layer.unsaved() or layer.pending()):

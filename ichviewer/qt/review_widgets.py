@@ -157,10 +157,8 @@ class AdjudicationPanel(QWidget):
             self._last_saved = None
         self._reader = reader
         self.reader_label.setText(f"Reader: {reader.name} ({reader.role})" if reader else "Reader: not chosen")
-        draft = self._drafts.get(self._draft_key()) if changed and self._series_uid else None
-        if draft is not None:
-            self._apply_values(draft)
-            self._set_message("Your unsaved read of this series is back (not saved yet: Ctrl+Enter saves it).", ok=False)
+        if changed:
+            self._restore_draft()
         self._update_enabled()
 
     def set_case(
@@ -193,10 +191,7 @@ class AdjudicationPanel(QWidget):
             self.ai_labels[label].setToolTip("")
         self.case_label.setText(description or (f"Series {series_uid}" if series_uid else "No study open."))
         self._set_message("", ok=True)
-        draft = self._drafts.get(self._draft_key()) if series_uid else None
-        if draft is not None:
-            self._apply_values(draft)
-            self._set_message("Your unsaved read of this series is back (not saved yet: Ctrl+Enter saves it).", ok=False)
+        self._restore_draft()
         self._update_enabled()
 
     def set_ai_findings(
@@ -295,8 +290,13 @@ class AdjudicationPanel(QWidget):
     def set_drafts(self, drafts: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:
         """Drafts kept from an earlier session (the open series' one is put in the form)."""
         self._drafts = {tuple(k): dict(v) for k, v in drafts.items()}
+        if not self.has_unsaved_entry():
+            self._restore_draft()
+
+    def _restore_draft(self) -> None:
+        """Put this reader's draft of the open series in the form, saying it is not saved yet."""
         draft = self._drafts.get(self._draft_key()) if self._series_uid else None
-        if draft is not None and not self.has_unsaved_entry():
+        if draft is not None:
             self._apply_values(draft)
             self._set_message("Your unsaved read of this series is back (not saved yet: Ctrl+Enter saves it).", ok=False)
 
