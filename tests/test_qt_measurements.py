@@ -274,6 +274,7 @@ def test_a_click_with_the_volume_tool_counts_the_haematoma_and_shows_its_voxels(
     open_and_wait(qtbot, w2, tmp_path / "iph")
     [back] = w2.measurements.measurements()
     assert back.kind == meas.VOLUME and back.hu_range == meas.DEFAULT_BLOOD_HU
+    qtbot.waitUntil(lambda: not w2.measurements.growing())  # grown again on the worker thread
     assert w2.measurements.text_of(back) == text and w2.measurements.region(back).n_voxels == region.n_voxels
     w2.state.set_slice_index(z)
     assert w2.measurements.region_item.isVisible()
@@ -291,6 +292,7 @@ def test_a_click_with_the_volume_tool_counts_the_haematoma_and_shows_its_voxels(
     w3 = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
     open_and_wait(qtbot, w3, tmp_path / "iph")
     assert [m.cut_necks for m in w3.measurements.measurements()] == [True, False]
+    qtbot.waitUntil(lambda: not w3.measurements.growing())
     assert w3.measurements.region(w3.measurements.measurements()[-1]).connections == "all"
 
 
@@ -408,3 +410,67 @@ def test_unsaved_measurements_survive_a_change_of_series_and_are_saved_when_a_re
     w.show_volume(first)
     [back] = w.measurements.measurements()
     assert w.measurements.is_saved(back) and back.id == m.id
+
+
+def test_a_volume_grows_off_the_gui_thread_and_a_click_still_counting_is_never_lost(qtbot, settings_dir, tmp_path, monkeypatch):
+    import threading
+
+    from ichviewer.core.phantom import generate_case
+    from ichviewer.io.writer import write_ct_series
+    from ichviewer.qt import measure as measure_module
+
+    case = generate_case(5, subtype="IPH", volume_ml=5.0, matrix=256)
+    write_ct_series(case.volume, tmp_path / "study" / "iph", series_description="PHANTOM IPH 5 mL")
+    other = generate_case(6, subtype="SDH", volume_ml=10.0, matrix=256)
+    write_ct_series(other.volume, tmp_path / "study" / "sdh", series_description="PHANTOM SDH 10 mL", series_number=2)
+    z, y, x = (int(round(v)) for v in np.argwhere(case.masks["IPH"]).mean(axis=0))
+    grown_on: list[str] = []
+    real_grow = measure_module.grow_measurement_region
+
+    def recording_grow(*args):
+        grown_on.append(threading.current_thread().name)
+        return real_grow(*args)
+
+    monkeypatch.setattr(measure_module, "grow_measurement_region", recording_grow)
+    db = tmp_path / "review.sqlite"
+    w = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
+    with qtbot.waitSignal(w.sig_study_loaded, timeout=30000):
+        w.open_path(tmp_path / "study")
+    iph = next(v for v in w.volumes.values() if "IPH" in v.series_description)
+    sdh = next(v for v in w.volumes.values() if v is not iph)
+    w.show_volume(iph)
+    w.state.set_slice_index(z)
+    layer = w.measurements
+
+    # A click shows at once, "counting...", and is saved only when its region is known.
+    with qtbot.waitSignal(layer.sig_added, timeout=10000):
+        m = layer.add(Measurement(meas.VOLUME, z, (y + 0.5, x + 0.5), (y + 0.5, x + 0.5)))
+        assert layer.growing() == [m] and layer.text_of(m) == measure_module.GROWING_TEXT
+        assert measure_module.GROWING_TEXT in _labels_on_view(w) and layer.unsaved() == []
+    assert grown_on and threading.main_thread().name not in grown_on
+    qtbot.waitUntil(lambda: not layer.unsaved())
+    [m] = layer.measurements()  # as stored, with its row id
+    assert layer.region(m).volume_ml == pytest.approx(5.0, rel=0.03)
+    assert meas.format_ml(layer.region(m).volume_ml) in _labels_on_view(w)
+
+    # A click still counting when the reader moves to another series is finished first, then saved
+    # under its own series (no event loop ran between the click and the change).
+    second = layer.add(Measurement(meas.VOLUME, z, (y + 0.5, x + 1.5), (y + 0.5, x + 1.5)))
+    assert layer.growing() == [second]
+    w.show_volume(sdh)
+    assert layer.growing() == [] and layer.measurements() == []
+    qtbot.waitUntil(lambda: not layer.pending())
+    with ReviewStore(db) as store:
+        texts = [text for _m, text in store.measurements(iph.series_uid, "ann")]
+    assert len(texts) == 2 and all(measure_module.GROWING_TEXT not in t and " mL" in t for t in texts)
+
+    # The same when the window closes on a click still counting.
+    w.show_volume(iph)
+    qtbot.waitUntil(lambda: not layer.growing())  # the two saved ones, grown again
+    assert len(layer.measurements()) == 2
+    third = layer.add(Measurement(meas.VOLUME, z, (y - 0.5, x + 0.5), (y - 0.5, x + 0.5)))
+    assert layer.growing() == [third]
+    w.close()
+    with ReviewStore(db) as store:
+        texts = [text for _m, text in store.measurements(iph.series_uid, "ann")]
+    assert len(texts) == 3 and all(measure_module.GROWING_TEXT not in t and " mL" in t for t in texts)

@@ -187,6 +187,23 @@ def _disc(radius: int) -> np.ndarray:
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
 
 
+def check_seed(hu: np.ndarray, seed_zyx: tuple[int, int, int], hu_range: tuple[float, float]) -> None:
+    """Raise MeasurementError unless the seed is inside the series and its voxel in `hu_range`.
+
+    The only reasons `grow_region` refuses a seed; cheap, so the workstation checks a click before it
+    grows the region on a worker thread.
+    """
+    nz, ny, nx = np.shape(hu)
+    z, y, x = (int(v) for v in seed_zyx)
+    if not (0 <= z < nz and 0 <= y < ny and 0 <= x < nx):
+        raise MeasurementError(f"the seed ({z}, {y}, {x}) is outside the series ({nz} x {ny} x {nx})")
+    lo, hi = float(hu_range[0]), float(hu_range[1])
+    value = float(hu[z, y, x])
+    if not lo <= value <= hi:
+        raise MeasurementError(f"the clicked voxel is {value:.0f} HU, outside the blood range {lo:g} to {hi:g} HU: "
+                               "click inside the haematoma (or change the range)")
+
+
 def grow_region(hu: np.ndarray, spacing_zyx: tuple[float, float, float], seed_zyx: tuple[int, int, int],
                 hu_range: tuple[float, float] = DEFAULT_BLOOD_HU,
                 max_radius_mm: float = MAX_GROW_RADIUS_MM, cut_necks: bool = True) -> GrownRegion:
@@ -211,14 +228,9 @@ def grow_region(hu: np.ndarray, spacing_zyx: tuple[float, float, float], seed_zy
 
     hu = np.asarray(hu)
     nz, ny, nx = hu.shape
+    check_seed(hu, seed_zyx, hu_range)
     z, y, x = (int(v) for v in seed_zyx)
-    if not (0 <= z < nz and 0 <= y < ny and 0 <= x < nx):
-        raise MeasurementError(f"the seed ({z}, {y}, {x}) is outside the series ({nz} x {ny} x {nx})")
     lo, hi = float(hu_range[0]), float(hu_range[1])
-    value = float(hu[z, y, x])
-    if not lo <= value <= hi:
-        raise MeasurementError(f"the clicked voxel is {value:.0f} HU, outside the blood range {lo:g} to {hi:g} HU: "
-                               "click inside the haematoma (or change the range)")
     sz, sy, sx = (float(v) for v in spacing_zyx)
     rz, ry, rx = (int(math.ceil(max_radius_mm / s)) for s in (sz, sy, sx))
     z_lo, z_hi = max(0, z - rz), min(nz, z + rz + 1)

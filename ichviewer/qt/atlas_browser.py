@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from ichviewer import SUBTYPES
 from ichviewer.qt.atlas_widgets import AtlasExampleView, overlay_rgb, to_pixmap
-from ichviewer.qt.workers import _Job
+from ichviewer.qt.workers import WorkerJob
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ class AtlasBrowserWindow(QWidget):
         self._sig_open_failed.connect(self._on_open_failed)
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)
-        self._pool.start(_Job(self._open, self._sig_opened.emit, lambda exc: self._sig_open_failed.emit(self._describe(exc))))
+        self._pool.start(WorkerJob(self._open, self._sig_opened.emit, lambda exc: self._sig_open_failed.emit(self._describe(exc))))
 
     def _open(self) -> Any:  # worker thread: no widgets here
         from ichviewer.atlas import open_atlas

@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QThreadPool, Signal
+
+from ichviewer.qt.workers import WorkerJob
 
 log = logging.getLogger(__name__)
 
@@ -63,27 +64,6 @@ def run_retrieval(request: RetrievalRequest, atlas: Any, ensemble: Any) -> Any:
     from ichviewer.atlas import retrieve
 
     return retrieve(request.volume, request.slice_index, request.label, atlas, ensemble, k=request.k)
-
-
-class _Job(QRunnable):
-    def __init__(self, fn: Callable[[], Any], done: Callable[[Any], None], fail: Callable[[BaseException], None]) -> None:
-        super().__init__()
-        self._fn, self._done, self._fail = fn, done, fail
-
-    def run(self) -> None:  # worker thread: never touches widgets
-        try:
-            result = self._fn()
-        except BaseException as exc:  # noqa: BLE001 - every failure must reach the notifier
-            log.debug("atlas worker failed:\n%s", traceback.format_exc())
-            try:
-                self._fail(exc)
-            except RuntimeError:
-                pass
-        else:
-            try:
-                self._done(result)
-            except RuntimeError:  # the controller was deleted after a timed-out shutdown
-                pass
 
 
 class AtlasController(QObject):
@@ -179,7 +159,7 @@ class AtlasController(QObject):
         def work() -> Any:
             return run_retrieval(req, self._worker_atlas(), self.cache.get(ensemble_dir))
 
-        self._pool.start(_Job(work, lambda result: self._sig_done.emit(req, result), lambda exc: self._sig_fail.emit(req, exc)))
+        self._pool.start(WorkerJob(work, lambda result: self._sig_done.emit(req, result), lambda exc: self._sig_fail.emit(req, exc)))
 
     def _next(self) -> None:
         self._running = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-import traceback
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QThreadPool, Signal
+
+from ichviewer.qt.workers import WorkerJob, emit_safely
 
 log = logging.getLogger(__name__)
 
@@ -176,31 +177,6 @@ def compute_attention(request: AttentionRequest, cache: EnsembleCache) -> Any:
 
     ensemble = cache.get(request.ensemble_dir)
     return attention_map(request.volume, request.slice_index, request.label, ensemble)
-
-
-class _Job(QRunnable):
-    """Runs `fn` on a pool thread; exceptions go to `fail`. Never touches widgets."""
-
-    def __init__(self, fn: Callable[[], Any], done: Callable[[Any], None], fail: Callable[[BaseException], None]) -> None:
-        super().__init__()
-        self._fn, self._done, self._fail = fn, done, fail
-
-    def run(self) -> None:  # worker thread
-        try:
-            result = self._fn()
-        except BaseException as exc:  # noqa: BLE001 - every failure must reach the notifier
-            log.debug("inference worker failed:\n%s", traceback.format_exc())
-            _safe(self._fail, exc)
-        else:
-            _safe(self._done, result)
-
-
-def _safe(emit: Callable[..., None], *args: Any) -> None:
-    # After a shutdown that timed out, the controller may be gone when a late job ends.
-    try:
-        emit(*args)
-    except RuntimeError:
-        log.debug("late worker result after the controller was deleted")
 
 
 class InferenceController(QObject):
@@ -368,20 +344,20 @@ class InferenceController(QObject):
         first = [0]
 
         def progress(done: int, total: int, partial: Any) -> None:  # worker thread
-            _safe(self._sig_chunk.emit, request, first[0], done, partial)
+            emit_safely(self._sig_chunk.emit, request, first[0], done, partial)
             first[0] = done
 
         def work() -> Any:
             return run_study_request(
                 request,
                 self.cache,
-                on_loaded=lambda ens: _safe(self._sig_loaded.emit, request, ens),
+                on_loaded=lambda ens: emit_safely(self._sig_loaded.emit, request, ens),
                 progress=progress,
                 is_cancelled=flag.is_set,
             )
 
         self._pool.start(
-            _Job(work, lambda r: self._sig_done.emit(request, r), lambda e: self._sig_fail.emit(request, e))
+            WorkerJob(work, lambda r: self._sig_done.emit(request, r), lambda e: self._sig_fail.emit(request, e))
         )
 
     def cancel(self) -> None:
@@ -431,7 +407,7 @@ class InferenceController(QObject):
     def _start_attention(self, request: AttentionRequest) -> None:
         self._att_running = request
         self._pool.start(
-            _Job(
+            WorkerJob(
                 lambda: compute_attention(request, self.cache),
                 lambda m: self._sig_att_done.emit(request, m),
                 lambda e: self._sig_att_fail.emit(request, e),

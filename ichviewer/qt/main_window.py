@@ -495,6 +495,7 @@ class MainWindow(QMainWindow):
     def shutdown(self, timeout_ms: int = 10000) -> None:
         """Bounded: drop queued work, wait for the running job, close message boxes."""
         self.loader.shutdown(timeout_ms)
+        self.measurements.shutdown(timeout_ms)  # before the review hook saves what is unsaved
         for hook in self._shutdown_hooks:
             hook(timeout_ms)
         for box in (self._error_box, self._warnings_box):

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QThreadPool, Signal
 from PySide6.QtGui import QColor, QPen, QTransform
 from PySide6.QtWidgets import (
     QApplication,
@@ -42,6 +42,7 @@ from ichviewer.core import measurements as meas
 from ichviewer.core.measurements import Measurement, MeasurementError
 from ichviewer.qt.display import series_label
 from ichviewer.qt.settings import write_json_atomic
+from ichviewer.qt.workers import WorkerJob
 
 #: Line colours: yellow rulers and cyan ROIs, as in the reading-room viewers, magenta grown volumes;
 #: the one being drawn is white.
@@ -56,6 +57,8 @@ _DRAWING_COLOUR = "#ffffff"
 _UNSAVED_SUFFIX = "  (not saved)"
 #: A drag shorter than this many screen pixels is a click, not a measurement.
 MIN_DRAG_PIXELS = 3.0
+#: What a volume says on the image and in the list while its region grows on the worker thread.
+GROWING_TEXT = "counting\u2026"
 #: File in the settings folder that keeps the reader's volume HU range (an anaemic patient's blood
 #: is lower; the reader sets it once).
 MEASURE_SETTINGS_FILE = "measure.json"
@@ -109,6 +112,30 @@ class PendingMeasurement:
     text: str
 
 
+@dataclass(eq=False)
+class RegionGrowth:
+    """One volume measurement's region, grown on the layer's worker thread.
+
+    `generation` ties it to the series it was asked for (a change of series makes it stale);
+    `new` is a click of the reader's (saved once grown) rather than one loaded from the store.
+    The worker fills `region` or `error`; the GUI thread applies it once (`applied`).
+    """
+
+    generation: int
+    measurement: Measurement
+    new: bool
+    region: meas.GrownRegion | None = None
+    error: BaseException | None = None
+    finished: bool = False
+    applied: bool = False
+
+
+def grow_measurement_region(hu: np.ndarray, spacing: tuple[float, float, float], m: Measurement) -> meas.GrownRegion:
+    """The work of one growth (plain function, no Qt): the region `m`'s click counts, by its own method."""
+    seed = (m.slice_index, int(math.floor(m.start[0])), int(math.floor(m.start[1])))
+    return meas.grow_region(hu, spacing, seed, m.hu_range, cut_necks=bool(m.cut_necks))
+
+
 def _cosmetic_pen(colour: str, width: float = 1.5) -> QPen:
     pen = QPen(QColor(colour))
     pen.setWidthF(width)
@@ -125,6 +152,11 @@ class MeasurementLayer(QObject):
     `sig_changed` fires on any change of the list (the panel refreshes from it). Measurements the
     store has not confirmed are never dropped: on a change of series they wait in `pending()` and
     come back on screen with their series.
+
+    A volume's region grows on a worker thread: the click shows at once, reading "counting...", and
+    `sig_added` fires (the store saves it) when the region is known; a volume loaded from the store
+    shows its stored text and draws its voxels when they are grown again. A click still growing
+    when the series changes or the window closes is finished first (`settle_growths`), never lost.
     """
 
     sig_added = Signal(object, str)
@@ -132,6 +164,7 @@ class MeasurementLayer(QObject):
     sig_changed = Signal()
     sig_tool_changed = Signal(object)  # kind | None
     sig_refused = Signal(str)  # a click that made no measurement, and why (status bar)
+    _sig_grown = Signal(object)  # RegionGrowth, from the worker thread (queued)
 
     def __init__(self, axial: Any, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -146,6 +179,13 @@ class MeasurementLayer(QObject):
         self._removed: list[Measurement] = []  # deleted by the reader on this series, newest last (undo)
         self._regions: dict[int, meas.GrownRegion] = {}  # id(Measurement) -> the voxels a volume counted
         self._pending: list[PendingMeasurement] = []
+        # Volume regions grow on one worker thread (0.1-2 s each; GUIDE: long work off the GUI thread).
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._generation = 0  # bumped on each change of series: older growths are stale
+        self._growing: dict[int, RegionGrowth] = {}  # id(Measurement) -> its growth not yet applied
+        self._closed = False
+        self._sig_grown.connect(self._apply_growth)
         self._series: tuple[str, str] = ("", "")  # (series UID, study UID) of the measurements on screen
         #: The HU range new volumes grow over (the panel sets it).
         self.hu_range: tuple[float, float] = meas.DEFAULT_BLOOD_HU
@@ -174,6 +214,10 @@ class MeasurementLayer(QObject):
         """A new series is on screen: its measurements start empty (the store loads saved ones), except
         unsaved ones made on it before, which come back; the old series' unsaved ones wait in `pending()`."""
         self._cancel_drawing()
+        self.settle_growths()  # a click still counting joins the unsaved ones below
+        self._generation += 1
+        self._growing = {}
+        self._pool.clear()  # loaded volumes of the old series not started yet
         old_series, old_study = self._series
         self._pending += [PendingMeasurement(old_series, old_study, m, self._texts.get(id(m), "")) for m in self.unsaved()]
         self._series = (str(getattr(volume, "series_uid", "") or ""), str(getattr(volume, "study_uid", "") or ""))
@@ -219,25 +263,94 @@ class MeasurementLayer(QObject):
         if v is None:
             return ""
         if m.kind == meas.VOLUME:
-            return meas.describe_volume(self._region_of(m), m.hu_range)
+            region = self._regions.get(id(m))
+            return meas.describe_volume(region, m.hu_range) if region is not None else GROWING_TEXT
         return meas.describe(m, v.hu[m.slice_index], self.spacing_yx())
 
     def region(self, m: Measurement) -> meas.GrownRegion | None:
-        """The voxels a volume measurement counted (None for rulers and ROIs)."""
+        """The voxels a volume measurement counted (None for rulers and ROIs, and while it grows)."""
         return self._regions.get(id(m))
 
-    def _region_of(self, m: Measurement) -> meas.GrownRegion:
-        if id(m) not in self._regions:
-            v = self.volume
-            seed = (m.slice_index, int(math.floor(m.start[0])), int(math.floor(m.start[1])))
-            # On the GUI thread: about 0.5 s on a 1 mm series, up to about 2 s when the region runs
-            # to its 80 mm limit through a thin series (benchmarks/bench_measure.py); the cursor says so.
-            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-            try:
-                self._regions[id(m)] = meas.grow_region(v.hu, v.spacing, seed, m.hu_range, cut_necks=bool(m.cut_necks))
-            finally:
-                QApplication.restoreOverrideCursor()
-        return self._regions[id(m)]
+    def growing(self) -> list[Measurement]:
+        """Volumes whose region is still being grown (a new click is saved once it is known)."""
+        return [g.measurement for g in self._growing.values()]
+
+    # -- growing volume regions on the worker thread ----------------------------------------
+    def _start_growth(self, m: Measurement, *, new: bool) -> None:
+        v = self.volume
+        growth = RegionGrowth(self._generation, m, new)
+        self._growing[id(m)] = growth
+        hu, spacing = v.hu, tuple(float(s) for s in v.spacing)
+
+        def work() -> meas.GrownRegion:
+            return grow_measurement_region(hu, spacing, m)
+
+        def done(region: meas.GrownRegion) -> None:  # worker thread: fill in, then queue to the GUI
+            growth.region, growth.finished = region, True
+            self._sig_grown.emit(growth)
+
+        def fail(exc: BaseException) -> None:
+            growth.error, growth.finished = exc, True
+            self._sig_grown.emit(growth)
+
+        self._pool.start(WorkerJob(work, done, fail))
+
+    def _apply_growth(self, growth: RegionGrowth, *, emit: bool = True) -> None:
+        """GUI thread: show a finished region, once; stale ones (another series, a deleted click) are dropped."""
+        m = growth.measurement
+        if growth.applied or self._closed or self._growing.get(id(m)) is not growth:
+            return
+        growth.applied = True
+        del self._growing[id(m)]
+        if growth.error is not None:
+            why = growth.error if isinstance(growth.error, MeasurementError) else \
+                f"the volume on image {m.slice_index + 1} could not be counted ({type(growth.error).__name__}: {growth.error})"
+            log.warning("volume region failed: %s", why)
+            if growth.new:  # the click made no measurement
+                self.remove(m, emit=False)
+            self.sig_refused.emit(str(why))
+            return
+        self._regions[id(m)] = growth.region
+        if growth.new:
+            self._texts[id(m)] = self.describe(m)
+            self._unsaved.add(id(m))
+        self.redraw()
+        self.sig_changed.emit()
+        if growth.new and emit:
+            self.sig_added.emit(m, self._texts[id(m)])
+
+    def settle_growths(self, timeout_ms: int = 30000) -> None:
+        """Finish the reader's clicks still growing, now (a change of series, closing): they become
+        unsaved measurements of this series instead of being lost. Loaded volumes are not waited for."""
+        new = [g for g in self._growing.values() if g.new]
+        if not new:
+            return
+        self._pool.waitForDone(timeout_ms)
+        for g in new:
+            if g.finished:
+                self._apply_growth(g, emit=False)
+            else:  # still running after the timeout: it stays a click, saved without its figure
+                log.warning("a volume click on image %d was still counting after %d ms", g.measurement.slice_index + 1, timeout_ms)
+                self._growing.pop(id(g.measurement), None)
+                self._unsaved.add(id(g.measurement))
+
+    def wait_for_regions(self, timeout_ms: int = 30000) -> bool:
+        """Block until every region asked for is grown and shown (tests, benchmarks, scripts)."""
+        ok = bool(self._pool.waitForDone(timeout_ms))
+        for g in list(self._growing.values()):
+            if g.finished:
+                self._apply_growth(g)
+        return ok and not self._growing
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Bounded: finish the reader's clicks still counting (so the store can save them), drop the rest."""
+        self.settle_growths(timeout_ms)
+        self._closed = True
+        self._pool.clear()
+        ok = bool(self._pool.waitForDone(timeout_ms))
+        if not ok:
+            log.warning("a volume region was still growing after %d ms at shutdown", timeout_ms)
+        return ok
 
     def add(self, m: Measurement, *, emit: bool = True, text: str | None = None) -> Measurement:
         """Show `m` (on its slice); `emit=False` for measurements loaded from the store."""
@@ -246,15 +359,19 @@ class MeasurementLayer(QObject):
             raise MeasurementError("no series is open to measure on")
         if m.slice_index >= v.n_slices:
             raise MeasurementError(f"measurement on slice {m.slice_index + 1}, but the series has {v.n_slices} slices")
-        if m.kind == meas.VOLUME:
-            self._region_of(m)  # raises MeasurementError (a seed outside the range) before anything is shown
+        growing = m.kind == meas.VOLUME and id(m) not in self._regions
+        if growing:  # the only reasons a growth fails, checked before anything is shown
+            meas.check_seed(v.hu, (m.slice_index, int(math.floor(m.start[0])), int(math.floor(m.start[1]))), m.hu_range)
         self._items.append(m)
         self._texts[id(m)] = text if text is not None else self.describe(m)
-        if emit:
+        if growing:
+            # A new click is unsaved and announced (`sig_added`) once its region is known.
+            self._start_growth(m, new=emit)
+        elif emit:
             self._unsaved.add(id(m))
         self.redraw()
         self.sig_changed.emit()
-        if emit:
+        if emit and not growing:
             self.sig_added.emit(m, self._texts[id(m)])
         return m
 
@@ -267,6 +384,9 @@ class MeasurementLayer(QObject):
                 self._texts[id(stored)] = self._texts.pop(id(m), "")
                 if id(m) in self._regions:
                     self._regions[id(stored)] = self._regions.pop(id(m))
+                if id(m) in self._growing:
+                    self._growing[id(stored)] = self._growing.pop(id(m))
+                    self._growing[id(stored)].measurement = stored
                 self._unsaved.discard(id(m))
                 break
         self.redraw()
@@ -284,6 +404,7 @@ class MeasurementLayer(QObject):
                 self._texts.pop(id(m), None)
                 self._unsaved.discard(id(m))
                 self._regions.pop(id(m), None)
+                self._growing.pop(id(m), None)  # its late region is dropped
                 self.redraw()
                 self.sig_changed.emit()
                 if emit:
@@ -326,6 +447,8 @@ class MeasurementLayer(QObject):
             region = self.region(m)
             if region is not None:  # a volume: the figure on the image, the detail in the list
                 text = meas.format_ml(region.volume_ml) + ("  \u26a0 may have leaked" if region.touches_limit else "")
+            elif m.kind == meas.VOLUME:  # its region is still growing on the worker thread
+                text = GROWING_TEXT
             text += "" if self.is_saved(m) else _UNSAVED_SUFFIX
             self._graphics += self._make_items(m, KIND_COLOURS[m.kind], text)
         for item in self._graphics:

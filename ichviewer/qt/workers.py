@@ -54,7 +54,10 @@ def describe_error(path: str, exc: BaseException) -> str:
     return f"{path}: unexpected error while loading ({type(exc).__name__}: {exc})"
 
 
-class _Job(QRunnable):
+class WorkerJob(QRunnable):
+    """Runs `fn` on a pool thread; its result goes to `done`, an exception to `fail` (both normally emit
+    a queued signal). Never touches widgets. The one job class of every worker bridge in `qt/`."""
+
     def __init__(self, fn: Callable[[], Any], done: Callable[[Any], None], fail: Callable[[BaseException], None]) -> None:
         super().__init__()
         self._fn, self._done, self._fail = fn, done, fail
@@ -64,9 +67,17 @@ class _Job(QRunnable):
             result = self._fn()
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the notifier
             log.debug("worker failed:\n%s", traceback.format_exc())
-            self._fail(exc)
+            emit_safely(self._fail, exc)
         else:
-            self._done(result)
+            emit_safely(self._done, result)
+
+
+def emit_safely(emit: Callable[..., None], *args: Any) -> None:
+    # After a shutdown that timed out, the bridge may be gone when a late job ends.
+    try:
+        emit(*args)
+    except RuntimeError:
+        log.debug("late worker result after its bridge was deleted")
 
 
 class StudyLoader(QObject):
@@ -117,7 +128,7 @@ class StudyLoader(QObject):
     def _start(self, kind: str, request: Any, fn: Callable[[], Any]) -> None:
         if self._closed:
             return
-        job = _Job(
+        job = WorkerJob(
             fn,
             lambda result: self._sig_job_done.emit(kind, request, result),
             lambda exc: self._sig_job_failed.emit(kind, request, exc),
