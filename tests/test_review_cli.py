@@ -36,7 +36,10 @@ def test_round_trip_import_queue_panel_export_stats(tmp_path: Path, capsys: pyte
     assert queue["count"] == 2 and {it["series_uid"] for it in queue["items"]} == {uids[0], uids[3]}
     assert run("queue", "--kind", "ai", "--db", db) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["series_uid", "label", "probability", "reason"] and len(table) == 3
+    assert table[0].split() == ["series_uid", "label", "probability", "folder", "reason"] and len(table) == 3
+    # each case names the folder it is opened by, as the infer run recorded it
+    paths = {it["series_uid"]: it["path"] for it in queue["items"]}
+    assert all(paths[row.split()[0]] and row.split()[3] == paths[row.split()[0]] for row in table[1:])
 
     assert run("log-read", "--reader", "Dr Res", "--role", "resident", "--series", uids[0],
                "--status", "any=absent", "--confidence", "ANY=2", "--ai", "ANY=reject", "--seconds", "30",

@@ -232,10 +232,12 @@ def _queue(args: argparse.Namespace) -> int:
                        "items": [it.to_dict() for it in items]}, sys.stdout, indent=2)
             print()
             return 0
-        header = ("series_uid", "label", "probability", "reason")
+        # The folder is what a reader opens the case by (`ichviewer open FOLDER`); "-" when no run or
+        # read has recorded where the series is on this machine.
+        header = ("series_uid", "label", "probability", "folder", "reason")
         rows = [(it.series_uid, "" if it.label_value is None else str(it.label_value),
-                 "" if it.probability is None else f"{it.probability:.3f}", it.reason) for it in items]
-        widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header[:3])]
+                 "" if it.probability is None else f"{it.probability:.3f}", it.path or "-", it.reason) for it in items]
+        widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header[:4])]
         print("  ".join(h.ljust(w) for h, w in zip(header, widths + [0])).rstrip())
         for r in rows:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths + [0])).rstrip())
