@@ -159,6 +159,16 @@ def test_worklist_counts_filters_and_opens_a_study_by_keyboard(qtbot, store: Rev
     w.reference_filter.setCurrentText("Labelled negative")
     assert [it.series_uid for it in w.shown_items()] == [uids[2]]
     w.reference_filter.setCurrentText("All")
+    # A blinded panel member: the text filter no longer matches the hidden reasons ("labelled
+    # positive, ANY probability ..."), so it cannot sort the cases by them.
+    w.search.setText("labelled positive")
+    assert [it.series_uid for it in w.shown_items()] == [uids[0]]
+    w.set_ai_hidden(True)
+    assert w.shown_items() == []
+    w.search.setText(uids[2][-6:])
+    assert [it.series_uid for it in w.shown_items()] == [uids[2]]
+    w.set_ai_hidden(False)
+    w.search.setText("")
     w.set_kind("discordant")
     assert [it.series_uid for it in w.shown_items()] == [uids[1]]
     w.set_kind("ai")
@@ -200,6 +210,8 @@ def test_panel_member_votes_blinded_by_keyboard_then_sees_the_rest(qtbot, store:
         add_member(store, panel.id, name)
     cast_vote(store, panel.id, "E1", uids[0], "absent", note="calcification")
     w = PanelVotePanel(store, panel.id, "E2")
+    # as the workstation does: a case chosen in the list is voted on once its series is on screen
+    w.sig_open_study.connect(lambda uid, _path: w.open_case(uid))
     _show(qtbot, w)
     w.cases.setFocus()
     row = next(r for r in range(w.cases.rowCount()) if uids[0] in w.cases.item(r, 0).toolTip())
@@ -213,6 +225,7 @@ def test_panel_member_votes_blinded_by_keyboard_then_sees_the_rest(qtbot, store:
     with qtbot.waitSignal(w.sig_open_study, timeout=5000) as opened:
         qtbot.keyClick(w.cases, Qt.Key.Key_Return)
     assert opened.args[0] == w.current_series() == uids[0]
+    assert [i.row() for i in w.cases.selectionModel().selectedRows()] == [row]  # the case voted on is highlighted
     assert w.note_edit.text() == "" and w.vote_boxes["ANY"].currentText() == "\u2014"
     assert w.drafts() == {uids[1]: {"votes": {"ANY": "absent"}, "note": "dense falx only"}}
     assert "Blinded" in w.revealed.text() and "0.3" not in w.revealed.text()

@@ -104,8 +104,13 @@ def test_blinded_panel_member_sees_no_ai_until_the_vote_is_in(qtbot, workstation
     assert not ai.overlay.enabled and review.adjudication.ai_boxes["ANY"].isHidden()
     # the prediction basis (the model's p on this slice and its basis) is hidden too
     assert atlas.dock.isHidden() and not atlas.dock.toggleViewAction().isEnabled()
-    table = review.worklist.table  # the worklist's model column and reasons quote the AI
-    assert table.isColumnHidden(2) and table.isColumnHidden(3) and not table.isColumnHidden(0)
+    # the worklist's model column and reasons quote the AI, and its reference column gives the label
+    # the panel is relabelling (the panel itself withholds it until the vote is in); its reference
+    # filter could sort the cases by it
+    worklist = review.worklist
+    table = worklist.table
+    assert all(table.isColumnHidden(c) for c in (1, 2, 3)) and not table.isColumnHidden(0)
+    assert not worklist.reference_filter.isEnabled() and worklist.reference_filter.currentIndex() == 0
     # results arriving while blinded do not say in the status line what they are
     with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS) as finished:
         ai.analyse()
@@ -120,7 +125,7 @@ def test_blinded_panel_member_sees_no_ai_until_the_vote_is_in(qtbot, workstation
     assert not ai.blinded and not ai.findings_dock.isHidden()
     assert not review.adjudication.ai_boxes["ANY"].isHidden()
     assert not atlas.dock.isHidden() and atlas.dock.toggleViewAction().isEnabled()
-    assert not table.isColumnHidden(2) and not table.isColumnHidden(3)
+    assert not any(table.isColumnHidden(c) for c in (1, 2, 3)) and worklist.reference_filter.isEnabled()
 
 
 def test_an_adjudication_not_saved_survives_a_change_of_series_and_a_restart(qtbot, tmp_path, settings_dir):
@@ -181,6 +186,40 @@ def test_a_panel_vote_not_cast_survives_a_restart(qtbot, tmp_path, settings_dir)
     assert vote.submit()
     assert not (settings_dir / VOTE_DRAFTS_FILE).exists()  # cast: nothing left waiting
     again.close()
+
+
+def test_a_panel_vote_is_always_on_the_series_on_screen(qtbot, tmp_path, settings_dir):
+    (a, uid_a), (b, uid_b) = _series(tmp_path, 15), _series(tmp_path, 16)
+    db = tmp_path / "review.sqlite"
+    with ReviewStore(db) as store:
+        store.add_study(uid_a, path=str(a))
+        panel = create_panel(store, "second look", series_uids=[uid_a], blinded=True)
+        add_member(store, panel.id, "Dr Kim")
+    w = build_workstation(settings_dir, ai=False, db_path=db, reader=("Dr Kim", "attending"))
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w.sig_volume_opened, timeout=WAIT_MS):
+        w.open_path(a)
+    # Seen live: a panel opened on one of its cases showed no case, and Ctrl+Enter said "Choose a case first".
+    vote = w.review.open_panel(panel.id)
+    assert vote.current_series() == uid_a and vote.save_button.isEnabled()
+    assert [i.row() for i in vote.cases.selectionModel().selectedRows()] == [0]
+    vote.vote_boxes["ANY"].setCurrentText("absent")
+    # Another series on screen (not a panel case): the vote no longer pointed at a case the member could
+    # see; it was cast on the last panel case shown.
+    with qtbot.waitSignal(w.sig_volume_opened, timeout=WAIT_MS):
+        w.open_path(b)
+    assert vote.current_series() is None and not vote.save_button.isEnabled()
+    assert not vote.vote_boxes["ANY"].isEnabled() and "not a case of this panel" in vote.message_text()
+    assert not vote.submit()
+    with ReviewStore(db) as store:
+        assert store.conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == 0
+    # Choosing the case in the list opens its series, and the vote chosen before is back.
+    with qtbot.waitSignal(w.sig_volume_opened, timeout=WAIT_MS):
+        vote.cases.setCurrentCell(0, 0)
+        vote.cases.cellActivated.emit(0, 0)
+    assert w.volume.series_uid == uid_a and vote.current_series() == uid_a
+    assert vote.vote_boxes["ANY"].currentText() == "absent" and vote.save_button.isEnabled()
+    w.close()
 
 
 def test_help_keys_lists_the_ai_navigation(qtbot, workstation):

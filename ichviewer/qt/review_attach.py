@@ -338,8 +338,18 @@ class ReviewUI(QObject):
         self.vote_panel.sig_open_study.connect(lambda _uid, _path: self.save_vote_drafts())
         self.vote_panel.sig_vote_saved.connect(self._on_vote_saved)
         self.vote_panel.sig_vote_saved.connect(lambda _uid: self.save_vote_drafts())
+        self._follow_open_series()
         self._apply_blinding()
         return self.vote_panel
+
+    def _follow_open_series(self) -> None:
+        """The vote panel votes on the series on screen: that case when it is on the panel, else none."""
+        if self.vote_panel is None:
+            return
+        if self._current_series in self.vote_panel.case_uids():
+            self.vote_panel.open_case(self._current_series)
+        else:
+            self.vote_panel.clear_case()
 
     def _apply_blinding(self) -> None:
         """Blind the AI outputs when a blinded panel's member has not voted on the open case yet."""
@@ -353,7 +363,7 @@ class ReviewUI(QObject):
         if inference is not None:
             inference.set_blinded(blind)
         self.adjudication.set_ai_hidden(blind)
-        self.worklist.set_ai_hidden(blind)  # its P(model) and reasons would say what the AI found
+        self.worklist.set_ai_hidden(blind)  # its P(model), reasons and reference labels would tell
 
     # -- events ------------------------------------------------------------------------------
     def _on_volume_opened(self, volume: Any) -> None:
@@ -361,8 +371,7 @@ class ReviewUI(QObject):
         description = volume.series_description or "(no description)"
         self.adjudication.set_case(volume.series_uid, study_uid=volume.study_uid or None,
                                    description=f"{description} \u2014 {volume.n_slices} images")
-        if self.vote_panel is not None and volume.series_uid in self.vote_panel.case_uids():
-            self.vote_panel.open_case(volume.series_uid)
+        self._follow_open_series()
         self._apply_blinding()
         self._load_measurements(volume)
         self.save_unsaved_measurements()

@@ -401,6 +401,7 @@ class WorklistPanel(QWidget):
         self._items: dict[str, list[QueueItem]] = {k: [] for k in QUEUE_KINDS}
         self._shown: list[QueueItem] = []
         self._current: str | None = None
+        self._blinded = False  # a blinded panel member is reading (set_ai_hidden)
 
         self.tabs = QTabBar()
         for kind in QUEUE_KINDS:
@@ -455,9 +456,18 @@ class WorklistPanel(QWidget):
         return QUEUE_KINDS[max(self.tabs.currentIndex(), 0)]
 
     def set_ai_hidden(self, hidden: bool) -> None:
-        """Blinded panel reading: hide the model's probability and the reasons (which quote it)."""
-        for col in (self.COLUMNS.index("P(model)"), self.COLUMNS.index("Reason")):
-            self.table.setColumnHidden(col, bool(hidden))
+        """Blinded panel reading: hide what the panel withholds until the member's vote is in (`member_view`):
+        the model's probability, the reasons (which quote it and the label) and the reference label.
+        The reference filter is reset and disabled, and the text filter matches folders and UIDs only,
+        so neither can be used to sort cases by what is hidden."""
+        self._blinded = bool(hidden)
+        for col in (self.COLUMNS.index("Reference"), self.COLUMNS.index("P(model)"), self.COLUMNS.index("Reason")):
+            self.table.setColumnHidden(col, self._blinded)
+        if self._blinded:
+            self.reference_filter.setCurrentIndex(0)
+        self.reference_filter.setEnabled(not self._blinded)
+        self.search.setPlaceholderText("Filter by folder or UID" if self._blinded else "Filter by folder, UID or reason")
+        self._fill_table()
 
     def queue_size(self, kind: str | None = None) -> int:
         """Cases in a queue (default: the one shown) as last refreshed, before the table's filters."""
@@ -503,7 +513,8 @@ class WorklistPanel(QWidget):
         if ref == 3 and item.label_value is not None:
             return False
         text = self.search.text().strip().lower()
-        return not text or any(text in field.lower() for field in (item.series_uid, item.path or "", item.reason))
+        fields = (item.series_uid, item.path or "") + (() if self._blinded else (item.reason,))
+        return not text or any(text in field.lower() for field in fields)
 
     def _fill_table(self) -> None:
         kind = self.current_kind()
@@ -765,7 +776,9 @@ class PanelVotePanel(QWidget):
 
     Blinded panels show the model's output and the other votes only after the
     member's own vote is in. Ctrl+Enter submits; `sig_vote_saved(series_uid)` after
-    the commit; `sig_open_study(series_uid, path)` when a case is chosen.
+    the commit; `sig_open_study(series_uid, path)` when a case is chosen in the list. The vote is
+    always on the series the workstation shows: it calls `open_case` when a panel case is on
+    screen and `clear_case` when another series is.
     """
 
     sig_vote_saved = Signal(str)
@@ -848,13 +861,29 @@ class PanelVotePanel(QWidget):
         return {row["series_uid"] for row in self._rows}
 
     def _on_case_activated(self, row: int, _column: int = 0) -> None:
+        # Only asks for the case's series: the vote follows it once it is on screen (`open_case`), so a
+        # folder that fails to open or is still loading never takes a vote meant for another image.
         if 0 <= row < len(self._rows):
-            uid = self._rows[row]["series_uid"]
-            self._show_case(uid)
-            self.sig_open_study.emit(uid, self._rows[row].get("path") or "")
+            self.sig_open_study.emit(self._rows[row]["series_uid"], self._rows[row].get("path") or "")
 
     def open_case(self, series_uid: str) -> None:
         self._show_case(series_uid)
+
+    def clear_case(self) -> None:
+        """The series on screen is not one of the panel's cases: nothing can be voted until one is
+        chosen (a vote must be on the case the member is looking at). Votes chosen wait as a draft."""
+        self._stash_draft()
+        self._series = None
+        self.cases.clearSelection()
+        for box in self.vote_boxes.values():
+            box.setCurrentIndex(0)
+            box.setEnabled(False)
+        self.note_edit.setText("")
+        self.note_edit.setEnabled(False)
+        self.save_button.setEnabled(False)
+        self.revealed.setText("")
+        self.message.setText("The series on screen is not a case of this panel: choose one in the list to vote.")
+        self.message.setStyleSheet("")
 
     def _show_case(self, series_uid: str) -> None:
         from ichviewer.review import member_view
@@ -863,6 +892,10 @@ class PanelVotePanel(QWidget):
         if self._series and self._series != series_uid:
             self._stash_draft()
         self._series = series_uid
+        rows = [r for r, row in enumerate(self._rows) if row["series_uid"] == series_uid]
+        if rows:  # the case voted on is the one highlighted in the list
+            self.cases.selectRow(rows[0])
+        self.message.setText("")
         for label, box in self.vote_boxes.items():
             own = view.own_votes.get(label)
             box.setCurrentIndex(0 if own is None else box.findText(own))
