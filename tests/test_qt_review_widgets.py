@@ -237,9 +237,16 @@ def test_panel_member_votes_blinded_by_keyboard_then_sees_the_rest(qtbot, store:
     assert votes[-1] == ("E2", "present")
     assert "E1 ANY absent" in w.revealed.text() and "Model: ANY 0.30" in w.revealed.text()
     assert not w.save_button.isEnabled()  # votes are final
-    w.open_case(uids[1])  # the vote left waiting is back, not cast
+    # "Next case not voted" goes to the one case left; with none left it says so
+    with qtbot.waitSignal(w.sig_open_study, timeout=5000) as opened:
+        w.next_button.click()
+    assert opened.args[0] == w.current_series() == uids[1]
     assert w.vote_boxes["ANY"].currentText() == "absent" and w.note_edit.text() == "dense falx only"
-    assert "not cast yet" in w.message_text()
+    assert "not cast yet" in w.message_text()  # the vote left waiting is back, not cast
+    assert w.submit()
+    with qtbot.assertNotEmitted(w.sig_open_study):
+        assert w.open_next_unvoted() is None
+    assert w.message_text() == "You have voted on every case of this panel."
 
 
 def test_dashboard_shows_accuracy_before_and_after_amendment(qtbot, store: ReviewStore, tmp_path: Path) -> None:

@@ -821,13 +821,20 @@ class PanelVotePanel(QWidget):
         self.revealed.setWordWrap(True)
         self.save_button = QPushButton("Cast vote (Ctrl+Enter)")
         self.save_button.clicked.connect(self.submit)
+        # After a vote the member stays on the case (a blinded panel now shows what it withheld);
+        # this moves on when they are ready.
+        self.next_button = QPushButton("Next case not voted")
+        self.next_button.clicked.connect(self.open_next_unvoted)
         self.message = QLabel("")
         self.message.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
         layout.addWidget(self.cases, 1)
         layout.addLayout(form)
-        layout.addWidget(self.save_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.save_button, 1)
+        buttons.addWidget(self.next_button)
+        layout.addLayout(buttons)
         layout.addWidget(self.revealed)
         layout.addWidget(self.message)
         for seq in ("Ctrl+Return", "Ctrl+Enter"):
@@ -868,6 +875,21 @@ class PanelVotePanel(QWidget):
 
     def open_case(self, series_uid: str) -> None:
         self._show_case(series_uid)
+
+    def open_next_unvoted(self) -> str | None:
+        """Ask for the next case (after the one shown, round again) the member has not voted on; its
+        series UID, or None with a message when every case has their vote."""
+        uids = [row["series_uid"] for row in self._rows]
+        start = uids.index(self._series) + 1 if self._series in uids else 0
+        for k in range(len(self._rows)):
+            row = self._rows[(start + k) % len(self._rows)]
+            if not row.get("voted") and row["series_uid"] != self._series:
+                self.sig_open_study.emit(row["series_uid"], row.get("path") or "")
+                return row["series_uid"]
+        self.message.setText("You have voted on every case of this panel." if all(r.get("voted") for r in self._rows)
+                             else "No other case is left to vote on.")
+        self.message.setStyleSheet("")
+        return None
 
     def clear_case(self) -> None:
         """The series on screen is not one of the panel's cases: nothing can be voted until one is
