@@ -53,6 +53,7 @@ def test_answers_are_scored_recorded_and_survive_a_restart(tmp_path):
                               {"migration_set": "ichviewer.review", "name": "0003_model_run_label_tier"},
                               {"migration_set": "ichviewer.review", "name": "0004_measurements"},
                               {"migration_set": "ichviewer.review", "name": "0005_measurement_necks"},
+                              {"migration_set": "ichviewer.review", "name": "0006_measurement_image"},
                               {"migration_set": "ichviewer.atlas", "name": "0001_atlas_quiz_answers"}]
         assert ensure_quiz_table(store) == []
         again = AtlasQuiz(atlas, store, store.reader("Dr Res"))

@@ -124,7 +124,7 @@ def test_a_volume_records_how_it_was_grown_and_an_older_file_is_upgraded(tmp_pat
     db.conn.commit()
     db.close()
     with ReviewStore(path, actor="tester") as store:
-        assert store.applied_migrations == ["0005_measurement_necks"]
+        assert store.applied_migrations == ["0005_measurement_necks", "0006_measurement_image"]
         # the volumes stored before were grown following every connection: they are shown that way
         assert [m.cut_necks for m, _t in store.measurements("1.2.3")] == [False, None]
         new = store.add_measurement("ann", "1.2.3", Measurement(meas.VOLUME, 2, (6.0, 6.0), (6.0, 6.0)), "2.0 mL")
@@ -138,6 +138,21 @@ def test_a_volume_records_how_it_was_grown_and_an_older_file_is_upgraded(tmp_pat
                 store.conn.execute(sql)
         store.withdraw_measurement(new, "ann")  # withdrawing still works
         assert export_json(store)["measurements"][-1]["cut_necks"] == 1
+
+
+def test_a_measurement_records_its_image_by_sop_instance_uid_once(store: ReviewStore) -> None:
+    ann = store.add_reader("ann", "resident")
+    with_image = store.add_measurement(ann, "1.2.3", Measurement(meas.LENGTH, 4, (1.0, 1.0), (1.0, 9.0),
+                                                                 sop_instance_uid="1.2.3.4.5"), "4.0 mm")
+    store.add_measurement(ann, "1.2.3", Measurement(meas.LENGTH, 5, (1.0, 1.0), (1.0, 9.0)), "4.0 mm")  # no UID in the series
+    [(a, _), (b, _)] = store.measurements("1.2.3", ann)
+    assert (a.id, a.sop_instance_uid, a.slice_index) == (with_image, "1.2.3.4.5", 4) and b.sop_instance_uid is None
+    assert a.with_id(99).sop_instance_uid == "1.2.3.4.5"
+    for sql in ("UPDATE measurements SET sop_instance_uid = '9.9' WHERE id = ?",
+                "UPDATE measurements SET sop_instance_uid = NULL WHERE id = ?"):
+        with pytest.raises(sqlite3.DatabaseError, match="can only be withdrawn"):
+            store.conn.execute(sql, (with_image,))
+    assert export_json(store)["measurements"][0]["sop_instance_uid"] == "1.2.3.4.5"
 
 
 def test_the_json_export_carries_every_measurement_with_its_reader(store: ReviewStore) -> None:

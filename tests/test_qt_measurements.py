@@ -353,6 +353,38 @@ def test_saved_measurements_made_on_other_pixels_of_the_same_series_uid_are_not_
     assert [w2.measurements.text_of(m) for m in w2.measurements.measurements()] == ["19.5 mm"]
 
 
+def test_a_saved_measurement_follows_its_image_into_a_copy_with_a_slice_missing(qtbot, settings_dir, ct_data_dir, tmp_path):
+    import shutil
+
+    from ichviewer.io import load_volume
+
+    db = tmp_path / "review.sqlite"
+    series = ct_data_dir / "ge-head-tilted"
+    v = load_volume(series)
+    w, _errors = _open_as_ann(qtbot, settings_dir, db, series)
+    after_gap = w.measurements.add(Measurement(meas.LENGTH, 15, (200.0, 200.0), (200.0, 300.0)))
+    on_gap = w.measurements.add(Measurement(meas.LENGTH, 10, (150.0, 150.0), (150.0, 250.0)))
+    uids = v.metadata["sop_instance_uids"]
+    assert (after_gap.sop_instance_uid, on_gap.sop_instance_uid) == (uids[15], uids[10])  # the image each was made on
+    qtbot.waitUntil(lambda: not w.measurements.unsaved())
+    w.close()
+    # The copy lacks image 11 and keeps the series UID; its pixel hash differs from the one recorded.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for i, f in enumerate(v.source_files):
+        if i != 10:
+            shutil.copy(f, copy / Path(f).name)
+    w2, errors = _open_as_ann(qtbot, settings_dir, db, copy)
+    assert w2.volume.series_uid == v.series_uid and w2.volume.n_slices == v.n_slices - 1
+    [shown] = w2.measurements.measurements()
+    assert shown.slice_index == 14 and shown.sop_instance_uid == uids[15] and shown.id is not None  # image 16 is the 15th here
+    assert w2.measurements.text_of(shown).endswith(" mm") and (shown.start, shown.end) == (after_gap.start, after_gap.end)
+    # the one made on the image this copy lacks is named, not placed on its neighbour
+    assert errors and "1 saved measurement(s)" in errors[-1] and "made on image 11" in errors[-1]
+    assert f"SOP Instance UID {uids[10]}) is not in this copy" in errors[-1]
+    assert "different pixel data" not in "".join(errors)
+
+
 def test_the_volume_hu_range_comes_from_the_panel_and_a_reversed_range_is_not_taken(qtbot, viewer):
     panel = viewer.measurements_panel
     assert viewer.measurements.hu_range == meas.DEFAULT_BLOOD_HU

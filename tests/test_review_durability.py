@@ -97,4 +97,4 @@ def test_two_writer_processes_at_once_lose_nothing(tmp_path: Path) -> None:
         ids = {r["id"] for r in store.reads()}
         assert set(outputs[0]) | set(outputs[1]) == ids
         assert {r["reader"] for r in store.reads()} == {"Dr One", "Dr Two"}
-        assert [r[0] for r in store.conn.execute("SELECT name FROM migrations")] == ["0001_initial", "0002_model_run_head_check", "0003_model_run_label_tier", "0004_measurements", "0005_measurement_necks"]  # each once
+        assert [r[0] for r in store.conn.execute("SELECT name FROM migrations")] == ["0001_initial", "0002_model_run_head_check", "0003_model_run_label_tier", "0004_measurements", "0005_measurement_necks", "0006_measurement_image"]  # each once

@@ -24,7 +24,7 @@ def test_new_file_is_wal_strict_with_foreign_keys_and_recorded_migrations(tmp_pa
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert [r[0] for r in conn.execute("SELECT name FROM migrations ORDER BY id")] == [
-        "0001_initial", "0002_model_run_head_check", "0003_model_run_label_tier", "0004_measurements", "0005_measurement_necks"]
+        "0001_initial", "0002_model_run_head_check", "0003_model_run_label_tier", "0004_measurements", "0005_measurement_necks", "0006_measurement_image"]
     tables = {r[0]: r[1] for r in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")}
     for name in ("studies", "readers", "models", "model_runs", "reads", "label_versions", "panels",
                  "panel_members", "panel_cases", "votes", "audit_log"):
@@ -163,7 +163,7 @@ def test_head_check_is_stored_with_the_model_run_and_an_old_file_is_upgraded(tmp
     db.conn.commit()
     db.close()
     with ReviewStore(path, actor="tester") as s:
-        assert s.applied_migrations == ["0002_model_run_head_check", "0003_model_run_label_tier", "0004_measurements", "0005_measurement_necks"]
+        assert s.applied_migrations == ["0002_model_run_head_check", "0003_model_run_label_tier", "0004_measurements", "0005_measurement_necks", "0006_measurement_image"]
         assert s.latest_model_run("1.2.3")["head_check"] is None  # not known for the old run
         doc = json.loads(write_infer_json(tmp_path / "infer.json", {series_uid(1): 0.99, series_uid(2): 0.2}).read_text())
         doc["studies"][0]["triage"] = "refer"

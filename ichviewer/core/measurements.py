@@ -11,7 +11,7 @@ No Qt here: the views draw these, the review database stores them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -60,7 +60,9 @@ class MeasurementError(ValueError):
 class Measurement:
     """One measurement on axial slice `slice_index`: `kind` and the two points it was drawn between.
 
-    `id` is the review database's row id once stored (None before).
+    `id` is the review database's row id once stored (None before). `sop_instance_uid` is the
+    image it was made on (DICOM's SOP Instance UID), when the series carries one: a saved measurement
+    is put back on that image wherever it sits in the copy opened (`slice_index` is where it was made).
     """
 
     kind: str
@@ -70,6 +72,7 @@ class Measurement:
     id: int | None = None
     hu_range: tuple[float, float] | None = None  # VOLUME: the HU range grown over (DEFAULT_BLOOD_HU)
     cut_necks: bool | None = None  # VOLUME: grown with connections narrower than NECK_MM cut (default True)
+    sop_instance_uid: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -93,7 +96,7 @@ class Measurement:
             raise MeasurementError(f"only a volume has an HU range and a growing method, not a {self.kind}")
 
     def with_id(self, row_id: int) -> Measurement:
-        return Measurement(self.kind, self.slice_index, self.start, self.end, int(row_id), self.hu_range, self.cut_necks)
+        return replace(self, id=int(row_id))
 
 
 @dataclass(frozen=True)

@@ -446,6 +446,8 @@ def load_series(series: SeriesFiles, *, min_slices: int = 2) -> CTVolume:
         "contrast_agent": str(first.get("ContrastBolusAgent", "") or "").strip(),
         "header_gantry_tilt_deg": float(header_tilt) if header_tilt not in (None, "") else None,
         "instance_numbers": [int(ds.get("InstanceNumber") or 0) for ds in datasets],
+        # per slice, in slice order: what a saved measurement names its image by
+        "sop_instance_uids": [str(ds.get("SOPInstanceUID", "") or "") for ds in datasets],
         "transfer_syntax": str(first.file_meta.get("TransferSyntaxUID", "")),
     }
     return CTVolume(

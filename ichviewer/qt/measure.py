@@ -10,6 +10,7 @@ them and loads a reader's earlier ones back with `add(..., emit=False)`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -230,8 +231,8 @@ class MeasurementLayer(QObject):
         self._pending = [p for p in self._pending if p.series_uid != self._series[0]]
         for p in back:
             try:
-                self.add(p.measurement, emit=False, text=p.text)
-                self._unsaved.add(id(p.measurement))
+                shown = self.add(p.measurement, emit=False, text=p.text)
+                self._unsaved.add(id(shown))
             except MeasurementError:  # cannot happen for the series it was made on; keep it waiting
                 self._pending.append(p)
         self.redraw()
@@ -353,12 +354,18 @@ class MeasurementLayer(QObject):
         return ok
 
     def add(self, m: Measurement, *, emit: bool = True, text: str | None = None) -> Measurement:
-        """Show `m` (on its slice); `emit=False` for measurements loaded from the store."""
+        """Show `m` (on its slice); `emit=False` for measurements loaded from the store.
+
+        Returns the measurement as shown: a new one (`emit`) is given its image's SOP Instance UID."""
         v = self.volume
         if v is None:
             raise MeasurementError("no series is open to measure on")
         if m.slice_index >= v.n_slices:
             raise MeasurementError(f"measurement on slice {m.slice_index + 1}, but the series has {v.n_slices} slices")
+        if emit and m.sop_instance_uid is None:
+            uids = v.metadata.get("sop_instance_uids") or ()
+            if len(uids) == v.n_slices and uids[m.slice_index]:
+                m = dataclasses.replace(m, sop_instance_uid=str(uids[m.slice_index]))
         growing = m.kind == meas.VOLUME and id(m) not in self._regions
         if growing:  # the only reasons a growth fails, checked before anything is shown
             meas.check_seed(v.hu, (m.slice_index, int(math.floor(m.start[0])), int(math.floor(m.start[1]))), m.hu_range)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -380,7 +381,12 @@ class ReviewUI(QObject):
 
     # -- measurements ------------------------------------------------------------------------
     def _load_measurements(self, volume: Any) -> None:
-        """Put the reader's saved rulers and ROIs of this series back on screen (kept unsaved ones stay)."""
+        """Put the reader's saved measurements of this series back on screen (kept unsaved ones stay).
+
+        One that names its image (SOP Instance UID) goes back on that image wherever it is in this copy,
+        and is not shown when the copy lacks it. One stored without (before the column, or from a series
+        without UIDs) goes back by slice index, unless this copy's pixels differ from the series' recorded
+        hash (a copy with a slice missing: the index could point at other anatomy)."""
         layer = self.measurement_layer
         if layer is None or self.reader is None or not volume.series_uid or layer.volume is not volume:
             return
@@ -390,19 +396,31 @@ class ReviewUI(QObject):
         except Exception as exc:
             self.main_window.notify_error(f"Saved measurements could not be read from {self.db_path}: {exc}")
             return
-        if recorded:
-            if self._pixel_hash(volume) != recorded:
-                # Same series UID, other pixels (a copy with a slice missing, a re-export): slice indices
-                # and voxels may not match, so a ruler or volume would land on other anatomy.
-                self.main_window.notify_error(
-                    f"{len(stored)} saved measurement(s) of series {volume.series_uid} are not shown: they were "
-                    f"made on different pixel data (the hash recorded in {self.db_path} differs from this "
-                    "copy's), so they could land on other anatomy. They stay in the database.")
-                stored = []
+        image_index = {uid: i for i, uid in enumerate(volume.metadata.get("sop_instance_uids") or ()) if uid}
+        not_shown: list[str] = []
+        placed: list[tuple[Any, str, bool]] = []  # (measurement, text, placed by slice index only), oldest first
+        for m, text in stored:
+            if m.sop_instance_uid and image_index:
+                if m.sop_instance_uid in image_index:
+                    placed.append((dataclasses.replace(m, slice_index=image_index[m.sop_instance_uid]), text, False))
+                else:
+                    not_shown.append(f"{m.kind} made on image {m.slice_index + 1} ({text.splitlines()[0]}): that "
+                                     f"image (SOP Instance UID {m.sop_instance_uid}) is not in this copy of the series")
+            else:
+                placed.append((m, text, True))
+        by_index_only = [p for p in placed if p[2]]
+        if by_index_only and recorded and self._pixel_hash(volume) != recorded:
+            # Same series UID, other pixels (a copy with a slice missing, a re-export): slice indices
+            # and voxels may not match, so a ruler or volume would land on other anatomy.
+            self.main_window.notify_error(
+                f"{len(by_index_only)} saved measurement(s) of series {volume.series_uid} are not shown: they "
+                f"were made on different pixel data (the hash recorded in {self.db_path} differs from this "
+                "copy's) and do not name their image, so they could land on other anatomy. They stay in the "
+                "database.")
+            placed = [p for p in placed if not p[2]]
         for m in [m for m in layer.measurements() if layer.is_saved(m)]:
             layer.remove(m, emit=False)
-        not_shown = []
-        for m, text in stored:
+        for m, text, _by_index in placed:
             try:
                 layer.add(m, emit=False, text=text)
             except MeasurementError as exc:  # a slice the series no longer has, a seed no longer in range

@@ -355,6 +355,27 @@ BEGIN SELECT RAISE(ABORT, 'measurements: a volume, and only a volume, records cu
     execute_statements(db, sql)
 
 
+@migrations(name="0006_measurement_image")
+def m0006_measurement_image(db: Database) -> None:
+    # The image a measurement was made on, by its SOP Instance UID (NULL where the series had none,
+    # and for every measurement stored before): a copy of the series with other slices puts it back on
+    # the same image instead of the same index. It joins the columns nothing may change once written.
+    sql = """
+DROP TRIGGER measurements_only_withdrawn;
+ALTER TABLE measurements ADD COLUMN sop_instance_uid TEXT CHECK (sop_instance_uid IS NULL OR sop_instance_uid <> '');
+CREATE TRIGGER measurements_only_withdrawn BEFORE UPDATE ON measurements
+WHEN OLD.deleted_at IS NOT NULL OR NEW.deleted_at IS NULL
+  OR NEW.series_uid IS NOT OLD.series_uid OR NEW.reader_id IS NOT OLD.reader_id
+  OR NEW.slice_index IS NOT OLD.slice_index OR NEW.kind IS NOT OLD.kind
+  OR NEW.y0 IS NOT OLD.y0 OR NEW.x0 IS NOT OLD.x0 OR NEW.y1 IS NOT OLD.y1 OR NEW.x1 IS NOT OLD.x1
+  OR NEW.hu_low IS NOT OLD.hu_low OR NEW.hu_high IS NOT OLD.hu_high OR NEW.cut_necks IS NOT OLD.cut_necks
+  OR NEW.sop_instance_uid IS NOT OLD.sop_instance_uid
+  OR NEW.value_text IS NOT OLD.value_text OR NEW.created_by IS NOT OLD.created_by OR NEW.created_at IS NOT OLD.created_at
+BEGIN SELECT RAISE(ABORT, 'measurements can only be withdrawn (deleted_by, deleted_at), once'); END;
+"""
+    execute_statements(db, sql)
+
+
 def execute_statements(db: Database, sql: str) -> None:
     """Run a migration's script statement by statement (executescript would COMMIT its transaction)."""
     import sqlite3

@@ -437,9 +437,10 @@ class ReviewStore:
                 cut_necks = None if m.cut_necks is None else int(m.cut_necks)
                 cur = self.conn.execute(
                     "INSERT INTO measurements (series_uid, reader_id, slice_index, kind, y0, x0, y1, x1, hu_low, hu_high,"
-                    " cut_necks, value_text, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " cut_necks, sop_instance_uid, value_text, created_by, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (series_uid, reader.id, m.slice_index, m.kind, *m.start, *m.end, hu_low, hu_high, cut_necks,
-                     str(text), reader.name, utc_now()),
+                     m.sop_instance_uid or None, str(text), reader.name, utc_now()),
                 )
                 return int(cur.lastrowid)
         except sqlite3.IntegrityError as exc:
@@ -452,8 +453,8 @@ class ReviewStore:
         One reader's when `reader` is given (the workstation shows a reader their own, so a
         panel member is not shown a colleague's), withdrawn ones only with `include_withdrawn`.
         """
-        sql = ("SELECT id, kind, slice_index, y0, x0, y1, x1, hu_low, hu_high, cut_necks, value_text FROM measurements"
-               " WHERE series_uid = ?")
+        sql = ("SELECT id, kind, slice_index, y0, x0, y1, x1, hu_low, hu_high, cut_necks, sop_instance_uid, value_text"
+               " FROM measurements WHERE series_uid = ?")
         params: list[Any] = [series_uid]
         if reader is not None:
             sql += " AND reader_id = ?"
@@ -461,11 +462,11 @@ class ReviewStore:
         if not include_withdrawn:
             sql += " AND deleted_at IS NULL"
         out = []
-        for row_id, kind, z, y0, x0, y1, x1, lo, hi, cut_necks, text in self.conn.execute(sql + " ORDER BY id", params):
+        for row_id, kind, z, y0, x0, y1, x1, lo, hi, cut_necks, sop, text in self.conn.execute(sql + " ORDER BY id", params):
             try:
                 hu_range = None if lo is None else (lo, hi)
                 cut = None if cut_necks is None else bool(cut_necks)
-                out.append((Measurement(kind, z, (y0, x0), (y1, x1), row_id, hu_range, cut), text))
+                out.append((Measurement(kind, z, (y0, x0), (y1, x1), row_id, hu_range, cut, sop), text))
             except MeasurementError as exc:  # the CHECKs make this unreachable for our own rows
                 raise ReviewError(f"{self.path}: measurement {row_id} is not readable ({exc})") from exc
         return out
