@@ -249,8 +249,28 @@ def test_panel_member_votes_blinded_by_keyboard_then_sees_the_rest(qtbot, store:
     assert w.message_text() == "You have voted on every case of this panel."
 
 
+def test_dashboard_compares_a_reader_with_the_model_on_the_same_cases(qtbot, store: ReviewStore, tmp_path: Path) -> None:
+    from ichviewer.qt.review_widgets import MODEL_ALL_CASES, MODEL_SAME_CASES, ReviewDashboard
+
+    uids = [series_uid(i) for i in range(4)]
+    # the model is right on three of four; the one case the resident read is the one it gets wrong
+    seed(store, tmp_path, dict(zip(uids, [1, 1, 0, 0])), dict(zip(uids, [0.9, 0.95, 0.8, 0.1])))
+    me = store.add_reader("Dr Me", "resident")
+    store.log_read(me, Read(uids[2], {"ANY": "absent"}))
+    d = ReviewDashboard(store)
+    _show(qtbot, d)
+    # Seen live: one read (accuracy 1.0) was set beside the model on all twelve cases (0.75).
+    rows = {r[0]: r for r in d.rows()}
+    assert list(rows) == ["Dr Me", MODEL_SAME_CASES.format(reader="Dr Me"), MODEL_ALL_CASES]
+    assert rows["Dr Me"][1]["n"] == 1 and rows["Dr Me"][1]["accuracy"] == 1.0
+    same = rows[MODEL_SAME_CASES.format(reader="Dr Me")][1]
+    assert same["n"] == 1 and same["accuracy"] == 0.0 and same["specificity"] == 0.0
+    assert rows[MODEL_ALL_CASES][1]["n"] == 4 and rows[MODEL_ALL_CASES][1]["accuracy"] == 0.75
+    assert d.table.item(1, 0).text() == MODEL_SAME_CASES.format(reader="Dr Me") and d.table.item(1, 4).text() == "0.000"
+
+
 def test_dashboard_shows_accuracy_before_and_after_amendment(qtbot, store: ReviewStore, tmp_path: Path) -> None:
-    from ichviewer.qt.review_widgets import ReviewDashboard
+    from ichviewer.qt.review_widgets import MODEL_ALL_CASES, MODEL_PANEL_CASES, ReviewDashboard
     from ichviewer.review import add_member, cast_vote, close_panel, create_panel
 
     uid = series_uid(0)
@@ -263,10 +283,10 @@ def test_dashboard_shows_accuracy_before_and_after_amendment(qtbot, store: Revie
     d = ReviewDashboard(store)
     _show(qtbot, d)
     model = d.rows()[-1]
-    assert model[0] == "Model" and model[1]["accuracy"] == 0.0 and model[2]["accuracy"] == 1.0
+    assert model[0] == MODEL_ALL_CASES and model[1]["accuracy"] == 0.0 and model[2]["accuracy"] == 1.0
     d.scope.setCurrentIndex(1)
     assert "Fleiss" in d.summary.text() and "1 amended" in d.summary.text()
-    assert [r[0] for r in d.rows()] == ["E0", "E1", "E2", "Model"]
+    assert [r[0] for r in d.rows()] == ["E0", "E1", "E2", MODEL_PANEL_CASES]
     assert d.table.item(3, 4).text() == "0.000" and d.table.item(3, 8).text() == "1.000"
     # every column header is shown whole (they were cut to "ensitivity (befor")
     header, metrics = d.table.horizontalHeader(), d.table.horizontalHeader().fontMetrics()

@@ -294,6 +294,10 @@ def _print_stats_summary(stats: dict[str, Any]) -> None:
         for r in stats["readers"][which]:
             print(f"[{which}] {r['reader']} ({r['role']}): n={r['n']} sens={_fmt(r['sensitivity'])} "
                   f"spec={_fmt(r['specificity'])} acc={_fmt(r['accuracy'])}")
+            same = r.get("model_same_cases") or {}
+            if same:
+                print(f"[{which}]   model on the same cases: n={same['n']} sens={_fmt(same['sensitivity'])} "
+                      f"spec={_fmt(same['specificity'])} acc={_fmt(same['accuracy'])}")
     for p in stats["panels"]:
         print(f"panel {p['panel_id']} {p['name']}: {p['n_cases']} case(s), Fleiss' kappa {_fmt(p.get('fleiss_kappa'))}")
 

@@ -624,12 +624,20 @@ def choose_reader(store: ReviewStore | None, parent: QWidget | None = None, **kw
 OWN_CALL_TEXT = "own call"
 
 
+#: Dashboard rows: under each reader the model scored on that reader's cases; last, on all its cases.
+MODEL_SAME_CASES = "Model on {reader}'s cases"
+MODEL_ALL_CASES = "Model (all cases)"
+MODEL_PANEL_CASES = "Model (this panel's cases)"
+
+
 class ReviewDashboard(QWidget):
     """Accuracy of each reader and the model before and after amendment, and agreement (kappas).
 
     Scope "All reads" uses every reader's newest reads; a panel scope uses the
     members' votes on that panel's cases (Kang et al., Results). Bars: accuracy
-    before (grey) and after (blue) amendment per rater.
+    before (grey) and after (blue) amendment per rater. Under each reader a row (and bars) give the
+    model on that reader's cases, the comparison a reader can make; the last row is the model on
+    every labelled case it ran on.
     """
 
     METRICS = ("n", "sensitivity", "specificity", "accuracy")
@@ -730,8 +738,14 @@ class ReviewDashboard(QWidget):
             before = {r["reader"]: r for r in p["members_metrics"]["before"]}
             after = {r["reader"]: r for r in p["members_metrics"]["after"]}
             model = p["model"]
-        out = [(name, before.get(name, {}), after.get(name, {})) for name in sorted(set(before) | set(after))]
-        out.append(("Model", model["before"], model["after"]))
+        out = []
+        for name in sorted(set(before) | set(after)):
+            b, a = before.get(name, {}), after.get(name, {})
+            out.append((name, b, a))
+            if b.get("model_same_cases") or a.get("model_same_cases"):
+                # the fair comparison: the model on the cases this reader read, not on the model's whole set
+                out.append((MODEL_SAME_CASES.format(reader=name), b.get("model_same_cases", {}), a.get("model_same_cases", {})))
+        out.append((MODEL_ALL_CASES if i <= 0 else MODEL_PANEL_CASES, model["before"], model["after"]))
         return out
 
     def _show(self) -> None:

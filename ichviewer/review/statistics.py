@@ -91,6 +91,9 @@ def compute_statistics(
       `threshold` if that is given.
     - before = the original (first) label version, after = the current one
       (Kang et al., Results: accuracy before and after the consensus meeting).
+    - each reader's row carries `model_same_cases`: the model on the labelled series that reader's
+      metrics count (and the model ran on), so a reader is compared with the model on the same cases,
+      not on the model's whole set.
     - reader_agreement: Cohen's kappa per reader pair on present/absent/uncertain.
     - panels: per panel, members' votes and the model on the panel's cases before
       and after that panel's amendments, Fleiss' kappa across the members (cases
@@ -134,6 +137,11 @@ def compute_statistics(
         labelled = truth >= 0
         result["readers"][name_] = _per_rater_metrics(
             names, roles, rater[labelled], truth[labelled], pred[labelled], (status[labelled] == 2))
+        counted = labelled & (pred >= 0)
+        for i, row in enumerate(result["readers"][name_]):
+            same = [series[j] for j in np.flatnonzero(counted & (rater == i)) if series[j] in calls]
+            row["model_same_cases"] = _metrics(np.array([ref[s] for s in same], dtype=np.int64),
+                                               np.array([calls[s] for s in same], dtype=np.int64))
         common = [s for s in ref if s in calls]
         t = np.array([ref[s] for s in common], dtype=np.int64)
         p = np.array([calls[s] for s in common], dtype=np.int64)
