@@ -523,3 +523,49 @@ def test_corner_texts_never_overlap_in_a_narrow_view(qtbot):
                 assert not rects[a].intersects(rects[b]), (width, a, b)
         assert rects["tr"].right() == width - 1 - corners.MARGIN  # still right-aligned, now stacked
     assert rects["tr"].top() > rects["tl"].bottom() and rects["br"].bottom() < rects["bl"].top()
+
+
+def test_a_thick_slab_averages_a_thin_series_and_the_key_steps_through_thicknesses(qtbot, window, ct_data_dir):
+    from ichviewer.core.slab import MIP, Slab
+    from ichviewer.core.windowing import window_to_uint8
+
+    v = open_and_wait(qtbot, window, ct_data_dir / "philips-phantom-1mm")
+    i = window.state.slice_index
+    plain = shown_pixels(window).copy()
+    QTest.keyClick(window, Qt.Key.Key_T)  # 3 mm
+    QTest.keyClick(window, Qt.Key.Key_T)  # 5 mm
+    assert window.state.slab == Slab(5.0) and window.slab_actions[5.0].isChecked()
+    n = round(5.0 / v.spacing[0])
+    images = window.axial.slab_images()
+    assert len(images) == n and i in images
+    mean = v.hu[images.start:images.stop].astype(np.float32).mean(axis=0)
+    expected = window_to_uint8(window.axial.orientation.plane(mean), window.state.window)
+    assert np.array_equal(shown_pixels(window), expected) and not np.array_equal(shown_pixels(window), plain)
+    assert f"Slab: 5 mm avg (images {images.start + 1}-{images.stop})" in overlay(window, "tl")
+    assert "Measurements and the AI read the acquired slice" in window.statusBar().currentMessage()
+    # the cursor's HU is the acquired voxel's, with the slab's value beside it
+    y, x = 256, 256
+    send_move(window.axial, viewport_pos(window.axial, y, x))
+    qtbot.waitUntil(lambda: "slab avg" in overlay(window, "br"))
+    assert f"HU: {v.hu[i, y, x]:.0f} (slab avg {mean[y, x]:.0f})" in overlay(window, "br")
+    # the slab follows the slice
+    window.state.step_slice(1)
+    assert list(window.axial.slab_images()) == [k + 1 for k in images]
+    QTest.keyClick(window, Qt.Key.Key_T, Qt.KeyboardModifier.ShiftModifier)  # MIP
+    assert window.state.slab.mode == MIP and window.actions_by_name["slab_mip"].isChecked()
+    block = v.hu[images.start + 1:images.stop + 1].max(axis=0)
+    assert np.array_equal(shown_pixels(window), WindowLUT(window.state.window).apply(window.axial.orientation.plane(block)))
+    QTest.keyClick(window, Qt.Key.Key_T)  # 10 mm
+    QTest.keyClick(window, Qt.Key.Key_T)  # off again
+    assert not window.state.slab.active and window.slab_actions[0.0].isChecked()
+    assert np.array_equal(shown_pixels(window), expected_pixels(window)) and "Slab" not in overlay(window, "tl")
+
+
+def test_a_slab_no_thicker_than_the_slices_shows_them_as_acquired(qtbot, window, ct_data_dir):
+    from ichviewer.core.slab import Slab
+
+    open_and_wait(qtbot, window, ct_data_dir / "philips-phantom-5mm")
+    window.set_slab_thickness(5.0)
+    assert window.state.slab == Slab(5.0) and len(window.axial.slab_images()) == 1
+    assert np.array_equal(shown_pixels(window), expected_pixels(window)) and "Slab" not in overlay(window, "tl")
+    assert "already 5.00 mm" in window.statusBar().currentMessage()

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from ichviewer.core import measurements as meas
+from ichviewer.core.slab import AVERAGE, MIP, SLAB_STEPS_MM, Slab
 from ichviewer.core.volume import CTVolume
 from ichviewer.io import LoadResult
 from ichviewer.qt.browser import SeriesRow, StudyBrowserPanel
@@ -221,6 +222,8 @@ class MainWindow(QMainWindow):
             "open_file": ("Open file\u2026", self.choose_file),
             "show_warnings": ("Series warnings\u2026", self.show_warnings),
             "toggle_crosshair": ("Show reference lines", self._toggle_crosshair),
+            "slab_thicker": ("Thick slab: next thickness (off, 3, 5, 10 mm)", self.step_slab),
+            "slab_mip": ("Thick slab: maximum (MIP) instead of average", self._toggle_slab_mip),
             "tool_length": ("Ruler (length)", lambda: self.set_measure_tool(meas.LENGTH)),
             "tool_ellipse": ("ROI (mean HU)", lambda: self.set_measure_tool(meas.ELLIPSE)),
             "tool_volume": ("Volume (click a haematoma)", lambda: self.set_measure_tool(meas.VOLUME)),
@@ -239,6 +242,7 @@ class MainWindow(QMainWindow):
             self.actions_by_name[name] = act
         self.actions_by_name["toggle_crosshair"].setCheckable(True)
         self.actions_by_name["toggle_crosshair"].setChecked(True)
+        self.actions_by_name["slab_mip"].setCheckable(True)
         self.preset_actions: list[QAction] = []
         for number, preset in enumerate(self.state.presets, start=1):
             act = QAction(f"{preset.name}  (W {preset.width:g} / L {preset.level:g})", self)
@@ -263,6 +267,22 @@ class MainWindow(QMainWindow):
             presets_menu.addAction(act)
         for name in ("reset_view", "toggle_crosshair", "show_warnings"):
             view_menu.addAction(a[name])
+        slab_menu = view_menu.addMenu("Thick &slab")
+        self.slab_actions: dict[float, QAction] = {}
+        slab_group = QActionGroup(self)
+        slab_group.setExclusive(True)
+        for mm in SLAB_STEPS_MM:
+            act = QAction("Off (acquired slices)" if mm == 0 else f"{mm:g} mm", self)
+            act.setCheckable(True)
+            act.setChecked(mm == self.state.slab.thickness_mm)
+            act.triggered.connect(lambda _checked=False, t=mm: self.set_slab_thickness(t))
+            slab_group.addAction(act)
+            slab_menu.addAction(act)
+            self.slab_actions[mm] = act
+        slab_menu.addSeparator()
+        slab_menu.addAction(a["slab_thicker"])
+        slab_menu.addAction(a["slab_mip"])
+        self.state.sig_slab_changed.connect(self._on_slab_changed)
         view_menu.addSeparator()
         for name in ("slice_next", "slice_previous", "slice_first", "slice_last", "series_next", "series_previous"):
             view_menu.addAction(a[name])
@@ -641,6 +661,37 @@ class MainWindow(QMainWindow):
         if hover is not None and self.volume is not None:
             loc = self.volume.slice_locations_mm[hover.z]
             self.statusBar().showMessage(f"x {hover.x}, y {hover.y}, slice {hover.z + 1} ({loc:.1f} mm): {hover.hu:.0f} HU")
+
+    # -- thick slab (display only) ---------------------------------------------------------
+    def set_slab_thickness(self, thickness_mm: float) -> None:
+        self.state.set_slab(Slab(thickness_mm, self.state.slab.mode))
+
+    def step_slab(self) -> None:
+        """The slab key: the next thickness in SLAB_STEPS_MM, round again to off."""
+        steps = list(SLAB_STEPS_MM)
+        now = self.state.slab.thickness_mm
+        later = [t for t in steps if t > now]
+        self.set_slab_thickness(later[0] if later else steps[0])
+
+    def _toggle_slab_mip(self) -> None:
+        self.state.set_slab(Slab(self.state.slab.thickness_mm, MIP if self.actions_by_name["slab_mip"].isChecked() else AVERAGE))
+
+    def _on_slab_changed(self, slab: Slab) -> None:
+        for mm, act in self.slab_actions.items():
+            act.setChecked(mm == slab.thickness_mm)
+        self.actions_by_name["slab_mip"].setChecked(slab.mode == MIP)
+        if not slab.active:
+            self.statusBar().showMessage("Thick slab off: the acquired slices.", 4000)
+            return
+        images = self.axial.slab_images()
+        spacing = self.volume.spacing[0] if self.volume is not None else 0.0
+        if len(images) <= 1 and self.volume is not None:
+            message = (f"Thick slab {slab.thickness_mm:g} mm: this series' slices are already {spacing:.2f} mm, "
+                       "so each image is shown as acquired.")
+        else:
+            message = (f"Thick slab {slab.thickness_mm:g} mm {'MIP' if slab.mode == MIP else 'average'}: "
+                       f"{len(images)} slices per image. Measurements and the AI read the acquired slice.")
+        self.statusBar().showMessage(message, 8000)
 
     def _toggle_crosshair(self) -> None:
         self.axial.set_crosshair_visible(self.actions_by_name["toggle_crosshair"].isChecked())

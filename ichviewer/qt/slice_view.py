@@ -12,6 +12,7 @@ from PySide6.QtCore import QEvent, QObject, QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QTransform
 from PySide6.QtWidgets import QGraphicsDropShadowEffect, QLabel, QToolButton, QVBoxLayout, QWidget
 
+from ichviewer.core.slab import slab_image
 from ichviewer.core.volume import CTVolume
 from ichviewer.core.windowing import Window
 from ichviewer.qt.display import Orientation, apply_window_rgb32, grey_of, grid_point, patient_point, series_label
@@ -301,6 +302,8 @@ class AxialView(_SliceViewBase):
         self._last_mouse_view: QPointF | None = None
         self._applying_range = False
         self._crosshair_enabled = True
+        self._shown_hu: np.ndarray | None = None  # the HU image on screen (the slab's, when one is on)
+        self._slab_images = range(0)  # the slices the image on screen combines
 
         self.overlay_item = pg.ImageItem(axisOrder="row-major")
         self.overlay_item.setZValue(10)
@@ -332,6 +335,7 @@ class AxialView(_SliceViewBase):
         state.sig_view_range_changed.connect(self._on_view_range_changed)
         state.sig_overlay_opacity_changed.connect(self._on_overlay_opacity_changed)
         state.sig_crosshair_changed.connect(self._on_crosshair_changed)
+        state.sig_slab_changed.connect(self._on_slab_changed)
         self.view_box.sig_wheel_steps.connect(self._on_wheel_steps_changed)
         self.view_box.sig_window_drag.connect(self._on_window_drag_changed)
         self.view_box.sig_clicked.connect(self._on_click_changed)
@@ -348,6 +352,7 @@ class AxialView(_SliceViewBase):
         self.set_overlay(None)
         if volume is None:
             self._plane = None
+            self._shown_hu, self._slab_images = None, range(0)
             self.image_item.clear()
             self.badge.setVisible(False)
             self._update_annotations()
@@ -415,10 +420,16 @@ class AxialView(_SliceViewBase):
         return self._hover
 
     # -- rendering -------------------------------------------------------------------
+    def slab_images(self) -> range:
+        """The slices the image on screen combines (only the slice shown unless a thick slab is on)."""
+        return self._slab_images
+
     def _render_slice(self) -> None:
         if self._plane is None:
             return
-        self._set_display(apply_window_rgb32(self._plane[self.state.slice_index], self.state.window))
+        self._shown_hu, self._slab_images = slab_image(self._plane, self.state.slice_index, self.volume.spacing[0],
+                                                       self.state.slab)
+        self._set_display(apply_window_rgb32(self._shown_hu, self.state.window))
         self._render_overlay()
 
     def _render_overlay(self) -> None:
@@ -451,7 +462,8 @@ class AxialView(_SliceViewBase):
             f"{series_label(v)}\n"
             f"Im: {i + 1}/{v.n_slices}{inst}\n"
             f"Loc: {loc:.2f} mm\n"
-            f"Thk: {v.spacing[0]:.2f} mm" + (f"   Tilt: {v.gantry_tilt_deg:+.1f}\u00b0" if abs(v.gantry_tilt_deg) > 0.01 else ""),
+            f"Thk: {v.spacing[0]:.2f} mm" + (f"   Tilt: {v.gantry_tilt_deg:+.1f}\u00b0" if abs(v.gantry_tilt_deg) > 0.01 else "")
+            + (f"\n{self.state.slab.describe(self._slab_images)}" if len(self._slab_images) > 1 else ""),
         )
         study = str(v.metadata.get("study_description", "") or "")
         date = str(v.metadata.get("study_date", "") or "")
@@ -460,7 +472,12 @@ class AxialView(_SliceViewBase):
         preset = f"  {w.name}" if w.name else ""
         self.corners.set_text("bl", f"W: {w.width:g} L: {w.level:g}{preset}\nZoom: {self._zoom_percent():.0f}%")
         h = self._hover
-        self.corners.set_text("br", "" if h is None else f"x: {h.x}  y: {h.y}\nHU: {h.hu:.0f}")
+        slab = ""
+        if h is not None and len(self._slab_images) > 1 and self._shown_hu is not None:
+            row, col = self.orientation.voxel_to_screen(h.y + 0.5, h.x + 0.5, *v.shape[1:])
+            shown = float(self._shown_hu[int(row), int(col)])
+            slab = f" (slab {'MIP' if self.state.slab.mode == 'mip' else 'avg'} {shown:.0f})"
+        self.corners.set_text("br", "" if h is None else f"x: {h.x}  y: {h.y}\nHU: {h.hu:.0f}{slab}")
 
     def _zoom_percent(self) -> float:
         # 100 % = one image pixel per screen pixel, as OHIF and Weasis report zoom. Measured by
@@ -474,6 +491,10 @@ class AxialView(_SliceViewBase):
         return 100.0 * screen_px if screen_px > 0 else 100.0
 
     # -- slots: state -> view --------------------------------------------------------
+    def _on_slab_changed(self, _slab: object) -> None:
+        self._render_slice()
+        self._update_annotations()
+
     def _on_slice_changed(self, _index: int) -> None:
         self._render_slice()
         if self._last_mouse_view is not None:

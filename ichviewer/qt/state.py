@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
+from ichviewer.core.slab import Slab
 from ichviewer.core.windowing import Window, load_presets
 
 
@@ -22,6 +23,8 @@ class ViewState(QObject):
       overlay_opacity  0..1, for RGBA overlays on the axial view
       selected_label   a finding / label the panels agree is selected, or None
       crosshair_mm     (x, y) in mm in the axial image plane where the reformats cut, or None (centre)
+      slab             the axial view's thick slab (`ichviewer.core.slab.Slab`; thickness 0 = off),
+                       kept across series as a reading preference
     """
 
     sig_slice_changed = Signal(int)
@@ -32,6 +35,7 @@ class ViewState(QObject):
     sig_overlay_opacity_changed = Signal(float)
     sig_selected_label_changed = Signal(object)
     sig_crosshair_changed = Signal(object)
+    sig_slab_changed = Signal(object)
 
     def __init__(self, parent: QObject | None = None, presets: tuple[Window, ...] | None = None) -> None:
         super().__init__(parent)
@@ -43,6 +47,7 @@ class ViewState(QObject):
         self._overlay_opacity = 0.5
         self._selected_label: object | None = None
         self._crosshair_mm: tuple[float, float] | None = None
+        self._slab = Slab()
 
     # -- slices ------------------------------------------------------------------
     @property
@@ -144,3 +149,13 @@ class ViewState(QObject):
         if xy != self._crosshair_mm:
             self._crosshair_mm = xy
             self.sig_crosshair_changed.emit(xy)
+
+    # -- thick slab ------------------------------------------------------------------
+    @property
+    def slab(self) -> Slab:
+        return self._slab
+
+    def set_slab(self, slab: Slab) -> None:
+        if slab != self._slab:
+            self._slab = slab
+            self.sig_slab_changed.emit(slab)
