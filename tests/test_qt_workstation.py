@@ -155,6 +155,40 @@ def test_an_adjudication_not_saved_survives_a_change_of_series_and_a_restart(qtb
     again.close()
 
 
+def test_an_entry_being_typed_is_on_disk_within_a_second_so_a_crash_does_not_lose_it(qtbot, tmp_path, settings_dir):
+    from ichviewer.qt.review_attach import DRAFT_SAVE_DELAY_MS, DRAFTS_FILE, VOTE_DRAFTS_FILE
+
+    (a, uid_a), = (_series(tmp_path, 17),)
+    db = tmp_path / "review.sqlite"
+    with ReviewStore(db) as store:
+        store.add_study(uid_a, path=str(a))
+        panel = create_panel(store, "second look", series_uids=[uid_a], blinded=True)
+        add_member(store, panel.id, "Dr Kim")
+    w = build_workstation(settings_dir, ai=False, db_path=db, reader=("Dr Kim", "attending"))
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w.sig_volume_opened, timeout=WAIT_MS):
+        w.open_path(a)
+    drafts, votes = settings_dir / DRAFTS_FILE, settings_dir / VOTE_DRAFTS_FILE
+    w.review.adjudication.set_status("IPH", "present")
+    QTest.keyClicks(w.review.adjudication.note_edit, "left frontal")
+    vote = w.review.open_panel(panel.id)
+    vote.vote_boxes["ANY"].setCurrentText("present")
+    # no change of series, no closing: the process could die now
+    qtbot.waitUntil(lambda: drafts.exists() and votes.exists(), timeout=DRAFT_SAVE_DELAY_MS + 3000)
+    [kept] = json.loads(drafts.read_text())["drafts"]
+    assert kept["values"]["statuses"] == {"IPH": "present"} and kept["values"]["note"] == "left frontal"
+    assert json.loads(votes.read_text())["drafts"][0]["votes"] == {"ANY": "present"}
+    # "after the crash": a new workstation on the same settings folder puts both back
+    again = build_workstation(settings_dir, ai=False, db_path=db, reader=("Dr Kim", "attending"))
+    qtbot.addWidget(again)
+    with qtbot.waitSignal(again.sig_volume_opened, timeout=WAIT_MS):
+        again.open_path(a)
+    assert again.review.adjudication.form_values()["note"] == "left frontal"
+    assert again.review.open_panel(panel.id).vote_boxes["ANY"].currentText() == "present"
+    again.close()
+    w.close()
+
+
 def test_a_panel_vote_not_cast_survives_a_restart(qtbot, tmp_path, settings_dir):
     from ichviewer.qt.review_attach import VOTE_DRAFTS_FILE
 

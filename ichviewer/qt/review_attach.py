@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt
+from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -44,6 +44,9 @@ READER_FILE = "reader.json"
 DRAFTS_FILE = "adjudication_drafts.json"
 #: Panel votes chosen and not cast (per reader, panel and case), kept across a restart.
 VOTE_DRAFTS_FILE = "panel_vote_drafts.json"
+#: How long after the last keystroke or choice the drafts are written to the settings folder, so a
+#: crash or a power cut loses at most this much of an entry not yet saved.
+DRAFT_SAVE_DELAY_MS = 1000
 
 
 def series_folder(volume: Any) -> str:
@@ -87,6 +90,12 @@ class ReviewUI(QObject):
             studies_dock.raise_()
 
         self.adjudication.set_drafts(self._load_drafts())
+        # Drafts go to disk shortly after each edit, not only on a change of series or at closing.
+        self._draft_timer = QTimer(self)
+        self._draft_timer.setSingleShot(True)
+        self._draft_timer.setInterval(DRAFT_SAVE_DELAY_MS)
+        self._draft_timer.timeout.connect(self._save_all_drafts)
+        self.adjudication.sig_form_changed.connect(self._draft_timer.start)
         self.adjudication.sig_read_saved.connect(self._on_read_saved)
         self.adjudication.sig_read_saved.connect(lambda _id: self.save_drafts())
         self.adjudication.sig_save_failed.connect(self._on_save_failed)
@@ -154,6 +163,10 @@ class ReviewUI(QObject):
         return self._read_drafts(VOTE_DRAFTS_FILE, "uncast panel votes",
                                  lambda r: ((str(r["reader"]), int(r["panel_id"]), str(r["series_uid"])),
                                             {"votes": dict(r["votes"]), "note": str(r["note"])}))
+
+    def _save_all_drafts(self) -> None:
+        self.save_drafts()
+        self.save_vote_drafts()
 
     def save_vote_drafts(self) -> None:
         """Keep the open panel's votes chosen and not cast in the settings folder, beside other
@@ -339,6 +352,7 @@ class ReviewUI(QObject):
         self.vote_panel.sig_open_study.connect(lambda _uid, _path: self.save_vote_drafts())
         self.vote_panel.sig_vote_saved.connect(self._on_vote_saved)
         self.vote_panel.sig_vote_saved.connect(lambda _uid: self.save_vote_drafts())
+        self.vote_panel.sig_form_changed.connect(self._draft_timer.start)
         self._follow_open_series()
         self._apply_blinding()
         return self.vote_panel
@@ -527,6 +541,7 @@ class ReviewUI(QObject):
             window.notify_error(f"Series {series_uid} has no known location on this machine; open its folder with File \u203a Open.")
 
     def shutdown(self, _timeout_ms: int = 0) -> None:
+        self._draft_timer.stop()
         drafts = self.save_drafts()
         self.save_vote_drafts()
         if drafts:

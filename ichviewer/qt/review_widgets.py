@@ -64,6 +64,7 @@ class AdjudicationPanel(QWidget):
 
     sig_read_saved = Signal(int)
     sig_save_failed = Signal(str)
+    sig_form_changed = Signal()  # any entry edited (the workstation keeps drafts on disk as they are typed)
 
     def __init__(self, store: ReviewStore | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -119,6 +120,11 @@ class AdjudicationPanel(QWidget):
         self.save_button.clicked.connect(self.submit)
         self.message = QLabel("")
         self.message.setWordWrap(True)
+        for label in LABELS:
+            self.status_boxes[label].currentIndexChanged.connect(lambda _i: self.sig_form_changed.emit())
+            self.confidence_boxes[label].valueChanged.connect(lambda _v: self.sig_form_changed.emit())
+            self.ai_boxes[label].currentIndexChanged.connect(lambda _i: self.sig_form_changed.emit())
+        self.note_edit.textChanged.connect(self.sig_form_changed)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.case_label)
@@ -797,6 +803,7 @@ class PanelVotePanel(QWidget):
 
     sig_vote_saved = Signal(str)
     sig_open_study = Signal(str, str)
+    sig_form_changed = Signal()  # a vote or the note edited
 
     def __init__(self, store: ReviewStore, panel_id: int, reader: Reader | str,
                  parent: QWidget | None = None) -> None:
@@ -831,6 +838,9 @@ class PanelVotePanel(QWidget):
         self.note_edit = QLineEdit()
         self.note_edit.setPlaceholderText("Note (optional)")
         form.addRow("Note", self.note_edit)
+        for box in self.vote_boxes.values():
+            box.currentIndexChanged.connect(lambda _i: self.sig_form_changed.emit())
+        self.note_edit.textChanged.connect(lambda _t: self.sig_form_changed.emit())
         self.revealed = QLabel("")
         self.revealed.setWordWrap(True)
         self.save_button = QPushButton("Cast vote (Ctrl+Enter)")
