@@ -506,3 +506,23 @@ def test_a_volume_grows_off_the_gui_thread_and_a_click_still_counting_is_never_l
     with ReviewStore(db) as store:
         texts = [text for _m, text in store.measurements(iph.series_uid, "ann")]
     assert len(texts) == 3 and all(measure_module.GROWING_TEXT not in t and " mL" in t for t in texts)
+
+
+def test_a_volume_click_still_counting_when_the_reader_changes_is_the_previous_readers(qtbot, settings_dir, tmp_path):
+    from ichviewer.core.phantom import generate_case
+    from ichviewer.io.writer import write_ct_series
+
+    case = generate_case(5, subtype="IPH", volume_ml=5.0, matrix=256)
+    write_ct_series(case.volume, tmp_path / "iph", series_description="PHANTOM IPH 5 mL")
+    z, y, x = (int(round(v)) for v in np.argwhere(case.masks["IPH"]).mean(axis=0))
+    db = tmp_path / "review.sqlite"
+    w = _show(qtbot, build_workstation(settings_dir, ai=False, db_path=db, reader=("ann", "resident")))
+    v = open_and_wait(qtbot, w, tmp_path / "iph")
+    m = w.measurements.add(Measurement(meas.VOLUME, z, (y + 0.5, x + 0.5), (y + 0.5, x + 0.5)))
+    assert w.measurements.growing() == [m]
+    w.review.set_reader(w.review.store.add_reader("bob", "attending"))  # no event loop ran in between
+    with ReviewStore(db) as store:
+        assert [t.split()[1] for _m, t in store.measurements(v.series_uid, "ann")] == ["mL"]
+        assert store.measurements(v.series_uid, "bob") == []
+    assert w.measurements.measurements() == [] and w.measurements.growing() == []  # bob sees his own: none
+    w.close()

@@ -188,6 +188,10 @@ class ReviewUI(QObject):
             return None
 
     def set_reader(self, reader) -> None:
+        if self.reader is not None and self.measurement_layer is not None:
+            # A volume click still counting was the previous reader's: finish it and save it as theirs.
+            self.measurement_layer.settle_growths()
+            self.save_unsaved_measurements()
         self.reader = reader
         self.adjudication.set_reader(reader)
         self.save_drafts()  # an entry made under the previous reader stays theirs
