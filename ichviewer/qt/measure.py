@@ -330,18 +330,11 @@ class MeasurementLayer(QObject):
         for g in new:
             if g.finished:
                 self._apply_growth(g, emit=False)
-            else:  # still running after the timeout: it stays a click, saved without its figure
+            else:  # still running after the timeout: the click is kept (and saved) without its figure
                 log.warning("a volume click on image %d was still counting after %d ms", g.measurement.slice_index + 1, timeout_ms)
                 self._growing.pop(id(g.measurement), None)
+                self._texts[id(g.measurement)] = "volume not counted in time (counted again when its series is shown)"
                 self._unsaved.add(id(g.measurement))
-
-    def wait_for_regions(self, timeout_ms: int = 30000) -> bool:
-        """Block until every region asked for is grown and shown (tests, benchmarks, scripts)."""
-        ok = bool(self._pool.waitForDone(timeout_ms))
-        for g in list(self._growing.values()):
-            if g.finished:
-                self._apply_growth(g)
-        return ok and not self._growing
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         """Bounded: finish the reader's clicks still counting (so the store can save them), drop the rest."""
