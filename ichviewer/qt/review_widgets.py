@@ -432,7 +432,13 @@ class WorklistPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        # One line per case, each case named whole ("wl/0007_none_5mm_beam-hardening" wrapped at the
+        # slash and lost its end in the dock's width); the reason takes what is left, whole in its tooltip.
+        header = self.table.horizontalHeader()
+        for col in range(3):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table.setWordWrap(False)
         self.table.cellActivated.connect(self._on_row_activated)
         self.table.cellDoubleClicked.connect(self._on_row_activated)
         self.status = QLabel("")
@@ -825,6 +831,8 @@ class PanelVotePanel(QWidget):
         self.cases.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.cases.verticalHeader().setVisible(False)
         self.cases.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.cases.setWordWrap(False)
+        self.cases.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.cases.cellActivated.connect(self._on_case_activated)
         self.cases.cellDoubleClicked.connect(self._on_case_activated)
         self.vote_boxes: dict[str, QComboBox] = {}
