@@ -148,6 +148,11 @@ def test_worklist_counts_filters_and_opens_a_study_by_keyboard(qtbot, store: Rev
     first_cell = w.table.item(0, 0)
     assert first_cell.text() == f"ct/{w.shown_items()[0].series_uid}" and w.shown_items()[0].series_uid in first_cell.toolTip()
     assert w.table.horizontalHeaderItem(0).text() == "Series"
+    # each case's name is shown whole, on one line (it wrapped at the slash and lost its end)
+    metrics = w.table.fontMetrics()
+    assert not w.table.wordWrap()
+    assert w.table.horizontalHeader().sectionSize(0) >= max(
+        metrics.horizontalAdvance(w.table.item(r, 0).text()) for r in range(w.table.rowCount()))
     from types import SimpleNamespace
 
     from ichviewer.qt.review_widgets import case_name
