@@ -301,6 +301,14 @@ def test_info_json_describes_every_series(ct_data_dir: Path) -> None:
     assert reasons["DIRFILE"].startswith("DICOMDIR") and reasons["LICENSE"].startswith("not a DICOM file")
 
 
+def test_info_text_names_each_series_folder(ct_data_dir: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "ichviewer", "info", str(ct_data_dir)],
+                         capture_output=True, text=True, check=True).stdout
+    # what `ichviewer open` takes, under each series
+    for name in ("ge-head-tilted", "philips-phantom-1mm", "philips-phantom-5mm"):
+        assert f"    folder: {ct_data_dir / name}\n" in out
+
+
 def test_info_exits_non_zero_with_a_message_when_nothing_loads(tmp_path: Path) -> None:
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "a.txt").write_text("hello")

@@ -96,10 +96,14 @@ def run_info(args: argparse.Namespace) -> int:
                     f"{s['series_description'] or '(no description)'}: {s['n_slices']} slices, shape {tuple(s['shape'])}, "
                     f"spacing {tuple(s['spacing_mm'])} mm, tilt {s['gantry_tilt_deg']} deg, HU {s['hu_min']:g}..{s['hu_max']:g}"
                 )
+                if s.get("path"):
+                    print(f"    folder: {s['path']}")  # what `ichviewer open` takes
                 for w in s["warnings"]:
                     print(f"    warning: {w}")
             else:
                 print(f"{s['series_description'] or s['series_uid']}: not loaded: {s['error']}")
+                if s.get("path"):
+                    print(f"    folder: {s['path']}")
         for k in report["skipped"]:
             print(f"skipped {k['path']}: {k['reason']}")
     if not loaded:
