@@ -236,6 +236,8 @@ def test_a_panel_vote_is_always_on_the_series_on_screen(qtbot, tmp_path, setting
     # Seen live: a panel opened on one of its cases showed no case, and Ctrl+Enter said "Choose a case first".
     vote = w.review.open_panel(panel.id)
     assert vote.current_series() == uid_a and vote.save_button.isEnabled()
+    # a tab beside the adjudication, not a fourth dock squeezing the column
+    assert w.review.vote_dock in w.tabifiedDockWidgets(w.review.adjudication_dock)
     assert [i.row() for i in vote.cases.selectionModel().selectedRows()] == [0]
     vote.vote_boxes["ANY"].setCurrentText("absent")
     # Another series on screen (not a panel case): the vote no longer pointed at a case the member could

@@ -350,6 +350,11 @@ class ReviewUI(QObject):
         self.vote_panel.set_drafts({uid: d for (r, p, uid), d in self._load_vote_drafts().items()
                                     if r == self.reader.name and p == panel_id})
         self.vote_dock = self.main_window.add_panel(self.vote_panel, "Panel vote")
+        # A tab beside the adjudication (a member votes rather than adjudicates): a fourth dock in the
+        # right column squeezed every panel, and once the vote revealed the AI, the vote's own
+        # buttons were scrolled out of sight.
+        if not self.adjudication_dock.isFloating():
+            self.main_window.tabifyDockWidget(self.adjudication_dock, self.vote_dock)
         self.vote_dock.show()  # docks added to a window already on screen start hidden
         self.vote_dock.raise_()
         self.vote_panel.sig_open_study.connect(self._on_open_study)
