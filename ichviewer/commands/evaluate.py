@@ -75,7 +75,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--normal-series", metavar="INFER.json",
                    help="`ichviewer infer` JSON of real series known to contain no haemorrhage "
                    "(quote its command with --command 'normal series=...')")
+    m.add_argument("--localization", metavar="LOCALIZATION.json",
+                   help="`ichviewer evaluate-attention` output (quote its command with --command 'attention=...')")
     m.set_defaults(func=run_model_card)
+
+    a = subparsers.add_parser(
+        "evaluate-attention",
+        help="how well attention maps point at the bleed, on phantoms (Lee et al. 2019's localisation check)",
+        description="Generate the planned phantoms of a split (as `ichviewer phantom-set` does), and for every "
+        "subtype present take its attention map on the slice where its lesion is largest, keep the pixels above "
+        "20 %% of the map's highest value (Lee et al. 2019, Methods) and check that the lesion's centre is inside. "
+        "Reports the share found with exact 95 %% CIs and the kept area as a share of the head, per member, "
+        "subtype and lesion size.",
+    )
+    a.add_argument("--models", metavar="DIR", default=None, help="ensemble directory (default: the bundled models/default)")
+    a.add_argument("--n", type=int, default=200, help="planned studies, as `phantom-set --n` (default 200; the "
+                   "ones with haemorrhage are scored)")
+    a.add_argument("--split", choices=("train", "validation", "test"), default="test")
+    a.add_argument("--seed", type=int, default=0, help="run seed of the split's plans (default 0)")
+    a.add_argument("--matrix", type=int, default=256, help="phantom in-plane matrix (default 256)")
+    a.add_argument("--all-members", action="store_true",
+                   help="score every member with a CAM head, not only the one the workstation explains with")
+    a.add_argument("--json", required=True, metavar="OUT.json", help="where to write the figures and every check")
+    a.set_defaults(func=run_evaluate_attention)
 
 
 def run_operating_points(args: argparse.Namespace) -> int:
@@ -146,6 +168,52 @@ def _positive_tier_summary(entry: dict) -> str:
             f"PPV {_fmt(tier['ppv']['value'])}")
 
 
+def run_evaluate_attention(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from ichviewer.evaluation.localization import evaluate_localization
+    from ichviewer.inference import InferenceError, load_ensemble
+    from ichviewer.inference.manifest import default_models_dir
+    from ichviewer.training.data import plan_phantom_cases
+
+    if args.n < 1:
+        print("ichviewer evaluate-attention: --n must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        ensemble = load_ensemble(args.models or default_models_dir())
+    except InferenceError as exc:
+        print(f"ichviewer evaluate-attention: {exc}", file=sys.stderr)
+        return 2
+    explaining = ensemble.cam_model.name if ensemble.cam_model is not None else None
+    members = None
+    if args.all_members:  # the explaining member first, as the model card lists them
+        members = sorted((m.name for m in ensemble.models if m.cam_weight is not None), key=lambda n: n != explaining)
+    if explaining is None and not members:
+        print(f"ichviewer evaluate-attention: no member of {ensemble.directory} has a CAM head", file=sys.stderr)
+        return 2
+    plans = plan_phantom_cases(args.n, args.split, seed=args.seed)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done}/{total} studies with haemorrhage", end="", file=sys.stderr, flush=True)
+
+    result = evaluate_localization(plans, ensemble, members=members, matrix=args.matrix, progress=progress)
+    print(file=sys.stderr)
+    result["models"] = args.models or "the bundled models/default"  # as given: the file is committed beside it
+    result["explaining_member"] = explaining  # the member whose maps the workstation shows
+    result["plans"] = {"n": args.n, "split": args.split, "seed": args.seed, "matrix": args.matrix}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n", "utf-8")
+    for name, summary in result["members"].items():
+        o = summary["overall"]
+        print(f"{name}: bleed centre inside the map's >= 20 % region in {o['found']}/{o['n']} "
+              f"({_fmt(o['value'])}, 95 % CI {_fmt(o['ci'][0])}-{_fmt(o['ci'][1])}); region {_fmt(o['mean_area_fraction'])} "
+              "of the head on average")
+    print(f"wrote {out}")
+    return 0
+
+
 def run_model_card(args: argparse.Namespace) -> int:
     import json
 
@@ -171,7 +239,8 @@ def run_model_card(args: argparse.Namespace) -> int:
         if args.atlas_json:
             atlas = json.loads(open(args.atlas_json, encoding="utf-8").read())
         out = write_model_card(args.out, args.evaluation, args.training_log, commands, atlas,
-                               extra_evaluations=extra, normal_series_json=args.normal_series)
+                               extra_evaluations=extra, normal_series_json=args.normal_series,
+                               localization_json=args.localization)
     except (OSError, ValueError, KeyError) as exc:
         print(f"ichviewer model-card: {exc}", file=sys.stderr)
         return 2

@@ -286,15 +286,62 @@ def _normal_series_lines(infer: Mapping[str, Any], command: str) -> list[str]:
     return lines
 
 
+#: Lee et al. 2019 (Results, "Localization accuracy of attention maps"): mean segmented area, share of the head.
+LEE_MEAN_AREA = 0.089
+
+
+def localization_lines(loc: Mapping[str, Any], command: str | None = None) -> list[str]:
+    """The attention-map localisation section (`ichviewer evaluate-attention` JSON)."""
+    members = loc.get("members") or {}
+    if not members:
+        return []
+    lines = ["", "## Attention maps: localisation (Lee et al. 2019, Methods)", "",
+             f"On the {loc.get('n_cases', '?')} studies with haemorrhage among the planned test studies, each subtype's "
+             "attention map on the slice where its lesion is largest was cut at "
+             f"{float(loc.get('segment_fraction', 0.2)) * 100:g} % of its highest value, as in the paper. A lesion counts as found "
+             "when the lesion pixel nearest its centroid is inside what is kept; the area is what is kept inside the head, "
+             "as a share of the head. The paper reported 78.1 % of its radiologists' bleeding points found, with a "
+             f"mean area of {LEE_MEAN_AREA * 100:g} % of the head.", "",
+             "| member | lesions found (95 % CI) | mean area | punctate | small | larger |",
+             "|---|---|---|---|---|---|"]
+
+    def count(r: Mapping[str, Any]) -> str:
+        return f"{r['found']}/{r['n']}" if r.get("n") else "–"
+
+    explaining = loc.get("explaining_member")
+    for name, m in members.items():
+        o = m["overall"]
+        sizes = m.get("by_size") or {}
+        shown = f"{name} (the workstation's maps)" if name == explaining else name
+        lines.append(f"| {shown} | {count(o)} {_ci(o)} | {_fmt(o.get('mean_area_fraction'), 2)} | "
+                     + " | ".join(count(sizes.get(b) or {}) for b in ("punctate", "small", "larger")) + " |")
+    name = explaining if explaining in members else next(iter(members))
+    by_label = members[name].get("by_label") or {}
+    if by_label:
+        lines += ["", f"Per subtype ({name}): "
+                  + ", ".join(f"{label} {count(r)}" for label, r in by_label.items()) + "."]
+    area = members[name]["overall"].get("mean_area_fraction")
+    if area:
+        cell = members[name].get("grid_cell_mm")
+        grid = f" (its last block's cells are about {cell:.0f} mm a side)" if cell else ""
+        lines += ["", f"{name}'s maps keep {area * 100:.0f} % of the head on average, {area / LEE_MEAN_AREA:.1f} times the "
+                  f"paper's area{grid}: a map says where the network looked, not where the bleed's edge is."]
+    if command:
+        lines += ["", "```bash", command, "```"]
+    return lines
+
+
 def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, Any], *,
                       commands: Mapping[str, str], atlas: Mapping[str, Any] | None = None,
                       extra_evaluations: Sequence[tuple[str, Mapping[str, Any]]] = (),
-                      normal_series: Mapping[str, Any] | None = None) -> str:
+                      normal_series: Mapping[str, Any] | None = None,
+                      localization: Mapping[str, Any] | None = None) -> str:
     """The model card text. `commands` maps "train", "test set", "infer", "evaluate" (and "atlas") to the exact commands run.
 
     `extra_evaluations`: (name, evaluation JSON) of the same models on other test sets, shown beside the held-out
     figures with `commands[name]`; `normal_series`: an `ichviewer infer` JSON of real series without haemorrhage,
-    shown with `commands["normal series"]`.
+    shown with `commands["normal series"]`; `localization`: an `ichviewer evaluate-attention` JSON, shown with
+    `commands["attention"]`.
     """
     ev, log = evaluation, training_log
     labels = ev.get("labels", {})
@@ -482,6 +529,8 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
                 )
         if commands.get("atlas"):
             lines += ["", "```bash", commands["atlas"], "```"]
+    if localization:
+        lines += localization_lines(localization, commands.get("attention"))
     lines += [
         "",
         "## Limits",
@@ -506,13 +555,15 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
 def write_model_card(out: str | Path, evaluation_json: str | Path, training_log_json: str | Path,
                      commands: Mapping[str, str], atlas: Mapping[str, Any] | None = None,
                      extra_evaluations: Sequence[tuple[str, str | Path]] = (),
-                     normal_series_json: str | Path | None = None) -> Path:
+                     normal_series_json: str | Path | None = None,
+                     localization_json: str | Path | None = None) -> Path:
     def read(path: str | Path) -> Any:
         return json.loads(Path(path).read_text("utf-8"))
 
     text = render_model_card(read(evaluation_json), read(training_log_json), commands=commands, atlas=atlas,
                              extra_evaluations=[(name, read(path)) for name, path in extra_evaluations],
-                             normal_series=read(normal_series_json) if normal_series_json else None)
+                             normal_series=read(normal_series_json) if normal_series_json else None,
+                             localization=read(localization_json) if localization_json else None)
     out = Path(out)
     out.write_text(text, "utf-8")
     return out
