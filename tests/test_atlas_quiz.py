@@ -38,6 +38,12 @@ def test_answers_are_scored_recorded_and_survive_a_restart(tmp_path):
         bad = quiz.answer(q, "SDH")
         assert ok.correct and ok.feedback == "Correct: EDH + SAH."
         assert not bad.correct and bad.feedback == "Not quite: you said SDH, this example is EDH + SAH."
+        # the teaching point: what the answer looks like, and what the subtype named looks like
+        assert bad.teaching.splitlines() == [
+            "EDH: biconvex (lentiform) against the inner table, often under a fracture; does not cross sutures.",
+            "SAH: thin, following the sulci, the Sylvian and interhemispheric fissures and the basal cisterns.",
+            "SDH: a crescent along the convexity, falx or tentorium; crosses sutures, not the midline."]
+        assert [line.split(":")[0] for line in ok.teaching.splitlines()] == ["EDH", "SAH"]
         assert str(quiz.score()) == "1 / 2 (50 %)"
         with pytest.raises(ReviewError, match="answer must be one of"):
             quiz.answer(q, "ANY")

@@ -113,6 +113,7 @@ def test_browser_by_subtype_and_self_test_kept_in_the_review_database(qtbot, win
         page.next_question()
         wrong = page.answer("EDH")
         assert not wrong.correct and "you said EDH" in page.feedback.text()
+        assert "EDH: biconvex (lentiform)" in page.teaching.text()  # what the subtype named looks like
         assert page.score.text() == "Score: 1 / 2 (50 %)"
         rows = store.query("SELECT answer, correct, reader_id FROM atlas_quiz_answers ORDER BY id")
         assert rows == [{"answer": "SDH", "correct": 1, "reader_id": resident.id}, {"answer": "EDH", "correct": 0, "reader_id": resident.id}]

@@ -66,6 +66,17 @@ class QuizQuestion:
         return self.entry.labels
 
 
+#: What each subtype looks like on non-contrast CT (REFERENCE.md, "Haemorrhage by subtype"): the teaching
+#: point shown after an answer, for the subtype named and the one it is.
+SUBTYPE_APPEARANCE = {
+    "IPH": "in the brain itself, round to irregular (basal ganglia, thalamus, lobar, cerebellum); an oedema rim after hours",
+    "IVH": "in the ventricles, layering in the occipital horns or casting a ventricle",
+    "SDH": "a crescent along the convexity, falx or tentorium; crosses sutures, not the midline",
+    "EDH": "biconvex (lentiform) against the inner table, often under a fracture; does not cross sutures",
+    "SAH": "thin, following the sulci, the Sylvian and interhemispheric fissures and the basal cisterns",
+}
+
+
 @dataclass(frozen=True)
 class QuizAnswer:
     """What the resident said and whether it was right (any of the slice's subtypes counts)."""
@@ -79,6 +90,12 @@ class QuizAnswer:
     def feedback(self) -> str:
         names = " + ".join(self.truth)
         return f"Correct: {names}." if self.correct else f"Not quite: you said {self.answer}, this example is {names}."
+
+    @property
+    def teaching(self) -> str:
+        """What tells the subtypes apart: the answer's subtype(s) and, when wrong, the one named, one per line."""
+        shown = list(self.truth) + ([] if self.correct or self.answer in self.truth else [self.answer])
+        return "\n".join(f"{s}: {SUBTYPE_APPEARANCE[s]}." for s in shown if s in SUBTYPE_APPEARANCE)
 
 
 @dataclass(frozen=True)

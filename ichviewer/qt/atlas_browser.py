@@ -116,6 +116,9 @@ class AtlasSelfTestPage(QWidget):
             b.clicked.connect(lambda _checked=False, s=s: self.answer(s))
         self.feedback = QLabel("")
         self.feedback.setWordWrap(True)
+        # what tells the subtypes apart, after each answer (the teaching point, not only the verdict)
+        self.teaching = QLabel("")
+        self.teaching.setWordWrap(True)
         self.score = QLabel("Score: –")
         self.next_button = QPushButton("Next example")
         self.status = QLabel("")
@@ -129,6 +132,7 @@ class AtlasSelfTestPage(QWidget):
         layout.addWidget(self.view, 1)
         layout.addLayout(row)
         layout.addWidget(self.feedback)
+        layout.addWidget(self.teaching)
         bottom = QHBoxLayout()
         bottom.addWidget(self.score, 1)
         bottom.addWidget(self.next_button)
@@ -173,6 +177,7 @@ class AtlasSelfTestPage(QWidget):
         self.question = self.quiz.next_question()
         self._answered = False
         self.feedback.setText("")
+        self.teaching.setText("")
         self._show(reveal=False)
         self._set_answerable(True)
 
@@ -185,6 +190,7 @@ class AtlasSelfTestPage(QWidget):
         self._set_answerable(False)
         self.feedback.setText(result.feedback)
         self.feedback.setStyleSheet("color: #6fd36f;" if result.correct else "color: #ff8a65;")
+        self.teaching.setText(result.teaching)
         self._show(reveal=True)
         self.score.setText(f"Score: {self.quiz.score()}")
         self.sig_answered.emit(result)
