@@ -258,6 +258,40 @@ def test_a_panel_vote_is_always_on_the_series_on_screen(qtbot, tmp_path, setting
     w.close()
 
 
+def test_the_teaching_switch_shows_the_reference_after_a_saved_read_and_is_remembered(qtbot, tmp_path, settings_dir):
+    from ichviewer.qt.review_attach import REVIEW_SETTINGS_FILE
+
+    (a, uid_a), = (_series(tmp_path, 18),)
+    db = tmp_path / "review.sqlite"
+    with ReviewStore(db) as store:
+        store.add_study(uid_a, path=str(a))
+        store.set_label(uid_a, "ANY", 1, source="teaching set")
+    w = build_workstation(settings_dir, ai=False, db_path=db, reader=("Dr Res", "resident"))
+    qtbot.addWidget(w)
+    review = w.review
+    assert not review.teaching_action.isChecked()  # off by default: no feedback during a reader study
+    with qtbot.waitSignal(w.sig_volume_opened, timeout=WAIT_MS):
+        w.open_path(a)
+    panel = review.adjudication
+    panel.set_status("ANY", "absent")
+    with qtbot.waitSignal(panel.sig_read_saved, timeout=WAIT_MS):
+        panel.submit()
+    assert not panel.last_read_feedback.isVisible() and panel.last_read_feedback.text() == ""
+    review.teaching_action.setChecked(True)
+    panel.set_status("ANY", "absent")
+    panel.confidence_boxes["ANY"].setValue(4)  # a new read (the same one again is not saved twice)
+    with qtbot.waitSignal(panel.sig_read_saved, timeout=WAIT_MS):
+        panel.submit()
+    assert panel.last_read_feedback.text() == "Last read (CASE 18): Reference: ANY positive. Your read differs on ANY (you: absent)."
+    assert "#ff8a65" in panel.last_read_feedback.styleSheet() and not panel.last_read_feedback.isHidden()
+    assert json.loads((settings_dir / REVIEW_SETTINGS_FILE).read_text()) == {"show_reference_after_read": True}
+    w.close()
+    again = build_workstation(settings_dir, ai=False, db_path=db, reader=("Dr Res", "resident"))
+    qtbot.addWidget(again)
+    assert again.review.teaching_action.isChecked()
+    again.close()
+
+
 def test_help_keys_lists_the_ai_navigation(qtbot, workstation):
     from PySide6.QtWidgets import QMessageBox
 

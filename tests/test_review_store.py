@@ -227,3 +227,29 @@ def test_workstation_records_a_live_model_run_and_the_read_cites_it(store: Revie
     store.add_reader("Dr Park", "resident")
     store.log_read("Dr Park", Read(series_uid(5), {"ANY": "present"}, ai={"ANY": "accept"}, model_run_id=run_id))
     assert store.reads()[0]["model_run_id"] == run_id
+
+
+def test_a_read_is_compared_with_the_reference_for_teaching(tmp_path) -> None:
+    from ichviewer.review import Read, ReviewError, compare_read_with_reference, describe_comparison
+
+    with ReviewStore(tmp_path / "r.sqlite") as store:
+        store.add_study("1.2.3")
+        store.add_study("1.2.4")
+        store.set_label("1.2.3", "ANY", 1, source="import")
+        store.set_label("1.2.3", "IPH", 1, source="import")
+        store.set_label("1.2.3", "SDH", 0, source="import")
+        me = store.add_reader("res", "resident")
+        wrong = store.log_read(me, Read("1.2.3", {"ANY": "present", "IPH": "absent", "SDH": "uncertain", "IVH": "absent"}))
+        c = compare_read_with_reference(store, wrong)
+        # IVH has no reference: left out; uncertain agrees with neither
+        assert c["labels"] == {"ANY": {"read": "present", "reference": 1, "agrees": True},
+                               "IPH": {"read": "absent", "reference": 1, "agrees": False},
+                               "SDH": {"read": "uncertain", "reference": 0, "agrees": None}}
+        assert describe_comparison(c) == ("Reference: ANY positive, IPH positive, SDH negative. "
+                                          "Your read differs on IPH (you: absent). Uncertain on SDH.")
+        right = store.log_read(me, Read("1.2.3", {"ANY": "present"}))
+        assert describe_comparison(compare_read_with_reference(store, right)) == "Reference: ANY positive. Your read agrees."
+        unlabelled = store.log_read(me, Read("1.2.4", {"ANY": "absent"}))
+        assert describe_comparison(compare_read_with_reference(store, unlabelled)) == ""
+        with pytest.raises(ReviewError, match="no read 99"):
+            compare_read_with_reference(store, 99)

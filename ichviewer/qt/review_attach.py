@@ -44,6 +44,8 @@ READER_FILE = "reader.json"
 DRAFTS_FILE = "adjudication_drafts.json"
 #: Panel votes chosen and not cast (per reader, panel and case), kept across a restart.
 VOTE_DRAFTS_FILE = "panel_vote_drafts.json"
+#: Review preferences kept in the settings folder (the teaching feedback switch).
+REVIEW_SETTINGS_FILE = "review.json"
 #: How long after the last keystroke or choice the drafts are written to the settings folder, so a
 #: crash or a power cut loses at most this much of an entry not yet saved.
 DRAFT_SAVE_DELAY_MS = 1000
@@ -231,6 +233,13 @@ class ReviewUI(QObject):
         for act in (self.change_reader_action, self.dashboard_action, self.vote_action,
                     self.create_panel_action, self.close_panel_action):
             menu.addAction(act)
+        menu.addSeparator()
+        # Off by default: feedback after each case would teach a reader during a reader study.
+        self.teaching_action = QAction("Show the reference label after each saved read (teaching)", self.main_window)
+        self.teaching_action.setCheckable(True)
+        self.teaching_action.setChecked(self._load_review_settings().get("show_reference_after_read") is True)
+        self.teaching_action.toggled.connect(self._on_teaching_changed)
+        menu.addAction(self.teaching_action)
         menu.addSeparator()
         menu.addAction(self.adjudication_dock.toggleViewAction())
         menu.addAction(self.worklist_dock.toggleViewAction())
@@ -529,8 +538,45 @@ class ReviewUI(QObject):
             self.adjudication.set_ai_findings({label: case[label].probability for label in LABELS}, run_id,
                                               calls={label: case[label].tier for label in LABELS})
 
+    def _load_review_settings(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.settings_folder / REVIEW_SETTINGS_FILE).read_text("utf-8"))
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _on_teaching_changed(self, on: bool) -> None:
+        if not on:
+            self.adjudication.show_last_read_feedback("", None)
+        try:
+            write_json_atomic(self.settings_folder / REVIEW_SETTINGS_FILE,
+                              {**self._load_review_settings(), "show_reference_after_read": bool(on)})
+        except OSError as exc:
+            log.warning("could not remember the teaching switch: %s", exc)
+
+    def read_feedback(self, read_id: int) -> tuple[str, bool | None]:
+        """What the teaching switch shows after a saved read: the reference labels and whether the read agrees
+        (None when there is no reference, or the read was uncertain where there is one)."""
+        from ichviewer.review import compare_read_with_reference, describe_comparison
+
+        try:
+            comparison = compare_read_with_reference(self.store, read_id)
+        except Exception as exc:  # the database went away between the save and this look-up
+            log.warning("no reference comparison for read %s: %s", read_id, exc)
+            return "", None
+        text = describe_comparison(comparison)
+        if not text:
+            return "No reference label for this series yet.", None
+        verdicts = [c["agrees"] for c in comparison["labels"].values()]
+        agrees = False if False in verdicts else (None if None in verdicts else True)
+        return text, agrees
+
     def _on_read_saved(self, read_id: int) -> None:
         self.main_window.statusBar().showMessage(f"Read {read_id} saved to {self.db_path.name}", 5000)
+        if self.teaching_action.isChecked():
+            text, agrees = self.read_feedback(read_id)
+            where = self.adjudication.case_label.text().split(" \u2014 ")[0]
+            self.adjudication.show_last_read_feedback(f"Last read ({where}): {text}", agrees)
         self.worklist.refresh()
         self.worklist.open_next()
 

@@ -120,6 +120,10 @@ class AdjudicationPanel(QWidget):
         self.save_button.clicked.connect(self.submit)
         self.message = QLabel("")
         self.message.setWordWrap(True)
+        # Teaching feedback on the read saved last (kept while the next case is read; see ReviewUI)
+        self.last_read_feedback = QLabel("")
+        self.last_read_feedback.setWordWrap(True)
+        self.last_read_feedback.setVisible(False)
         for label in LABELS:
             self.status_boxes[label].currentIndexChanged.connect(lambda _i: self.sig_form_changed.emit())
             self.confidence_boxes[label].valueChanged.connect(lambda _v: self.sig_form_changed.emit())
@@ -136,6 +140,7 @@ class AdjudicationPanel(QWidget):
         buttons.addWidget(self.save_button)
         layout.addLayout(buttons)
         layout.addWidget(self.message)
+        layout.addWidget(self.last_read_feedback)
         layout.addStretch(1)
 
         # Both Return and the keypad's Enter, wherever the focus is inside the panel.
@@ -224,6 +229,12 @@ class AdjudicationPanel(QWidget):
             call = said.get(label) if p is not None else None
             text.setStyleSheet(f"color: {CALL_COLOURS[call]};" if call in CALL_COLOURS else "")
             text.setToolTip(f"The AI called {label} {call}" if call else "")
+
+    def show_last_read_feedback(self, text: str, agrees: bool | None) -> None:
+        """The reference, against the read just saved (teaching); stays while the next case is read."""
+        self.last_read_feedback.setText(text)
+        self.last_read_feedback.setStyleSheet("" if agrees is None else ("color: #6fd36f;" if agrees else "color: #ff8a65;"))
+        self.last_read_feedback.setVisible(bool(text))
 
     def set_ai_hidden(self, hidden: bool) -> None:
         """Blinded panel reading: hide the AI column (probabilities and the accept/reject choice)."""

@@ -55,14 +55,15 @@ from ichviewer.review.queues import (
     queue_counts,
 )
 from ichviewer.review.schema import AI_ACTIONS, READ_STATUSES, ROLES, VOTE_VALUES
-from ichviewer.review.statistics import compute_statistics
+from ichviewer.review.statistics import compare_read_with_reference, compute_statistics, describe_comparison
 from ichviewer.review.store import LabelVersion, ModelCall, Read, Reader, ReviewError, ReviewStore, open_store
 
 __all__ = [
     "AI_ACTIONS", "QUEUE_KINDS", "READ_STATUSES", "ROLES", "VOTE_VALUES",
     "CaseView", "ConsensusOutcome", "ConsensusRule", "DiagnosticMetrics", "LabelImport", "LabelVersion",
     "ModelCall", "Panel", "QueueData", "QueueItem", "QueueThresholds", "Read", "Reader", "ReviewError", "ReviewStore", "RunImport",
-    "add_member", "build_queue", "build_queues", "cast_vote", "close_panel", "cohen_kappa", "compute_statistics",
+    "add_member", "build_queue", "build_queues", "cast_vote", "close_panel", "cohen_kappa", "compare_read_with_reference",
+    "compute_statistics", "describe_comparison",
     "create_panel", "diagnostic_metrics", "difficult_for_ai", "difficult_for_humans", "discordant",
     "evaluate_consensus", "export_json", "fleiss_kappa", "get_panel", "import_infer_json",
     "import_labels_csv", "list_panels", "load_queue_data", "member_view", "members", "open_store", "panel_cases",

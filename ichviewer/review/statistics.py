@@ -220,3 +220,39 @@ def _panel_statistics(store: ReviewStore, panel: Any, label: str, calls: dict[st
         p = np.array([calls[s] for s in common], dtype=np.int64)
         out["model"][which] = _metrics(t, p)
     return out
+
+
+def compare_read_with_reference(store: ReviewStore, read_id: int) -> dict[str, Any]:
+    """One saved read against the series' current reference labels (teaching feedback).
+
+    Returns {"series_uid", "labels": {LABEL: {"read": status, "reference": 0/1, "agrees": bool | None}}}
+    for every label the read assessed that has a reference; "uncertain" agrees with neither (None).
+    Empty "labels" when the series has no reference for what the read assessed.
+    """
+    rows = store.query("SELECT * FROM reads WHERE id = ?", (int(read_id),))
+    if not rows:
+        raise ReviewError(f"no read {read_id} in {store.path}")
+    read = rows[0]
+    out: dict[str, Any] = {"series_uid": read["series_uid"], "labels": {}}
+    for label in ("ANY", *(lab for lab in LABELS if lab != "ANY")):  # ANY first, as a reader reports
+        status = read.get(f"{label.lower()}_status")
+        ref = store.current_label(read["series_uid"], label) if status is not None else None
+        if ref is None:
+            continue
+        agrees = None if status == "uncertain" else (status == "present") == bool(ref.value)
+        out["labels"][label] = {"read": status, "reference": int(ref.value), "agrees": agrees}
+    return out
+
+
+def describe_comparison(comparison: dict[str, Any]) -> str:
+    """'Reference: ANY positive, IPH positive. Your read agrees.' or names where it differs; '' with no reference."""
+    labels = comparison.get("labels") or {}
+    if not labels:
+        return ""
+    ref = ", ".join(f"{label} {'positive' if c['reference'] else 'negative'}" for label, c in labels.items())
+    differs = [f"{label} (you: {c['read']})" for label, c in labels.items() if c["agrees"] is False]
+    unsure = [label for label, c in labels.items() if c["agrees"] is None]
+    verdict = f"Your read differs on {', '.join(differs)}." if differs else "Your read agrees."
+    if unsure:
+        verdict += f" Uncertain on {', '.join(unsure)}."
+    return f"Reference: {ref}. {verdict}"
