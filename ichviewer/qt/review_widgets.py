@@ -133,6 +133,7 @@ class AdjudicationPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.case_label)
         layout.addWidget(self.reader_label)
+        layout.addWidget(self.last_read_feedback)  # at the top: the panel scrolls in a short dock
         layout.addLayout(grid)
         layout.addWidget(self.note_edit)
         buttons = QHBoxLayout()
@@ -140,7 +141,6 @@ class AdjudicationPanel(QWidget):
         buttons.addWidget(self.save_button)
         layout.addLayout(buttons)
         layout.addWidget(self.message)
-        layout.addWidget(self.last_read_feedback)
         layout.addStretch(1)
 
         # Both Return and the keypad's Enter, wherever the focus is inside the panel.
