@@ -526,3 +526,40 @@ def test_a_volume_click_still_counting_when_the_reader_changes_is_the_previous_r
         assert store.measurements(v.series_uid, "bob") == []
     assert w.measurements.measurements() == [] and w.measurements.growing() == []  # bob sees his own: none
     w.close()
+
+
+def test_a_saved_volume_on_a_copy_with_other_pixels_lists_what_it_counts_there(qtbot, settings_dir, tmp_path):
+    import shutil
+
+    from ichviewer.core.phantom import generate_case
+    from ichviewer.io.writer import write_ct_series
+
+    case = generate_case(5, subtype="IPH", volume_ml=20.0, matrix=256)
+    files = write_ct_series(case.volume, tmp_path / "iph", series_description="PHANTOM IPH 20 mL")
+    per_slice = case.masks["IPH"].sum(axis=(1, 2))
+    z = int(np.argmax(per_slice))
+    y, x = (int(round(v)) for v in np.argwhere(case.masks["IPH"][z]).mean(axis=0))
+    db = tmp_path / "review.sqlite"
+    w, _errors = _open_as_ann(qtbot, settings_dir, db, tmp_path / "iph")
+    with qtbot.waitSignal(w.measurements.sig_added, timeout=10000) as added:
+        w.measurements.add(Measurement(meas.VOLUME, z, (y + 0.5, x + 0.5), (y + 0.5, x + 0.5)))
+    saved_text = added.args[1]
+    qtbot.waitUntil(lambda: not w.measurements.unsaved())
+    w.close()
+    # The copy lacks another slice of the clot: the same click counts less there.
+    gone = next(k for k in (z + 1, z - 1) if per_slice[k] > 0)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for k, f in enumerate(files):
+        if k != gone:
+            shutil.copy(f, copy / Path(f).name)
+    w2, errors = _open_as_ann(qtbot, settings_dir, db, copy)
+    qtbot.waitUntil(lambda: not w2.measurements.growing())
+    [m] = w2.measurements.measurements()
+    region = w2.measurements.region(m)
+    shown = w2.measurements.text_of(m)
+    # the list and the image say the same figure, this copy's; the database keeps the one saved
+    assert shown.startswith(meas.format_ml(region.volume_ml)) and shown != saved_text
+    with ReviewStore(db) as store:
+        assert [t for _m, t in store.measurements(w2.volume.series_uid, "ann")] == [saved_text]
+    w2.close()

@@ -312,8 +312,9 @@ class MeasurementLayer(QObject):
             self.sig_refused.emit(str(why))
             return
         self._regions[id(m)] = growth.region
-        if growth.new:
+        if growth.new or self._texts.get(id(m)) == GROWING_TEXT:  # a loaded one shown without its saved text
             self._texts[id(m)] = self.describe(m)
+        if growth.new:
             self._unsaved.add(id(m))
         self.redraw()
         self.sig_changed.emit()

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from ichviewer import LABELS
+from ichviewer.core import measurements as meas
 from ichviewer.core.measurements import MeasurementError
 from ichviewer.qt.review_widgets import (
     AdjudicationPanel,
@@ -441,7 +442,8 @@ class ReviewUI(QObject):
             else:
                 placed.append((m, text, True))
         by_index_only = [p for p in placed if p[2]]
-        if by_index_only and recorded and self._pixel_hash(volume) != recorded:
+        other_pixels = bool(recorded) and bool(placed) and self._pixel_hash(volume) != recorded
+        if by_index_only and other_pixels:
             # Same series UID, other pixels (a copy with a slice missing, a re-export): slice indices
             # and voxels may not match, so a ruler or volume would land on other anatomy.
             self.main_window.notify_error(
@@ -454,7 +456,9 @@ class ReviewUI(QObject):
             layer.remove(m, emit=False)
         for m, text, _by_index in placed:
             try:
-                layer.add(m, emit=False, text=text)
+                # A volume on a copy with other pixels is counted again on this copy: its list entry says
+                # what is counted here (the saved figure stays in the database), as its label on the image does.
+                layer.add(m, emit=False, text=None if other_pixels and m.kind == meas.VOLUME else text)
             except MeasurementError as exc:  # a slice the series no longer has, a seed no longer in range
                 log.warning("measurement %s of %s not shown: %s", m.id, volume.series_uid, exc)
                 not_shown.append(f"{m.kind} on image {m.slice_index + 1} ({text.splitlines()[0]}): {exc}")
