@@ -146,12 +146,15 @@ def evaluate_localization(plans: Sequence[Any], ensemble: Any, *, members: Seque
     """Generate each planned phantom (those with a haemorrhage) and localise its subtypes' attention maps."""
     from ichviewer.core.phantom import generate_case
 
-    positives = [p for p in plans if p.subtype not in (None, "none")]
+    positives = [p for p in plans if p.subtype != "none"]  # None: the seed draws one
     results: list[LocalizationResult] = []
+    n_cases = 0
     for i, plan in enumerate(positives):
         case = generate_case(plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
                              slice_mm=plan.slice_mm, age=plan.age, matrix=matrix, thickness_planes=plan.thickness_planes)
-        results += localize_case(case, ensemble, members, kind=plan.kind)
+        found = localize_case(case, ensemble, members, kind=plan.kind)
+        n_cases += bool(found)
+        results += found
         if progress is not None:
             progress(i + 1, len(positives))
     return {
@@ -159,7 +162,7 @@ def evaluate_localization(plans: Sequence[Any], ensemble: Any, *, members: Seque
                    f"segmented at {SEGMENT_FRACTION:g} of its highest value; found = the lesion pixel nearest the "
                    "lesion's centroid is inside; area = segmented pixels inside the head / head pixels"),
         "segment_fraction": SEGMENT_FRACTION,
-        "n_cases": len(positives),
+        "n_cases": n_cases,  # studies with a haemorrhage, each scored once per subtype present
         "members": summarize(results),
         "results": [asdict(r) for r in results],
     }
