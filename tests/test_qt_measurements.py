@@ -563,3 +563,22 @@ def test_a_saved_volume_on_a_copy_with_other_pixels_lists_what_it_counts_there(q
     with ReviewStore(db) as store:
         assert [t for _m, t in store.measurements(w2.volume.series_uid, "ann")] == [saved_text]
     w2.close()
+
+
+def test_the_figures_of_rulers_that_meet_do_not_cover_each_other(qtbot, viewer, ct_data_dir):
+    import pyqtgraph as pg
+
+    w = viewer
+    open_and_wait(qtbot, w, ct_data_dir / "ge-head-tilted")
+    z = w.state.slice_index
+    # ABC/2's two rulers, drawn to the same end (seen live: "19.9 mm" covered "24.7 mm"), and a third there too
+    for start in ((200.0, 200.0), (260.0, 230.0), (300.0, 300.0)):
+        w.measurements.add(Measurement(meas.LENGTH, z, start, (240.0, 300.0)))
+    labels = [item for item in w.axial.view_box.childGroup.childItems() if isinstance(item, pg.TextItem)]
+    assert len(labels) == 3
+    rects = [label.mapRectToScene(label.boundingRect()) for label in labels]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert not rects[i].intersects(rects[j]), (labels[i].textItem.toPlainText(), labels[j].textItem.toPlainText())
+    # the first keeps its place at its line's end
+    assert labels[0].pos() == w.axial.voxel_to_view(240.0, 300.0)

@@ -452,9 +452,34 @@ class MeasurementLayer(QObject):
                 text = GROWING_TEXT
             text += "" if self.is_saved(m) else _UNSAVED_SUFFIX
             self._graphics += self._make_items(m, KIND_COLOURS[m.kind], text)
+        self._separate_labels([item for item in self._graphics if isinstance(item, pg.TextItem)])
         for item in self._graphics:
             vb.addItem(item, ignoreBounds=True)
         self._draw_regions()
+
+    def _separate_labels(self, labels: list[Any]) -> None:
+        """Move a label that would cover an earlier one: to its line's other end, else upwards, a label's
+        height at a time. The two rulers of ABC/2 meet near the clot, and their figures covered each other."""
+        vb = self.axial.view_box
+        taken: list[QRectF] = []
+
+        def screen_rect(label: Any, at: QPointF) -> QRectF:
+            size = label.textItem.boundingRect().size()
+            corner = vb.mapViewToScene(at)  # anchor (0, 1): the text's bottom-left corner is at the point
+            return QRectF(corner.x(), corner.y() - size.height(), size.width(), size.height())
+
+        for label in labels:
+            places = [label.pos(), *getattr(label, "other_places", ())]
+            chosen = next((p for p in places if not any(screen_rect(label, p).intersects(r) for r in taken)), None)
+            if chosen is None:
+                step = vb.mapSceneToView(QPointF(0.0, 0.0)) - vb.mapSceneToView(QPointF(0.0, label.textItem.boundingRect().height()))
+                chosen = places[0]
+                for _ in range(8):
+                    if not any(screen_rect(label, chosen).intersects(r) for r in taken):
+                        break
+                    chosen = chosen + step
+            label.setPos(chosen)
+            taken.append(screen_rect(label, chosen))
 
     def _draw_regions(self) -> None:
         """Every grown volume's voxels on the slice shown, filled, oriented like the image."""
@@ -504,6 +529,7 @@ class MeasurementLayer(QObject):
             label = pg.TextItem(text, color=colour, anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 150))
             label.setPos(anchor_at)
             label.setZValue(31)
+            label.other_places = (p0,) if m.kind == meas.LENGTH else ()  # where it may go if `anchor_at` is taken
             items.append(label)
         return items
 
