@@ -485,6 +485,16 @@ def test_a_volume_grows_off_the_gui_thread_and_a_click_still_counting_is_never_l
     assert layer.region(m).volume_ml == pytest.approx(5.0, rel=0.03)
     assert meas.format_ml(layer.region(m).volume_ml) in _labels_on_view(w)
 
+    # A click deleted while it counts is gone: its late region does not bring it back or save it.
+    dropped = layer.add(Measurement(meas.VOLUME, z, (y + 1.5, x + 0.5), (y + 1.5, x + 0.5)))
+    layer.remove(dropped)
+    assert layer.growing() == [] and dropped not in layer.measurements()
+    assert layer._pool.waitForDone(10000)  # the worker has finished: its queued result arrives now and is dropped
+    QApplication.processEvents()
+    assert len(layer.measurements()) == 1 and layer.unsaved() == []
+    with ReviewStore(db) as store:
+        assert len(store.measurements(iph.series_uid, "ann")) == 1
+
     # A click still counting when the reader moves to another series is finished first, then saved
     # under its own series (no event loop ran between the click and the change).
     second = layer.add(Measurement(meas.VOLUME, z, (y + 0.5, x + 1.5), (y + 0.5, x + 1.5)))
