@@ -39,6 +39,22 @@ def _series(tmp_path: Path, seed: int, n: int = 6) -> tuple[Path, str]:
     return folder, uid
 
 
+def _panel_case_open(qtbot, tmp_path: Path, settings_dir: Path, seed: int):
+    """A blinded one-case panel with Dr Kim as member, and a workstation reading as Dr Kim with that case
+    open: (window, panel, db, (folder, uid))."""
+    folder, uid = _series(tmp_path, seed)
+    db = tmp_path / "review.sqlite"
+    with ReviewStore(db) as store:
+        store.add_study(uid, path=str(folder))
+        panel = create_panel(store, "second look", series_uids=[uid], blinded=True)
+        add_member(store, panel.id, "Dr Kim")
+    w = build_workstation(settings_dir, ai=False, db_path=db, reader=("Dr Kim", "attending"))
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w.sig_volume_opened, timeout=WAIT_MS):
+        w.open_path(folder)
+    return w, panel, db, (folder, uid)
+
+
 @pytest.fixture
 def workstation(qtbot, tmp_path, settings_dir):
     InferenceSettings(auto_infer=True).save(settings_dir)
@@ -158,16 +174,7 @@ def test_an_adjudication_not_saved_survives_a_change_of_series_and_a_restart(qtb
 def test_an_entry_being_typed_is_on_disk_within_a_second_so_a_crash_does_not_lose_it(qtbot, tmp_path, settings_dir):
     from ichviewer.qt.review_attach import DRAFT_SAVE_DELAY_MS, DRAFTS_FILE, VOTE_DRAFTS_FILE
 
-    (a, uid_a), = (_series(tmp_path, 17),)
-    db = tmp_path / "review.sqlite"
-    with ReviewStore(db) as store:
-        store.add_study(uid_a, path=str(a))
-        panel = create_panel(store, "second look", series_uids=[uid_a], blinded=True)
-        add_member(store, panel.id, "Dr Kim")
-    w = build_workstation(settings_dir, ai=False, db_path=db, reader=("Dr Kim", "attending"))
-    qtbot.addWidget(w)
-    with qtbot.waitSignal(w.sig_volume_opened, timeout=WAIT_MS):
-        w.open_path(a)
+    w, panel, db, (a, _uid_a) = _panel_case_open(qtbot, tmp_path, settings_dir, 17)
     drafts, votes = settings_dir / DRAFTS_FILE, settings_dir / VOTE_DRAFTS_FILE
     w.review.adjudication.set_status("IPH", "present")
     QTest.keyClicks(w.review.adjudication.note_edit, "left frontal")
@@ -223,16 +230,8 @@ def test_a_panel_vote_not_cast_survives_a_restart(qtbot, tmp_path, settings_dir)
 
 
 def test_a_panel_vote_is_always_on_the_series_on_screen(qtbot, tmp_path, settings_dir):
-    (a, uid_a), (b, uid_b) = _series(tmp_path, 15), _series(tmp_path, 16)
-    db = tmp_path / "review.sqlite"
-    with ReviewStore(db) as store:
-        store.add_study(uid_a, path=str(a))
-        panel = create_panel(store, "second look", series_uids=[uid_a], blinded=True)
-        add_member(store, panel.id, "Dr Kim")
-    w = build_workstation(settings_dir, ai=False, db_path=db, reader=("Dr Kim", "attending"))
-    qtbot.addWidget(w)
-    with qtbot.waitSignal(w.sig_volume_opened, timeout=WAIT_MS):
-        w.open_path(a)
+    w, panel, db, (_a, uid_a) = _panel_case_open(qtbot, tmp_path, settings_dir, 15)
+    b, _uid_b = _series(tmp_path, 16)
     # Seen live: a panel opened on one of its cases showed no case, and Ctrl+Enter said "Choose a case first".
     vote = w.review.open_panel(panel.id)
     assert vote.current_series() == uid_a and vote.save_button.isEnabled()

@@ -245,11 +245,14 @@ def test_a_read_is_compared_with_the_reference_for_teaching(tmp_path) -> None:
         assert c["labels"] == {"ANY": {"read": "present", "reference": 1, "agrees": True},
                                "IPH": {"read": "absent", "reference": 1, "agrees": False},
                                "SDH": {"read": "uncertain", "reference": 0, "agrees": None}}
+        assert c["agrees"] is False  # one label differs
         assert describe_comparison(c) == ("Reference: ANY positive, IPH positive, SDH negative. "
                                           "Your read differs on IPH (you: absent). Uncertain on SDH.")
         right = store.log_read(me, Read("1.2.3", {"ANY": "present"}))
         assert describe_comparison(compare_read_with_reference(store, right)) == "Reference: ANY positive. Your read agrees."
+        assert compare_read_with_reference(store, right)["agrees"] is True
         unlabelled = store.log_read(me, Read("1.2.4", {"ANY": "absent"}))
         assert describe_comparison(compare_read_with_reference(store, unlabelled)) == ""
+        assert compare_read_with_reference(store, unlabelled)["agrees"] is None
         with pytest.raises(ReviewError, match="no read 99"):
             compare_read_with_reference(store, 99)

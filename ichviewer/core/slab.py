@@ -51,10 +51,14 @@ class Slab:
         last = min(int(n_slices) - 1, int(slice_index) + n // 2)
         return range(first, last + 1)
 
+    @property
+    def short_name(self) -> str:
+        """'avg' or 'MIP', as the viewer's corners say it."""
+        return "MIP" if self.mode == MIP else "avg"
+
     def describe(self, images: range) -> str:
         """Corner annotation: 'Slab: 5 mm avg (images 3-7)'."""
-        kind = "MIP" if self.mode == MIP else "avg"
-        return f"Slab: {self.thickness_mm:g} mm {kind} (images {images.start + 1}-{images.stop})"
+        return f"Slab: {self.thickness_mm:g} mm {self.short_name} (images {images.start + 1}-{images.stop})"
 
 
 def slab_image(planes: np.ndarray, slice_index: int, spacing_mm: float, slab: Slab) -> tuple[np.ndarray, range]:

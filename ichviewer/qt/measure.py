@@ -118,13 +118,16 @@ class RegionGrowth:
     """One volume measurement's region, grown on the layer's worker thread.
 
     `generation` ties it to the series it was asked for (a change of series makes it stale);
-    `new` is a click of the reader's (saved once grown) rather than one loaded from the store.
-    The worker fills `region` or `error`; the GUI thread applies it once (`applied`).
+    `new` is a click of the reader's (saved once grown) rather than one loaded from the store;
+    `describe` says the list text is written from the region once known (a new click, or a saved
+    volume shown without its saved text). The worker fills `region` or `error`; the GUI thread
+    applies it once (`applied`).
     """
 
     generation: int
     measurement: Measurement
     new: bool
+    describe: bool
     region: meas.GrownRegion | None = None
     error: BaseException | None = None
     finished: bool = False
@@ -277,9 +280,9 @@ class MeasurementLayer(QObject):
         return [g.measurement for g in self._growing.values()]
 
     # -- growing volume regions on the worker thread ----------------------------------------
-    def _start_growth(self, m: Measurement, *, new: bool) -> None:
+    def _start_growth(self, m: Measurement, *, new: bool, describe: bool) -> None:
         v = self.volume
-        growth = RegionGrowth(self._generation, m, new)
+        growth = RegionGrowth(self._generation, m, new, describe)
         self._growing[id(m)] = growth
         hu, spacing = v.hu, tuple(float(s) for s in v.spacing)
 
@@ -312,7 +315,7 @@ class MeasurementLayer(QObject):
             self.sig_refused.emit(str(why))
             return
         self._regions[id(m)] = growth.region
-        if growth.new or self._texts.get(id(m)) == GROWING_TEXT:  # a loaded one shown without its saved text
+        if growth.describe:
             self._texts[id(m)] = self.describe(m)
         if growth.new:
             self._unsaved.add(id(m))
@@ -360,14 +363,14 @@ class MeasurementLayer(QObject):
             uids = v.metadata.get("sop_instance_uids") or ()
             if len(uids) == v.n_slices and uids[m.slice_index]:
                 m = dataclasses.replace(m, sop_instance_uid=str(uids[m.slice_index]))
-        growing = m.kind == meas.VOLUME and id(m) not in self._regions
+        growing = m.kind == meas.VOLUME  # its region is grown on the worker for every volume shown
         if growing:  # the only reasons a growth fails, checked before anything is shown
             meas.check_seed(v.hu, (m.slice_index, int(math.floor(m.start[0])), int(math.floor(m.start[1]))), m.hu_range)
         self._items.append(m)
         self._texts[id(m)] = text if text is not None else self.describe(m)
         if growing:
             # A new click is unsaved and announced (`sig_added`) once its region is known.
-            self._start_growth(m, new=emit)
+            self._start_growth(m, new=emit, describe=text is None)
         elif emit:
             self._unsaved.add(id(m))
         self.redraw()
@@ -469,13 +472,16 @@ class MeasurementLayer(QObject):
             return QRectF(corner.x(), corner.y() - size.height(), size.width(), size.height())
 
         for label in labels:
+            def free(at: QPointF, label: Any = label) -> bool:
+                return not any(screen_rect(label, at).intersects(r) for r in taken)
+
             places = [label.pos(), *getattr(label, "other_places", ())]
-            chosen = next((p for p in places if not any(screen_rect(label, p).intersects(r) for r in taken)), None)
+            chosen = next((p for p in places if free(p)), None)
             if chosen is None:
                 step = vb.mapSceneToView(QPointF(0.0, 0.0)) - vb.mapSceneToView(QPointF(0.0, label.textItem.boundingRect().height()))
                 chosen = places[0]
                 for _ in range(8):
-                    if not any(screen_rect(label, chosen).intersects(r) for r in taken):
+                    if free(chosen):
                         break
                     chosen = chosen + step
             label.setPos(chosen)

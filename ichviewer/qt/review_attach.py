@@ -52,6 +52,11 @@ REVIEW_SETTINGS_FILE = "review.json"
 DRAFT_SAVE_DELAY_MS = 1000
 
 
+def _case_description(volume: Any) -> str:
+    """How the adjudication names a series: its description."""
+    return volume.series_description or "(no description)"
+
+
 def series_folder(volume: Any) -> str:
     files = tuple(getattr(volume, "source_files", ()) or ())
     if not files:
@@ -402,15 +407,13 @@ class ReviewUI(QObject):
     # -- events ------------------------------------------------------------------------------
     def _on_volume_opened(self, volume: Any) -> None:
         self._current_series = volume.series_uid or None
-        description = volume.series_description or "(no description)"
         self.adjudication.set_case(volume.series_uid, study_uid=volume.study_uid or None,
-                                   description=f"{description} \u2014 {volume.n_slices} images")
+                                   description=f"{_case_description(volume)} \u2014 {volume.n_slices} images")
         self._follow_open_series()
         self._apply_blinding()
         self._load_measurements(volume)
         self.save_unsaved_measurements()
-        self.save_drafts()  # the series left may have left an entry not saved
-        self.save_vote_drafts()
+        self._save_all_drafts()  # the series left may have left an entry not saved
 
     # -- measurements ------------------------------------------------------------------------
     def _load_measurements(self, volume: Any) -> None:
@@ -568,18 +571,14 @@ class ReviewUI(QObject):
         except Exception as exc:  # the database went away between the save and this look-up
             log.warning("no reference comparison for read %s: %s", read_id, exc)
             return "", None
-        text = describe_comparison(comparison)
-        if not text:
-            return "No reference label for this series yet.", None
-        verdicts = [c["agrees"] for c in comparison["labels"].values()]
-        agrees = False if False in verdicts else (None if None in verdicts else True)
-        return text, agrees
+        return describe_comparison(comparison) or "No reference label for this series yet.", comparison["agrees"]
 
     def _on_read_saved(self, read_id: int) -> None:
         self.main_window.statusBar().showMessage(f"Read {read_id} saved to {self.db_path.name}", 5000)
         if self.teaching_action.isChecked():
             text, agrees = self.read_feedback(read_id)
-            where = self.adjudication.case_label.text().split(" \u2014 ")[0]
+            volume = getattr(self.main_window, "volume", None)  # the series the read was saved on
+            where = _case_description(volume) if volume is not None else "this series"
             self.adjudication.show_last_read_feedback(f"Last read ({where}): {text}", agrees)
         self.worklist.refresh()
         self.worklist.open_next()

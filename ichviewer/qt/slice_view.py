@@ -12,7 +12,7 @@ from PySide6.QtCore import QEvent, QObject, QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QTransform
 from PySide6.QtWidgets import QGraphicsDropShadowEffect, QLabel, QToolButton, QVBoxLayout, QWidget
 
-from ichviewer.core.slab import MIP, slab_image
+from ichviewer.core.slab import slab_image
 from ichviewer.core.volume import CTVolume
 from ichviewer.core.windowing import Window
 from ichviewer.qt.display import Orientation, apply_window_rgb32, grey_of, grid_point, patient_point, series_label
@@ -476,7 +476,7 @@ class AxialView(_SliceViewBase):
         if h is not None and len(self._slab_images) > 1 and self._shown_hu is not None:
             row, col = self.orientation.voxel_to_screen(h.y + 0.5, h.x + 0.5, *v.shape[1:])
             shown = float(self._shown_hu[int(row), int(col)])
-            slab = f" (slab {'MIP' if self.state.slab.mode == MIP else 'avg'} {shown:.0f})"
+            slab = f" (slab {self.state.slab.short_name} {shown:.0f})"
         self.corners.set_text("br", "" if h is None else f"x: {h.x}  y: {h.y}\nHU: {h.hu:.0f}{slab}")
 
     def _zoom_percent(self) -> float:

@@ -225,9 +225,11 @@ def _panel_statistics(store: ReviewStore, panel: Any, label: str, calls: dict[st
 def compare_read_with_reference(store: ReviewStore, read_id: int) -> dict[str, Any]:
     """One saved read against the series' current reference labels (teaching feedback).
 
-    Returns {"series_uid", "labels": {LABEL: {"read": status, "reference": 0/1, "agrees": bool | None}}}
-    for every label the read assessed that has a reference; "uncertain" agrees with neither (None).
-    Empty "labels" when the series has no reference for what the read assessed.
+    Returns {"series_uid", "labels": {LABEL: {"read": status, "reference": 0/1, "agrees": bool | None}},
+    "agrees"} for every label the read assessed that has a reference; "uncertain" agrees with neither
+    (None). The overall "agrees" is False when any label differs, else None when any is uncertain or
+    there is no reference, else True. Empty "labels" when the series has no reference for what the
+    read assessed.
     """
     rows = store.query("SELECT * FROM reads WHERE id = ?", (int(read_id),))
     if not rows:
@@ -241,6 +243,8 @@ def compare_read_with_reference(store: ReviewStore, read_id: int) -> dict[str, A
             continue
         agrees = None if status == "uncertain" else (status == "present") == bool(ref.value)
         out["labels"][label] = {"read": status, "reference": int(ref.value), "agrees": agrees}
+    verdicts = [c["agrees"] for c in out["labels"].values()]
+    out["agrees"] = False if False in verdicts else (None if None in verdicts or not verdicts else True)
     return out
 
 
