@@ -169,6 +169,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the bleeding slice's noisy-OR ANY above its twin's (phantoms; 0: off, the default)",
     )
     p.add_argument(
+        "--context-slices",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="slices each network reads at once: 1, the slice alone (the default, as Lee et al.); 3, the slice with "
+        "its lower and upper neighbour as further channels (2.5D), so a one-slice sliver can be told from the "
+        "partial-volume edge that runs through its neighbours",
+    )
+    p.add_argument(
         "--lesion-map-stride",
         type=int,
         default=None,
@@ -267,6 +276,7 @@ def recipe_config_from_args(args: argparse.Namespace):
         lesion_map_stride=args.lesion_map_stride,
         noisy_or_any_weight=args.noisy_or_any_weight,
         twin_rank_weight=args.twin_rank_weight,
+        context_slices=args.context_slices,
         ensemble=args.ensemble,
         any_rule=args.any_rule,
         min_sensitivity=args.min_sensitivity,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ichviewer.inference.manifest import INTERPOLATION_BETAS
+from ichviewer.inference.manifest import CONTEXT_SLICES, INTERPOLATION_BETAS
 
 
 def interpolation_betas(degree: int) -> tuple[float, ...]:
@@ -45,6 +45,20 @@ def neighbours(indices: np.ndarray, n_slices: int) -> tuple[np.ndarray, np.ndarr
     lower = np.where(idx == 0, 1, idx - 1)
     upper = np.where(idx == n_slices - 1, n_slices - 2, idx + 1)
     return lower, upper
+
+
+def with_context(x: np.ndarray, lower: np.ndarray, upper: np.ndarray, context_slices: int) -> np.ndarray:
+    """Model inputs of `context_slices` slices: (n, C, H, W) -> (n, context_slices * C, H, W).
+
+    Channels are slice-major: the lower neighbour's windows, then the slice's, then the upper
+    neighbour's (`neighbours` gives the rows; at the ends the one neighbour serves both sides,
+    as for Eq. 4). With 1 the slice's own inputs are returned unchanged.
+    """
+    if context_slices not in CONTEXT_SLICES:
+        raise ValueError(f"context slices must be one of {CONTEXT_SLICES}, got {context_slices}")
+    if context_slices == 1:
+        return x
+    return np.concatenate([lower, x, upper], axis=1)
 
 
 def interpolated_images(x: np.ndarray, lower: np.ndarray, upper: np.ndarray, degree: int) -> np.ndarray:

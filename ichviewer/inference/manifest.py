@@ -42,6 +42,11 @@ INTERPOLATION_BETAS: Mapping[int, tuple[float, ...]] = {
     9: (0.89, 0.78, 0.67, 0.56),
 }
 
+#: Slices a model reads at once (`input.context_slices`): 1, the slice alone (Lee et al.); 3, the
+#: slice with its lower and upper neighbour as further channels ("2.5D";
+#: `ichviewer.inference.interpolation.with_context`).
+CONTEXT_SLICES: tuple[int, ...] = (1, 3)
+
 AGGREGATIONS = ("max", "mean", "top_k_mean")
 #: Where a slice's ANY comes from: the models' own ANY output ("model", Lee et al. 2019), or
 #: "noisy-or" of the ensemble's five subtype probabilities, 1 - prod(1 - p_subtype).
@@ -143,6 +148,10 @@ class ModelSpec:
     block_outputs: tuple[BlockOutput, ...] = ()
     #: How the head pools its per-cell logits (HEAD_POOLINGS; manifest `cam.pooling`, default "avg").
     head_pooling: str = "avg"
+    #: Slices per input (manifest `input.context_slices`, default 1): 3 stacks each slice's lower
+    #: neighbour, the slice and its upper neighbour as channels, each with every window
+    #: (`ichviewer.inference.interpolation.with_context`).
+    context_slices: int = 1
 
     def __post_init__(self) -> None:
         where = f"model '{self.name}'"
@@ -201,12 +210,19 @@ class ModelSpec:
             raise ValueError(f"{where}: 'cam.sha256' must be the 64-hex-digit SHA-256 of the CAM weights file")
         if self.cam_weights_sha256:
             object.__setattr__(self, "cam_weights_sha256", self.cam_weights_sha256.lower())
+        if self.context_slices not in CONTEXT_SLICES:
+            raise ValueError(f"{where}: input context_slices must be one of {list(CONTEXT_SLICES)}, got {self.context_slices!r}")
         if self.head_pooling not in HEAD_POOLINGS:
             raise ValueError(f"{where}: cam pooling must be one of {HEAD_POOLINGS}, got {self.head_pooling!r}")
 
     @property
     def has_cam(self) -> bool:
         return bool(self.features_output and self.cam_weights_file)
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the model's input image: every window of every context slice."""
+        return len(self.windows) * self.context_slices
 
     @property
     def betas(self) -> tuple[float, ...]:
@@ -244,6 +260,8 @@ class ModelSpec:
             data["input"]["crop"] = self.crop
         if self.slab_mm is not None:
             data["input"]["slab_mm"] = self.slab_mm
+        if self.context_slices != 1:
+            data["input"]["context_slices"] = self.context_slices
         if self.features_output:
             data["output"]["features"] = self.features_output
         if self.cam_weights_file:
@@ -536,6 +554,7 @@ def _parse_model(raw: Any, i: int, path: Path) -> ModelSpec:
             std=tuple(std) if std is not None else None,
             crop=inp.get("crop", str, "none"),
             slab_mm=inp.get("slab_mm", (int, float), None),
+            context_slices=inp.get("context_slices", int, 1),
             logits_output=out.get("logits", str, "logits"),
             activation=out.get("activation", str, "sigmoid"),
             output_labels=tuple(out.get("labels", list, list(LABELS))),

@@ -285,6 +285,17 @@ class SliceCache:
     def float_images(self, rows) -> np.ndarray:
         return self.images[rows].astype(np.float32) * np.float32(1.0 / 255.0)
 
+    def context_images(self, rows, context_slices: int = 1) -> np.ndarray:
+        """`float_images` of `rows`, each with its neighbours in its own case as further channels
+        when `context_slices` is 3 (`ichviewer.inference.interpolation.with_context`)."""
+        from ichviewer.inference.interpolation import with_context
+
+        x = self.float_images(rows)
+        if context_slices == 1:
+            return x
+        lower, upper, _ = self.neighbours(np.asarray(rows, dtype=np.int64))
+        return with_context(x, self.float_images(lower), self.float_images(upper), context_slices)
+
     @property
     def nbytes(self) -> int:
         """Bytes of its arrays: about what `save` writes (uncompressed)."""

@@ -66,13 +66,16 @@ def case_neighbours(cache: SliceCache) -> tuple[np.ndarray, np.ndarray]:
 
 
 def member_slice_probabilities(
-    onnx_path: str | Path, cache: SliceCache, batch: int = 64, threads: int = 2, degree: int = 1
+    onnx_path: str | Path, cache: SliceCache, batch: int = 64, threads: int = 2, degree: int = 1,
+    context_slices: int = 1,
 ) -> np.ndarray:
     """Sigmoid of one ONNX member's logits for every slice of `cache`: (N, len(LABELS)).
 
     `degree` > 1 reads each slice as the inference engine does with a member of that
     interpolation degree (Lee et al. 2019, Eq. 4: the slice and its blends with each
     neighbour in its own case, combined by `ichviewer.inference.interpolation.combine`).
+    `context_slices` 3 gives the member each slice with its neighbours as channels, as the
+    manifest's `input.context_slices` tells the engine to.
     """
     import onnxruntime as ort
 
@@ -85,12 +88,16 @@ def member_slice_probabilities(
     out = np.empty((cache.n_slices, len(LABELS)), dtype=np.float32)
     n_images = image_weights(degree).size  # raises for a degree the paper does not define
     lower, upper = case_neighbours(cache) if degree > 1 else (None, None)
+
+    def inputs(r: np.ndarray) -> np.ndarray:
+        return cache.context_images(r, context_slices)
+
     step = max(1, batch // n_images)
     for i in range(0, cache.n_slices, step):
         rows = np.arange(i, min(i + step, cache.n_slices))
-        x = cache.float_images(rows)
+        x = inputs(rows)
         # degree 1 has no blends: the neighbours are not read (interpolated_images returns x alone)
-        nb = (cache.float_images(lower[rows]), cache.float_images(upper[rows])) if degree > 1 else (x, x)
+        nb = (inputs(lower[rows]), inputs(upper[rows])) if degree > 1 else (x, x)
         images = interpolated_images(x, *nb, degree)
         (z,) = sess.run(["logits"], {"image": images.reshape((-1,) + images.shape[2:])})
         out[rows] = combine((1.0 / (1.0 + np.exp(-z))).reshape(n_images, rows.size, len(LABELS)), degree)
@@ -98,7 +105,7 @@ def member_slice_probabilities(
 
 
 def manifest_members(models: Sequence[str | Path]) -> dict[str, dict]:
-    """Each ONNX file's Eq. 4 degree and ensemble weight, from the manifest beside it.
+    """Each ONNX file's Eq. 4 degree, ensemble weight and context slices, from the manifest beside it.
 
     The manifest is read by `load_manifest`, as the engine reads it (same validation and
     defaults). A file with no manifest beside it, or none naming it, reads each slice alone
@@ -114,7 +121,8 @@ def manifest_members(models: Sequence[str | Path]) -> dict[str, dict]:
             manifests[path.parent] = {m.file: m for m in load_manifest(path.parent).models} if found else {}
         spec = manifests[path.parent].get(path.name)
         out[str(path)] = (
-            {"degree": 1, "weight": 1.0} if spec is None else {"degree": spec.interpolation_degree, "weight": spec.weight}
+            {"degree": 1, "weight": 1.0, "context_slices": 1} if spec is None
+            else {"degree": spec.interpolation_degree, "weight": spec.weight, "context_slices": spec.context_slices}
         )
     return out
 
@@ -228,7 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     weights = {Path(p).stem: m["weight"] for p, m in members.items()} if args.weights == "manifest" else None
     probs = {}
     for path in args.models:
-        probs[Path(path).stem] = member_slice_probabilities(path, cache, degree=degrees[path])
+        probs[Path(path).stem] = member_slice_probabilities(
+            path, cache, degree=degrees[path], context_slices=members[path]["context_slices"]
+        )
     fig = dev_figures(cache, probs, args.any_rule, weights)
     fig["interpolation_degrees"] = {Path(p).stem: d for p, d in degrees.items()}
     print(format_figures(fig))

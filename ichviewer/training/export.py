@@ -161,8 +161,12 @@ def export_member(
     windows=LEE_WINDOWS,
     crop: str = "none",
     slab_mm: float | None = None,
+    context_slices: int = 1,
 ):
     """Export, verify and describe one member; returns (ModelSpec, ExportCheck).
+
+    `context_slices` 3: the model reads each slice with its neighbours, `len(windows) * 3`
+    channels (`ichviewer.inference.interpolation.with_context`); `check_images` are such stacks.
 
     The ModelSpec carries both SHA-256s; it is only made after `verify_onnx` passed.
     """
@@ -173,9 +177,10 @@ def export_member(
     onnx_path = directory / f"{name}.onnx"
     cam_path = directory / f"{name}_cam.npz"
     tail_path = directory / f"{name}_tail_{BLOCK_NAME}.onnx"
-    export_onnx(model, onnx_path, input_size, tail_path, channels=len(windows))
+    channels = len(windows) * context_slices
+    export_onnx(model, onnx_path, input_size, tail_path, channels=channels)
     rng = np.random.default_rng(0)
-    probe = rng.random((2, len(windows), input_size, input_size), dtype=np.float32)
+    probe = rng.random((2, channels, input_size, input_size), dtype=np.float32)
     imgs = np.concatenate([np.asarray(check_images, dtype=np.float32), probe]) if len(check_images) else probe
     check = verify_onnx(model, onnx_path, imgs, tail_path)
     write_cam_weights(model, cam_path)
@@ -189,6 +194,7 @@ def export_member(
         windows=tuple(windows),
         crop=crop,
         slab_mm=slab_mm,
+        context_slices=context_slices,
         logits_output="logits",
         activation="sigmoid",
         output_labels=LABELS,

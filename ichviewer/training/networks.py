@@ -47,6 +47,8 @@ class _Classifier(nn.Module):
     family = ""
     #: How per-cell logits become the logit (HEAD_POOLINGS); set by `build_network`.
     pooling = "avg"
+    #: Channels of the input image (windows x context slices); set by `build_network`.
+    input_channels = 3
 
     def __init__(self, n_features: int, n_labels: int = len(LABELS)) -> None:
         super().__init__()
@@ -209,7 +211,7 @@ _BUILDERS = {"vgg": SmallVGG, "resnet": SmallResNet, "inception": SmallInception
 STEM_CHANNELS = 16
 
 
-def make_input_stem(channels: int = STEM_CHANNELS, wide: bool = False) -> nn.Sequential:
+def make_input_stem(channels: int = STEM_CHANNELS, wide: bool = False, in_channels: int = 3) -> nn.Sequential:
     """A learned 2x downsampler: strided 3x3 conv + BN + ReLU, then (unless `wide`) a 1x1 conv to three channels.
 
     Put in front of a network (`build_network(..., input_stem=True)`), it lets the network see a
@@ -223,7 +225,7 @@ def make_input_stem(channels: int = STEM_CHANNELS, wide: bool = False) -> nn.Seq
     against the inner table) is not squeezed through three channels on its way in.
     """
     layers: list[nn.Module] = [
-        nn.Conv2d(3, channels, 3, stride=2, padding=1, bias=False),
+        nn.Conv2d(in_channels, channels, 3, stride=2, padding=1, bias=False),
         nn.BatchNorm2d(channels),
         nn.ReLU(inplace=True),
     ]
@@ -233,7 +235,8 @@ def make_input_stem(channels: int = STEM_CHANNELS, wide: bool = False) -> nn.Seq
 
 
 def build_network(
-    family: str, width: int = 16, input_stem: bool = False, wide_stem: bool = False, pooling: str = "avg"
+    family: str, width: int = 16, input_stem: bool = False, wide_stem: bool = False, pooling: str = "avg",
+    in_channels: int = 3,
 ) -> _Classifier:
     """A fresh network of `family` (one of FAMILIES); `width` scales every layer's channels.
 
@@ -243,6 +246,8 @@ def build_network(
     one, whose output the export gives the atlas (`export.BLOCK_OUTPUT`). `wide_stem=True` (needs
     `input_stem`) feeds the stem's STEM_CHANNELS features straight into the network's first
     convolution (`make_input_stem(wide=True)`). `pooling` is the head's (module docstring).
+    `in_channels` is the input image's channels: the windows times the context slices
+    (3 x 3 = 9 when each slice comes with its neighbours, departure 30 in `ichviewer.training`).
     """
     if family not in _BUILDERS:
         raise ValueError(f"unknown network family {family!r}; choose from {', '.join(FAMILIES)}")
@@ -251,10 +256,12 @@ def build_network(
     from ichviewer.training.trainer import check_batch_options
 
     check_batch_options(input_stem=input_stem, wide_stem=wide_stem, pooling=pooling)
-    net = _BUILDERS[family](width, in_channels=STEM_CHANNELS if wide_stem else 3)
+    first = STEM_CHANNELS if wide_stem else (3 if input_stem else in_channels)
+    net = _BUILDERS[family](width, in_channels=first)
     if input_stem:
-        net.body = nn.Sequential(make_input_stem(wide=wide_stem), *net.body)
+        net.body = nn.Sequential(make_input_stem(wide=wide_stem, in_channels=in_channels), *net.body)
     net.pooling = pooling
+    net.input_channels = in_channels
     return net
 
 
@@ -270,7 +277,7 @@ def body_taps(model: _Classifier, input_size: int) -> dict[int, tuple[int, int]]
     taps: dict[int, tuple[int, int]] = {}
     try:
         with torch.no_grad():
-            x = torch.zeros(1, 3, input_size, input_size)
+            x = torch.zeros(1, model.input_channels, input_size, input_size)
             for i, layer in enumerate(model.body):
                 x = layer(x)
                 if x.shape[-1] and input_size % x.shape[-1] == 0:

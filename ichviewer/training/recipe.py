@@ -92,6 +92,7 @@ class RecipeConfig:
     lesion_map_stride: int | None = None
     noisy_or_any_weight: float = 0.0  # departure 22: train the subtypes' noisy-OR against the ANY label
     twin_rank_weight: float = 0.0  # departure 27: rank each paired twin below its bleeding slice (needs pair_twins)
+    context_slices: int = 1  # departure 30: 3 reads each slice with its neighbours as channels (2.5D)
     ignore_invisible: bool = False  # departure 24: positive slice labels with no visible blood leave the loss
     ensemble: str = "mean"
     any_rule: str = "model"  # manifest aggregation.any: the models' ANY output, or noisy-OR of the subtypes
@@ -140,6 +141,7 @@ class RecipeConfig:
             lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
             input_stem=self.input_stem, wide_stem=self.wide_stem, pooling=self.pooling,
             twin_rank_weight=self.twin_rank_weight, pair_twins=self.twins and self.pair_twins,
+            context_slices=self.context_slices,
         )
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
@@ -356,7 +358,7 @@ def member_train_config(config: RecipeConfig, index: int, name: str, family: str
         precision=config.precision, input_stem=config.input_stem, wide_stem=config.wide_stem,
         lesion_map_weight=config.lesion_map_weight,
         lesion_map_stride=config.lesion_map_stride, noisy_or_any_weight=config.noisy_or_any_weight,
-        pooling=config.pooling, twin_rank_weight=config.twin_rank_weight,
+        pooling=config.pooling, twin_rank_weight=config.twin_rank_weight, context_slices=config.context_slices,
     )
 
 
@@ -432,7 +434,7 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
             max_steps=config.max_steps,
         )
         t0 = time.perf_counter()
-        degree, degree_scores, probs = choose_interpolation_degree(result.model, val)
+        degree, degree_scores, probs = choose_interpolation_degree(result.model, val, context_slices=config.context_slices)
         trained.append((name, result, degree, probs))
         members_log.append(
             {
@@ -468,7 +470,10 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
         # Departure 21: operating points on validation + calibration cases, the members' own
         # interpolation degrees, combined as the engine will (weights and ANY rule as above).
         t0 = time.perf_counter()
-        cal_probs = [predict_slices(result.model, calibration, degree=degree) for _, result, degree, _ in trained]
+        cal_probs = [
+            predict_slices(result.model, calibration, degree=degree, context_slices=config.context_slices)
+            for _, result, degree, _ in trained
+        ]
         op_cache = concat_caches([val, calibration])
         op_probs = combine_members(
             [np.concatenate([pv, pc]) for pv, pc in zip(member_probs, cal_probs)], weights, config.any_rule
@@ -486,9 +491,9 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
     check_rows = np.linspace(0, val.n_slices - 1, num=min(8, val.n_slices)).astype(int)
     for (name, result, degree, _), w, log in zip(trained, weights, members_log):
         spec, check = export_member(
-            result.model, config.out, name, config.input_size, val.float_images(check_rows),
+            result.model, config.out, name, config.input_size, val.context_images(check_rows, config.context_slices),
             interpolation_degree=degree, weight=float(w), version=f"{__version__}+seed{config.seed}",
-            windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm,
+            windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm, context_slices=config.context_slices,
         )
         specs.append(spec)
         files += [spec.file, spec.cam_weights_file] + [b.tail_file for b in spec.block_outputs if b.tail_file]
@@ -498,7 +503,8 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
     description = (
         f"{len(specs)}-member ensemble trained by `ichviewer train` ({config.source}, seed {config.seed}); "
         f"{config.ensemble} ensemble; input {config.input_size}x{config.input_size} ({config.crop} crop), "
-        f"{config.windows} windows" + (f", thin slices in {config.slab_mm:g} mm slabs. " if config.slab_mm else ". ")
+        f"{config.windows} windows" + (f", thin slices in {config.slab_mm:g} mm slabs" if config.slab_mm else "")
+        + (", each slice read with its two neighbours. " if config.context_slices == 3 else ". ")
         + "Not for clinical use."
     )
     # Lee et al. made attention maps with their ResNet-50; ours is the ResNet-style member when present.

@@ -64,12 +64,18 @@ def check_batch_options(
     pooling: str | None = None,
     twin_rank_weight: float | None = None,
     pair_twins: bool | None = None,
+    context_slices: int | None = None,
 ) -> None:
     """Raise ValueError naming the first of these options (those given) that is out of range.
 
     One place for the checks that TrainConfig, RecipeConfig (before minutes of data
     generation), StratifiedSampler and `networks.build_network` each need.
     """
+    if context_slices is not None:
+        from ichviewer.inference.manifest import CONTEXT_SLICES
+
+        if context_slices not in CONTEXT_SLICES:
+            raise ValueError(f"context slices must be one of {CONTEXT_SLICES}, got {context_slices}")
     if wide_stem and not input_stem:
         raise ValueError("--wide-stem needs --input-stem (a wide stem is a kind of input stem)")
     if pooling is not None:
@@ -178,6 +184,10 @@ class TrainConfig:
     #: pose (the same Eq. 4 blend and augmentation) and ranked below it by the noisy-OR ANY.
     #: 0 (default): no such term, and paired twins get their own draws.
     twin_rank_weight: float = 0.0
+    #: Slices per input (`ichviewer.inference.manifest.CONTEXT_SLICES`; departure 30 in
+    #: `ichviewer.training`): 3 gives the network each slice's neighbours as further channels.
+    #: Eq. 4 then blends whole stacks. 1 (default): the slice alone, as Lee et al.
+    context_slices: int = 1
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -188,6 +198,7 @@ class TrainConfig:
             lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
             input_stem=self.input_stem, wide_stem=self.wide_stem, pooling=self.pooling,
             twin_rank_weight=self.twin_rank_weight, pair_twins=self.pair_twins,
+            context_slices=self.context_slices,
         )
 
     @property
@@ -204,6 +215,8 @@ class TrainConfig:
                 d.pop(key)
         if d["pooling"] == "avg":
             d.pop("pooling")
+        if d["context_slices"] == 1:
+            d.pop("context_slices")
         if d["hard_stratum"] == "all":
             d.pop("hard_stratum")
         return d
@@ -277,11 +290,15 @@ def validation_map(cache: SliceCache, slice_probs: np.ndarray) -> tuple[float, d
 # --------------------------------------------------------------------------- prediction
 
 
-def predict_slices(model, cache: SliceCache, degree: int = 1, batch: int = 96, progress: ProgressBar | None = None) -> np.ndarray:
+def predict_slices(
+    model, cache: SliceCache, degree: int = 1, batch: int = 96, progress: ProgressBar | None = None,
+    context_slices: int = 1,
+) -> np.ndarray:
     """Per-slice probabilities (N, L) exactly as the inference engine combines them for `degree`.
 
     Uses the engine's own `interpolated_images` and `combine` (Lee et al. 2019, Eq. 4 and
-    "Slice interpolation" at inference), with neighbours inside each case.
+    "Slice interpolation" at inference), with neighbours inside each case; with
+    `context_slices` 3 each image is a slice's stack with its neighbours, and Eq. 4 blends stacks.
     """
     import torch
 
@@ -295,9 +312,12 @@ def predict_slices(model, cache: SliceCache, degree: int = 1, batch: int = 96, p
     with torch.inference_mode():
         for a in range(0, n, batch):
             rows = rows_all[a : a + batch]
-            x = cache.float_images(rows)
+            x = cache.context_images(rows, context_slices)
             if degree > 1:
-                imgs = interpolated_images(x, cache.float_images(lower_all[rows]), cache.float_images(upper_all[rows]), degree)
+                imgs = interpolated_images(
+                    x, cache.context_images(lower_all[rows], context_slices),
+                    cache.context_images(upper_all[rows], context_slices), degree,
+                )
             else:
                 imgs = x[None]
             flat = torch.from_numpy(np.ascontiguousarray(imgs.reshape((-1,) + x.shape[1:])))
@@ -354,9 +374,13 @@ def _slice_batch(
     The maps are interpolated with their slices exactly as the images are (Eq. 4), so an
     interpolated image's map is as soft as its labels. `pairs` (batch positions of bleeding
     slices and of their twins, departure 27) give each twin its bleeding slice's blend; the
-    random draws are the same as without them.
+    random draws are the same as without them. With `config.context_slices` 3 every image is
+    a slice's stack with its neighbours (departure 30), and Eq. 4 blends the stacks.
     """
-    x = cache.float_images(rows)
+    def images(r: np.ndarray) -> np.ndarray:
+        return cache.context_images(r, config.context_slices)
+
+    x = images(rows)
     y = cache.labels[rows]
     k = cache.known[rows]
     maps = _float_maps(cache, rows) if with_maps else None
@@ -374,7 +398,7 @@ def _slice_batch(
                     maps, y, _float_maps(cache, partner), cache.labels[partner], which, edge, beta, beta2,
                 )
             x, y = interpolate_one_per_slice(
-                x, y, cache.float_images(partner), cache.labels[partner], which, edge, beta, beta2,
+                x, y, images(partner), cache.labels[partner], which, edge, beta, beta2,
             )
             k = np.minimum(k, cache.known[partner])
         else:
@@ -384,7 +408,7 @@ def _slice_batch(
                     edge, beta, beta2,
                 )
             x, y = interpolate_slices(
-                x, y, cache.float_images(lower), cache.labels[lower], cache.float_images(upper), cache.labels[upper],
+                x, y, images(lower), cache.labels[lower], images(upper), cache.labels[upper],
                 edge, beta, beta2,
             )
             k = np.concatenate([k, np.minimum(k, cache.known[lower]), np.minimum(k, cache.known[upper])])
@@ -724,7 +748,10 @@ def train_member(
     _set_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     # channels_last makes CPU convolutions ~1.7x faster here (oneDNN's preferred layout).
-    model = build_network(config.family, config.width, config.input_stem, config.wide_stem, config.pooling).to(memory_format=torch.channels_last)
+    model = build_network(
+        config.family, config.width, config.input_stem, config.wide_stem, config.pooling,
+        in_channels=train.images.shape[1] * config.context_slices,
+    ).to(memory_format=torch.channels_last)
     rows = specialist_rows(train, config.specialist)
     mil = not train.slice_labelled
     use_maps = config.lesion_map_weight > 0
@@ -814,7 +841,7 @@ def train_member(
             if mil:
                 pick = np.take(order, np.arange(s * per_step, (s + 1) * per_step), mode="wrap")
                 bag_rows, spans = _mil_bags(train, pick, rng)
-                x = train.float_images(bag_rows)
+                x = train.context_images(bag_rows, config.context_slices)
                 y = study_labels[pick]
                 k = np.stack([train.known[train.cases[int(c)].start] for c in pick])
             else:
@@ -869,7 +896,7 @@ def train_member(
         bar.close()
         train_seconds += time.perf_counter() - t0
         vbar = ProgressBar(validation.n_slices, f"{config.name} validation", stream)
-        probs = predict_slices(model, validation, degree=1, progress=vbar)
+        probs = predict_slices(model, validation, degree=1, progress=vbar, context_slices=config.context_slices)
         vbar.close()
         vmap, vap = validation_map(validation, probs)
         rec = EpochRecord(epoch, float(np.mean(losses)), vmap, vap, case_auc(validation, probs), time.perf_counter() - t0)
@@ -922,7 +949,7 @@ DEFAULT_DEGREES: tuple[int, ...] = (1, 3)
 
 
 def choose_interpolation_degree(
-    model, validation: SliceCache, degrees: Sequence[int] = DEFAULT_DEGREES
+    model, validation: SliceCache, degrees: Sequence[int] = DEFAULT_DEGREES, context_slices: int = 1,
 ) -> tuple[int, dict[int, float], np.ndarray]:
     """The inference interpolation degree with the best validation mAP (Lee et al. 2019 chose 3 or 5 per model).
 
@@ -931,7 +958,7 @@ def choose_interpolation_degree(
     scores: dict[int, float] = {}
     best = (None, -math.inf, None)
     for d in degrees:
-        p = predict_slices(model, validation, degree=d)
+        p = predict_slices(model, validation, degree=d, context_slices=context_slices)
         m, _ = validation_map(validation, p)
         scores[d] = m
         if m > best[1] or best[0] is None:
