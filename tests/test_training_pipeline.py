@@ -636,3 +636,89 @@ def test_a_pooled_head_trains_exports_and_passes_the_inference_contract(tmp_path
     path.write_text(json.dumps(data))
     with pytest.raises(ModelContractError, match="avg pooling"):
         load_ensemble(tmp_path, providers="cpu")
+
+
+def test_context_slice_members_read_each_slice_with_its_neighbours_everywhere_the_app_runs_them(tmp_path):
+    """`--context-slices 3` (departure 30): the manifest says so, and the engine, the attention map and the
+    atlas all give the member the slice with its two neighbours, as it was trained."""
+    from ichviewer.atlas import PhantomSource, build_atlas, open_atlas
+    from ichviewer.atlas.retrieval import retrieve
+    from ichviewer.cli import main
+    from ichviewer.inference.cam import attention_map, slice_features
+    from ichviewer.inference.ensemble import load_ensemble
+    from ichviewer.inference.interpolation import combine, interpolated_images, neighbours
+    from ichviewer.inference.preprocessing import geometry_for, model_inputs, preprocess_slices, slab_slices
+    from ichviewer.inference.study import run_study
+
+    out = tmp_path / "ens"
+    argv = [
+        "train", "--out", str(out), "--n-cases", "4", "3", "--epochs", "1", "--steps-per-epoch", "2",
+        "--input-size", str(SIZE), "--matrix", "64", "--width", "4", "--batch-size", "4", "--workers", "1",
+        "--threads", "1", "--seed", "3", "--families", "resnet", "--context-slices", "3",
+    ]
+    assert main(argv) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["models"][0]["input"]["context_slices"] == 3
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["members"][0]["config"]["context_slices"] == 3 and log["command_config"]["context_slices"] == 3
+
+    ensemble = load_ensemble(out, providers="cpu")
+    spec = ensemble.manifest.models[0]
+    assert spec.context_slices == 3 and spec.input_channels == 9
+    volume = generate_case(77, subtype="SDH", matrix=64, slice_mm=1.0).volume  # thin: slabs as well
+    n = volume.n_slices
+    # The engine, in chunks that cut between a slice and its neighbours' neighbours
+    result = run_study(volume, ensemble, chunk=3)
+    geom = geometry_for(volume, spec.input_size, spec.crop)
+    x = preprocess_slices(slab_slices(volume, np.arange(n), spec.slab_mm), geom, spec.windows)
+
+    def stack(rows):
+        lo, hi = neighbours(rows, n)
+        return np.concatenate([x[lo], x[rows], x[hi]], axis=1)
+
+    idx = np.arange(n)
+    lo, hi = neighbours(idx, n)
+    imgs = interpolated_images(stack(idx), stack(lo), stack(hi), spec.interpolation_degree)
+    net = build_network("resnet", width=4, in_channels=9)
+    net.load_state_dict(torch.load(out / "work" / "checkpoints" / "resnet.pt", weights_only=False)["best_state"])
+    net.eval()
+    with torch.no_grad():
+        logits = net(torch.from_numpy(imgs.reshape((-1,) + imgs.shape[2:])))[0]
+    p = torch.sigmoid(logits.double()).numpy().reshape(imgs.shape[0], n, len(LABELS))
+    np.testing.assert_allclose(result.member_probabilities[0], combine(p, spec.interpolation_degree), atol=1e-4)
+    # One slice or a few, as the attention map and the atlas ask for them: the same stacks, ends included
+    rows = np.asarray([0, n // 2, n - 1])
+    np.testing.assert_allclose(model_inputs(volume, rows, spec), stack(rows), atol=1e-6)
+    s = int(np.argmax(result.slice_probabilities[:, LABELS.index("SDH")]))
+    member_logits, _, _ = slice_features(volume, s, ensemble.model("resnet"))
+    with torch.no_grad():
+        np.testing.assert_allclose(member_logits, net(torch.from_numpy(stack(np.asarray([s]))))[0][0].numpy(), atol=1e-4)
+    amap = attention_map(volume, s, "SDH", ensemble)
+    assert amap.map.shape == volume.hu.shape[1:] and np.isfinite(amap.map).all()
+    # The atlas is built from and searched with nine-channel inputs
+    summary = build_atlas(ensemble, PhantomSource(range(1, 4), subtypes=("SDH", "none"), matrix=64), out / "resnet.atlas.sqlite",
+                          fraction=0.1)
+    assert summary.n_training_images > 0
+    with open_atlas(summary.path) as atlas:
+        found = retrieve(volume, s, "SDH", atlas, ensemble)
+    assert found.model == "resnet" and 0.0 <= found.probability <= 1.0
+
+
+def test_a_manifest_whose_context_slices_do_not_fit_the_model_is_refused_by_name(tmp_path):
+    import shutil
+
+    from ichviewer.inference.ensemble import load_ensemble
+    from ichviewer.inference.errors import ModelContractError
+
+    default = Path(__file__).resolve().parents[1] / "models" / "default"
+    copy = tmp_path / "ens"
+    shutil.copytree(default, copy, ignore=shutil.ignore_patterns("*.atlas.sqlite", "other_sets"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["models"][0]["input"]["context_slices"] = 3
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelContractError, match=r"has 3 channels, the manifest lists 3 windows x 3 context slices = 9 channels"):
+        load_ensemble(copy, providers="cpu")
+    manifest["models"][0]["input"]["context_slices"] = 5
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(Exception, match=r"context_slices must be one of \[1, 3\], got 5"):
+        load_ensemble(copy, providers="cpu")

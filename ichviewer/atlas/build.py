@@ -26,7 +26,7 @@ from ichviewer.atlas.sources import AtlasDataError, TrainingSource
 from ichviewer.atlas.store import write_atlas
 from ichviewer.inference.errors import Cancelled, ModelContractError
 from ichviewer.inference.model import LoadedModel
-from ichviewer.inference.preprocessing import geometry_for, preprocess_slices, slab_slices
+from ichviewer.inference.preprocessing import geometry_for, model_inputs
 
 #: progress(stage, done, total): stage is "activations" (pass 1, per study), "patches" (pass 2, per study), "writing".
 BuildProgress = Callable[[str, int, int], None]
@@ -80,7 +80,7 @@ def _slices_through(model: LoadedModel, volume: Any, indices: Sequence[int], blo
     parts: dict[str, list[np.ndarray]] = {b: [] for b in blocks}
     idx = list(indices)
     for lo in range(0, len(idx), BATCH):
-        x = preprocess_slices(slab_slices(volume, idx[lo : lo + BATCH], spec.slab_mm), geometry, spec.windows, spec.mean, spec.std)
+        x = model_inputs(volume, idx[lo : lo + BATCH], spec, geometry)
         _, feats = model.block_features(x, blocks)
         for b in blocks:
             parts[b].append(feats[b])

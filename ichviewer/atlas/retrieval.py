@@ -30,7 +30,7 @@ from ichviewer.atlas.build import LAST_BLOCK, explaining_member
 from ichviewer.atlas.store import Atlas, AtlasEntry
 from ichviewer.inference.cam import any_is_noisy_or, class_activation_map, noisy_or_any_mix
 from ichviewer.inference.model import LoadedModel, _sigmoid
-from ichviewer.inference.preprocessing import apply_taps, geometry_for, preprocess_slices, resample_taps, slab_slices
+from ichviewer.inference.preprocessing import apply_taps, geometry_for, model_inputs, resample_taps
 
 #: Examples returned per ranking by default (the panel shows 4-8).
 DEFAULT_K = 6
@@ -295,7 +295,7 @@ def retrieve(
     blocks = tuple(dict.fromkeys((*feature_index(atlas).blocks, LAST_BLOCK)))
     geometry = geometry_for(volume, loaded.spec.input_size, loaded.spec.crop)
     spec = loaded.spec
-    x = preprocess_slices(slab_slices(volume, [slice_index], spec.slab_mm), geometry, spec.windows, spec.mean, spec.std)
+    x = model_inputs(volume, [slice_index], spec, geometry)
     logits, feats = loaded.block_features(x, blocks)
     feats = {b: f[0] for b, f in feats.items()}
     probability = float(_sigmoid(logits[0, c]) if spec.activation == "sigmoid" else logits[0, c])

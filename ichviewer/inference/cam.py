@@ -19,7 +19,7 @@ from ichviewer.inference.ensemble import Ensemble
 from ichviewer.inference.errors import ModelContractError
 from ichviewer.inference.findings import ANY_COLUMN, SUBTYPE_COLUMNS, apply_any_rule
 from ichviewer.inference.model import LoadedModel, _sigmoid
-from ichviewer.inference.preprocessing import SliceGeometry, geometry_for, preprocess_slices, slab_slices
+from ichviewer.inference.preprocessing import SliceGeometry, geometry_for, model_inputs
 
 
 def class_activation_map(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -134,7 +134,7 @@ def slice_features(volume: Any, slice_index: int, model: LoadedModel) -> tuple[n
         raise IndexError(f"slice index {slice_index} is outside 0..{n - 1}")
     spec = model.spec
     geometry = geometry_for(volume, spec.input_size, spec.crop)
-    x = preprocess_slices(slab_slices(volume, [slice_index], spec.slab_mm), geometry, spec.windows, spec.mean, spec.std)
+    x = model_inputs(volume, [slice_index], spec, geometry)
     logits, feats = model.logits_and_features(x)
     return logits[0], feats[0], geometry
 

@@ -185,9 +185,12 @@ class LoadedModel:
         dims = _dims(node)
         if len(dims) != 4:
             raise self._error(f"input '{node.name}' must have rank 4 (N, C, H, W), the model has shape {dims}")
-        n_ch = len(spec.windows)
+        n_ch = spec.input_channels
         if isinstance(dims[1], int) and dims[1] != n_ch:
-            raise self._error(f"input '{node.name}' has {dims[1]} channels, the manifest lists {n_ch} windows")
+            lists = f"{len(spec.windows)} windows" + (
+                f" x {spec.context_slices} context slices = {n_ch} channels" if spec.context_slices != 1 else ""
+            )
+            raise self._error(f"input '{node.name}' has {dims[1]} channels, the manifest lists {lists}")
         for k, axis in ((2, "height"), (3, "width")):
             if isinstance(dims[k], int) and dims[k] != spec.input_size[k - 2]:
                 raise self._error(
@@ -227,7 +230,7 @@ class LoadedModel:
         spec = self.spec
         h, w = spec.input_size
         rng = np.random.default_rng(0)
-        x = rng.random((1, len(spec.windows), h, w), dtype=np.float32)
+        x = rng.random((1, spec.input_channels, h, w), dtype=np.float32)
         try:
             if spec.features_output:
                 logits, feats = self.logits_and_features(x)

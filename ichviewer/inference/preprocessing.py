@@ -255,6 +255,33 @@ def slab_slices(volume, indices, slab_mm: float | None = None) -> np.ndarray:
     return out
 
 
+def model_inputs(volume, indices, spec, geometry: SliceGeometry | None = None) -> np.ndarray:
+    """What member `spec` (a manifest ModelSpec) reads for the slices `indices` of a CTVolume: (n, C, H, W).
+
+    Each slice as the manifest's input asks: in its slab (`slab_slices`), framed and resized
+    (`geometry`, made here when not given), through its windows and normalisation; with
+    `spec.context_slices` 3, with its lower and upper neighbour's inputs as further channels
+    (`ichviewer.inference.interpolation.with_context`). For one slice or a few (attention maps,
+    the atlas); `run_study` prepares whole chunks itself.
+    """
+    from ichviewer.inference.interpolation import neighbours, with_context
+
+    idx = np.atleast_1d(np.asarray(indices, dtype=np.int64))
+    if geometry is None:
+        geometry = geometry_for(volume, spec.input_size, spec.crop)
+
+    def prepare(rows: np.ndarray) -> np.ndarray:
+        return preprocess_slices(slab_slices(volume, rows, spec.slab_mm), geometry, spec.windows, spec.mean, spec.std)
+
+    if spec.context_slices == 1:
+        return prepare(idx)
+    lower, upper = neighbours(idx, int(volume.hu.shape[0]))
+    rows, where = np.unique(np.concatenate([idx, lower, upper]), return_inverse=True)
+    x = prepare(rows)
+    k = idx.size
+    return with_context(x[where[:k]], x[where[k : 2 * k]], x[where[2 * k :]], spec.context_slices)
+
+
 def geometry_for(volume, input_size: tuple[int, int], crop: str = "none") -> SliceGeometry:
     """The SliceGeometry of a CTVolume's axial slices for a model input size and framing (see CROPS)."""
     if crop not in CROPS:

@@ -14,7 +14,7 @@ from ichviewer.core.applicability import check_head_ct
 from ichviewer.inference.ensemble import Ensemble
 from ichviewer.inference.errors import Cancelled
 from ichviewer.inference.findings import StudyResult, apply_any_rule
-from ichviewer.inference.interpolation import combine, interpolated_images, neighbours
+from ichviewer.inference.interpolation import combine, interpolated_images, neighbours, with_context
 from ichviewer.inference.preprocessing import geometry_for, preprocess_slices, slab_slices
 
 #: progress(done_slices, total_slices, partial_result)
@@ -56,7 +56,8 @@ def run_study(
 
     Slices run in chunks (the first of `first_chunk` slices so a finding shows up
     fast, then `chunk` at a time). Per chunk, each model gets one batch holding all
-    its images: every slice plus its Lee et al. Eq. 4 interpolated images. After
+    its images: every slice plus its Lee et al. Eq. 4 interpolated images (a member whose
+    manifest says `input.context_slices` 3 reads each with its neighbours as channels). After
     each chunk `progress(done, total, partial)` receives an immutable snapshot whose
     unfinished slices are NaN. `is_cancelled()` is polled before each chunk and each
     model; when it returns True, `Cancelled` is raised with the snapshot of the
@@ -125,19 +126,32 @@ def run_study(
         carried[key] = (lo, x)
         return x
 
+    widest_context = max(m.spec.context_slices for m in members)
     for a, b in _chunks(n, chunk, first_chunk):
         check_cancel()
         idx = np.arange(a, b)
         lower, upper = neighbours(idx, n)
-        lo = int(min(lower.min(), a))
-        hi = int(max(upper.max(), b - 1)) + 1
+        # the slices read: each slice and its Eq. 4 neighbours, and (context slices) theirs
+        reach = np.concatenate([idx, lower, upper])
+        if widest_context > 1:
+            reach = np.concatenate([reach, *neighbours(reach, n)])
+        lo, hi = int(reach.min()), int(reach.max()) + 1
         inputs = {key: prepared(key, lo, hi) for key in recipes}
         for mi, m in enumerate(members):
             if mi:
                 check_cancel()
             x = inputs[member_recipe[mi]]
             degree = m.spec.interpolation_degree
-            images = interpolated_images(x[idx - lo], x[lower - lo], x[upper - lo], degree)
+            context = m.spec.context_slices
+
+            def stack(rows: np.ndarray, x: np.ndarray = x, context: int = context) -> np.ndarray:
+                """Member inputs of `rows`: each slice, with its neighbours as channels for context 3."""
+                if context == 1:
+                    return x[rows - lo]
+                below, above = neighbours(rows, n)
+                return with_context(x[rows - lo], x[below - lo], x[above - lo], context)
+
+            images = interpolated_images(stack(idx), stack(lower), stack(upper), degree)
             flat = images.reshape((-1,) + images.shape[2:])
             probs = m.probabilities(flat).reshape(images.shape[0], b - a, len(LABELS))
             member_p[mi, a:b] = combine(probs, degree)

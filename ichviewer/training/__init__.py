@@ -241,4 +241,12 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    that no network can lower. The negatives that look like blood (calcified falx and pineal, the
    slab-averaged skull base of thin series) are the ones a faint bleed has to rank above.
    Measured in models/EXPERIMENTS.md (stop 27).
+30. Context slices (option, default 1: `--context-slices 3`): Lee et al. show each network one
+   slice, or with Eq. 4 one slice blended with a neighbour, slice s always dominant. With 3, each
+   input holds the slice's lower neighbour, the slice and its upper neighbour as nine channels
+   (three windows each; `data.SliceCache.context_images`), so a network can compare them: a
+   punctate bleed lies on one 5 mm slice, the inner table's partial-volume edge on every slice.
+   Eq. 4 is kept and blends whole stacks; labels are slice s's. Only the first convolution
+   grows. The manifest says `input.context_slices: 3`, and every reader of the model (engine,
+   attention map, atlas) builds the same stacks. Measured in models/EXPERIMENTS.md (stop 31).
 """

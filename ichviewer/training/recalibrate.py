@@ -128,7 +128,10 @@ def recalibrate(
         if stream is not None:
             stream.write(f"scoring {op_cache.n_slices} slices with {spec.file} (degree {spec.interpolation_degree})\n")
         member_probs.append(
-            member_slice_probabilities(models_dir / spec.file, op_cache, threads=threads, degree=spec.interpolation_degree)
+            member_slice_probabilities(
+                models_dir / spec.file, op_cache, threads=threads, degree=spec.interpolation_degree,
+                context_slices=spec.context_slices,
+            )
         )
     weights = [spec.weight for spec in manifest.models]
     any_rule = manifest.aggregation.any_rule
