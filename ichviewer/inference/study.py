@@ -151,7 +151,9 @@ def run_study(
                 below, above = neighbours(rows, n)
                 return with_context(x[rows - lo], x[below - lo], x[above - lo], context)
 
-            images = interpolated_images(stack(idx), stack(lower), stack(upper), degree)
+            own = stack(idx)
+            # degree 1 reads no blend: its neighbours' stacks are not made
+            images = interpolated_images(own, *((stack(lower), stack(upper)) if degree > 1 else (own, own)), degree)
             flat = images.reshape((-1,) + images.shape[2:])
             probs = m.probabilities(flat).reshape(images.shape[0], b - a, len(LABELS))
             member_p[mi, a:b] = combine(probs, degree)
