@@ -549,9 +549,11 @@ def test_devset_reads_slices_with_eq4_interpolation_as_the_engine_does(tmp_path,
     assert error < 0.05 * change  # matches Eq. 4 far more closely than the slice alone does
     # `score` takes each member's degree from the manifest beside it, and 1 without one
     EnsembleManifest(name="t", models=(replace(spec, interpolation_degree=3, weight=0.4),), directory=tmp_path).write()
-    assert manifest_members([tmp_path / spec.file]) == {str(tmp_path / spec.file): {"degree": 3, "weight": 0.4}}
+    assert manifest_members([tmp_path / spec.file]) == {
+        str(tmp_path / spec.file): {"degree": 3, "weight": 0.4, "context_slices": 1}
+    }
     elsewhere = tmp_path / "elsewhere" / "x.onnx"
-    assert manifest_members([elsewhere]) == {str(elsewhere): {"degree": 1, "weight": 1.0}}
+    assert manifest_members([elsewhere]) == {str(elsewhere): {"degree": 1, "weight": 1.0, "context_slices": 1}}
     cache_path = tmp_path / "dev.npz"
     val.save(cache_path)
     for degree in ("manifest", "1"):
@@ -638,7 +640,7 @@ def test_a_pooled_head_trains_exports_and_passes_the_inference_contract(tmp_path
         load_ensemble(tmp_path, providers="cpu")
 
 
-def test_context_slice_members_read_each_slice_with_its_neighbours_everywhere_the_app_runs_them(tmp_path):
+def test_context_slice_members_read_each_slice_with_its_neighbours_everywhere_the_app_runs_them(tmp_path, phantom_caches):
     """`--context-slices 3` (departure 30): the manifest says so, and the engine, the attention map and the
     atlas all give the member the slice with its two neighbours, as it was trained."""
     from ichviewer.atlas import PhantomSource, build_atlas, open_atlas
@@ -686,6 +688,16 @@ def test_context_slice_members_read_each_slice_with_its_neighbours_everywhere_th
         logits = net(torch.from_numpy(imgs.reshape((-1,) + imgs.shape[2:])))[0]
     p = torch.sigmoid(logits.double()).numpy().reshape(imgs.shape[0], n, len(LABELS))
     np.testing.assert_allclose(result.member_probabilities[0], combine(p, spec.interpolation_degree), atol=1e-4)
+    # The development set's scoring (and recalibration) reads the ONNX member as training predicted it
+    from ichviewer.training.devset import manifest_members, member_slice_probabilities
+    from ichviewer.training.trainer import predict_slices
+
+    _, val = phantom_caches
+    assert manifest_members([out / "resnet.onnx"])[str(out / "resnet.onnx")]["context_slices"] == 3
+    np.testing.assert_allclose(
+        member_slice_probabilities(out / "resnet.onnx", val, threads=1, degree=3, context_slices=3),
+        predict_slices(net, val, degree=3, context_slices=3), atol=1e-4,
+    )
     # One slice or a few, as the attention map and the atlas ask for them: the same stacks, ends included
     rows = np.asarray([0, n // 2, n - 1])
     np.testing.assert_allclose(model_inputs(volume, rows, spec), stack(rows), atol=1e-6)
