@@ -155,3 +155,43 @@ def test_the_prediction_basis_names_the_ensembles_probability_beside_the_members
     assert panel.title.text() == "SAH on image 18: p = 0.07 (model resnet)"
     panel.show_retrieval(retrieval)  # no findings (the AI not attached)
     assert panel.title.text() == "SAH on image 18: p = 0.07 (model resnet)"
+
+
+def test_the_ensembles_value_is_named_when_it_arrives_after_the_examples(qtbot, window, ensemble_with_atlas, bleed):
+    # Seen live: the basis came back before the findings, and its title never named the ensemble's value.
+    from ichviewer.qt.attention_overlay import explained_where
+    from ichviewer.qt.inference_attach import attach_inference
+    from ichviewer.qt.inference_settings import InferenceSettings
+
+    volume, z, _ = bleed
+    inference = attach_inference(window, ensemble_with_atlas, settings=InferenceSettings(auto_infer=False))
+    ui = attach_atlas(window, ensemble_with_atlas)
+    window.state.set_selected_label("SDH")
+    with qtbot.waitSignal(ui.controller.sig_ready, timeout=WAIT_MS, check_params_cb=lambda _rid, r: r.slice_index == z):
+        window.show_volume(volume)
+        window.state.set_slice_index(z)
+    shown = ui.panel.retrieval
+    assert ui.panel.title.text() == f"SDH on {explained_where(z, shown.probability, shown.model)}"  # no findings yet
+    with qtbot.waitSignal(inference.controller.sig_finished, timeout=WAIT_MS):
+        inference.analyse()
+    ensemble = inference.plotted_probability(z, "SDH")
+    assert ensemble is not None
+    assert ui.panel.title.text() == f"SDH on {explained_where(z, shown.probability, shown.model, ensemble)}"
+
+
+def test_a_hidden_prediction_basis_never_shows_another_series_when_it_comes_back(qtbot, window, ensemble_with_atlas, bleed):
+    volume, z, slices = bleed
+    ui = attach_atlas(window, ensemble_with_atlas)
+    window.state.set_selected_label("SDH")
+    with qtbot.waitSignal(ui.controller.sig_ready, timeout=WAIT_MS, check_params_cb=lambda _rid, r: r.slice_index == z):
+        window.show_volume(volume)
+        window.state.set_slice_index(z)
+    ui.dock.hide()
+    other = generate_case(51, subtype="SDH", matrix=PHANTOM_MATRIX, volume_ml=30.0).volume
+    window.show_volume(other)
+    assert ui.panel.retrieval is None and not ui.panel.tiles and ui.panel.title.text() == ""
+    later = int(slices[0])
+    window.state.set_slice_index(later)
+    with qtbot.waitSignal(ui.controller.sig_ready, timeout=WAIT_MS, check_params_cb=lambda _rid, r: r.slice_index == later):
+        ui.dock.show()
+    assert ui.panel.title.text().startswith(f"SDH on image {later + 1}:")

@@ -334,6 +334,26 @@ def test_auto_infer_off_waits_for_the_reader_and_is_remembered(qtbot, window, tm
     assert ui.auto_action.isChecked()
 
 
+def test_the_attention_line_names_the_ensembles_value_once_the_findings_arrive(qtbot, window, tmp_path):
+    # The map can be shown before the findings (auto-analysis off, or a long series): its line then
+    # names the member's p alone, and the ensemble's value is added when the slice's findings come in.
+    from ichviewer.qt.attention_overlay import explained_where
+
+    ens = _ensemble(tmp_path / "ens")
+    ui = _attach(window, ens, auto=False)
+    window.show_volume(_volume(9, seed=3, shape=(24, 32)))
+    window.state.set_slice_index(4)
+    with qtbot.waitSignal(ui.overlay.sig_map_shown, timeout=WAIT_MS):
+        ui.overlay.set_enabled(True)
+    amap = ui.overlay.info_for(4, "ANY")
+    assert ui.attention_panel.status.text() == f"ANY on {explained_where(4, amap.probability, amap.model)}"
+    with qtbot.waitSignal(ui.controller.sig_finished, timeout=WAIT_MS):
+        ui.panel.run_button.click()
+    ensemble = ui.plotted_probability(4, "ANY")
+    assert ui.attention_panel.status.text() == f"ANY on {explained_where(4, amap.probability, amap.model, ensemble)}"
+    assert "; ensemble" in ui.attention_panel.status.text()
+
+
 def test_a_phantom_dicom_study_opened_from_disk_gets_findings_and_an_overlay(qtbot, window, tmp_path):
     from ichviewer.core.phantom import generate_case
     from ichviewer.io.writer import write_ct_series

@@ -44,6 +44,9 @@ class AtlasUI(QObject):
         self._visible_before_blinding = False
         cache = None
         if inference is not None:
+            # the ensemble's values can arrive after the examples: the title names them once they do
+            inference.controller.sig_slices_updated.connect(self._on_ensemble_slices)
+            inference.controller.sig_finished.connect(self._on_ensemble_finished)  # also a series' kept findings
             cache = inference.controller.cache  # share loaded models with the findings (loading is slow)
             if ensemble_dir is None:
                 ensemble_dir = inference.controller.ensemble_dir
@@ -172,6 +175,7 @@ class AtlasUI(QObject):
 
     def _on_volume_opened(self, _volume: Any) -> None:
         self.controller.cancel()
+        self.panel.clear()  # never another series' examples, also while the dock is out of sight
         self.refresh()
 
     def _on_slice_changed(self, _index: int) -> None:
@@ -181,17 +185,29 @@ class AtlasUI(QObject):
         self.refresh()
 
     def _on_dock_visibility_changed(self, visible: bool) -> None:
-        if visible and self.panel.retrieval is None:
-            self.refresh()
+        shown = self.panel.retrieval
+        if visible and (shown is None or (shown.slice_index, shown.label) != (self.state.slice_index, self.label)):
+            self.refresh()  # the slice or the finding changed while the dock was out of sight
 
     def _on_started(self, _request_id: int, slice_index: int, label: str) -> None:
         self.panel.show_busy(slice_index, label)
 
+    def _plotted(self, retrieval: Any) -> float | None:
+        """The ensemble's probability of the retrieval's label on its slice, as the plot shows it (None if not yet)."""
+        plotted = getattr(getattr(self.main_window, "inference", None), "plotted_probability", None)
+        return plotted(retrieval.slice_index, retrieval.label) if callable(plotted) else None
+
     def _on_ready(self, _request_id: int, retrieval: Any) -> None:
-        inference = getattr(self.main_window, "inference", None)
-        plotted = getattr(inference, "plotted_probability", None)
-        ensemble = plotted(retrieval.slice_index, retrieval.label) if callable(plotted) else None
-        self.panel.show_retrieval(retrieval, self.state.window, ensemble)
+        self.panel.show_retrieval(retrieval, self.state.window, self._plotted(retrieval))
+
+    def _on_ensemble_slices(self, _request_id: int, first: int, stop: int, _probs: Any) -> None:
+        shown = self.panel.retrieval
+        if shown is not None and first <= shown.slice_index < stop:
+            self.panel.set_ensemble_probability(self._plotted(shown))
+
+    def _on_ensemble_finished(self, _request_id: int, _result: Any) -> None:
+        if self.panel.retrieval is not None:
+            self.panel.set_ensemble_probability(self._plotted(self.panel.retrieval))
 
     def _on_failed(self, _request_id: int, message: str) -> None:
         self.panel.show_error(message)

@@ -142,6 +142,14 @@ class PredictionBasisPanel(QWidget):
     def show_busy(self, slice_index: int, label: str) -> None:
         self.status.setText(f"Finding atlas examples for {label} on image {slice_index + 1}…")
 
+    def clear(self) -> None:
+        """Nothing shown: another series is open and its basis is not known yet."""
+        self.retrieval = None
+        self.title.setText("")
+        self.status.setText("")
+        for grid in self.grids.values():
+            grid.set_examples([])
+
     def show_unavailable(self, reason: str) -> None:
         self.status.setText(reason)
         for grid in self.grids.values():
@@ -150,12 +158,17 @@ class PredictionBasisPanel(QWidget):
     def show_error(self, message: str) -> None:
         self.status.setText(message)
 
+    def set_ensemble_probability(self, ensemble_probability: float | None) -> None:
+        """Name the ensemble's probability on the shown slice beside the member's (it can arrive after the examples)."""
+        r = self.retrieval
+        if r is not None:
+            self.title.setText(f"{r.label} on " + explained_where(r.slice_index, r.probability, r.model, ensemble_probability))
+
     def show_retrieval(self, retrieval: Any, window: Window = PATCH_WINDOW, ensemble_probability: float | None = None) -> None:
         """Show the examples; `ensemble_probability` (the plot's value on the slice) is named beside the
         explaining member's own when they differ, as the attention panel does."""
         self.retrieval = retrieval
-        self.title.setText(f"{retrieval.label} on " + explained_where(
-            retrieval.slice_index, retrieval.probability, retrieval.model, ensemble_probability))
+        self.set_ensemble_probability(ensemble_probability)
         self.grids["attention"].set_examples(retrieval.examples, window)
         self.grids["pooled"].set_examples(retrieval.pooled_examples, window)
         self.tabs.setTabText(0, f"{RANKINGS[0][1]} ({len(retrieval.examples)})")

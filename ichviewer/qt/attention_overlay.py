@@ -132,6 +132,12 @@ class AttentionOverlay(QObject):
         """The AttentionMap behind a cached map (probability, model), or None."""
         return self._info.get((self.controller.current_request_id, int(slice_index), label or self.label))
 
+    def announce_shown(self) -> None:
+        """Say again what the map on screen explains (the ensemble's value on the slice may have arrived since)."""
+        key = self.current_key()
+        if self.enabled and key in self._info:
+            self._announce(key)
+
     def refresh(self) -> None:
         """Draw what is cached for the slice on screen and ask for it if it is missing."""
         if not self.enabled or self.controller.current_request_id == 0:

@@ -303,6 +303,8 @@ class InferenceUI(QObject):
 
     def _on_slices_updated(self, _request_id: int, first: int, last: int, probs: Any) -> None:
         self.plot.update_slices(first, last, probs)
+        if first <= self.state.slice_index < last:  # `last` is the chunk's end, exclusive
+            self.overlay.announce_shown()  # the map's line names the ensemble's value once it is known
         for strip in self.strips:
             strip.set_positive(self.plot.positive_slices())
 
@@ -316,6 +318,7 @@ class InferenceUI(QObject):
         self.panel.finish(result)
         self._fit_findings_dock()
         self.plot.set_probabilities(result.slice_probabilities, result.operating_points.thresholds)
+        self.overlay.announce_shown()
         self.plot.set_study_positive(result.study_positive)
         for strip in self.strips:
             strip.set_positive(self.plot.positive_slices())
