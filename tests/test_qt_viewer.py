@@ -569,3 +569,38 @@ def test_a_slab_no_thicker_than_the_slices_shows_them_as_acquired(qtbot, window,
     assert window.state.slab == Slab(5.0) and len(window.axial.slab_images()) == 1
     assert np.array_equal(shown_pixels(window), expected_pixels(window)) and "Slab" not in overlay(window, "tl")
     assert "already 5.00 mm" in window.statusBar().currentMessage()
+
+
+def test_ctrl_s_saves_the_view_as_shown_and_a_bad_folder_is_named(qtbot, window, ct_data_dir, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    window.save_view_image(tmp_path / "nothing.png")  # nothing open: nothing written, and it says why
+    assert not (tmp_path / "nothing.png").exists() and "Open a series first" in window.statusBar().currentMessage()
+    open_and_wait(qtbot, window, ct_data_dir / "ge-head-tilted")
+    window.state.set_slice_index(14)
+    qtbot.keyClick(window, Qt.Key.Key_4)  # bone window: the saved image is the view as shown
+    asked: list[str] = []
+
+    def answer(_parent, _title, suggested, _filters):
+        asked.append(suggested)
+        return str(tmp_path / "teaching" / "case1"), "PNG image (*.png)"  # no suffix typed
+
+    (tmp_path / "teaching").mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(answer))
+    qtbot.keyClick(window, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    assert asked and Path(asked[0]).name.endswith("_image15.png") and Path(asked[0]).parent == Path.home()
+    saved = tmp_path / "teaching" / "case1.png"
+    img = QImage(str(saved))
+    assert not img.isNull() and (img.width(), img.height()) == (window.axial.width(), window.axial.height())
+    assert str(saved) in window.statusBar().currentMessage()
+    grabbed = window.axial.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
+    assert img.convertToFormat(QImage.Format.Format_RGB32) == grabbed  # what the reader sees, corner text and all
+    # the next save offers the folder used last
+    qtbot.keyClick(window, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    assert Path(asked[1]).parent == tmp_path / "teaching"
+    # a folder that does not exist: the error names the file, and the viewer keeps working
+    with qtbot.waitSignal(window.sig_error, timeout=5000) as err:
+        assert window.save_view_image(tmp_path / "missing" / "x.png") is None
+    assert str(tmp_path / "missing" / "x.png") in err.args[0] and "folder does not exist" in err.args[0]
+    window.state.set_slice_index(3)
+    assert window.state.slice_index == 3

@@ -118,6 +118,7 @@ class MainWindow(QMainWindow):
         self.study_path: str | None = None
         self._series_problems: dict[str, str] = {}
         self._error_box: QMessageBox | None = None
+        self._image_dir: str | None = None  # where "Save view as image" last wrote (this session)
         self._warnings_box: QMessageBox | None = None
         self._load_request: LoadRequest | None = None
 
@@ -220,6 +221,7 @@ class MainWindow(QMainWindow):
             "reset_view": ("Reset view", self.state.reset_view),
             "open_folder": ("Open folder\u2026", self.choose_folder),
             "open_file": ("Open file\u2026", self.choose_file),
+            "save_view_image": ("Save view as image\u2026", lambda: self.save_view_image()),
             "show_warnings": ("Series warnings\u2026", self.show_warnings),
             "toggle_crosshair": ("Show reference lines", self._toggle_crosshair),
             "slab_thicker": ("Thick slab: next thickness (off, 3, 5, 10 mm)", self.step_slab),
@@ -259,6 +261,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(a["open_file"])
         self.recent_menu = file_menu.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addAction(a["save_view_image"])
         file_menu.addSeparator()
         file_menu.addAction(a["quit"])
         view_menu = self.menuBar().addMenu("&View")
@@ -511,6 +514,36 @@ class MainWindow(QMainWindow):
         file, _ = QFileDialog.getOpenFileName(self, "Open DICOM file or DICOMDIR", start, "All files (*)")
         if file:
             self.open_path(file)
+
+    def save_view_image(self, path: str | os.PathLike[str] | None = None) -> Path | None:
+        """The axial view as it is on screen (window, slab, overlays, measurements, corner text) to an image file.
+
+        For teaching files and reports. Without `path` a dialog asks, offering the series' name and
+        image number in the folder used last (else the home folder). Returns the file written, or
+        None (nothing open, cancelled, or the file could not be written: then the error names it).
+        """
+        if self.volume is None:
+            self.statusBar().showMessage("Open a series first: there is no view to save.", 5000)
+            return None
+        if path is None:
+            name = "_".join("".join(ch if ch.isalnum() or ch == "-" else " " for ch in series_label(self.volume)).split())
+            suggested = Path(self._image_dir or Path.home()) / f"{name or 'series'}_image{self.state.slice_index + 1}.png"
+            chosen, _ = QFileDialog.getSaveFileName(
+                self, "Save view as image", str(suggested), "PNG image (*.png);;JPEG image (*.jpg *.jpeg)"
+            )
+            if not chosen:
+                return None
+            path = chosen
+        target = Path(path)
+        if target.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            target = target.with_name(target.name + ".png")
+        if not self.axial.grab().save(str(target)):
+            reason = "its folder does not exist" if not target.parent.is_dir() else "it could not be written (permissions or a full disk?)"
+            self.notify_error(f"{target}: the view was not saved: {reason}.")
+            return None
+        self._image_dir = str(target.parent)
+        self.statusBar().showMessage(f"Saved image {self.state.slice_index + 1} as shown to {target}", 8000)
+        return target
 
     def shutdown(self, timeout_ms: int = 10000) -> None:
         """Bounded: drop queued work, wait for the running job, close message boxes."""
