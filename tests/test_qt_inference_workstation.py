@@ -90,6 +90,24 @@ def test_findings_fill_in_per_chunk_then_finish_with_triage_and_provider(qtbot, 
     np.testing.assert_array_equal(x, np.arange(1, 14))
     np.testing.assert_allclose(y, result.slice_probabilities[:, LABELS.index("ANY")])
     assert ui.strip.positive == tuple(result.positive_slices("ANY"))
+    # Copy summary: the findings as text for a report, on the clipboard
+    from PySide6.QtWidgets import QApplication
+
+    from ichviewer.qt.findings_panel import verdict_text
+
+    assert ui.panel.copy_button.isEnabled()
+    ui.panel.copy_button.click()
+    text = QApplication.clipboard().text()
+    assert text == ui.panel.summary and text.startswith(f"AI findings (ICH Viewer): {verdict_text(result.case)}.")
+    assert "Triage: confident positive." in text and "Ran on" not in text and " on CPU in " in text
+    for label in LABELS:
+        finding = result.case[label]
+        assert f"{label} {finding.probability:.2f} {finding.tier}" in text
+    assert "alpha 1.0" in text and text.endswith("Not for clinical use. test-ensemble: Trained on phantoms only.")
+    # another series: nothing to copy until its findings are in
+    with qtbot.waitSignal(ui.controller.sig_started, timeout=WAIT_MS):
+        window.show_volume(_volume(6, seed=4))
+    assert not ui.panel.copy_button.isEnabled() and ui.panel.summary == ""
 
 
 def test_opening_another_study_cancels_and_drops_late_results(qtbot, window, tmp_path):
@@ -397,6 +415,10 @@ def test_subtypes_are_named_only_when_the_study_is_positive_for_haemorrhage(qtbo
             "No haemorrhage found by the AI (IPH, IVH, SDH, EDH, SAH reach their own thresholds, ANY does not)"
         )
         assert "ANY" in ui.panel.table.item(LABELS.index("SDH"), 2).toolTip()
+        # the report text says so too, instead of a bare "negative"
+        sdh = result.case["SDH"]
+        assert (f"SDH {sdh.probability:.2f} negative (reaches its own threshold; not named, ANY is below its threshold)"
+                in ui.panel.summary)
     else:
         assert result.study_positive
         assert all(ui.panel.decision_text(label) == "positive" for label in LABELS)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from PySide6.QtCore import QEvent, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QCheckBox,
     QHBoxLayout,
     QHeaderView,
@@ -85,6 +86,31 @@ def verdict_text(case: dict[str, Any]) -> str:
         return "Positive for haemorrhage (no subtype reaches its threshold)"
     parts = ([", ".join(named)] if named else []) + (["possible " + ", ".join(possible)] if possible else [])
     return "Positive for haemorrhage: " + "; ".join(parts)
+
+
+def findings_summary(result: Any, about: str = "") -> str:
+    """A finished study's findings as plain text for a report: the verdict and triage as the panel
+    shows them, each label's probability and call (a threshold-reaching subtype that is not named
+    says so), the models and where they ran, and `about` (the ensemble's own statement, e.g. "Not
+    for clinical use. ...")."""
+    lines = [f"AI findings (ICH Viewer): {verdict_text(result.case)}."]
+    if not result.applicable:
+        lines.append(f"Does not look like a head CT: {result.head_check.reason}; triage withheld (refer).")
+    else:
+        lines.append(f"Triage: {result.triage}.")
+    calls = []
+    for label in LABELS:
+        f = result.case[label]
+        note = " (reaches its own threshold; not named, ANY is below its threshold)" if f.held_back else ""
+        calls.append(f"{label} {f.probability:.2f} {f.tier}{note}")
+    lines.append("; ".join(calls) + f" (ANY threshold {result.case['ANY'].threshold:.2f}).")
+    lines.append(
+        f"{models_text(result.models)}; {result.n_slices} slices on {provider_display_name(result.provider)} "
+        f"in {result.seconds:.1f} s."
+    )
+    if about.strip():
+        lines.append(about.strip())
+    return "\n".join(lines)
 
 
 def _badge_css(bg: str, fg: str) -> str:
@@ -218,6 +244,18 @@ class FindingsPanel(QWidget):
         self.auto_infer_check.setChecked(True)
         self.run_button = QPushButton("Analyse this study")
         self.run_button.setEnabled(False)
+        # The finished study's findings as text for the report (no key: a blinded reader, whose
+        # findings dock is hidden, cannot copy what is withheld)
+        self.copy_button = QPushButton("Copy summary")
+        self.copy_button.setToolTip("Copy the verdict, triage, each finding's probability and the models, as text for a report")
+        self.copy_button.setEnabled(False)
+        self.copy_button.clicked.connect(self.copy_summary)
+        self.summary = ""
+        # "Copied" for a moment; the timer is the panel's, so it dies with it
+        self._copied_timer = QTimer(self)
+        self._copied_timer.setSingleShot(True)
+        self._copied_timer.setInterval(1500)
+        self._copied_timer.timeout.connect(lambda: self.copy_button.setText("Copy summary"))
 
         layout = QVBoxLayout(self)
         top = QHBoxLayout()
@@ -234,6 +272,7 @@ class FindingsPanel(QWidget):
         run_row.addSpacing(16)
         run_row.addWidget(self.elapsed_label)
         run_row.addStretch(1)
+        run_row.addWidget(self.copy_button)  # beside where and how long: the dock keeps its width
         layout.addLayout(run_row)
         layout.addWidget(self.about_label)
         buttons = QHBoxLayout()
@@ -334,6 +373,16 @@ class FindingsPanel(QWidget):
             self.status.setStyleSheet("")
         self.status.setText(text)
         self.run_button.setEnabled(True)
+        self.summary = findings_summary(result, self.about_label.text())
+        self.copy_button.setEnabled(True)
+
+    def copy_summary(self) -> str:
+        """Put the finished study's summary on the clipboard; returns it ("" before a study is finished)."""
+        if self.summary:
+            QApplication.clipboard().setText(self.summary)
+            self.copy_button.setText("Copied")
+            self._copied_timer.start()
+        return self.summary
 
     def show_cancelled(self) -> None:
         self.progress.setVisible(False)
@@ -348,6 +397,8 @@ class FindingsPanel(QWidget):
         self.run_button.setEnabled(True)
 
     def clear_results(self) -> None:
+        self.summary = ""
+        self.copy_button.setEnabled(False)
         self.status.setStyleSheet("")
         for row in range(len(LABELS)):
             self.table.item(row, 1).setText("\u2013")
