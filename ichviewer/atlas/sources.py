@@ -125,12 +125,8 @@ class PlannedPhantomSource(PhantomSource):
     def load(self, key: str) -> LabelledStudy:
         if key in self._cache:
             return self._cache[key]
-        from ichviewer.core.phantom import generate_case
-
         plan = self.plans[int(key.split(":", 1)[1])]
-        case = generate_case(plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
-                             slice_mm=plan.slice_mm, age=plan.age, matrix=self.matrix,
-                             thickness_planes=plan.thickness_planes)
+        case = plan.generate(self.matrix)
         labels = np.asarray([[row[s] for s in SUBTYPES] for row in case.slice_labels], dtype=bool)
         study = LabelledStudy(key, case.volume, labels, f"phantom seed {plan.seed} ({plan.kind})")
         self._cache[key] = study

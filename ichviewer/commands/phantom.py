@@ -189,7 +189,7 @@ def run_phantom_set(args: argparse.Namespace) -> int:
     import csv
 
     from ichviewer import SUBTYPES
-    from ichviewer.core.phantom import generate_case, visible_blood_voxels
+    from ichviewer.core.phantom import visible_blood_voxels
     from ichviewer.training.data import plan_phantom_cases
 
     out = Path(args.out_dir)
@@ -208,9 +208,7 @@ def run_phantom_set(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, plan in enumerate(plans):
-        case = generate_case(plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
-                             slice_mm=plan.slice_mm, age=plan.age, matrix=args.matrix,
-                             thickness_planes=plan.thickness_planes)
+        case = plan.generate(args.matrix)
         if args.blind:
             folder = out / "studies" / f"{i:04d}"
             write_phantom(folder, case, series_description=f"STUDY {i:04d}",

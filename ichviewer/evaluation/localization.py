@@ -144,14 +144,11 @@ def summarize(results: Sequence[LocalizationResult]) -> dict[str, Any]:
 def evaluate_localization(plans: Sequence[Any], ensemble: Any, *, members: Sequence[str] | None = None,
                           matrix: int = 256, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Generate each planned phantom (those with a haemorrhage) and localise its subtypes' attention maps."""
-    from ichviewer.core.phantom import generate_case
-
     positives = [p for p in plans if p.subtype != "none"]  # None: the seed draws one
     results: list[LocalizationResult] = []
     n_cases = 0
     for i, plan in enumerate(positives):
-        case = generate_case(plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
-                             slice_mm=plan.slice_mm, age=plan.age, matrix=matrix, thickness_planes=plan.thickness_planes)
+        case = plan.generate(matrix)
         found = localize_case(case, ensemble, members, kind=plan.kind)
         n_cases += bool(found)
         results += found

@@ -134,10 +134,14 @@ class RegionGrowth:
     applied: bool = False
 
 
+def volume_seed(m: Measurement) -> tuple[int, int, int]:
+    """The voxel (z, y, x) a volume measurement's click grows from."""
+    return (m.slice_index, int(math.floor(m.start[0])), int(math.floor(m.start[1])))
+
+
 def grow_measurement_region(hu: np.ndarray, spacing: tuple[float, float, float], m: Measurement) -> meas.GrownRegion:
     """The work of one growth (plain function, no Qt): the region `m`'s click counts, by its own method."""
-    seed = (m.slice_index, int(math.floor(m.start[0])), int(math.floor(m.start[1])))
-    return meas.grow_region(hu, spacing, seed, m.hu_range, cut_necks=bool(m.cut_necks))
+    return meas.grow_region(hu, spacing, volume_seed(m), m.hu_range, cut_necks=bool(m.cut_necks))
 
 
 def _cosmetic_pen(colour: str, width: float = 1.5) -> QPen:
@@ -365,7 +369,7 @@ class MeasurementLayer(QObject):
                 m = dataclasses.replace(m, sop_instance_uid=str(uids[m.slice_index]))
         growing = m.kind == meas.VOLUME  # its region is grown on the worker for every volume shown
         if growing:  # the only reasons a growth fails, checked before anything is shown
-            meas.check_seed(v.hu, (m.slice_index, int(math.floor(m.start[0])), int(math.floor(m.start[1]))), m.hu_range)
+            meas.check_seed(v.hu, volume_seed(m), m.hu_range)
         self._items.append(m)
         self._texts[id(m)] = text if text is not None else self.describe(m)
         if growing:

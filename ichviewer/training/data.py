@@ -58,6 +58,15 @@ class CasePlan:
     #: planes averaged across each slice's thickness (`generate_case(thickness_planes=...)`; 1: centre plane)
     thickness_planes: int = 1
 
+    def generate(self, matrix: int = 256):
+        """The planned `PhantomCase` (`ichviewer.core.phantom.generate_case`) at `matrix` pixels in-plane."""
+        from ichviewer.core.phantom import generate_case
+
+        return generate_case(
+            self.seed, subtype=self.subtype, volume_ml=self.volume_ml, mimic=self.mimic, slice_mm=self.slice_mm,
+            age=self.age, matrix=matrix, thickness_planes=self.thickness_planes,
+        )
+
 
 #: One cycle of the balanced mix (half with haemorrhage). Every subtype, mixed bleeds,
 #: small bleeds, mimic-only negatives (calcification, metal, beam hardening), normal
@@ -417,13 +426,10 @@ def invisible_positive_mask(labels: np.ndarray, visible: np.ndarray) -> np.ndarr
 
 
 def _phantom_part(args: tuple) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None, np.ndarray]:
-    from ichviewer.core.phantom import generate_case, visible_blood_by_slice
+    from ichviewer.core.phantom import visible_blood_by_slice
 
     plan, input_size, matrix, windows, crop, slab_mm, with_maps, ignore_invisible = args
-    case = generate_case(
-        plan.seed, subtype=plan.subtype, volume_ml=plan.volume_ml, mimic=plan.mimic,
-        slice_mm=plan.slice_mm, age=plan.age, matrix=matrix, thickness_planes=plan.thickness_planes,
-    )
+    case = plan.generate(matrix)
     images = volume_to_inputs(case.volume, input_size, windows, crop, slab_mm)
     labels = np.asarray([[int(d[lab]) for lab in LABELS] for d in case.slice_labels], dtype=np.float32)
     twin = plan.kind.endswith(TWIN_TAG)
