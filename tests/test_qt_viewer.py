@@ -335,6 +335,21 @@ def two_series_study(ct_data_dir: Path, tmp_path: Path) -> Path:
     return study
 
 
+def test_a_folder_of_several_studies_opens_on_the_one_listed_first(qtbot, window, tmp_path):
+    """A worklist folder of patients opens on the top row of the browser, whatever its study UID."""
+    out = tmp_path / "worklist"
+    done = subprocess.run([sys.executable, "-m", "ichviewer", "phantom-set", str(out), "--n", "4", "--matrix", "64"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with qtbot.waitSignal(window.sig_study_loaded, timeout=LOAD_TIMEOUT_MS):
+        window.open_path(out)
+    listed = window.browser.series_uids()
+    studies = [window.volumes[u].study_uid for u in listed]
+    assert len(set(studies)) == 4 and studies[0] != min(studies)  # the UID order would open another patient
+    assert window.volume.series_uid == listed[0]
+    assert window.browser.series_tree.currentItem() is window.browser.series_tree.topLevelItem(0)
+
+
 def test_pageup_pagedown_and_double_click_move_between_series(qtbot, window, ct_data_dir, tmp_path):
     study = two_series_study(ct_data_dir, tmp_path)
     with qtbot.waitSignal(window.sig_study_loaded, timeout=LOAD_TIMEOUT_MS):

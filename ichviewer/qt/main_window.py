@@ -42,6 +42,19 @@ from ichviewer.qt.workers import LoadRequest, ReformatRequest, StudyLoader
 log = logging.getLogger(__name__)
 
 
+def first_volume_to_show(rows: list[SeriesRow], volumes: dict[str, CTVolume]) -> CTVolume:
+    """The series a newly opened folder shows: the study whose series the browser lists first, at
+    its series with the most images (a head CT's thin or main axial series rather than a scout).
+
+    The reader looks at the top of the list to see what is on screen, so a worklist folder of
+    several patients opens on the first of them, not on whichever study UID sorts first.
+    """
+    listed = [r for r in rows if r.series_uid in volumes]
+    study = listed[0].study_uid
+    same_study = [volumes[r.series_uid] for r in listed if r.study_uid == study]
+    return max(same_study, key=lambda v: v.n_slices)  # max keeps the first listed on a tie
+
+
 class PanelScrollArea(QScrollArea):
     """Vertical-only scroll area for a docked panel: as wide as the panel needs plus its
     scroll bar, so a panel that scrolls is never clipped on the right."""
@@ -339,7 +352,8 @@ class MainWindow(QMainWindow):
 
     # -- public API ----------------------------------------------------------------------
     def open_path(self, path: str | os.PathLike[str]) -> LoadRequest:
-        """Load every CT series under `path` off the GUI thread; the largest is shown when it arrives."""
+        """Load every CT series under `path` off the GUI thread; when it arrives, the study listed
+        first in the browser is shown, at its series with the most images (`first_volume_to_show`)."""
         path = os.fspath(path)
         self._load_request = self.loader.open(path)
         self.statusBar().showMessage(f"Loading {path}\u2026")
@@ -626,7 +640,7 @@ class MainWindow(QMainWindow):
         self._series_problems = {r.series_uid: r.problem for r in rows if r.problem}
         self.browser.set_study(request.path, rows)
         self.browser.set_recent(self.recent.add(request.path))
-        self.show_volume(result.volumes[0])
+        self.show_volume(first_volume_to_show(rows, self.volumes))
         notes = []
         if result.failed:
             notes.append(f"{len(result.failed)} series could not be shown")
