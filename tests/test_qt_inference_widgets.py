@@ -148,3 +148,83 @@ def test_attention_failure_is_reported_once_per_study(qtbot, tmp_path):
         "The findings are not affected."
     ]
     assert controller.shutdown(5000)
+
+
+def test_the_folders_other_series_are_analysed_behind_the_readers_own(qtbot, tmp_path):
+    """Background analysis runs one series at a time, never beside the reader's study: a series it was
+    analysing when the reader opened another goes back to the front and is finished later."""
+    ens = _tiny_ensemble(tmp_path / "ens")
+    controller = InferenceController(ens, chunk=1)
+    rng = np.random.default_rng(4)
+    waiting, other, readers = (make_volume(rng.integers(-50, 80, size=(n, 16, 16)).astype(np.int16)) for n in (60, 5, 7))
+    finished_in_background: list[tuple[object, bool]] = []
+    controller.sig_background_finished.connect(lambda v, _r: finished_in_background.append((v, controller.is_running)))
+    stopped: list[str] = []
+    controller._sig_bg_fail.connect(lambda _req, exc: stopped.append(type(exc).__name__))
+    controller.queue_background([waiting, other])
+    assert controller.background_pending == 2
+    with qtbot.waitSignal(controller.sig_finished, timeout=WAIT_MS) as own:
+        controller.open_volume(readers)  # the background job on `waiting` stops at its next slice
+    qtbot.waitUntil(lambda: controller.background_pending == 0 and len(finished_in_background) == 2, timeout=WAIT_MS)
+    assert stopped == ["Cancelled"]
+    assert [v for v, _ in finished_in_background] == [waiting, other]  # the stopped one first again
+    assert not any(running for _, running in finished_in_background)
+    assert controller.result_for(waiting).n_slices == 60 and controller.result_for(readers) is own.args[1]
+    # Opening a series analysed in the background shows its findings at once, with no new run.
+    with qtbot.waitSignal(controller.sig_finished, timeout=1) as shown:
+        controller.open_volume(other)
+    assert shown.args[1] is controller.result_for(other) and not controller.is_running
+
+    # An empty queue (a folder closed, or analysis switched off) stops the job in flight, which is not kept.
+    late = make_volume(rng.integers(-50, 80, size=(200, 16, 16)).astype(np.int16))
+    controller.queue_background([late])
+    controller.queue_background([])
+    assert controller.wait(WAIT_MS)
+    qtbot.wait(20)
+    assert controller.result_for(late) is None and controller.background_pending == 0
+    assert len(finished_in_background) == 2
+    assert controller.shutdown(5000)
+
+
+def test_the_series_browser_shows_ai_verdicts_and_orders_by_them(qtbot):
+    from ichviewer.qt.browser import AI_ORDER, FOLDER_ORDER, SeriesAI, SeriesRow, StudyBrowserPanel
+
+    browser = StudyBrowserPanel()
+    qtbot.addWidget(browser)
+    rows = [SeriesRow(series_uid=f"1.{i}", description=f"S{i}", n_images=10, modality="CT", study_uid=f"9.{i}") for i in range(4)]
+    browser.set_study("/x", rows)
+    tree = browser.series_tree
+    assert tree.isColumnHidden(1) and browser.order_box.isHidden()  # no AI offered, nothing to show
+    browser.offer_ai(FOLDER_ORDER)
+    browser.set_current_series("1.2")
+
+    def verdict(p: float) -> SeriesAI:
+        return SeriesAI(text=f"x\n{p:.2f}", tooltip=f"ANY {p:.2f}", background="#c62828", foreground="#ffffff", priority=p)
+
+    browser.set_series_ai("1.1", verdict(0.3))
+    browser.set_series_ai("1.3", verdict(0.9))
+    assert not tree.isColumnHidden(1) and not browser.order_box.isHidden()
+    assert browser.series_uids() == ["1.0", "1.1", "1.2", "1.3"]  # folder order keeps its place
+    assert tree.topLevelItem(3).text(1) == "x\n0.90" and tree.topLevelItem(3).toolTip(1) == "ANY 0.90"
+    orders: list[str] = []
+    browser.sig_order_changed.connect(orders.append)
+    browser.order_box.setCurrentIndex(browser.order_box.findData(AI_ORDER))  # as the reader picks it
+    assert orders == [AI_ORDER] and browser.order == AI_ORDER
+    # Analysed first, highest probability first; the rest in folder order. The current row stays current.
+    assert browser.series_uids() == ["1.3", "1.1", "1.0", "1.2"]
+    assert tree.currentItem().data(0, Qt.ItemDataRole.UserRole) == "1.2"
+    browser.set_series_ai("1.0", verdict(0.95))  # a verdict arriving moves its row to its place
+    assert browser.series_uids() == ["1.0", "1.3", "1.1", "1.2"]
+    # Hidden (a blinded panel member): no verdicts, and the folder's order, which does not tell them.
+    browser.set_ai_hidden(True)
+    assert tree.isColumnHidden(1) and not browser.order_box.isEnabled()
+    assert browser.series_uids() == ["1.0", "1.1", "1.2", "1.3"]
+    browser.set_ai_hidden(False)
+    assert browser.series_uids() == ["1.0", "1.3", "1.1", "1.2"] and not tree.isColumnHidden(1)
+    browser.set_order(FOLDER_ORDER)
+    assert browser.series_uids() == ["1.0", "1.1", "1.2", "1.3"]
+    # A new folder starts with no verdicts.
+    browser.set_study("/y", rows[:2])
+    assert browser.series_ai("1.0") is None and tree.isColumnHidden(1)
+    with pytest.raises(ValueError, match="unknown series order"):
+        browser.set_order("alphabetical")

@@ -29,11 +29,15 @@ def _ensemble(directory: Path) -> Path:
     return directory
 
 
-def _series(tmp_path: Path, seed: int, n: int = 6) -> tuple[Path, str]:
+def _series(tmp_path: Path, seed: int, n: int = 6, *, skull: bool = False) -> tuple[Path, str]:
+    """A small random series written as DICOM; with `skull`, a bone rim makes it pass the head-CT check."""
     rng = np.random.default_rng(seed)
     hu = rng.integers(-40, 90, size=(n, 24, 32)).astype(np.int16)
+    if skull:
+        hu[:, [0, -1], :] = hu[:, :, [0, -1]] = 1200
     uid = f"1.2.826.0.1.3680043.10.99.{seed}"
-    vol = make_volume(hu, series_uid=uid, study_uid=f"1.2.826.0.1.3680043.10.98.{seed}", series_description=f"CASE {seed}")
+    vol = make_volume(hu, series_uid=uid, study_uid=f"1.2.826.0.1.3680043.10.98.{seed}", series_description=f"CASE {seed}",
+                      **({"spacing": (5.0, 3.0, 3.0)} if skull else {}))
     folder = tmp_path / f"case{seed}"
     write_dicom_series(vol, folder, description=f"CASE {seed}")
     return folder, uid
@@ -459,3 +463,74 @@ def test_a_findings_dock_alone_in_its_column_is_left_as_it_is(qtbot, workstation
     height = ai.findings_dock.height()
     ai._fit_findings_dock()  # nothing to take height from: no error, no change (the panel scrolls)
     assert ai.findings_dock.height() == height
+
+
+def test_a_worklist_folder_is_triaged_in_the_background_and_read_in_the_ais_order(qtbot, workstation, tmp_path, settings_dir):
+    """DeepRadiologyNet's use of the AI: every study of the opened folder gets its verdict in the series
+    browser, and the reader can read the most likely haemorrhage first (PageDown follows that order)."""
+    worklist = tmp_path / "worklist"
+    uids = [_series(worklist, seed, skull=True)[1] for seed in (31, 32, 33, 34)]
+    ai, browser = workstation.inference, workstation.browser
+    with qtbot.waitSignal(workstation.sig_study_loaded, timeout=WAIT_MS):
+        workstation.open_path(worklist)
+    qtbot.waitUntil(lambda: all(browser.series_ai(u) is not None for u in uids), timeout=WAIT_MS)
+    volumes = workstation.volumes
+    results = {u: ai.controller.result_for(volumes[u]) for u in uids}
+    for u in uids:
+        p = results[u].case["ANY"].probability
+        shown = browser.series_ai(u)
+        assert shown.text == f"ICH\n{p:.2f}" and shown.priority == p  # ANY threshold 0 here: all positive
+        assert f"Triage: {results[u].triage}." in shown.tooltip
+    assert browser.series_uids() == uids  # folder order until the reader asks for another
+    browser.order_box.setCurrentIndex(browser.order_box.findData("ai"))
+    expected = sorted(uids, key=lambda u: -results[u].case["ANY"].probability)
+    assert browser.series_uids() == expected and expected != uids
+    assert InferenceSettings.load(settings_dir).series_order == "ai"
+
+    with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS):
+        workstation.show_volume(volumes[expected[0]])
+    for step, key in ((1, Qt.Key.Key_PageDown), (0, Qt.Key.Key_PageUp), (1, Qt.Key.Key_PageDown)):
+        with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS) as shown:
+            qtbot.keyClick(workstation, key)
+        assert workstation.volume.series_uid == expected[step]
+        assert shown.args[1] is results[expected[step]] and not ai.controller.is_running  # no new run
+        assert ai.panel.triage_text == results[expected[step]].triage
+    # A series shown again is the same model run in the review database, not a new one each time.
+    with ReviewStore(tmp_path / "review.sqlite") as store:
+        runs = store.conn.execute("SELECT COUNT(*) FROM model_runs WHERE series_uid = ?", (expected[1],)).fetchone()[0]
+    assert runs == 1
+
+
+def test_a_blinded_member_sees_no_verdicts_in_the_browser_while_a_panel_case_waits(qtbot, workstation, tmp_path):
+    worklist = tmp_path / "worklist"
+    (_a, uid_a), (_b, uid_b) = _series(worklist, 41), _series(worklist, 42)
+    ai, browser, review = workstation.inference, workstation.browser, workstation.review
+    with qtbot.waitSignal(workstation.sig_study_loaded, timeout=WAIT_MS):
+        workstation.open_path(worklist)
+    qtbot.waitUntil(lambda: browser.series_ai(uid_a) is not None and browser.series_ai(uid_b) is not None, timeout=WAIT_MS)
+    browser.set_order("ai")
+    with ReviewStore(tmp_path / "review.sqlite") as store:
+        for uid in (uid_a, uid_b):
+            store.add_study(uid)
+        panel = create_panel(store, "second look", series_uids=[uid_a, uid_b], blinded=True)
+        add_member(store, panel.id, "Dr Kim")
+    vote = review.open_panel(panel.id)
+    with qtbot.waitSignal(workstation.sig_volume_opened, timeout=WAIT_MS):
+        workstation.show_volume(workstation.volumes[uid_a])
+    tree = browser.series_tree
+    assert ai.blinded and tree.isColumnHidden(1) and not browser.order_box.isEnabled()
+    assert browser.series_uids() == [uid_a, uid_b]  # the folder's order: the AI's would tell
+    vote.open_case(uid_a)
+    vote.vote_boxes["ANY"].setCurrentText("present")
+    with qtbot.waitSignal(vote.sig_vote_saved, timeout=WAIT_MS):
+        vote.submit()
+    # Case A is voted, so its own findings show; case B still waits, so the lists that quote it stay hidden.
+    assert not ai.blinded and tree.isColumnHidden(1) and not browser.order_box.isEnabled()
+    assert review.worklist.table.isColumnHidden(1)
+    with qtbot.waitSignal(workstation.sig_volume_opened, timeout=WAIT_MS):
+        workstation.show_volume(workstation.volumes[uid_b])
+    vote.open_case(uid_b)
+    vote.vote_boxes["ANY"].setCurrentText("absent")
+    with qtbot.waitSignal(vote.sig_vote_saved, timeout=WAIT_MS):
+        vote.submit()
+    assert not tree.isColumnHidden(1) and browser.order_box.isEnabled() and not review.worklist.table.isColumnHidden(1)

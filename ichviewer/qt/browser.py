@@ -12,6 +12,7 @@ from PySide6.QtCore import QSize, QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -46,6 +47,27 @@ class SeriesRow:
         return not self.problem
 
 
+@dataclass(frozen=True)
+class SeriesAI:
+    """The AI's verdict on one series as the browser shows it (built by `findings_panel.series_ai`).
+
+    `text` is the cell (two short lines), in `foreground` on `background`; `priority` orders the
+    series in "AI priority" order, highest first (the study's ANY probability).
+    """
+
+    text: str
+    tooltip: str
+    background: str
+    foreground: str
+    priority: float
+
+
+#: The browser's series orders: as found in the folder, or the AI's priority (highest ANY first).
+FOLDER_ORDER, AI_ORDER = "folder", "ai"
+SERIES_ORDERS = {FOLDER_ORDER: "Folder order", AI_ORDER: "AI priority"}
+_AI_COLUMN = 1
+
+
 def _icon(grey: np.ndarray) -> QIcon:
     grey = np.ascontiguousarray(grey, dtype=np.uint8)
     h, w = grey.shape
@@ -60,6 +82,8 @@ class StudyBrowserPanel(QWidget):
     sig_open_file_requested = Signal()
     sig_recent_activated = Signal(str)
     sig_series_activated = Signal(str)
+    #: The reader chose another series order (FOLDER_ORDER or AI_ORDER).
+    sig_order_changed = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -78,9 +102,15 @@ class StudyBrowserPanel(QWidget):
         self.path_label.setStyleSheet("color: #9a9a9a;")
 
         self.series_tree = QTreeWidget()
-        # One column, thumbnail + two lines, as the series strips of Weasis and OHIF.
+        # Thumbnail + two lines, as the series strips of Weasis and OHIF; a second column shows the
+        # AI's verdict once it has analysed the series (`set_series_ai`).
         self.series_tree.setHeaderHidden(True)
-        self.series_tree.setColumnCount(1)
+        self.series_tree.setColumnCount(2)
+        self.series_tree.setColumnHidden(_AI_COLUMN, True)
+        header = self.series_tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, header.ResizeMode.Stretch)
+        header.setSectionResizeMode(_AI_COLUMN, header.ResizeMode.ResizeToContents)
         self.series_tree.setRootIsDecorated(False)
         self.series_tree.setIconSize(QSize(56, 56))
         self.series_tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -90,6 +120,21 @@ class StudyBrowserPanel(QWidget):
         # style says so); itemDoubleClicked as well would open the series twice.
         self.series_tree.itemActivated.connect(self._on_series_item_changed)
 
+        # Read the worklist in the AI's order (the most likely haemorrhage first), or as filed.
+        self.order_box = QComboBox()
+        for key, text in SERIES_ORDERS.items():
+            self.order_box.addItem(text, key)
+        self.order_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.order_box.setToolTip("AI priority lists the series the AI has analysed by their probability of "
+                                  "haemorrhage (ANY), highest first; the rest follow in folder order")
+        self.order_box.currentIndexChanged.connect(self._on_order_box_changed)
+        self.order_box.setVisible(False)
+        self._ai: dict[str, SeriesAI] = {}
+        self._folder_order: list[str] = []
+        self._order = FOLDER_ORDER
+        self._ai_hidden = False
+        self._ai_offered = False
+
         self.recent_list = QListWidget()
         self.recent_list.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.recent_list.itemActivated.connect(self._on_recent_item_changed)
@@ -98,7 +143,11 @@ class StudyBrowserPanel(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(buttons)
         layout.addWidget(self.path_label)
-        layout.addWidget(QLabel("<b>Series</b>"))
+        series_header = QHBoxLayout()
+        series_header.addWidget(QLabel("<b>Series</b>"))
+        series_header.addStretch(1)
+        series_header.addWidget(self.order_box)
+        layout.addLayout(series_header)
         layout.addWidget(self.series_tree, 3)
         layout.addWidget(QLabel("<b>Recent studies</b>"))
         layout.addWidget(self.recent_list, 1)
@@ -122,6 +171,9 @@ class StudyBrowserPanel(QWidget):
                     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsSelectable)
                 item.setToolTip(0, tip)
                 self.series_tree.addTopLevelItem(item)
+        self._ai = {}
+        self._folder_order = self.series_uids()
+        self._show_ai_column()
 
     def set_current_series(self, series_uid: str) -> None:
         with QSignalBlocker(self.series_tree):
@@ -137,7 +189,94 @@ class StudyBrowserPanel(QWidget):
                 item.setFont(0, f)
 
     def series_uids(self) -> list[str]:
+        """The series in the order listed (PageUp/PageDown follow it)."""
         return [self.series_tree.topLevelItem(i).data(0, _UID_ROLE) for i in range(self.series_tree.topLevelItemCount())]
+
+    # -- the AI's verdicts and the order they give --------------------------------------------
+    def offer_ai(self, order: str = FOLDER_ORDER) -> None:
+        """An AI is installed: offer the order box, starting in `order` (the reader's last choice)."""
+        self._ai_offered = True
+        self.set_order(order)
+        self._show_ai_column()
+
+    def set_series_ai(self, series_uid: str, ai: SeriesAI | None) -> None:
+        """Show (None: clear) the AI's verdict on a listed series; in AI priority order it moves to its place."""
+        item = self._item(series_uid)
+        if item is None:
+            return
+        if ai is None:
+            self._ai.pop(series_uid, None)
+            item.setText(_AI_COLUMN, "")
+            item.setToolTip(_AI_COLUMN, "")
+            item.setData(_AI_COLUMN, Qt.ItemDataRole.BackgroundRole, None)
+        else:
+            self._ai[series_uid] = ai
+            item.setText(_AI_COLUMN, ai.text)
+            item.setToolTip(_AI_COLUMN, ai.tooltip)
+            item.setTextAlignment(_AI_COLUMN, Qt.AlignmentFlag.AlignCenter)
+            item.setBackground(_AI_COLUMN, QBrush(QColor(ai.background)))
+            item.setForeground(_AI_COLUMN, QBrush(QColor(ai.foreground)))
+        self._show_ai_column()
+        if self._order == AI_ORDER:
+            self._apply_order()
+
+    def series_ai(self, series_uid: str) -> SeriesAI | None:
+        return self._ai.get(series_uid)
+
+    def set_ai_hidden(self, hidden: bool) -> None:
+        """Hide the verdicts and the AI order (a blinded panel member: the order itself would tell)."""
+        self._ai_hidden = bool(hidden)
+        self.order_box.setEnabled(not self._ai_hidden)
+        self._show_ai_column()
+        self._apply_order()
+
+    @property
+    def order(self) -> str:
+        """The order the reader chose (FOLDER_ORDER or AI_ORDER), whether or not it applies now."""
+        return self._order
+
+    def set_order(self, order: str) -> None:
+        if order not in SERIES_ORDERS:
+            raise ValueError(f"unknown series order {order!r}; choose from {', '.join(SERIES_ORDERS)}")
+        self._order = order
+        with QSignalBlocker(self.order_box):
+            self.order_box.setCurrentIndex(self.order_box.findData(order))
+        self._apply_order()
+
+    def _show_ai_column(self) -> None:
+        self.order_box.setVisible(self._ai_offered)
+        self.series_tree.setColumnHidden(_AI_COLUMN, self._ai_hidden or not self._ai)
+
+    def _apply_order(self) -> None:
+        """Put the items in the order that applies, keeping the current one current."""
+        if self._order == AI_ORDER and not self._ai_hidden:
+            position = {uid: i for i, uid in enumerate(self._folder_order)}
+
+            def key(uid: str) -> tuple[int, float, int]:
+                ai = self._ai.get(uid)
+                return (0, -ai.priority, position.get(uid, 0)) if ai is not None else (1, 0.0, position.get(uid, 0))
+
+            wanted = sorted(self._folder_order, key=key)
+        else:
+            wanted = list(self._folder_order)
+        if wanted == self.series_uids():
+            return
+        tree = self.series_tree
+        current = tree.currentItem()
+        with QSignalBlocker(tree):
+            items = {it.data(0, _UID_ROLE): it for it in (tree.takeTopLevelItem(0) for _ in range(tree.topLevelItemCount()))}
+            for uid in wanted:
+                tree.addTopLevelItem(items[uid])
+            if current is not None:
+                tree.setCurrentItem(current)
+                tree.scrollToItem(current)
+
+    def _item(self, series_uid: str) -> QTreeWidgetItem | None:
+        for i in range(self.series_tree.topLevelItemCount()):
+            item = self.series_tree.topLevelItem(i)
+            if item.data(0, _UID_ROLE) == series_uid:
+                return item
+        return None
 
     def set_recent(self, paths: list[str]) -> None:
         with QSignalBlocker(self.recent_list):
@@ -150,6 +289,10 @@ class StudyBrowserPanel(QWidget):
                 self.recent_list.addItem(item)
 
     # -- slots ---------------------------------------------------------------------
+    def _on_order_box_changed(self, _index: int) -> None:
+        self.set_order(self.order_box.currentData())
+        self.sig_order_changed.emit(self._order)
+
     def _on_series_item_changed(self, item: QTreeWidgetItem, _column: int = 0) -> None:
         self.sig_series_activated.emit(item.data(0, _UID_ROLE))
 

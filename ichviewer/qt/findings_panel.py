@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from ichviewer import LABELS, SUBTYPES
 from ichviewer.core.decisions import POSITIVE_TIER, POSSIBLE_TIER
+from ichviewer.qt.browser import SeriesAI
 from ichviewer.qt.inference_controller import provider_display_name
 
 #: What the label abbreviations mean, for tooltips.
@@ -86,6 +87,21 @@ def verdict_text(case: dict[str, Any]) -> str:
         return "Positive for haemorrhage (no subtype reaches its threshold)"
     parts = ([", ".join(named)] if named else []) + (["possible " + ", ".join(possible)] if possible else [])
     return "Positive for haemorrhage: " + "; ".join(parts)
+
+
+def series_ai(result: Any) -> SeriesAI:
+    """A finished study's verdict for its row in the series browser: "ICH" or "no ICH" over the ANY
+    probability, on the triage badge's colour (`TRIAGE_STYLE`), the verdict line as its tooltip."""
+    any_finding = result.case["ANY"]
+    if not result.applicable:
+        text, triage_text = "not head\nCT?", f"Does not look like a head CT: {result.head_check.reason}; triage withheld (refer)."
+    else:
+        text = ("ICH" if any_finding.positive else "no ICH") + f"\n{any_finding.probability:.2f}"
+        triage_text = f"Triage: {result.triage}."
+    bg, fg = TRIAGE_STYLE.get(result.triage, _IDLE_BADGE)
+    tooltip = (f"AI: {verdict_text(result.case)}.\n{triage_text}\n"
+               f"ANY {any_finding.probability:.2f} (threshold {any_finding.threshold:.2f}).")
+    return SeriesAI(text=text, tooltip=tooltip, background=bg, foreground=fg, priority=float(any_finding.probability))
 
 
 def findings_summary(result: Any, about: str = "") -> str:

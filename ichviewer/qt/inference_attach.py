@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QDockWidget, QVBoxLayout, QWidget
 
 from ichviewer import LABELS
 from ichviewer.qt.attention_overlay import AttentionControlsPanel, AttentionOverlay
-from ichviewer.qt.findings_panel import FindingsPanel
+from ichviewer.qt.findings_panel import FindingsPanel, series_ai
 from ichviewer.qt.inference_controller import InferenceController, provider_display_name
 from ichviewer.qt.inference_settings import InferenceSettings
 from ichviewer.qt.slice_plot import PositiveSliceStrip, SliceProbabilityPlot
@@ -127,6 +127,14 @@ class InferenceUI(QObject):
         c.sig_failed.connect(self._on_failed)
         c.sig_cancelled.connect(self._on_cancelled)
         c.sig_error.connect(self._notify)
+        # The folder's other series are analysed in the background; the browser shows each verdict.
+        c.sig_background_finished.connect(self._show_in_browser)
+        self.browser = getattr(main_window, "browser", None)
+        if self.browser is not None and c.available:
+            self.browser.offer_ai(self.settings.series_order)
+            self.browser.sig_order_changed.connect(self._on_series_order_changed)
+        if hasattr(main_window, "sig_study_loaded"):
+            main_window.sig_study_loaded.connect(lambda _path, _result: self.queue_folder())
         self.panel.sig_label_selected.connect(self._on_label_selected)
         self.panel.sig_label_activated.connect(self.go_to_peak)
         self.panel.sig_run_requested.connect(self.analyse)
@@ -160,17 +168,43 @@ class InferenceUI(QObject):
         return self.controller.start(volume)
 
     def set_auto_infer(self, on: bool) -> None:
+        """Analyse each study when it is opened, and the opened folder's other series in the background."""
         on = bool(on)
         self.panel.set_auto_infer(on)
         self.auto_action.blockSignals(True)
         self.auto_action.setChecked(on)
         self.auto_action.blockSignals(False)
         if on != self.settings.auto_infer:
-            self.settings = self.settings.with_changes(auto_infer=on)
-            try:
-                self.settings.save(self.settings_folder)
-            except OSError as exc:
-                log.warning("could not save the AI settings: %s", exc)
+            self._save_settings(auto_infer=on)
+            self.queue_folder()
+
+    def queue_folder(self) -> None:
+        """Analyse the opened folder's series in the browser's order, behind the one on screen (only
+        when studies are analysed as they are opened; an empty queue otherwise)."""
+        volumes = getattr(self.main_window, "volumes", None) or {}
+        if not self.settings.auto_infer or not self.controller.available or self.browser is None:
+            self.controller.queue_background([])
+            return
+        for uid in self.browser.series_uids():  # results kept from before (the same volume objects)
+            done = self.controller.result_for(volumes.get(uid))
+            if done is not None:
+                self._show_in_browser(volumes[uid], done)
+        self.controller.queue_background([volumes[uid] for uid in self.browser.series_uids() if uid in volumes])
+
+    def _save_settings(self, **changes: Any) -> None:
+        self.settings = self.settings.with_changes(**changes)
+        try:
+            self.settings.save(self.settings_folder)
+        except OSError as exc:
+            log.warning("could not save the AI settings: %s", exc)
+
+    def _on_series_order_changed(self, order: str) -> None:
+        if order != self.settings.series_order:
+            self._save_settings(series_order=order)
+
+    def _show_in_browser(self, volume: Any, result: Any) -> None:
+        if self.browser is not None and getattr(volume, "series_uid", None):
+            self.browser.set_series_ai(volume.series_uid, series_ai(result))
 
     def set_blinded(self, on: bool) -> None:
         """Hide every AI output (findings, plot, attention map) while a blinded panel member reads.
@@ -315,6 +349,9 @@ class InferenceUI(QObject):
             strip.set_positive(self.plot.positive_slices())
 
     def _on_finished(self, _request_id: int, result: Any) -> None:
+        volume = self.controller.current_request.volume if self.controller.current_request is not None else None
+        if volume is not None:
+            self._show_in_browser(volume, result)
         self.panel.finish(result)
         self._fit_findings_dock()
         self.plot.set_probabilities(result.slice_probabilities, result.operating_points.thresholds)

@@ -200,6 +200,14 @@ class InferenceController(QObject):
       sig_attention_ready(AttentionRequest, AttentionMap)
       sig_attention_failed(AttentionRequest, message)
       sig_error(message)                             the one notifier path
+
+    Besides the reader's own study, the other series of the opened folder can be analysed in the
+    background (`queue_background`), one at a time and only while the reader's study is not being
+    analysed, so a worklist shows every study's triage (DeepRadiologyNet's use of the AI) without
+    slowing the one on screen. Their results are kept like the reader's own (opening one later
+    shows its findings at once) and reported by:
+      sig_background_finished(volume, StudyResult)
+      sig_background_failed(volume, message)       logged, not raised: the series says it when opened
     """
 
     sig_opened = Signal(int, object)
@@ -213,6 +221,8 @@ class InferenceController(QObject):
     sig_attention_ready = Signal(object, object)
     sig_attention_failed = Signal(object, str)
     sig_error = Signal(str)
+    sig_background_finished = Signal(object, object)
+    sig_background_failed = Signal(object, str)
 
     # Emitted from pool threads; connected to GUI-thread slots, so delivery is queued.
     _sig_loaded = Signal(object, object)
@@ -221,6 +231,8 @@ class InferenceController(QObject):
     _sig_fail = Signal(object, object)
     _sig_att_done = Signal(object, object)
     _sig_att_fail = Signal(object, object)
+    _sig_bg_done = Signal(object, object)
+    _sig_bg_fail = Signal(object, object)
 
     def __init__(
         self,
@@ -253,12 +265,18 @@ class InferenceController(QObject):
         self._load_failures: dict[str, str] = {}
         # Complete results per volume object (weakly: a closed study's results go with it).
         self._results: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # Background analysis of the folder's other series: volumes waiting, and the one running.
+        self._background: list[Any] = []
+        self._bg_running: StudyRequest | None = None
+        self._bg_put_back: dict[int, bool] = {}
         self._sig_loaded.connect(self._on_loaded)
         self._sig_chunk.connect(self._on_chunk)
         self._sig_done.connect(self._on_done)
         self._sig_fail.connect(self._on_fail)
         self._sig_att_done.connect(self._on_attention_done)
         self._sig_att_fail.connect(self._on_attention_fail)
+        self._sig_bg_done.connect(self._on_background_done)
+        self._sig_bg_fail.connect(self._on_background_fail)
 
     # -- configuration -------------------------------------------------------------------
     def set_ensemble_dir(self, ensemble_dir: str | Path | None) -> None:
@@ -326,6 +344,7 @@ class InferenceController(QObject):
             else:
                 self._load_failures.pop(str(self.ensemble_dir), None)
                 self._run(request)
+        self._pump_background()
         return request.request_id
 
     def start(self, volume: Any | None = None) -> int:
@@ -336,7 +355,15 @@ class InferenceController(QObject):
             volume = self._current.volume
         return self.open_volume(volume, run=True, retry=True)
 
+    def result_for(self, volume: Any) -> Any | None:
+        """The finished StudyResult of `volume` by the models in use (None: not analysed yet)."""
+        done = self._results.get(volume) if volume is not None else None
+        if done is None or self.ensemble_dir is None or done[0] != str(self.ensemble_dir):
+            return None
+        return done[1]
+
     def _run(self, request: StudyRequest) -> None:
+        self._stop_background_job(put_back=True)  # the reader's study has both cores
         flag = threading.Event()
         self._cancel_flags[request.request_id] = flag
         self._running = True
@@ -363,8 +390,10 @@ class InferenceController(QObject):
     def cancel(self) -> None:
         """Stop the job in flight (it ends at its next chunk); nothing it sends afterwards is shown."""
         current = self._current
-        for flag in self._cancel_flags.values():
-            flag.set()
+        background = self._bg_running.request_id if self._bg_running is not None else None
+        for request_id, flag in self._cancel_flags.items():
+            if request_id != background:
+                flag.set()
         self._current = None
         self._att_waiting = None
         if current is not None and self._running:
@@ -374,12 +403,14 @@ class InferenceController(QObject):
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         """Bounded: cancel, drop queued jobs, wait at most `timeout_ms`, then disconnect the worker signals."""
         self.cancel()
+        self.queue_background([])
         self._closed = True
         self._pool.clear()
         ok = bool(self._pool.waitForDone(timeout_ms))
         if not ok:
             log.warning("an AI job was still running %d ms after shutdown was requested", timeout_ms)
-        for sig in (self._sig_loaded, self._sig_chunk, self._sig_done, self._sig_fail, self._sig_att_done, self._sig_att_fail):
+        for sig in (self._sig_loaded, self._sig_chunk, self._sig_done, self._sig_fail, self._sig_att_done, self._sig_att_fail,
+                    self._sig_bg_done, self._sig_bg_fail):
             try:
                 sig.disconnect()
             except (RuntimeError, TypeError):
@@ -389,6 +420,89 @@ class InferenceController(QObject):
     def wait(self, timeout_ms: int = 10000) -> bool:
         """Block until running jobs end (tests)."""
         return bool(self._pool.waitForDone(timeout_ms))
+
+    # -- background jobs (the folder's other series) ---------------------------------------
+    def queue_background(self, volumes: list[Any]) -> None:
+        """Analyse `volumes` in this order while the reader's own study is not being analysed; an
+        empty list stops it. Replaces the queue (a new folder replaces the old one's); volumes that
+        already have results, and the reader's own study, are passed over."""
+        self._background = [v for v in volumes if v is not None]
+        running = self._bg_running
+        if running is not None and not any(v is running.volume for v in self._background):
+            self._stop_background_job()  # a series of the folder closed: neither finished nor put back
+        self._pump_background()
+
+    @property
+    def background_pending(self) -> int:
+        """Series waiting for or in background analysis."""
+        return len(self._background) + (self._bg_running is not None)
+
+    def _stop_background_job(self, *, put_back: bool = False) -> None:
+        """Cancel the background job in flight (it stops at its next chunk); with `put_back` its
+        series goes to the front of the queue again once it has stopped."""
+        if self._bg_running is not None:
+            flag = self._cancel_flags.get(self._bg_running.request_id)
+            if flag is not None:
+                flag.set()
+                self._bg_put_back[self._bg_running.request_id] = put_back
+
+    def _pump_background(self) -> None:
+        """Start the next background job when nothing else is analysing."""
+        if self._closed or self._running or self._bg_running is not None or self.ensemble_dir is None:
+            return
+        if str(self.ensemble_dir) in self._load_failures:
+            return  # the models cannot load: the reader was told once already
+        current = self._current.volume if self._current is not None else None
+        while self._background:
+            volume = self._background.pop(0)
+            if volume is current or self.result_for(volume) is not None:
+                continue
+            request = StudyRequest(next(self._ids), volume, self.ensemble_dir, self.chunk)
+            flag = threading.Event()
+            self._cancel_flags[request.request_id] = flag
+            self._bg_running = request
+            self._pool.start(
+                WorkerJob(
+                    lambda: run_study_request(request, self.cache, is_cancelled=flag.is_set),
+                    lambda r: self._sig_bg_done.emit(request, r),
+                    lambda e: self._sig_bg_fail.emit(request, e),
+                )
+            )
+            return
+
+    def _on_background_done(self, request: StudyRequest, result: Any) -> None:
+        self._cancel_flags.pop(request.request_id, None)
+        self._bg_put_back.pop(request.request_id, None)
+        if self._bg_running is request:
+            self._bg_running = None
+        if self._closed:
+            return
+        self._results[request.volume] = (str(request.ensemble_dir), result)
+        self.sig_background_finished.emit(request.volume, result)
+        self._pump_background()
+
+    def _on_background_fail(self, request: StudyRequest, exc: BaseException) -> None:
+        from ichviewer.inference import Cancelled, InferenceError
+
+        self._cancel_flags.pop(request.request_id, None)
+        if self._bg_running is request:
+            self._bg_running = None
+        if self._closed:
+            return
+        if not isinstance(exc, Cancelled):
+            self._bg_put_back.pop(request.request_id, None)
+        if isinstance(exc, Cancelled):
+            if self._bg_put_back.pop(request.request_id, False):  # stopped for the reader's study: first again
+                self._background = [request.volume] + [v for v in self._background if v is not request.volume]
+        else:
+            message = describe_inference_error(exc, provider=getattr(self.ensemble, "provider", None))
+            if isinstance(exc, InferenceError):  # the models themselves: no other series will do better
+                self._load_failures[str(request.ensemble_dir)] = message
+                self._background = []
+            log.warning("background AI analysis of %s failed: %s (%s: %s)",
+                        getattr(request.volume, "series_uid", "?"), message, type(exc).__name__, exc)
+            self.sig_background_failed.emit(request.volume, message)
+        self._pump_background()
 
     # -- attention jobs ------------------------------------------------------------------
     def request_attention(self, slice_index: int, label: str) -> AttentionRequest | None:
@@ -446,6 +560,7 @@ class InferenceController(QObject):
         self.last_result = result
         self._results[request.volume] = (str(request.ensemble_dir), result)
         self.sig_finished.emit(request.request_id, result)
+        self._pump_background()
 
     def _on_fail(self, request: StudyRequest, exc: BaseException) -> None:
         from ichviewer.inference import Cancelled, InferenceError
@@ -461,6 +576,7 @@ class InferenceController(QObject):
         log.error("AI analysis of %s failed: %s (%s: %s)", getattr(request.volume, "series_uid", "?"), message, type(exc).__name__, exc)
         self.sig_failed.emit(request.request_id, message)
         self.sig_error.emit(message)
+        self._pump_background()
 
     def _on_attention_done(self, request: AttentionRequest, amap: Any) -> None:
         self._next_attention()

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ichviewer.qt.browser import SERIES_ORDERS
 from ichviewer.qt.settings import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -25,18 +26,23 @@ class InferenceSettings:
     providers      "auto" (GPU when it really works, else CPU), "cpu", "cuda" or "tensorrt"
     ensemble_dir   a model directory, or None for the bundled models/default
     colormap       pyqtgraph colour map of the attention overlay
+    series_order   the series browser's order: "folder", or "ai" (the AI's priority, highest
+                   probability of haemorrhage first; `ichviewer.qt.browser.SERIES_ORDERS`)
     """
 
     auto_infer: bool = True
     providers: str = "auto"
     ensemble_dir: str | None = None
     colormap: str = "turbo"
+    series_order: str = "folder"
 
     def __post_init__(self) -> None:
         if not isinstance(self.auto_infer, bool):
             raise ValueError(f"auto_infer must be true or false, got {self.auto_infer!r}")
         if self.providers not in PROVIDER_CHOICES:
             raise ValueError(f"providers must be one of {PROVIDER_CHOICES}, got {self.providers!r}")
+        if self.series_order not in SERIES_ORDERS:
+            raise ValueError(f"series_order must be one of {tuple(SERIES_ORDERS)}, got {self.series_order!r}")
 
     @classmethod
     def load(cls, folder: str | Path) -> InferenceSettings:

@@ -86,6 +86,8 @@ class ReviewUI(QObject):
         self.vote_dock = None
         self.dashboard: ReviewDashboard | None = None
         self._pixel_hashes: dict[str, str] = {}
+        #: Series UID -> (the StudyResult recorded, its model run id): a result shown again is not a new run.
+        self._recorded_runs: dict[str, tuple[Any, int]] = {}
         self._current_series: str | None = None
 
         self.adjudication = AdjudicationPanel(self.store)
@@ -391,18 +393,26 @@ class ReviewUI(QObject):
             self.vote_panel.clear_case()
 
     def _apply_blinding(self) -> None:
-        """Blind the AI outputs when a blinded panel's member has not voted on the open case yet."""
-        blind = False
+        """Blind the AI outputs when a blinded panel's member has not voted on the open case yet, and
+        the lists that show other cases' AI outputs (the worklist, the series browser's verdicts and
+        AI order) while any case of that panel still waits for the member's vote."""
+        blind = lists_blind = False
         panel = self.vote_panel
-        if panel is not None and self._current_series in panel.case_uids():
+        if panel is not None:
             from ichviewer.review import member_view
 
-            blind = member_view(self.store, panel.panel_id, self.reader.name, self._current_series).blinded
+            waiting = {uid for uid in panel.case_uids()
+                       if member_view(self.store, panel.panel_id, self.reader.name, uid).blinded}
+            blind = self._current_series in waiting
+            lists_blind = bool(waiting)
         inference = getattr(self.main_window, "inference", None)
         if inference is not None:
             inference.set_blinded(blind)
         self.adjudication.set_ai_hidden(blind)
-        self.worklist.set_ai_hidden(blind)  # its P(model), reasons and reference labels would tell
+        self.worklist.set_ai_hidden(lists_blind)  # its P(model), reasons and reference labels would tell
+        browser = getattr(self.main_window, "browser", None)
+        if browser is not None and hasattr(browser, "set_ai_hidden"):
+            browser.set_ai_hidden(lists_blind)
 
     # -- events ------------------------------------------------------------------------------
     def _on_volume_opened(self, volume: Any) -> None:
@@ -533,13 +543,19 @@ class ReviewUI(QObject):
             return
         from ichviewer.review import record_study_result
 
-        try:
-            self._ensure_study(volume)
-            entry = {"path": series_folder(volume), **result.to_dict()}
-            run_id = record_study_result(self.store, entry)
-        except Exception as exc:  # the database is on another disk, locked, full...
-            self.main_window.notify_error(f"The AI result could not be recorded in the review database {self.db_path}: {exc}")
-            return
+        recorded = self._recorded_runs.get(volume.series_uid)
+        if recorded is not None and recorded[0] is result:
+            run_id = recorded[1]  # the kept findings of a series opened again: the same run, not a new one
+        else:
+            try:
+                self._ensure_study(volume)
+                entry = {"path": series_folder(volume), **result.to_dict()}
+                run_id = record_study_result(self.store, entry)
+            except Exception as exc:  # the database is on another disk, locked, full...
+                self.main_window.notify_error(
+                    f"The AI result could not be recorded in the review database {self.db_path}: {exc}")
+                return
+            self._recorded_runs[volume.series_uid] = (result, run_id)
         if volume.series_uid == self._current_series:
             case = result.case
             self.adjudication.set_ai_findings({label: case[label].probability for label in LABELS}, run_id,
