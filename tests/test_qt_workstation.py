@@ -534,3 +534,37 @@ def test_a_blinded_member_sees_no_verdicts_in_the_browser_while_a_panel_case_wai
     with qtbot.waitSignal(vote.sig_vote_saved, timeout=WAIT_MS):
         vote.submit()
     assert not tree.isColumnHidden(1) and browser.order_box.isEnabled() and not review.worklist.table.isColumnHidden(1)
+
+
+def test_saving_a_read_in_a_folder_opens_the_next_series_without_the_readers_read(qtbot, workstation, tmp_path):
+    """Reading down the series list (a worklist folder): a saved read opens the next series in the list
+    that this reader has not read, round again from the top; when every one has a read the reader stays."""
+    worklist = tmp_path / "worklist"
+    for seed in (51, 52, 53):
+        _series(worklist, seed, skull=True)
+    with qtbot.waitSignal(workstation.sig_study_loaded, timeout=WAIT_MS):
+        workstation.open_path(worklist)
+    order = workstation.browser.series_uids()
+    panel = workstation.review.adjudication
+
+    def save_read() -> None:
+        panel.set_status("ANY", "absent")
+        with qtbot.waitSignal(panel.sig_read_saved, timeout=WAIT_MS):
+            panel.submit()
+
+    assert workstation.volume.series_uid == order[0]
+    with qtbot.waitSignal(workstation.sig_volume_opened, timeout=WAIT_MS):
+        qtbot.keyClick(workstation, Qt.Key.Key_PageDown)  # the reader starts on the second
+    save_read()
+    assert workstation.volume.series_uid == order[2]
+    save_read()
+    assert workstation.volume.series_uid == order[0]  # round again: the first has no read yet
+    assert "next series without your read (1 left in the list)" in workstation.statusBar().currentMessage()
+    save_read()
+    assert workstation.volume.series_uid == order[0]  # every series has a read: the reader stays
+    assert "every series in the list has your read" in workstation.statusBar().currentMessage()
+    with qtbot.waitSignal(workstation.sig_volume_opened, timeout=WAIT_MS):
+        qtbot.keyClick(workstation, Qt.Key.Key_PageDown)
+    panel.confidence_boxes["ANY"].setValue(3)  # a second look (the same read is not saved twice)
+    save_read()
+    assert workstation.volume.series_uid == order[1]

@@ -590,6 +590,7 @@ class ReviewUI(QObject):
         return describe_comparison(comparison) or "No reference label for this series yet.", comparison["agrees"]
 
     def _on_read_saved(self, read_id: int) -> None:
+        saved_on = self._current_series
         self.main_window.statusBar().showMessage(f"Read {read_id} saved to {self.db_path.name}", 5000)
         if self.teaching_action.isChecked():
             text, agrees = self.read_feedback(read_id)
@@ -597,7 +598,37 @@ class ReviewUI(QObject):
             where = _case_description(volume) if volume is not None else "this series"
             self.adjudication.show_last_read_feedback(f"Last read ({where}): {text}", agrees)
         self.worklist.refresh()
-        self.worklist.open_next()
+        if saved_on is not None and self.worklist.current_series() == saved_on:
+            self.worklist.open_next()  # reading the queue: its next case
+        else:
+            self._open_next_unread_series(saved_on, read_id)
+
+    def _open_next_unread_series(self, after: str | None, read_id: int) -> None:
+        """After a read saved on a series of the opened folder: the next series in the browser's order
+        (the folder's, or the AI's priority) that has no read by this reader, as a reading list advances;
+        after the last, round again from the top (in AI order the list may have moved above the reader)."""
+        window = self.main_window
+        browser, volumes = getattr(window, "browser", None), getattr(window, "volumes", None) or {}
+        if browser is None or self.reader is None:
+            return
+        order = [uid for uid in browser.series_uids() if uid in volumes]
+        if after not in order or len(order) < 2:
+            return  # one series open: the reader stays on it
+        try:
+            have_read = {row["series_uid"] for row in self.store.reads(reader=self.reader.name)}
+        except Exception as exc:  # the database went away after the save
+            log.warning("could not look up which series have reads: %s", exc)
+            return
+        i = order.index(after)
+        later = [uid for uid in order[i + 1:] + order[:i] if uid not in have_read]
+        if not later:
+            window.statusBar().showMessage(
+                f"Read {read_id} saved to {self.db_path.name}; every series in the list has your read", 8000)
+            return
+        window.show_volume(volumes[later[0]])
+        window.statusBar().showMessage(
+            f"Read {read_id} saved to {self.db_path.name}; next series without your read "
+            f"({len(later)} left in the list)", 8000)
 
     def _on_save_failed(self, message: str) -> None:
         self.main_window.notify_error(f"The read was NOT saved (your entries are kept): {message}")

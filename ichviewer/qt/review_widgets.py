@@ -560,6 +560,10 @@ class WorklistPanel(QWidget):
             self._current = item.series_uid
             self.sig_open_study.emit(item.series_uid, item.path or "")
 
+    def current_series(self) -> str | None:
+        """The series last opened from this list (None: none yet)."""
+        return self._current
+
     def open_next(self) -> bool:
         """Open the case after the current one in the shown list; False at the end."""
         uids = [it.series_uid for it in self._shown]
