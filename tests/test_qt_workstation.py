@@ -495,6 +495,8 @@ def test_a_worklist_folder_is_triaged_in_the_background_and_read_in_the_ais_orde
         assert workstation.volume.series_uid == expected[step]
         assert shown.args[1] is results[expected[step]] and not ai.controller.is_running  # no new run
         assert ai.panel.triage_text == results[expected[step]].triage
+        p = results[expected[step]].case["ANY"].probability  # the adjudication quotes them as well
+        assert workstation.review.adjudication.ai_labels["ANY"].text() == f"p = {p:.2f}"
     # A series shown again is the same model run in the review database, not a new one each time.
     with ReviewStore(tmp_path / "review.sqlite") as store:
         runs = store.conn.execute("SELECT COUNT(*) FROM model_runs WHERE series_uid = ?", (expected[1],)).fetchone()[0]

@@ -421,6 +421,12 @@ class ReviewUI(QObject):
                                    description=f"{_case_description(volume)} \u2014 {volume.n_slices} images")
         self._follow_open_series()
         self._apply_blinding()
+        # Findings kept from before (analysed in the background, or a series opened again) reached the
+        # AI panel before this form was set to the series: give them to the form too.
+        inference = getattr(self.main_window, "inference", None)
+        kept = inference.controller.result_for(volume) if inference is not None else None
+        if kept is not None:
+            self._on_inference_finished(0, kept)
         self._load_measurements(volume)
         self.save_unsaved_measurements()
         self._save_all_drafts()  # the series left may have left an entry not saved
