@@ -555,10 +555,14 @@ def test_saving_a_read_in_a_folder_opens_the_next_series_without_the_readers_rea
             panel.submit()
 
     assert workstation.volume.series_uid == order[0]
+    browser = workstation.browser
+    assert browser.read_marked() == []
     with qtbot.waitSignal(workstation.sig_volume_opened, timeout=WAIT_MS):
         qtbot.keyClick(workstation, Qt.Key.Key_PageDown)  # the reader starts on the second
     save_read()
     assert workstation.volume.series_uid == order[2]
+    assert browser.read_marked() == [order[1]]  # the list ticks what this reader has read
+    assert browser.series_tree.topLevelItem(1).text(0).endswith("\u2713 read")
     save_read()
     assert workstation.volume.series_uid == order[0]  # round again: the first has no read yet
     assert "next series without your read (1 left in the list)" in workstation.statusBar().currentMessage()
@@ -570,3 +574,6 @@ def test_saving_a_read_in_a_folder_opens_the_next_series_without_the_readers_rea
     panel.confidence_boxes["ANY"].setValue(3)  # a second look (the same read is not saved twice)
     save_read()
     assert workstation.volume.series_uid == order[1]
+    assert browser.read_marked() == order
+    workstation.review.set_reader(workstation.review.store.add_reader("Dr Lee", "resident"))
+    assert browser.read_marked() == []  # another reader: their own reads are ticked

@@ -26,6 +26,9 @@ from PySide6.QtWidgets import (
 
 _UID_ROLE = Qt.ItemDataRole.UserRole
 _PATH_ROLE = Qt.ItemDataRole.UserRole + 1
+_TEXT_ROLE = Qt.ItemDataRole.UserRole + 2  # the row's own two lines, before any "read" mark
+#: Added to a row's second line once the reader has a saved read of the series (`set_read`).
+READ_MARK = " \u00b7 \u2713 read"
 
 
 @dataclass(frozen=True)
@@ -160,8 +163,10 @@ class StudyBrowserPanel(QWidget):
             self.series_tree.clear()
             for row in rows:
                 details = f"{row.n_images} images \u00b7 {row.modality}" + ("" if row.loadable else " \u00b7 cannot show")
-                item = QTreeWidgetItem([f"{row.description or '(no description)'}\n{details}"])
+                text = f"{row.description or '(no description)'}\n{details}"
+                item = QTreeWidgetItem([text])
                 item.setData(0, _UID_ROLE, row.series_uid)
+                item.setData(0, _TEXT_ROLE, text)
                 if row.thumbnail is not None:
                     item.setIcon(0, _icon(row.thumbnail))
                 tip = f"{row.description}\nSeries UID: {row.series_uid}\nStudy UID: {row.study_uid}\nFolder: {row.folder}"
@@ -191,6 +196,19 @@ class StudyBrowserPanel(QWidget):
     def series_uids(self) -> list[str]:
         """The series in the order listed (PageUp/PageDown follow it)."""
         return [self.series_tree.topLevelItem(i).data(0, _UID_ROLE) for i in range(self.series_tree.topLevelItemCount())]
+
+    def set_read(self, series_uids: set[str]) -> None:
+        """Mark the listed series the reader has a saved read of (\u2713 read), and unmark the rest."""
+        for i in range(self.series_tree.topLevelItemCount()):
+            item = self.series_tree.topLevelItem(i)
+            base = item.data(0, _TEXT_ROLE)
+            if base is not None:
+                item.setText(0, base + (READ_MARK if item.data(0, _UID_ROLE) in series_uids else ""))
+
+    def read_marked(self) -> list[str]:
+        """The listed series marked as read, in list order."""
+        return [self.series_tree.topLevelItem(i).data(0, _UID_ROLE) for i in range(self.series_tree.topLevelItemCount())
+                if self.series_tree.topLevelItem(i).text(0).endswith(READ_MARK)]
 
     # -- the AI's verdicts and the order they give --------------------------------------------
     def offer_ai(self, order: str = FOLDER_ORDER) -> None:

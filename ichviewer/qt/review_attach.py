@@ -111,6 +111,8 @@ class ReviewUI(QObject):
         self.adjudication.sig_save_failed.connect(self._on_save_failed)
         self.worklist.sig_open_study.connect(self._on_open_study)
         main_window.sig_volume_opened.connect(self._on_volume_opened)
+        if hasattr(main_window, "sig_study_loaded"):
+            main_window.sig_study_loaded.connect(lambda _path, _result: self._mark_read_series())
         inference = getattr(main_window, "inference", None)
         if inference is not None:
             inference.controller.sig_finished.connect(self._on_inference_finished)
@@ -206,6 +208,7 @@ class ReviewUI(QObject):
         self.adjudication.set_reader(reader)
         self.save_drafts()  # an entry made under the previous reader stays theirs
         self.worklist.set_reader(reader)
+        self._mark_read_series()
         # Measurements drawn before anyone was reading are the new reader's; then show theirs.
         self.save_unsaved_measurements()
         volume = getattr(self.main_window, "volume", None)
@@ -598,6 +601,7 @@ class ReviewUI(QObject):
     def _on_read_saved(self, read_id: int) -> None:
         saved_on = self._current_series
         self.main_window.statusBar().showMessage(f"Read {read_id} saved to {self.db_path.name}", 5000)
+        self._mark_read_series()
         if self.teaching_action.isChecked():
             text, agrees = self.read_feedback(read_id)
             volume = getattr(self.main_window, "volume", None)  # the series the read was saved on
@@ -608,6 +612,23 @@ class ReviewUI(QObject):
             self.worklist.open_next()  # reading the queue: its next case
         else:
             self._open_next_unread_series(saved_on, read_id)
+
+    def _series_read(self) -> set[str] | None:
+        """The series the reader has a saved read of (None: the database could not say)."""
+        if self.reader is None:
+            return set()
+        try:
+            return self.store.series_read_by(self.reader.name)
+        except Exception as exc:  # the database went away (another disk, locked)
+            log.warning("could not look up which series have reads: %s", exc)
+            return None
+
+    def _mark_read_series(self) -> None:
+        """Tick the Series list's rows this reader has read (after a listing, a saved read, a change of reader)."""
+        browser = getattr(self.main_window, "browser", None)
+        have_read = self._series_read()
+        if browser is not None and hasattr(browser, "set_read") and have_read is not None:
+            browser.set_read(have_read)
 
     def _open_next_unread_series(self, after: str | None, read_id: int) -> None:
         """After a read saved on a series of the opened folder: the next series in the browser's order
@@ -620,10 +641,8 @@ class ReviewUI(QObject):
         order = [uid for uid in browser.series_uids() if uid in volumes]
         if after not in order or len(order) < 2:
             return  # one series open: the reader stays on it
-        try:
-            have_read = {row["series_uid"] for row in self.store.reads(reader=self.reader.name)}
-        except Exception as exc:  # the database went away after the save
-            log.warning("could not look up which series have reads: %s", exc)
+        have_read = self._series_read()
+        if have_read is None:
             return
         i = order.index(after)
         later = [uid for uid in order[i + 1:] + order[:i] if uid not in have_read]

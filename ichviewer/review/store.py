@@ -501,6 +501,12 @@ class ReviewStore:
             sql += " WHERE " + " AND ".join(where)
         return self.query(sql + " ORDER BY reads.id", params)
 
+    def series_read_by(self, reader: str) -> set[str]:
+        """The series `reader` (a name) has at least one saved read of."""
+        return {row["series_uid"] for row in self.query(
+            "SELECT DISTINCT reads.series_uid FROM reads JOIN readers ON readers.id = reads.reader_id WHERE readers.name = ?",
+            (reader,))}
+
     def latest_statuses(self, label: str = "ANY") -> dict[tuple[int, str], str]:
         """(reader_id, series_uid) -> status of `label` in that reader's newest read of the series.
 
