@@ -482,6 +482,9 @@ def test_a_worklist_folder_is_triaged_in_the_background_and_read_in_the_ais_orde
         assert shown.text == f"ICH\n{p:.2f}" and shown.priority == p  # ANY threshold 0 here: all positive
         assert f"Triage: {results[u].triage}." in shown.tooltip
     assert browser.series_uids() == uids  # folder order until the reader asks for another
+    # Every series' run is in the review database (the difficult-case queues see the whole folder).
+    runs = workstation.review.store.query("SELECT series_uid, COUNT(*) AS n FROM model_runs GROUP BY series_uid")
+    assert {r["series_uid"]: r["n"] for r in runs} == {u: 1 for u in uids}
     browser.order_box.setCurrentIndex(browser.order_box.findData("ai"))
     expected = sorted(uids, key=lambda u: -results[u].case["ANY"].probability)
     assert browser.series_uids() == expected and expected != uids

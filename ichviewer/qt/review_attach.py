@@ -116,6 +116,7 @@ class ReviewUI(QObject):
         inference = getattr(main_window, "inference", None)
         if inference is not None:
             inference.controller.sig_finished.connect(self._on_inference_finished)
+            inference.controller.sig_background_finished.connect(self._on_background_finished)
         main_window.add_shutdown_hook(self.shutdown)
         #: The window's rulers and ROIs (`ichviewer.qt.measure`): saved here as the reader draws them.
         self.measurement_layer = getattr(main_window, "measurements", None)
@@ -550,25 +551,35 @@ class ReviewUI(QObject):
         volume = getattr(self.main_window, "volume", None)
         if volume is None or volume.series_uid != getattr(result, "series_uid", volume.series_uid):
             return
+        run_id = self._record_run(volume, result)
+        if run_id is not None and volume.series_uid == self._current_series:
+            case = result.case
+            self.adjudication.set_ai_findings({label: case[label].probability for label in LABELS}, run_id,
+                                              calls={label: case[label].tier for label in LABELS})
+
+    def _on_background_finished(self, volume: Any, result: Any) -> None:
+        """A series of the folder analysed in the background: its run is recorded like any other, so
+        the difficult-case queues see the whole folder, not only the series the reader opened."""
+        if getattr(volume, "series_uid", None) and volume.series_uid == getattr(result, "series_uid", volume.series_uid):
+            self._record_run(volume, result)
+
+    def _record_run(self, volume: Any, result: Any) -> int | None:
+        """The model run id of `result` on `volume`, recorded once (None: the database refused; said)."""
         from ichviewer.review import record_study_result
 
         recorded = self._recorded_runs.get(volume.series_uid)
         if recorded is not None and recorded[0] is result:
-            run_id = recorded[1]  # the kept findings of a series opened again: the same run, not a new one
-        else:
-            try:
-                self._ensure_study(volume)
-                entry = {"path": series_folder(volume), **result.to_dict()}
-                run_id = record_study_result(self.store, entry)
-            except Exception as exc:  # the database is on another disk, locked, full...
-                self.main_window.notify_error(
-                    f"The AI result could not be recorded in the review database {self.db_path}: {exc}")
-                return
-            self._recorded_runs[volume.series_uid] = (result, run_id)
-        if volume.series_uid == self._current_series:
-            case = result.case
-            self.adjudication.set_ai_findings({label: case[label].probability for label in LABELS}, run_id,
-                                              calls={label: case[label].tier for label in LABELS})
+            return recorded[1]  # the kept findings of a series opened again: the same run, not a new one
+        try:
+            self._ensure_study(volume)
+            entry = {"path": series_folder(volume), **result.to_dict()}
+            run_id = record_study_result(self.store, entry)
+        except Exception as exc:  # the database is on another disk, locked, full...
+            self.main_window.notify_error(
+                f"The AI result could not be recorded in the review database {self.db_path}: {exc}")
+            return None
+        self._recorded_runs[volume.series_uid] = (result, run_id)
+        return run_id
 
     def _load_review_settings(self) -> dict[str, Any]:
         try:
