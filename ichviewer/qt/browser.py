@@ -69,6 +69,10 @@ class SeriesAI:
 FOLDER_ORDER, AI_ORDER = "folder", "ai"
 SERIES_ORDERS = {FOLDER_ORDER: "Folder order", AI_ORDER: "AI priority"}
 _AI_COLUMN = 1
+_ORDER_TIP = ("AI priority lists the series the AI has analysed by their probability of haemorrhage (ANY), "
+              "highest first; the rest follow in folder order")
+_HIDDEN_ORDER_TIP = ("The AI's verdicts and order are hidden, and the folder's order shown, while a case of your "
+                     "blinded panel waits for your vote")
 
 
 def _icon(grey: np.ndarray) -> QIcon:
@@ -128,8 +132,7 @@ class StudyBrowserPanel(QWidget):
         for key, text in SERIES_ORDERS.items():
             self.order_box.addItem(text, key)
         self.order_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.order_box.setToolTip("AI priority lists the series the AI has analysed by their probability of "
-                                  "haemorrhage (ANY), highest first; the rest follow in folder order")
+        self.order_box.setToolTip(_ORDER_TIP)
         self.order_box.currentIndexChanged.connect(self._on_order_box_changed)
         self.order_box.setVisible(False)
         self._ai: dict[str, SeriesAI] = {}
@@ -245,6 +248,7 @@ class StudyBrowserPanel(QWidget):
         """Hide the verdicts and the AI order (a blinded panel member: the order itself would tell)."""
         self._ai_hidden = bool(hidden)
         self.order_box.setEnabled(not self._ai_hidden)
+        self.order_box.setToolTip(_HIDDEN_ORDER_TIP if self._ai_hidden else _ORDER_TIP)
         self._show_ai_column()
         self._apply_order()
 
