@@ -201,9 +201,11 @@ def test_the_series_browser_shows_ai_verdicts_and_orders_by_them(qtbot):
     def verdict(p: float) -> SeriesAI:
         return SeriesAI(text=f"x\n{p:.2f}", tooltip=f"ANY {p:.2f}", background="#c62828", foreground="#ffffff", priority=p)
 
+    assert browser.ai_progress.text() == "AI: 0 of 4" and not browser.ai_progress.isHidden()
     browser.set_series_ai("1.1", verdict(0.3))
     browser.set_series_ai("1.3", verdict(0.9))
     assert not tree.isColumnHidden(1) and not browser.order_box.isHidden()
+    assert browser.ai_progress.text() == "AI: 2 of 4"
     assert browser.series_uids() == ["1.0", "1.1", "1.2", "1.3"]  # folder order keeps its place
     assert tree.topLevelItem(3).text(1) == "x\n0.90" and tree.topLevelItem(3).toolTip(1) == "ANY 0.90"
     orders: list[str] = []

@@ -140,6 +140,12 @@ class StudyBrowserPanel(QWidget):
         self._order = FOLDER_ORDER
         self._ai_hidden = False
         self._ai_offered = False
+        self._n_showable = 0
+        # How far the AI has got through the listed series ("AI: 7 of 12").
+        self.ai_progress = QLabel("")
+        self.ai_progress.setStyleSheet("color: #9a9a9a;")
+        self.ai_progress.setToolTip("Series the AI has analysed, of those that can be shown; the rest are analysed "
+                                    "in the background while AI \u203a Analyse studies when opened is on")
 
         self.recent_list = QListWidget()
         self.recent_list.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -152,6 +158,7 @@ class StudyBrowserPanel(QWidget):
         series_header = QHBoxLayout()
         series_header.addWidget(QLabel("<b>Series</b>"))
         series_header.addStretch(1)
+        series_header.addWidget(self.ai_progress)
         series_header.addWidget(self.order_box)
         layout.addLayout(series_header)
         layout.addWidget(self.series_tree, 3)
@@ -181,6 +188,7 @@ class StudyBrowserPanel(QWidget):
                 self.series_tree.addTopLevelItem(item)
         self._ai = {}
         self._folder_order = self.series_uids()
+        self._n_showable = sum(1 for row in rows if row.loadable)
         self._show_ai_column()
 
     def set_current_series(self, series_uid: str) -> None:
@@ -268,6 +276,8 @@ class StudyBrowserPanel(QWidget):
     def _show_ai_column(self) -> None:
         self.order_box.setVisible(self._ai_offered)
         self.series_tree.setColumnHidden(_AI_COLUMN, self._ai_hidden or not self._ai)
+        self.ai_progress.setText(f"AI: {len(self._ai)} of {self._n_showable}" if self._n_showable else "")
+        self.ai_progress.setVisible(self._ai_offered and self._n_showable > 1)
 
     def _apply_order(self) -> None:
         """Put the items in the order that applies, keeping the current one current."""
