@@ -580,3 +580,19 @@ def test_saving_a_read_in_a_folder_opens_the_next_series_without_the_readers_rea
     assert browser.read_marked() == order
     workstation.review.set_reader(workstation.review.store.add_reader("Dr Lee", "resident"))
     assert browser.read_marked() == []  # another reader: their own reads are ticked
+
+
+def test_the_adjudication_names_a_series_without_a_description_as_the_viewer_does(qtbot, tmp_path, settings_dir, ct_data_dir):
+    """The real GE head has no series description: the form said "(no description)" while the corner,
+    the title and the Series list named it by its study description and scanner."""
+    from ichviewer.qt.display import series_label
+
+    w = build_workstation(settings_dir, ai=False, db_path=tmp_path / "review.sqlite", reader=("Dr Kim", "attending"))
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w.sig_volume_opened, timeout=WAIT_MS):
+        w.open_path(ct_data_dir / "ge-head-tilted")
+    assert not w.volume.series_description
+    name = series_label(w.volume)
+    assert name.startswith("HEAD") and "GE MEDICAL SYSTEMS" in name
+    assert w.review.adjudication.case_label.text() == f"{name} \u2014 {w.volume.n_slices} images"
+    w.close()

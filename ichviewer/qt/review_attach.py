@@ -53,8 +53,11 @@ DRAFT_SAVE_DELAY_MS = 1000
 
 
 def _case_description(volume: Any) -> str:
-    """How the adjudication names a series: its description."""
-    return volume.series_description or "(no description)"
+    """How the adjudication names a series: as the viewer's corner, title and Series list do (its
+    description, else the study description and scanner; the GE head has no series description)."""
+    from ichviewer.qt.display import series_label
+
+    return series_label(volume)
 
 
 def series_folder(volume: Any) -> str:
