@@ -619,3 +619,38 @@ def test_ctrl_s_saves_the_view_as_shown_and_a_bad_folder_is_named(qtbot, window,
     assert str(tmp_path / "missing" / "x.png") in err.args[0] and "folder does not exist" in err.args[0]
     window.state.set_slice_index(3)
     assert window.state.slice_index == 3
+
+
+def test_ctrl_shift_s_saves_the_view_without_its_corner_text_for_a_teaching_file(qtbot, window, ct_data_dir, tmp_path, monkeypatch):
+    """The corners name the study, the scanner and the date (and the tilted GE head shows a warning
+    badge): a teaching-file image leaves them out and keeps the pixels and the orientation letters."""
+    from PySide6.QtWidgets import QFileDialog
+
+    open_and_wait(qtbot, window, ct_data_dir / "ge-head-tilted")
+    window.state.set_slice_index(14)
+    corners = [window.axial.corners.labels[c] for c in ("tl", "tr", "bl", "br") if window.axial.corners.labels[c].text()]
+    assert len(corners) >= 3 and all(lab.isVisible() for lab in corners) and window.axial.badge.isVisible()
+    with_text = window.axial.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
+    titles: list[str] = []
+
+    def answer(_parent, title, _suggested, _filters):
+        titles.append(title)
+        return str(tmp_path / "plain.png"), "PNG image (*.png)"
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(answer))
+    qtbot.keyClick(window, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert titles == ["Save view as image without corner text"]
+    plain = QImage(str(tmp_path / "plain.png")).convertToFormat(QImage.Format.Format_RGB32)
+    assert (plain.width(), plain.height()) == (with_text.width(), with_text.height()) and plain != with_text
+    for lab in corners:  # where each corner's text was, the saved image has none of its bright pixels
+        r = lab.geometry()
+        text_px = np.array([with_text.pixelColor(x, y).lightness() for x in range(r.left(), r.right(), 2)
+                            for y in range(r.top(), r.bottom(), 2)])
+        plain_px = np.array([plain.pixelColor(x, y).lightness() for x in range(r.left(), r.right(), 2)
+                             for y in range(r.top(), r.bottom(), 2)])
+        assert (text_px > 200).sum() > (plain_px > 200).sum()
+    # the orientation letters stay, and the view on screen keeps its corner text and badge
+    side = window.axial.corners.labels["top"].geometry().center()
+    assert plain.pixelColor(side) == with_text.pixelColor(side)
+    assert all(lab.isVisible() for lab in corners) and window.axial.badge.isVisible()
+    assert "without corner text" in window.statusBar().currentMessage()

@@ -235,6 +235,8 @@ class MainWindow(QMainWindow):
             "open_folder": ("Open folder\u2026", self.choose_folder),
             "open_file": ("Open file\u2026", self.choose_file),
             "save_view_image": ("Save view as image\u2026", lambda: self.save_view_image()),
+            "save_view_image_plain": ("Save view as image without corner text\u2026",
+                                      lambda: self.save_view_image(corner_text=False)),
             "show_warnings": ("Series warnings\u2026", self.show_warnings),
             "toggle_crosshair": ("Show reference lines", self._toggle_crosshair),
             "slab_thicker": ("Thick slab: next thickness (off, 3, 5, 10 mm)", self.step_slab),
@@ -275,6 +277,7 @@ class MainWindow(QMainWindow):
         self.recent_menu = file_menu.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         file_menu.addAction(a["save_view_image"])
+        file_menu.addAction(a["save_view_image_plain"])
         file_menu.addSeparator()
         file_menu.addAction(a["quit"])
         view_menu = self.menuBar().addMenu("&View")
@@ -529,12 +532,15 @@ class MainWindow(QMainWindow):
         if file:
             self.open_path(file)
 
-    def save_view_image(self, path: str | os.PathLike[str] | None = None) -> Path | None:
+    def save_view_image(self, path: str | os.PathLike[str] | None = None, *, corner_text: bool = True) -> Path | None:
         """The axial view as it is on screen (window, slab, overlays, measurements, corner text) to an image file.
 
         For teaching files and reports. Without `path` a dialog asks, offering the series' name and
-        image number in the folder used last (else the home folder). Returns the file written, or
-        None (nothing open, cancelled, or the file could not be written: then the error names it).
+        image number in the folder used last (else the home folder). `corner_text=False` leaves out
+        the four corners' text and the warning badge (series and study names, date, scanner, image
+        number, window), keeping the orientation letters: an image for a teaching file that carries
+        nothing from the study but its pixels. Returns the file written, or None (nothing open,
+        cancelled, or the file could not be written: then the error names it).
         """
         if self.volume is None:
             self.statusBar().showMessage("Open a series first: there is no view to save.", 5000)
@@ -542,8 +548,9 @@ class MainWindow(QMainWindow):
         if path is None:
             name = "_".join("".join(ch if ch.isalnum() or ch == "-" else " " for ch in series_label(self.volume)).split())
             suggested = Path(self._image_dir or Path.home()) / f"{name or 'series'}_image{self.state.slice_index + 1}.png"
+            title = "Save view as image" + ("" if corner_text else " without corner text")
             chosen, _ = QFileDialog.getSaveFileName(
-                self, "Save view as image", str(suggested), "PNG image (*.png);;JPEG image (*.jpg *.jpeg)"
+                self, title, str(suggested), "PNG image (*.png);;JPEG image (*.jpg *.jpeg)"
             )
             if not chosen:
                 return None
@@ -551,12 +558,24 @@ class MainWindow(QMainWindow):
         target = Path(path)
         if target.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             target = target.with_name(target.name + ".png")
-        if not self.axial.grab().save(str(target)):
+        hidden = []
+        if not corner_text:
+            hidden = [w for w in (*(self.axial.corners.labels[c] for c in ("tl", "tr", "bl", "br")),
+                                  *self.axial.corners.extra.values()) if w.isVisible()]
+            for w in hidden:
+                w.setVisible(False)
+        try:
+            saved = self.axial.grab().save(str(target))
+        finally:
+            for w in hidden:
+                w.setVisible(True)
+        if not saved:
             reason = "its folder does not exist" if not target.parent.is_dir() else "it could not be written (permissions or a full disk?)"
             self.notify_error(f"{target}: the view was not saved: {reason}.")
             return None
         self._image_dir = str(target.parent)
-        self.statusBar().showMessage(f"Saved image {self.state.slice_index + 1} as shown to {target}", 8000)
+        how = "as shown" if corner_text else "without corner text"
+        self.statusBar().showMessage(f"Saved image {self.state.slice_index + 1} {how} to {target}", 8000)
         return target
 
     def shutdown(self, timeout_ms: int = 10000) -> None:
