@@ -596,3 +596,28 @@ def test_the_adjudication_names_a_series_without_a_description_as_the_viewer_doe
     assert name.startswith("HEAD") and "GE MEDICAL SYSTEMS" in name
     assert w.review.adjudication.case_label.text() == f"{name} \u2014 {w.volume.n_slices} images"
     w.close()
+
+
+def test_with_analysis_on_opening_off_the_folder_is_triaged_on_request(qtbot, tmp_path, settings_dir):
+    InferenceSettings(auto_infer=False).save(settings_dir)
+    w = build_workstation(settings_dir, models_dir=_ensemble(tmp_path / "ens"), db_path=tmp_path / "review.sqlite",
+                          reader=("Dr Kim", "attending"))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    worklist = tmp_path / "worklist"
+    uids = [_series(worklist, seed, skull=True)[1] for seed in (61, 62, 63)]
+    ai, browser = w.inference, w.browser
+    with qtbot.waitSignal(w.sig_study_loaded, timeout=WAIT_MS):
+        w.open_path(worklist)
+    qtbot.wait(50)
+    assert ai.controller.background_pending == 0 and browser.series_ai(uids[1]) is None  # nothing runs unasked
+    assert not ai.controller.is_running and ai.controller.result_for(w.volume) is None
+    ai.folder_action.trigger()  # AI > Analyse every series in the folder
+    qtbot.waitUntil(lambda: all(browser.series_ai(u) is not None for u in uids), timeout=WAIT_MS)
+    # A series analysed on request shows its findings when opened, though nothing is analysed on opening.
+    with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS) as shown:
+        qtbot.keyClick(w, Qt.Key.Key_PageDown)
+    assert shown.args[1] is ai.controller.result_for(w.volume) and w.volume.series_uid == uids[1]
+    assert ai.panel.triage_text == shown.args[1].triage and not ai.controller.is_running
+    w.close()

@@ -91,6 +91,10 @@ class InferenceUI(QObject):
             main_window.actions_by_name.setdefault(TOGGLE_ATTENTION, self.toggle_attention_action)
         self.run_action = QAction("Analyse this study", main_window)
         self.run_action.triggered.connect(self.analyse)
+        self.folder_action = QAction("Analyse every series in the folder", main_window)
+        self.folder_action.setToolTip("The series on screen first, then the folder's others in the background; "
+                                      "the Series list shows each verdict")
+        self.folder_action.triggered.connect(self.analyse_folder)
         self.auto_action = QAction("Analyse studies when opened", main_window)
         self.auto_action.setCheckable(True)
         self.auto_action.setChecked(self.settings.auto_infer)
@@ -110,7 +114,8 @@ class InferenceUI(QObject):
                 main_window.actions_by_name.setdefault(name, act)
             self.flagged_actions[name] = act
         menu = main_window.menuBar().addMenu("&AI")
-        for act in (self.run_action, self.auto_action, self.toggle_attention_action, *self.flagged_actions.values()):
+        for act in (self.run_action, self.folder_action, self.auto_action, self.toggle_attention_action,
+                    *self.flagged_actions.values()):
             menu.addAction(act)
         menu.addSeparator()
         menu.addAction(self.findings_dock.toggleViewAction())
@@ -155,6 +160,7 @@ class InferenceUI(QObject):
         if not c.available:
             self.panel.show_unavailable(c.unavailable_reason)
             self.run_action.setEnabled(False)
+            self.folder_action.setEnabled(False)
             self.attention_panel.status.setText(c.unavailable_reason + ".")
         if getattr(main_window, "volume", None) is not None:
             self._on_volume_opened(main_window.volume)
@@ -178,11 +184,23 @@ class InferenceUI(QObject):
             self._save_settings(auto_infer=on)
             self.queue_folder()
 
-    def queue_folder(self) -> None:
-        """Analyse the opened folder's series in the browser's order, behind the one on screen (only
-        when studies are analysed as they are opened; an empty queue otherwise)."""
+    def analyse_folder(self) -> int:
+        """AI > Analyse every series in the folder: the one on screen (unless it has its findings), then
+        the others in the background, also when studies are not analysed as they are opened."""
+        volume = getattr(self.main_window, "volume", None)
+        if volume is None or not self.controller.available:
+            return 0
+        request_id = 0
+        if self.controller.result_for(volume) is None and not self.controller.is_running:
+            request_id = self.controller.start(volume)
+        self.queue_folder(force=True)
+        return request_id
+
+    def queue_folder(self, *, force: bool = False) -> None:
+        """Analyse the opened folder's series in the browser's order, behind the one on screen (when
+        studies are analysed as they are opened, or `force`; an empty queue otherwise)."""
         volumes = getattr(self.main_window, "volumes", None) or {}
-        if not self.settings.auto_infer or not self.controller.available or self.browser is None:
+        if not (self.settings.auto_infer or force) or not self.controller.available or self.browser is None:
             self.controller.queue_background([])
             return
         for uid in self.browser.series_uids():  # results kept from before (the same volume objects)
@@ -318,7 +336,7 @@ class InferenceUI(QObject):
         if not self.controller.available:
             return
         request_id = self.controller.open_volume(volume, run=self.settings.auto_infer)
-        if request_id and not self.settings.auto_infer:
+        if request_id and not self.settings.auto_infer and self.controller.result_for(volume) is None:
             self.panel.show_idle(True)
 
     def _on_started(self, request_id: int, n_slices: int) -> None:

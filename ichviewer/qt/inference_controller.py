@@ -317,7 +317,7 @@ class InferenceController(QObject):
     def open_volume(self, volume: Any, *, run: bool = True, retry: bool = False) -> int:
         """A study was opened: cancel the job in flight, make `volume` current and (if `run`) analyse it.
 
-        A volume analysed before (same object, same models) gets its findings at once.
+        A volume analysed before (same object, same models) gets its findings at once, `run` or not.
         Returns the new request id (0 when no models are available). Without `run`,
         attention maps can still be asked for and `start()` analyses it later. When the
         models already failed to load, the failure is reported to the panel again
@@ -330,15 +330,16 @@ class InferenceController(QObject):
         self._current = request
         self.last_result = None
         self.sig_opened.emit(request.request_id, volume)
-        if run:
+        done = self.result_for(volume)
+        if done is not None and not retry:
+            # Back to a series already analysed (PgUp/PgDown, or in the background): its findings, at
+            # once, also when studies are not analysed as they are opened.
+            self.sig_started.emit(request.request_id, int(volume.hu.shape[0]))
+            self.last_result = done
+            self.sig_finished.emit(request.request_id, done)
+        elif run:
             known = self._load_failures.get(str(self.ensemble_dir))
-            done = self._results.get(volume)
-            if done is not None and done[0] == str(self.ensemble_dir) and not retry:
-                # Back to a series already analysed (PgUp/PgDown): its findings, at once.
-                self.sig_started.emit(request.request_id, int(volume.hu.shape[0]))
-                self.last_result = done[1]
-                self.sig_finished.emit(request.request_id, done[1])
-            elif known is not None and not retry:
+            if known is not None and not retry:
                 # Already told once: say it in the panel, do not raise the alarm on every study.
                 self.sig_failed.emit(request.request_id, known)
             else:
