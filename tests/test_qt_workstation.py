@@ -59,14 +59,20 @@ def _panel_case_open(qtbot, tmp_path: Path, settings_dir: Path, seed: int):
     return w, panel, db, (folder, uid)
 
 
-@pytest.fixture
-def workstation(qtbot, tmp_path, settings_dir):
-    InferenceSettings(auto_infer=True).save(settings_dir)
+def _shown_workstation(qtbot, tmp_path: Path, settings_dir: Path, *, auto_infer: bool = True):
+    """The workstation with the tiny ensemble and a review database, reading as Dr Kim, on screen."""
+    InferenceSettings(auto_infer=auto_infer).save(settings_dir)
     window = build_workstation(settings_dir, models_dir=_ensemble(tmp_path / "ens"), db_path=tmp_path / "review.sqlite",
                                reader=("Dr Kim", "attending"))
     qtbot.addWidget(window)
     window.show()
     qtbot.waitExposed(window)
+    return window
+
+
+@pytest.fixture
+def workstation(qtbot, tmp_path, settings_dir):
+    window = _shown_workstation(qtbot, tmp_path, settings_dir)
     yield window
     window.close()
 
@@ -599,12 +605,7 @@ def test_the_adjudication_names_a_series_without_a_description_as_the_viewer_doe
 
 
 def test_with_analysis_on_opening_off_the_folder_is_triaged_on_request(qtbot, tmp_path, settings_dir):
-    InferenceSettings(auto_infer=False).save(settings_dir)
-    w = build_workstation(settings_dir, models_dir=_ensemble(tmp_path / "ens"), db_path=tmp_path / "review.sqlite",
-                          reader=("Dr Kim", "attending"))
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
+    w = _shown_workstation(qtbot, tmp_path, settings_dir, auto_infer=False)
     worklist = tmp_path / "worklist"
     uids = [_series(worklist, seed, skull=True)[1] for seed in (61, 62, 63)]
     ai, browser = w.inference, w.browser
