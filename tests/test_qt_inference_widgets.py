@@ -230,3 +230,26 @@ def test_the_series_browser_shows_ai_verdicts_and_orders_by_them(qtbot):
     assert browser.series_ai("1.0") is None and tree.isColumnHidden(1)
     with pytest.raises(ValueError, match="unknown series order"):
         browser.set_order("alphabetical")
+
+
+def test_background_analysis_with_damaged_models_stops_after_one_quiet_failure(qtbot, tmp_path):
+    """Models that cannot load fail the first background series; the reader is told once, the rest
+    are not tried, and the reader's own study says it in the panel without raising the alarm again."""
+    ens = _tiny_ensemble(tmp_path / "ens")
+    model = ens / "solo.onnx"
+    model.write_bytes(model.read_bytes()[:-7] + b"garbage")
+    controller = InferenceController(ens, chunk=2)
+    rng = np.random.default_rng(5)
+    volumes = [make_volume(rng.integers(-50, 80, size=(4, 16, 16)).astype(np.int16)) for _ in range(3)]
+    errors: list[str] = []
+    controller.sig_error.connect(errors.append)
+    with qtbot.waitSignal(controller.sig_background_failed, timeout=WAIT_MS) as failed:
+        controller.queue_background(volumes)
+    assert failed.args[0] is volumes[0] and "checksum mismatch" in failed.args[1]
+    qtbot.wait(100)
+    assert controller.background_pending == 0 and errors == [failed.args[1]]
+    assert all(controller.result_for(v) is None for v in volumes)
+    with qtbot.waitSignal(controller.sig_failed, timeout=WAIT_MS) as told:
+        controller.open_volume(volumes[1])
+    assert "checksum mismatch" in told.args[1] and len(errors) == 1
+    assert controller.shutdown(5000)

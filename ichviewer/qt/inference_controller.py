@@ -207,7 +207,8 @@ class InferenceController(QObject):
     slowing the one on screen. Their results are kept like the reader's own (opening one later
     shows its findings at once) and reported by:
       sig_background_finished(volume, StudyResult)
-      sig_background_failed(volume, message)       logged, not raised: the series says it when opened
+      sig_background_failed(volume, message)       logged; raised (sig_error) only when the models
+                                                   cannot load, once, and the queue stops
     """
 
     sig_opened = Signal(int, object)
@@ -488,21 +489,21 @@ class InferenceController(QObject):
         self._cancel_flags.pop(request.request_id, None)
         if self._bg_running is request:
             self._bg_running = None
+        put_back = self._bg_put_back.pop(request.request_id, False)
         if self._closed:
             return
-        if not isinstance(exc, Cancelled):
-            self._bg_put_back.pop(request.request_id, None)
         if isinstance(exc, Cancelled):
-            if self._bg_put_back.pop(request.request_id, False):  # stopped for the reader's study: first again
+            if put_back:  # stopped for the reader's study: first again
                 self._background = [request.volume] + [v for v in self._background if v is not request.volume]
         else:
             message = describe_inference_error(exc, provider=getattr(self.ensemble, "provider", None))
-            if isinstance(exc, InferenceError):  # the models themselves: no other series will do better
-                self._load_failures[str(request.ensemble_dir)] = message
-                self._background = []
             log.warning("background AI analysis of %s failed: %s (%s: %s)",
                         getattr(request.volume, "series_uid", "?"), message, type(exc).__name__, exc)
             self.sig_background_failed.emit(request.volume, message)
+            if isinstance(exc, InferenceError):  # the models themselves: no other series will do better
+                self._load_failures[str(request.ensemble_dir)] = message
+                self._background = []
+                self.sig_error.emit(message)  # once: the reader's studies then say it in the panel only
         self._pump_background()
 
     # -- attention jobs ------------------------------------------------------------------
