@@ -139,7 +139,7 @@ class InferenceUI(QObject):
             self.browser.offer_ai(self.settings.series_order)
             self.browser.sig_order_changed.connect(self._on_series_order_changed)
         if hasattr(main_window, "sig_study_loaded"):
-            main_window.sig_study_loaded.connect(lambda _path, _result: self.queue_folder())
+            main_window.sig_study_loaded.connect(self._on_study_loaded)
         self.panel.sig_label_selected.connect(self._on_label_selected)
         self.panel.sig_label_activated.connect(self.go_to_peak)
         self.panel.sig_run_requested.connect(self.analyse)
@@ -338,6 +338,9 @@ class InferenceUI(QObject):
         request_id = self.controller.open_volume(volume, run=self.settings.auto_infer)
         if request_id and not self.settings.auto_infer and self.controller.result_for(volume) is None:
             self.panel.show_idle(True)
+
+    def _on_study_loaded(self, _path: str, _result: Any) -> None:
+        self.queue_folder()  # the browser now lists the folder's series
 
     def _on_started(self, request_id: int, n_slices: int) -> None:
         self.panel.begin(n_slices)

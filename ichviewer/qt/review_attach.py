@@ -115,7 +115,7 @@ class ReviewUI(QObject):
         self.worklist.sig_open_study.connect(self._on_open_study)
         main_window.sig_volume_opened.connect(self._on_volume_opened)
         if hasattr(main_window, "sig_study_loaded"):
-            main_window.sig_study_loaded.connect(lambda _path, _result: self._mark_read_series())
+            main_window.sig_study_loaded.connect(self._on_study_loaded)
         inference = getattr(main_window, "inference", None)
         if inference is not None:
             inference.controller.sig_finished.connect(self._on_inference_finished)
@@ -636,6 +636,9 @@ class ReviewUI(QObject):
         except Exception as exc:  # the database went away (another disk, locked)
             log.warning("could not look up which series have reads: %s", exc)
             return None
+
+    def _on_study_loaded(self, _path: str, _result: Any) -> None:
+        self._mark_read_series()  # the browser now lists the folder's series
 
     def _mark_read_series(self) -> None:
         """Tick the Series list's rows this reader has read (after a listing, a saved read, a change of reader)."""
