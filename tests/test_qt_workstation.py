@@ -471,9 +471,22 @@ def test_a_findings_dock_alone_in_its_column_is_left_as_it_is(qtbot, workstation
     assert ai.findings_dock.height() == height
 
 
-def test_a_worklist_folder_is_triaged_in_the_background_and_read_in_the_ais_order(qtbot, workstation, tmp_path, settings_dir):
+def test_a_worklist_folder_is_triaged_in_the_background_and_read_in_the_ais_order(qtbot, workstation, tmp_path, settings_dir,
+                                                                                  monkeypatch):
     """DeepRadiologyNet's use of the AI: every study of the opened folder gets its verdict in the series
     browser, and the reader can read the most likely haemorrhage first (PageDown follows that order)."""
+    import threading
+
+    from ichviewer.core.volume import CTVolume
+
+    hashed_on: dict[str, bool] = {}  # series UID -> hashed on the GUI thread
+    original_hash = CTVolume.pixel_sha256
+
+    def spy_hash(volume):
+        hashed_on.setdefault(volume.series_uid, threading.current_thread() is threading.main_thread())
+        return original_hash(volume)
+
+    monkeypatch.setattr(CTVolume, "pixel_sha256", spy_hash)
     worklist = tmp_path / "worklist"
     uids = [_series(worklist, seed, skull=True)[1] for seed in (31, 32, 33, 34)]
     ai, browser = workstation.inference, workstation.browser
@@ -488,9 +501,16 @@ def test_a_worklist_folder_is_triaged_in_the_background_and_read_in_the_ais_orde
         assert shown.text == f"ICH\n{p:.2f}" and shown.priority == p  # ANY threshold 0 here: all positive
         assert f"Triage: {results[u].triage}." in shown.tooltip
     assert browser.series_uids() == uids  # folder order until the reader asks for another
-    # Every series' run is in the review database (the difficult-case queues see the whole folder).
-    runs = workstation.review.store.query("SELECT series_uid, COUNT(*) AS n FROM model_runs GROUP BY series_uid")
-    assert {r["series_uid"]: r["n"] for r in runs} == {u: 1 for u in uids}
+    # Every series' run is in the review database (the difficult-case queues see the whole folder); the
+    # background series' pixels were hashed off the GUI thread (0.1 s for a 1 mm series: a stall).
+    store = workstation.review.store
+
+    def runs() -> dict[str, int]:
+        return {r["series_uid"]: r["n"] for r in store.query("SELECT series_uid, COUNT(*) AS n FROM model_runs GROUP BY series_uid")}
+
+    qtbot.waitUntil(lambda: len(runs()) == len(uids), timeout=WAIT_MS)
+    assert runs() == {u: 1 for u in uids}
+    assert hashed_on == {u: u == workstation.volume.series_uid for u in uids}
     browser.order_box.setCurrentIndex(browser.order_box.findData("ai"))
     expected = sorted(uids, key=lambda u: -results[u].case["ANY"].probability)
     assert browser.series_uids() == expected and expected != uids

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtCore import QObject, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -34,6 +34,7 @@ from ichviewer.qt.review_widgets import (
     choose_reader,
 )
 from ichviewer.qt.settings import write_json_atomic
+from ichviewer.qt.workers import WorkerJob, emit_safely
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ class ReviewUI(QObject):
     `dashboard` (ReviewDashboard or None).
     """
 
+    # A background series' pixel hash, computed on a pool thread: (volume, result, sha256 or exception).
+    _sig_hash_done = Signal(object, object, object)
+
     def __init__(self, main_window: Any, db_path: str | os.PathLike[str] | None = None, *,
                  reader: tuple[str, str] | None = None, ask_reader: bool = True) -> None:
         super().__init__(main_window)
@@ -89,6 +93,12 @@ class ReviewUI(QObject):
         self.vote_dock = None
         self.dashboard: ReviewDashboard | None = None
         self._pixel_hashes: dict[str, str] = {}
+        # Hashing a 1 mm series' pixels takes about 0.1 s: for series analysed in the background it is
+        # done off the GUI thread, so the reader's scrolling does not stall while the folder is triaged.
+        self._hash_pool = QThreadPool(self)
+        self._hash_pool.setMaxThreadCount(1)
+        self._closed = False
+        self._sig_hash_done.connect(self._on_hash_done)
         #: Series UID -> (the StudyResult recorded, its model run id): a result shown again is not a new run.
         self._recorded_runs: dict[str, tuple[Any, int]] = {}
         self._current_series: str | None = None
@@ -562,9 +572,28 @@ class ReviewUI(QObject):
 
     def _on_background_finished(self, volume: Any, result: Any) -> None:
         """A series of the folder analysed in the background: its run is recorded like any other, so
-        the difficult-case queues see the whole folder, not only the series the reader opened."""
-        if getattr(volume, "series_uid", None) and volume.series_uid == getattr(result, "series_uid", volume.series_uid):
+        the difficult-case queues see the whole folder, not only the series the reader opened. Its
+        pixel hash (which the database checks a series against) is computed on a pool thread first."""
+        uid = getattr(volume, "series_uid", None)
+        if not uid or uid != getattr(result, "series_uid", uid) or self._closed:
+            return
+        if uid in self._pixel_hashes:
             self._record_run(volume, result)
+            return
+        self._hash_pool.start(WorkerJob(
+            volume.pixel_sha256,
+            lambda sha: emit_safely(self._sig_hash_done.emit, volume, result, sha),
+            lambda exc: emit_safely(self._sig_hash_done.emit, volume, result, exc),
+        ))
+
+    def _on_hash_done(self, volume: Any, result: Any, sha: Any) -> None:
+        if self._closed:
+            return
+        if isinstance(sha, str):
+            self._pixel_hashes.setdefault(volume.series_uid, sha)
+        else:  # cannot happen short of memory trouble; the GUI thread tries again in _record_run
+            log.warning("pixel hash of %s failed off the GUI thread: %s", volume.series_uid, sha)
+        self._record_run(volume, result)
 
     def _record_run(self, volume: Any, result: Any) -> int | None:
         """The model run id of `result` on `volume`, recorded once (None: the database refused; said)."""
@@ -687,7 +716,11 @@ class ReviewUI(QObject):
         else:
             window.notify_error(f"Series {series_uid} has no known location on this machine; open its folder with File \u203a Open.")
 
-    def shutdown(self, _timeout_ms: int = 0) -> None:
+    def shutdown(self, timeout_ms: int = 10000) -> None:
+        self._closed = True
+        self._hash_pool.clear()
+        if not self._hash_pool.waitForDone(timeout_ms):
+            log.warning("a pixel hash was still running %d ms after shutdown was requested", timeout_ms)
         self._draft_timer.stop()
         drafts = self.save_drafts()
         self.save_vote_drafts()
