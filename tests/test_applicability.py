@@ -92,6 +92,34 @@ def test_engine_never_triages_a_series_that_is_not_a_head_as_confident(tmp_path)
     assert phantom.to_dict()["head_check"]["applicable"] is False and phantom.to_dict()["triage"] == REFER
 
 
+def test_a_series_with_slices_missing_is_never_triaged_as_confident(tmp_path, ct_data_dir):
+    """A confident negative on a series the loader could not read whole would be a guess about the
+    slices the AI never saw: the result says the series is incomplete and the triage is "refer"."""
+    import dataclasses
+
+    entry = add_member(tmp_path, "alpha", seed=1)[0]
+    write_manifest(tmp_path, [entry], negative_below=1.0, positive_above=1.0)  # every whole head: confident negative
+    ensemble = load_ensemble(tmp_path)
+    whole = _ring_volume(30)
+    assert run_study(whole, ensemble).triage == "confident negative"
+    for warning in ("unreadable slices left out: 2 file(s) (IM0003.dcm: pixel data truncated)",
+                    "missing slices: 1 gap(s) larger than 1.5x the median spacing, after image 3 (10.0 mm)"):
+        holed = dataclasses.replace(whole, warnings=("uneven slice spacing: ...", warning))
+        result = run_study(holed, ensemble)
+        assert result.applicable and result.incomplete == warning and result.triage == REFER
+        assert result.to_dict()["incomplete"] == warning and result.to_dict()["triage"] == REFER
+    # The loader's own warnings, on the real GE head with a file truncated, lead there too.
+    import shutil
+
+    folder = tmp_path / "ge"
+    shutil.copytree(ct_data_dir / "ge-head-tilted", folder)
+    victim = sorted(p for p in folder.rglob("*") if p.is_file() and p.stat().st_size > 100_000)[5]
+    victim.write_bytes(victim.read_bytes()[:-5000])
+    volume = load_volume(folder)
+    result = run_study(volume, ensemble)
+    assert result.incomplete.startswith("unreadable slices left out: 1 file(s)") and result.triage == REFER
+
+
 @pytest.mark.gui
 def test_findings_panel_says_why_before_the_verdict(qtbot, tmp_path):
     from ichviewer.qt.findings_panel import FindingsPanel
@@ -108,6 +136,18 @@ def test_findings_panel_says_why_before_the_verdict(qtbot, tmp_path):
     assert "color" in panel.status.styleSheet()
     panel.finish(run_study(_ring_volume(30), ensemble))  # the next study is a head: no warning left behind
     assert not panel.status.text().startswith("\u26a0") and panel.status.styleSheet() == ""
+    # A head with slices missing: said first, in amber, and the Series list's verdict is on the refer colour.
+    import dataclasses
+
+    from ichviewer.qt.findings_panel import TRIAGE_STYLE, series_ai
+
+    holed = run_study(dataclasses.replace(_ring_volume(30), warnings=("missing slices: 1 gap(s) ...",)), ensemble)
+    panel.finish(holed)
+    assert panel.status.text().startswith("\u26a0 Series incomplete (missing slices: 1 gap(s) ...): the AI has not seen")
+    assert panel.triage_badge.text().lower() == "refer" and "color" in panel.status.styleSheet()
+    verdict = series_ai(holed)
+    assert verdict.background == TRIAGE_STYLE["refer"][0] and "Series incomplete" in verdict.tooltip
+    assert "Series incomplete" in panel.summary
 
 
 @pytest.mark.parametrize(("agent", "flagged"), [("OMNIPAQUE 350", True), ("NONE", False), ("", False)])

@@ -15,8 +15,8 @@ from ichviewer.inference.manifest import file_sha256
 from inference_fixtures import add_member, make_volume, write_dicom_series, write_manifest
 
 STUDY_KEYS = {
-    "path", "study_uid", "series_uid", "n_slices", "case", "triage", "head_check", "slices", "models", "provider", "seconds",
-    "warnings",
+    "path", "study_uid", "series_uid", "n_slices", "case", "triage", "head_check", "incomplete", "slices", "models",
+    "provider", "seconds", "warnings",
 }
 
 
@@ -101,6 +101,9 @@ def test_infer_reads_a_series_without_its_damaged_file_and_says_so(tmp_path, mod
     [left_out] = [w for w in study["warnings"] if w.startswith("unreadable slices left out: 1 file(s)")]
     assert holed[2].name in left_out
     assert f"WARNING {study['path']}: unreadable slices left out" in capsys.readouterr().err
+    # The AI has not seen the whole series: never a confident triage (a negative would be a guess
+    # about the slice it never read).
+    assert study["incomplete"].startswith(left_out) and study["triage"] == "refer"
 
 
 def test_infer_exit_zero_when_all_studies_run(tmp_path, models, capsys):

@@ -72,9 +72,8 @@ def run(args: argparse.Namespace) -> int:
         reason = head_check_failure(study.get("head_check"))
         if reason:
             print(f"ichviewer infer: NOT A HEAD CT? {study['path']}: {reason} (triage set to refer)", file=err)
-        for warning in study.get("warnings", []):
-            if warning.startswith("unreadable slices left out"):  # the AI did not see every file
-                print(f"ichviewer infer: WARNING {study['path']}: {warning}", file=err)
+        if study.get("incomplete"):  # the AI did not see the whole series (files unread, slices missing)
+            print(f"ichviewer infer: WARNING {study['path']}: {study['incomplete']} (triage set to refer)", file=err)
     for fail in report.failed:
         print(f"ichviewer infer: FAILED {fail['path']}: {fail['reason']}", file=err)
     print(f"ichviewer infer: {len(report.studies)} studies done, {len(report.failed)} failed", file=err)

@@ -22,6 +22,16 @@ DENSE_HU = 300.0
 #: Relative tolerance on slice spacing before a series counts as unevenly spaced.
 SPACING_TOLERANCE_MM = 0.05
 
+#: How the loader's warnings begin when a series lacks part of itself (files it could not read, or
+#: gaps where slices are missing): the AI has not seen the whole head (`incomplete_series`).
+SLICES_LEFT_OUT = "unreadable slices left out"
+SLICES_MISSING = "missing slices"
+
+
+def incomplete_series(volume: Any) -> str:
+    """The warnings of `volume` that say part of the series is missing, joined ("" when it is whole)."""
+    return "; ".join(w for w in getattr(volume, "warnings", ()) if w.startswith((SLICES_LEFT_OUT, SLICES_MISSING)))
+
 
 def _unit(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))

@@ -142,7 +142,10 @@ class StudyResult:
     `head_check` is `ichviewer.core.applicability.check_head_ct` of the series (None: not
     checked). A series that does not look like a head CT keeps its probabilities and
     decisions, but its triage is "refer": the ensemble is never "confident" about an input
-    unlike anything it was made for.
+    unlike anything it was made for. `incomplete` is the loader's warning when part of the series
+    is missing (files it could not read, gaps: `ichviewer.core.volume.incomplete_series`); the
+    triage is "refer" then too, since the AI has not seen the whole head (a confident negative on
+    a series with slices missing would be a guess about the slices it never saw).
     """
 
     study_uid: str
@@ -157,6 +160,7 @@ class StudyResult:
     request_id: Any = None
     complete: bool = False
     head_check: HeadCTCheck | None = None
+    incomplete: str = ""
     case_probabilities: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -202,7 +206,7 @@ class StudyResult:
 
     @property
     def triage(self) -> str:
-        if not self.applicable:
+        if not self.applicable or self.incomplete:
             return REFER
         return triage(self.case_probabilities, self.operating_points)
 
@@ -230,6 +234,7 @@ class StudyResult:
             "case": {label: f.to_dict() for label, f in self.case.items()},
             "triage": self.triage,
             "head_check": None if self.head_check is None else self.head_check.to_dict(),
+            "incomplete": self.incomplete,
             "slices": [
                 {"index": i, **{label: float(self.slice_probabilities[i, j]) for j, label in enumerate(LABELS)}}
                 for i in range(self.n_slices)

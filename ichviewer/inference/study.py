@@ -11,6 +11,7 @@ import numpy as np
 
 from ichviewer import LABELS
 from ichviewer.core.applicability import check_head_ct
+from ichviewer.core.volume import incomplete_series
 from ichviewer.inference.ensemble import Ensemble
 from ichviewer.inference.errors import Cancelled
 from ichviewer.inference.findings import StudyResult, apply_any_rule
@@ -77,6 +78,7 @@ def run_study(
     member_p = np.full((len(members), n, len(LABELS)), np.nan)
     slice_p = np.full((n, len(LABELS)), np.nan)
     head_check = check_head_ct(volume) if check_head else None  # a head CT as the ensemble knows it? (else triage "refer")
+    incomplete = incomplete_series(volume)  # part of the series missing? (else triage "refer" too)
 
     def snapshot(complete: bool = False) -> StudyResult:
         return StudyResult(
@@ -92,6 +94,7 @@ def run_study(
             request_id=request_id,
             complete=complete,
             head_check=head_check,
+            incomplete=incomplete,
         )
 
     def check_cancel() -> None:

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from ichviewer.core.volume import AIR_HU, CTVolume, direction_from_orientation
+from ichviewer.core.volume import AIR_HU, SLICES_LEFT_OUT, SLICES_MISSING, CTVolume, direction_from_orientation
 
 #: SOP Class UID of a DICOMDIR (Media Storage Directory Storage).
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -400,7 +400,7 @@ def load_series(series: SeriesFiles, *, min_slices: int = 2) -> CTVolume:
         items = [it for it, k in zip(items, keep) if k]
         origins, positions = origins[keep], positions[keep]
         named = "; ".join(str(e) for e in unreadable[:3]) + ("; ..." if len(unreadable) > 3 else "")
-        warnings.append(f"unreadable slices left out: {len(unreadable)} file(s) ({named})")
+        warnings.append(f"{SLICES_LEFT_OUT}: {len(unreadable)} file(s) ({named})")
 
     gaps = np.diff(positions)
     median_gap = float(np.median(gaps))
@@ -413,7 +413,7 @@ def load_series(series: SeriesFiles, *, min_slices: int = 2) -> CTVolume:
     big = _missing_slice_gaps(gaps)
     if big.any():
         where_gaps = ", ".join(f"after image {int(i) + 1} ({gaps[i]:.1f} mm)" for i in np.flatnonzero(big)[:5])  # as the viewer numbers them
-        warnings.append(f"missing slices: {int(big.sum())} gap(s) larger than {_GAP_FACTOR}x the median spacing, {where_gaps}")
+        warnings.append(f"{SLICES_MISSING}: {int(big.sum())} gap(s) larger than {_GAP_FACTOR}x the median spacing, {where_gaps}")
 
     stack_dir = origins[-1] - origins[0]
     tilt = float(np.degrees(np.arccos(np.clip(abs(stack_dir @ normal) / np.linalg.norm(stack_dir), -1.0, 1.0))))

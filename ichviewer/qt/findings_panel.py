@@ -89,12 +89,21 @@ def verdict_text(case: dict[str, Any]) -> str:
     return "Positive for haemorrhage: " + "; ".join(parts)
 
 
+def incomplete_text(result: Any) -> str:
+    """What the panel, the summary and the Series list say of a series with part of it missing."""
+    return (f"Series incomplete ({result.incomplete}): the AI has not seen the whole head; "
+            "triage withheld (refer).")
+
+
 def series_ai(result: Any) -> SeriesAI:
     """A finished study's verdict for its row in the series browser: "ICH" or "no ICH" over the ANY
     probability, on the triage badge's colour (`TRIAGE_STYLE`), the verdict line as its tooltip."""
     any_finding = result.case["ANY"]
     if not result.applicable:
         text, triage_text = "not head\nCT?", f"Does not look like a head CT: {result.head_check.reason}; triage withheld (refer)."
+    elif result.incomplete:  # on the "refer" colour: the AI has not seen the whole head
+        text = ("ICH" if any_finding.positive else "no ICH") + f"\n{any_finding.probability:.2f}"
+        triage_text = incomplete_text(result)
     else:
         text = ("ICH" if any_finding.positive else "no ICH") + f"\n{any_finding.probability:.2f}"
         triage_text = f"Triage: {result.triage}."
@@ -112,6 +121,8 @@ def findings_summary(result: Any, about: str = "") -> str:
     lines = [f"AI findings (ICH Viewer): {verdict_text(result.case)}."]
     if not result.applicable:
         lines.append(f"Does not look like a head CT: {result.head_check.reason}; triage withheld (refer).")
+    elif result.incomplete:
+        lines.append(incomplete_text(result))
     else:
         lines.append(f"Triage: {result.triage}.")
     calls = []
@@ -384,6 +395,9 @@ class FindingsPanel(QWidget):
         if not result.applicable:
             # Shown before the verdict, in amber: the numbers are outside what the ensemble was made for.
             text = f"\u26a0 Does not look like a head CT: {result.head_check.reason}. Triage withheld (refer). " + text
+            self.status.setStyleSheet(f"color: {_HELD_BACK_TEXT.name()};")
+        elif result.incomplete:
+            text = f"\u26a0 {incomplete_text(result)} " + text
             self.status.setStyleSheet(f"color: {_HELD_BACK_TEXT.name()};")
         else:
             self.status.setStyleSheet("")
