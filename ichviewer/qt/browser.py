@@ -228,23 +228,18 @@ class StudyBrowserPanel(QWidget):
         self.set_order(order)
         self._show_ai_column()
 
-    def set_series_ai(self, series_uid: str, ai: SeriesAI | None) -> None:
-        """Show (None: clear) the AI's verdict on a listed series; in AI priority order it moves to its place."""
+    def set_series_ai(self, series_uid: str, ai: SeriesAI) -> None:
+        """Show the AI's verdict on a listed series (a new folder clears them); in AI priority order it
+        moves to its place."""
         item = self._item(series_uid)
         if item is None:
             return
-        if ai is None:
-            self._ai.pop(series_uid, None)
-            item.setText(_AI_COLUMN, "")
-            item.setToolTip(_AI_COLUMN, "")
-            item.setData(_AI_COLUMN, Qt.ItemDataRole.BackgroundRole, None)
-        else:
-            self._ai[series_uid] = ai
-            item.setText(_AI_COLUMN, ai.text)
-            item.setToolTip(_AI_COLUMN, ai.tooltip)
-            item.setTextAlignment(_AI_COLUMN, Qt.AlignmentFlag.AlignCenter)
-            item.setBackground(_AI_COLUMN, QBrush(QColor(ai.background)))
-            item.setForeground(_AI_COLUMN, QBrush(QColor(ai.foreground)))
+        self._ai[series_uid] = ai
+        item.setText(_AI_COLUMN, ai.text)
+        item.setToolTip(_AI_COLUMN, ai.tooltip)
+        item.setTextAlignment(_AI_COLUMN, Qt.AlignmentFlag.AlignCenter)
+        item.setBackground(_AI_COLUMN, QBrush(QColor(ai.background)))
+        item.setForeground(_AI_COLUMN, QBrush(QColor(ai.foreground)))
         self._show_ai_column()
         if self._order == AI_ORDER:
             self._apply_order()
@@ -282,13 +277,9 @@ class StudyBrowserPanel(QWidget):
     def _apply_order(self) -> None:
         """Put the items in the order that applies, keeping the current one current."""
         if self._order == AI_ORDER and not self._ai_hidden:
-            position = {uid: i for i, uid in enumerate(self._folder_order)}
-
-            def key(uid: str) -> tuple[int, float, int]:
-                ai = self._ai.get(uid)
-                return (0, -ai.priority, position.get(uid, 0)) if ai is not None else (1, 0.0, position.get(uid, 0))
-
-            wanted = sorted(self._folder_order, key=key)
+            # sorted() is stable: equal priorities keep the folder's order
+            analysed = sorted((uid for uid in self._folder_order if uid in self._ai), key=lambda uid: -self._ai[uid].priority)
+            wanted = analysed + [uid for uid in self._folder_order if uid not in self._ai]
         else:
             wanted = list(self._folder_order)
         if wanted == self.series_uids():

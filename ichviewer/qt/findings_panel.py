@@ -95,20 +95,26 @@ def incomplete_text(result: Any) -> str:
             "triage withheld (refer).")
 
 
+def triage_line(result: Any) -> str:
+    """The triage as the summary and the Series list state it, with why it is withheld when it is."""
+    if not result.applicable:
+        return f"Does not look like a head CT: {result.head_check.reason}; triage withheld (refer)."
+    if result.incomplete:
+        return incomplete_text(result)
+    return f"Triage: {result.triage}."
+
+
 def series_ai(result: Any) -> SeriesAI:
     """A finished study's verdict for its row in the series browser: "ICH" or "no ICH" over the ANY
-    probability, on the triage badge's colour (`TRIAGE_STYLE`), the verdict line as its tooltip."""
+    probability, on the triage badge's colour (`TRIAGE_STYLE`: an incomplete series is on "refer"),
+    the verdict and triage lines as its tooltip."""
     any_finding = result.case["ANY"]
     if not result.applicable:
-        text, triage_text = "not head\nCT?", f"Does not look like a head CT: {result.head_check.reason}; triage withheld (refer)."
-    elif result.incomplete:  # on the "refer" colour: the AI has not seen the whole head
-        text = ("ICH" if any_finding.positive else "no ICH") + f"\n{any_finding.probability:.2f}"
-        triage_text = incomplete_text(result)
+        text = "not head\nCT?"
     else:
         text = ("ICH" if any_finding.positive else "no ICH") + f"\n{any_finding.probability:.2f}"
-        triage_text = f"Triage: {result.triage}."
     bg, fg = TRIAGE_STYLE.get(result.triage, _IDLE_BADGE)
-    tooltip = (f"AI: {verdict_text(result.case)}.\n{triage_text}\n"
+    tooltip = (f"AI: {verdict_text(result.case)}.\n{triage_line(result)}\n"
                f"ANY {any_finding.probability:.2f} (threshold {any_finding.threshold:.2f}).")
     return SeriesAI(text=text, tooltip=tooltip, background=bg, foreground=fg, priority=float(any_finding.probability))
 
@@ -118,13 +124,7 @@ def findings_summary(result: Any, about: str = "") -> str:
     shows them, each label's probability and call (a threshold-reaching subtype that is not named
     says so), the models and where they ran, and `about` (the ensemble's own statement, e.g. "Not
     for clinical use. ...")."""
-    lines = [f"AI findings (ICH Viewer): {verdict_text(result.case)}."]
-    if not result.applicable:
-        lines.append(f"Does not look like a head CT: {result.head_check.reason}; triage withheld (refer).")
-    elif result.incomplete:
-        lines.append(incomplete_text(result))
-    else:
-        lines.append(f"Triage: {result.triage}.")
+    lines = [f"AI findings (ICH Viewer): {verdict_text(result.case)}.", triage_line(result)]
     calls = []
     for label in LABELS:
         f = result.case[label]

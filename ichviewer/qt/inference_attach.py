@@ -203,10 +203,6 @@ class InferenceUI(QObject):
         if not (self.settings.auto_infer or force) or not self.controller.available or self.browser is None:
             self.controller.queue_background([])
             return
-        for uid in self.browser.series_uids():  # results kept from before (the same volume objects)
-            done = self.controller.result_for(volumes.get(uid))
-            if done is not None:
-                self._show_in_browser(volumes[uid], done)
         self.controller.queue_background([volumes[uid] for uid in self.browser.series_uids() if uid in volumes])
 
     def _save_settings(self, **changes: Any) -> None:

@@ -644,7 +644,8 @@ class ReviewUI(QObject):
     def _on_read_saved(self, read_id: int) -> None:
         saved_on = self._current_series
         self.main_window.statusBar().showMessage(f"Read {read_id} saved to {self.db_path.name}", 5000)
-        self._mark_read_series()
+        have_read = self._series_read()  # one look-up for the ticks and the next series
+        self._mark_read_series(have_read)
         if self.teaching_action.isChecked():
             text, agrees = self.read_feedback(read_id)
             volume = getattr(self.main_window, "volume", None)  # the series the read was saved on
@@ -654,7 +655,7 @@ class ReviewUI(QObject):
         if saved_on is not None and self.worklist.current_series() == saved_on:
             self.worklist.open_next()  # reading the queue: its next case
         else:
-            self._open_next_unread_series(saved_on, read_id)
+            self._open_next_unread_series(saved_on, read_id, have_read)
 
     def _series_read(self) -> set[str] | None:
         """The series the reader has a saved read of (None: the database could not say)."""
@@ -669,14 +670,16 @@ class ReviewUI(QObject):
     def _on_study_loaded(self, _path: str, _result: Any) -> None:
         self._mark_read_series()  # the browser now lists the folder's series
 
-    def _mark_read_series(self) -> None:
-        """Tick the Series list's rows this reader has read (after a listing, a saved read, a change of reader)."""
+    def _mark_read_series(self, have_read: set[str] | None = None) -> None:
+        """Tick the Series list's rows this reader has read (after a listing, a saved read, a change of
+        reader); `have_read` when the caller has just looked them up."""
         browser = getattr(self.main_window, "browser", None)
-        have_read = self._series_read()
+        if have_read is None:
+            have_read = self._series_read()
         if browser is not None and hasattr(browser, "set_read") and have_read is not None:
             browser.set_read(have_read)
 
-    def _open_next_unread_series(self, after: str | None, read_id: int) -> None:
+    def _open_next_unread_series(self, after: str | None, read_id: int, have_read: set[str] | None) -> None:
         """After a read saved on a series of the opened folder: the next series in the browser's order
         (the folder's, or the AI's priority) that has no read by this reader, as a reading list advances;
         after the last, round again from the top (in AI order the list may have moved above the reader)."""
@@ -687,8 +690,7 @@ class ReviewUI(QObject):
         order = [uid for uid in browser.series_uids() if uid in volumes]
         if after not in order or len(order) < 2:
             return  # one series open: the reader stays on it
-        have_read = self._series_read()
-        if have_read is None:
+        if have_read is None:  # the database could not say
             return
         i = order.index(after)
         later = [uid for uid in order[i + 1:] + order[:i] if uid not in have_read]
