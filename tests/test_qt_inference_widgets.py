@@ -253,3 +253,37 @@ def test_background_analysis_with_damaged_models_stops_after_one_quiet_failure(q
         controller.open_volume(volumes[1])
     assert "checksum mismatch" in told.args[1] and len(errors) == 1
     assert controller.shutdown(5000)
+
+
+def test_a_series_analysed_in_an_earlier_session_shows_its_kept_findings_without_running(qtbot, tmp_path):
+    """The controller gives back a kept result of the same voxels by the same models at once (a new
+    session: a new controller, new volume objects); the reader's Analyse runs the models again."""
+    from dataclasses import replace
+
+    from ichviewer.inference.result_cache import ResultCache
+
+    ens = _tiny_ensemble(tmp_path / "ens")
+    rng = np.random.default_rng(9)
+    volume = make_volume(rng.integers(-50, 80, size=(5, 16, 16)).astype(np.int16), series_uid="1.9")
+    first = InferenceController(ens, chunk=1, kept_results=ResultCache(tmp_path / "kept"))
+    with qtbot.waitSignal(first.sig_finished, timeout=WAIT_MS) as computed:
+        first.open_volume(volume)
+    assert not computed.args[1].restored
+    assert first.shutdown(5000)
+
+    later = InferenceController(ens, chunk=1, kept_results=ResultCache(tmp_path / "kept"))
+    chunks: list[int] = []
+    later.sig_slices_updated.connect(lambda _rid, a, _b, _p: chunks.append(a))
+    background = make_volume(rng.integers(-50, 80, size=(4, 16, 16)).astype(np.int16), series_uid="1.10")
+    with qtbot.waitSignal(later.sig_finished, timeout=WAIT_MS) as kept:
+        later.open_volume(replace(volume))
+    assert kept.args[1].restored and chunks == []  # no slice was run
+    np.testing.assert_array_equal(kept.args[1].slice_probabilities, computed.args[1].slice_probabilities)
+    # Background analysis keeps its results too: the next session has them at once.
+    with qtbot.waitSignal(later.sig_background_finished, timeout=WAIT_MS):
+        later.queue_background([background])
+    with qtbot.waitSignal(later.sig_finished, timeout=WAIT_MS) as again:
+        later.start()  # Analyse: the models run again, whatever is kept
+    assert not again.args[1].restored and chunks[:1] == [0]
+    assert later.shutdown(5000)
+    assert len(ResultCache(tmp_path / "kept")) == 2

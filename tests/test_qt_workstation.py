@@ -59,9 +59,9 @@ def _panel_case_open(qtbot, tmp_path: Path, settings_dir: Path, seed: int):
     return w, panel, db, (folder, uid)
 
 
-def _shown_workstation(qtbot, tmp_path: Path, settings_dir: Path, *, auto_infer: bool = True):
+def _shown_workstation(qtbot, tmp_path: Path, settings_dir: Path, *, auto_infer: bool = True, keep_results: bool = True):
     """The workstation with the tiny ensemble and a review database, reading as Dr Kim, on screen."""
-    InferenceSettings(auto_infer=auto_infer).save(settings_dir)
+    InferenceSettings(auto_infer=auto_infer, keep_results=keep_results).save(settings_dir)
     window = build_workstation(settings_dir, models_dir=_ensemble(tmp_path / "ens"), db_path=tmp_path / "review.sqlite",
                                reader=("Dr Kim", "attending"))
     qtbot.addWidget(window)
@@ -471,11 +471,14 @@ def test_a_findings_dock_alone_in_its_column_is_left_as_it_is(qtbot, workstation
     assert ai.findings_dock.height() == height
 
 
-def test_a_worklist_folder_is_triaged_in_the_background_and_read_in_the_ais_order(qtbot, workstation, tmp_path, settings_dir,
-                                                                                  monkeypatch):
+@pytest.mark.parametrize("keep_results", [True, False])
+def test_a_worklist_folder_is_triaged_in_the_background_and_read_in_the_ais_order(qtbot, tmp_path, settings_dir,
+                                                                                  monkeypatch, keep_results):
     """DeepRadiologyNet's use of the AI: every study of the opened folder gets its verdict in the series
     browser, and the reader can read the most likely haemorrhage first (PageDown follows that order)."""
     import threading
+
+    workstation = _shown_workstation(qtbot, tmp_path, settings_dir, keep_results=keep_results)
 
     from ichviewer.core.volume import CTVolume
 
@@ -501,8 +504,9 @@ def test_a_worklist_folder_is_triaged_in_the_background_and_read_in_the_ais_orde
         assert shown.text == f"ICH\n{p:.2f}" and shown.priority == p  # ANY threshold 0 here: all positive
         assert f"Triage: {results[u].triage}." in shown.tooltip
     assert browser.series_uids() == uids  # folder order until the reader asks for another
-    # Every series' run is in the review database (the difficult-case queues see the whole folder); the
-    # background series' pixels were hashed off the GUI thread (0.1 s for a 1 mm series: a stall).
+    # Every series' run is in the review database (the difficult-case queues see the whole folder). The
+    # background series' pixels were hashed off the GUI thread (0.1 s for a 1 mm series: a stall); with
+    # results kept, every series' were, once: by the AI job for its key, and the database reuses the hash.
     store = workstation.review.store
 
     def runs() -> dict[str, int]:
@@ -510,7 +514,7 @@ def test_a_worklist_folder_is_triaged_in_the_background_and_read_in_the_ais_orde
 
     qtbot.waitUntil(lambda: len(runs()) == len(uids), timeout=WAIT_MS)
     assert runs() == {u: 1 for u in uids}
-    assert hashed_on == {u: u == workstation.volume.series_uid for u in uids}
+    assert hashed_on == {u: not keep_results and u == workstation.volume.series_uid for u in uids}
     browser.order_box.setCurrentIndex(browser.order_box.findData("ai"))
     expected = sorted(uids, key=lambda u: -results[u].case["ANY"].probability)
     assert browser.series_uids() == expected and expected != uids
@@ -530,6 +534,7 @@ def test_a_worklist_folder_is_triaged_in_the_background_and_read_in_the_ais_orde
     with ReviewStore(tmp_path / "review.sqlite") as store:
         runs = store.conn.execute("SELECT COUNT(*) FROM model_runs WHERE series_uid = ?", (expected[1],)).fetchone()[0]
     assert runs == 1
+    workstation.close()
 
 
 def test_a_blinded_member_sees_no_verdicts_in_the_browser_while_a_panel_case_waits(qtbot, workstation, tmp_path):
@@ -642,3 +647,30 @@ def test_with_analysis_on_opening_off_the_folder_is_triaged_on_request(qtbot, tm
     assert shown.args[1] is ai.controller.result_for(w.volume) and w.volume.series_uid == uids[1]
     assert ai.panel.triage_text == shown.args[1].triage and not ai.controller.is_running
     w.close()
+
+
+def test_a_series_opened_again_in_a_later_session_shows_its_kept_findings_and_cites_the_same_run(qtbot, tmp_path, settings_dir):
+    """Findings kept from an earlier session (same voxels, same models) come back without running the
+    models, the panel says when they were computed, and the read cites the run recorded then."""
+    folder, uid = _series(tmp_path, 1, skull=True)
+    first = _shown_workstation(qtbot, tmp_path, settings_dir)
+    with qtbot.waitSignal(first.inference.controller.sig_finished, timeout=WAIT_MS) as computed:
+        first.open_path(folder)
+    qtbot.waitUntil(lambda: first.review.adjudication._model_run_id is not None, timeout=WAIT_MS)
+    run_id = first.review.adjudication._model_run_id
+    assert first.inference.panel.elapsed_label.text().startswith("Elapsed: ")
+    first.close()
+
+    later = _shown_workstation(qtbot, tmp_path, settings_dir)
+    with qtbot.waitSignal(later.inference.controller.sig_finished, timeout=WAIT_MS) as kept:
+        later.open_path(folder)
+    result = kept.args[1]
+    assert result.restored and np.array_equal(result.slice_probabilities, computed.args[1].slice_probabilities)
+    panel = later.inference.panel
+    assert panel.elapsed_label.text() == f"Kept from {result.restored}"
+    assert f"analysed {result.restored} in " in panel.status.text() and "(kept, not run again)" in panel.status.text()
+    assert "(kept, not run again)" in panel.summary
+    qtbot.waitUntil(lambda: later.review.adjudication._model_run_id is not None, timeout=WAIT_MS)
+    assert later.review.adjudication._model_run_id == run_id
+    assert later.review.store.query("SELECT count(*) AS n FROM model_runs WHERE series_uid = ?", (uid,))[0]["n"] == 1
+    later.close()

@@ -17,6 +17,7 @@ from ichviewer.review import (
     ReviewError,
     ReviewStore,
     add_member,
+    cases_hidden_from,
     cast_vote,
     close_panel,
     compute_statistics,
@@ -102,6 +103,25 @@ def test_blinded_member_sees_no_model_or_votes_until_their_own_vote(store: Revie
     with pytest.raises(ReviewError, match="not a member"):
         store.add_reader("Outsider", "attending")
         cast_vote(store, panel.id, "Outsider", uid, "absent")
+
+
+def test_the_cases_hidden_from_a_member_are_those_member_view_blinds(store: ReviewStore, tmp_path: Path) -> None:
+    uids = [series_uid(i) for i in (1, 2, 3)]
+    seed(store, tmp_path, dict.fromkeys(uids, 0), dict.fromkeys(uids, 0.6))
+    blinded = create_panel(store, "blinded", series_uids=uids, labels=("ANY", "SDH"))
+    open_panel = create_panel(store, "open", series_uids=uids, blinded=False)
+    for panel in (blinded, open_panel):
+        for name in EXPERTS[:2]:
+            add_member(store, panel.id, name)
+    cast_vote(store, blinded.id, EXPERTS[0], uids[1], {"ANY": "present", "SDH": "absent"})
+    for name in EXPERTS[:2]:
+        hidden = cases_hidden_from(store, blinded.id, name)
+        assert hidden == {uid for uid in uids if member_view(store, blinded.id, name, uid).blinded}
+        assert cases_hidden_from(store, open_panel.id, name) == set()
+    assert cases_hidden_from(store, blinded.id, EXPERTS[0]) == {uids[0], uids[2]}
+    store.add_reader("Outsider", "attending")
+    with pytest.raises(ReviewError, match="not a member"):
+        cases_hidden_from(store, blinded.id, "Outsider")
 
 
 def test_unblinded_panel_shows_everything_before_voting(store: ReviewStore, tmp_path: Path) -> None:

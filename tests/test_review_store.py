@@ -229,6 +229,24 @@ def test_workstation_records_a_live_model_run_and_the_read_cites_it(store: Revie
     assert store.reads()[0]["model_run_id"] == run_id
 
 
+def test_findings_kept_from_an_earlier_run_cite_that_run_and_anything_else_is_recorded(store: ReviewStore) -> None:
+    from review_fixtures import infer_entry
+
+    from ichviewer.review import record_study_result
+
+    uid = series_uid(6)
+    first = record_study_result(store, infer_entry(uid, 0.66))
+    assert record_study_result(store, infer_entry(uid, 0.66), same_as_newest=True) == first
+    other_models = infer_entry(uid, 0.66)
+    other_models["models"] = other_models["models"][:1]
+    for changed in (infer_entry(uid, 0.67), other_models, {**infer_entry(uid, 0.66), "n_slices": 3},
+                    {**infer_entry(uid, 0.66), "triage": "confident negative"}):
+        newest = record_study_result(store, infer_entry(uid, 0.66))  # a fresh run: always a new row
+        assert newest != first
+        assert record_study_result(store, changed, same_as_newest=True) > newest
+    assert record_study_result(store, infer_entry(series_uid(7), 0.66), same_as_newest=True) != first  # never recorded
+
+
 def test_a_read_is_compared_with_the_reference_for_teaching(tmp_path) -> None:
     from ichviewer.review import Read, ReviewError, compare_read_with_reference, describe_comparison
 

@@ -162,11 +162,19 @@ class CTVolume:
         )
 
     def pixel_sha256(self) -> str:
-        """SHA-256 of the HU voxels: identifies the pixel data without patient details."""
-        h = hashlib.sha256()
-        h.update(str(self.hu.dtype).encode() + str(self.hu.shape).encode())
-        h.update(np.ascontiguousarray(self.hu).tobytes())
-        return h.hexdigest()
+        """SHA-256 of the HU voxels: identifies the pixel data without patient details.
+
+        Computed once per volume (the voxels are read-only): the review database and the kept AI
+        results both ask for it, about 0.1 s for 140 slices of 512 x 512.
+        """
+        known = self.__dict__.get("_pixel_sha256")
+        if known is None:
+            h = hashlib.sha256()
+            h.update(str(self.hu.dtype).encode() + str(self.hu.shape).encode())
+            h.update(np.ascontiguousarray(self.hu).tobytes())
+            known = h.hexdigest()
+            object.__setattr__(self, "_pixel_sha256", known)
+        return known
 
     # -- resampling -----------------------------------------------------------------
     def regularized(self, spacing_z: float | None = None) -> CTVolume:

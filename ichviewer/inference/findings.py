@@ -146,6 +146,10 @@ class StudyResult:
     is missing (files it could not read, gaps: `ichviewer.core.volume.incomplete_series`); the
     triage is "refer" then too, since the AI has not seen the whole head (a confident negative on
     a series with slices missing would be a guess about the slices it never saw).
+
+    `restored` is set (to when the findings were computed, "YYYY-MM-DD HH:MM") when the result
+    was not computed now but kept from an earlier run on the same voxels by the same models
+    (`ichviewer.inference.result_cache`); `provider` and `seconds` are that run's.
     """
 
     study_uid: str
@@ -161,6 +165,7 @@ class StudyResult:
     complete: bool = False
     head_check: HeadCTCheck | None = None
     incomplete: str = ""
+    restored: str = ""
     case_probabilities: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:

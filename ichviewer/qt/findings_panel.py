@@ -119,6 +119,19 @@ def series_ai(result: Any) -> SeriesAI:
     return SeriesAI(text=text, tooltip=tooltip, background=bg, foreground=fg, priority=float(any_finding.probability))
 
 
+def run_text(result: Any, *, provider: bool = False) -> str:
+    """How the findings were made: "140 slices in 1.2 s" ("140 slices on CPU in 1.2 s" with
+    `provider`), or for findings kept from an earlier run of the same models on the same voxels
+    "140 slices, analysed 2026-12-07 11:40 in 1.2 s (kept, not run again)", so kept numbers are
+    never shown as if the models had just run."""
+    text = f"{result.n_slices} slices"
+    if provider:
+        text += f" on {provider_display_name(result.provider)}"
+    if getattr(result, "restored", ""):
+        return f"{text}, analysed {result.restored} in {result.seconds:.1f} s (kept, not run again)"
+    return f"{text} in {result.seconds:.1f} s"
+
+
 def findings_summary(result: Any, about: str = "") -> str:
     """A finished study's findings as plain text for a report: the verdict and triage as the panel
     shows them, each label's probability and call (a threshold-reaching subtype that is not named
@@ -131,10 +144,7 @@ def findings_summary(result: Any, about: str = "") -> str:
         note = " (reaches its own threshold; not named, ANY is below its threshold)" if f.held_back else ""
         calls.append(f"{label} {f.probability:.2f} {f.tier}{note}")
     lines.append("; ".join(calls) + f" (ANY threshold {result.case['ANY'].threshold:.2f}).")
-    lines.append(
-        f"{models_text(result.models)}; {result.n_slices} slices on {provider_display_name(result.provider)} "
-        f"in {result.seconds:.1f} s."
-    )
+    lines.append(f"{models_text(result.models)}; {run_text(result, provider=True)}.")
     if about.strip():
         lines.append(about.strip())
     return "\n".join(lines)
@@ -380,7 +390,14 @@ class FindingsPanel(QWidget):
         done, total = result.slices_done, result.n_slices
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
-        self.elapsed_label.setText(f"Elapsed: {result.seconds:.1f} s")
+        if getattr(result, "restored", ""):
+            self.elapsed_label.setText(f"Kept from {result.restored}")
+            self.elapsed_label.setToolTip(
+                f"These findings were computed on {result.restored} ({result.seconds:.1f} s) by the same models on "
+                "the same images, and kept; the models did not run again. Analyse runs them again.")
+        else:
+            self.elapsed_label.setText(f"Elapsed: {result.seconds:.1f} s")
+            self.elapsed_label.setToolTip("")
         self.set_provider(result.provider)
         self.models_label.setText(models_text(result.models))
         if not result.complete:
@@ -391,7 +408,7 @@ class FindingsPanel(QWidget):
         self.update_result(result)
         self.progress.setVisible(False)
         self._set_badge(result.triage)
-        text = f"{verdict_text(result.case)}. {result.n_slices} slices in {result.seconds:.1f} s."
+        text = f"{verdict_text(result.case)}. {run_text(result)}."
         if not result.applicable:
             # Shown before the verdict, in amber: the numbers are outside what the ensemble was made for.
             text = f"\u26a0 Does not look like a head CT: {result.head_check.reason}. Triage withheld (refer). " + text
@@ -438,6 +455,7 @@ class FindingsPanel(QWidget):
         self.models_label.setText("")
         self.provider_label.setText("")
         self.elapsed_label.setText("")
+        self.elapsed_label.setToolTip("")
         self._set_badge(None)
 
     def _fit_table_height(self) -> None:

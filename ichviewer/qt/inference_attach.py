@@ -12,9 +12,10 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QVBoxLayout, QWidget
 
 from ichviewer import LABELS
+from ichviewer.inference.result_cache import RESULT_CACHE_DIR, ResultCache
 from ichviewer.qt.attention_overlay import AttentionControlsPanel, AttentionOverlay
-from ichviewer.qt.findings_panel import FindingsPanel, series_ai
-from ichviewer.qt.inference_controller import InferenceController, provider_display_name
+from ichviewer.qt.findings_panel import FindingsPanel, run_text, series_ai
+from ichviewer.qt.inference_controller import InferenceController
 from ichviewer.qt.inference_settings import InferenceSettings
 from ichviewer.qt.slice_plot import PositiveSliceStrip, SliceProbabilityPlot
 
@@ -50,7 +51,8 @@ class InferenceUI(QObject):
         if ensemble_dir is None and self.settings.ensemble_dir:
             ensemble_dir = self.settings.ensemble_dir
         providers = None if self.settings.providers == "auto" else self.settings.providers
-        self.controller = InferenceController(ensemble_dir, providers=providers, chunk=chunk, parent=self)
+        kept = ResultCache(self.settings_folder / RESULT_CACHE_DIR) if self.settings.keep_results else None
+        self.controller = InferenceController(ensemble_dir, providers=providers, chunk=chunk, kept_results=kept, parent=self)
         self._closed = False
         self.blinded = False
         self._overlay_before_blinding = False
@@ -380,7 +382,7 @@ class InferenceUI(QObject):
             self.main_window.statusBar().showMessage("AI results are in; hidden until your vote is cast", 8000)
             return
         self.main_window.statusBar().showMessage(
-            f"AI: {result.triage} ({result.n_slices} slices in {result.seconds:.1f} s on {provider_display_name(result.provider)})", 8000
+            f"AI: {result.triage} ({run_text(result, provider=True)})", 8000
         )
 
     def _fit_findings_dock(self) -> None:

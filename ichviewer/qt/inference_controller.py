@@ -135,6 +135,9 @@ class StudyRequest:
     volume: Any  # CTVolume
     ensemble_dir: Path
     chunk: int = 8
+    #: False: run the models even when a result of the same voxels by the same models is kept
+    #: (AI › Analyse this study asks for a fresh run).
+    use_kept: bool = True
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,8 +162,14 @@ def run_study_request(
     on_loaded: Callable[[Any], None] | None = None,
     progress: Callable[[int, int, Any], None] | None = None,
     is_cancelled: Callable[[], bool] | None = None,
+    kept: Any = None,
 ) -> Any:
-    """The work of one request (plain function, no Qt): load the ensemble (cached), then run every slice."""
+    """The work of one request (plain function, no Qt): load the ensemble (cached), then run every slice.
+
+    With `kept` (a `ResultCache`), a result of the same voxels by the same models is given back
+    without running them (when `request.use_kept`), and a fresh complete result is kept. The key
+    needs the pixel hash, which is computed here, off the GUI thread.
+    """
     from ichviewer.inference import Cancelled, InferenceRequest, run_request
 
     ensemble = cache.get(request.ensemble_dir)
@@ -168,7 +177,20 @@ def run_study_request(
         on_loaded(ensemble)
     if is_cancelled is not None and is_cancelled():
         raise Cancelled(None)
-    return run_request(InferenceRequest(request.request_id, request.volume, ensemble, request.chunk), progress, is_cancelled)
+    key = None
+    if kept is not None:
+        try:
+            key = kept.key(request.volume, ensemble)
+        except OSError as exc:  # the manifest went away under us: loading will say so next time
+            log.warning("no key for kept AI results: %s", exc)
+        if key is not None and request.use_kept:
+            restored = kept.load(key, request.volume, ensemble, request_id=request.request_id)
+            if restored is not None:
+                return restored
+    result = run_request(InferenceRequest(request.request_id, request.volume, ensemble, request.chunk), progress, is_cancelled)
+    if key is not None:
+        kept.store(key, result)
+    return result
 
 
 def compute_attention(request: AttentionRequest, cache: EnsembleCache) -> Any:
@@ -241,10 +263,13 @@ class InferenceController(QObject):
         *,
         providers: str | None = None,
         chunk: int = 8,
+        kept_results: Any = None,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self.cache = EnsembleCache(providers)
+        #: ResultCache of finished results between sessions (None: every series is analysed afresh).
+        self.kept_results = kept_results
         self.chunk = int(chunk)
         self.ensemble_dir: Path | None = None
         self.unavailable_reason = ""
@@ -327,7 +352,7 @@ class InferenceController(QObject):
         self.cancel()
         if self._closed or volume is None or self.ensemble_dir is None:
             return 0
-        request = StudyRequest(next(self._ids), volume, self.ensemble_dir, self.chunk)
+        request = StudyRequest(next(self._ids), volume, self.ensemble_dir, self.chunk, use_kept=not retry)
         self._current = request
         self.last_result = None
         self.sig_opened.emit(request.request_id, volume)
@@ -383,6 +408,7 @@ class InferenceController(QObject):
                 on_loaded=lambda ens: emit_safely(self._sig_loaded.emit, request, ens),
                 progress=progress,
                 is_cancelled=flag.is_set,
+                kept=self.kept_results,
             )
 
         self._pool.start(
@@ -465,7 +491,7 @@ class InferenceController(QObject):
             self._bg_running = request
             self._pool.start(
                 WorkerJob(
-                    lambda: run_study_request(request, self.cache, is_cancelled=flag.is_set),
+                    lambda: run_study_request(request, self.cache, is_cancelled=flag.is_set, kept=self.kept_results),
                     lambda r: self._sig_bg_done.emit(request, r),
                     lambda e: self._sig_bg_fail.emit(request, e),
                 )

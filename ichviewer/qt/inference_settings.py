@@ -28,6 +28,9 @@ class InferenceSettings:
     colormap       pyqtgraph colour map of the attention overlay
     series_order   the series browser's order: "folder", or "ai" (the AI's priority, highest
                    probability of haemorrhage first; `ichviewer.qt.browser.SERIES_ORDERS`)
+    keep_results   keep finished results in `<settings folder>/ai-results` so a series opened again,
+                   in this session or a later one, shows its findings without running the models
+                   (same voxels, same models, same provider; `ichviewer.inference.result_cache`)
     """
 
     auto_infer: bool = True
@@ -35,10 +38,12 @@ class InferenceSettings:
     ensemble_dir: str | None = None
     colormap: str = "turbo"
     series_order: str = "folder"
+    keep_results: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.auto_infer, bool):
-            raise ValueError(f"auto_infer must be true or false, got {self.auto_infer!r}")
+        for name in ("auto_infer", "keep_results"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.providers not in PROVIDER_CHOICES:
             raise ValueError(f"providers must be one of {PROVIDER_CHOICES}, got {self.providers!r}")
         if self.series_order not in SERIES_ORDERS:

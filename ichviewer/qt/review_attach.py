@@ -416,10 +416,9 @@ class ReviewUI(QObject):
         blind = lists_blind = False
         panel = self.vote_panel
         if panel is not None:
-            from ichviewer.review import member_view
+            from ichviewer.review import cases_hidden_from
 
-            waiting = {uid for uid in panel.case_uids()
-                       if member_view(self.store, panel.panel_id, self.reader.name, uid).blinded}
+            waiting = cases_hidden_from(self.store, panel.panel_id, self.reader.name)
             blind = self._current_series in waiting
             lists_blind = bool(waiting)
         inference = getattr(self.main_window, "inference", None)
@@ -605,7 +604,8 @@ class ReviewUI(QObject):
         try:
             self._ensure_study(volume)
             entry = {"path": series_folder(volume), **result.to_dict()}
-            run_id = record_study_result(self.store, entry)
+            # Findings kept from an earlier session cite that session's run, not a new one.
+            run_id = record_study_result(self.store, entry, same_as_newest=bool(getattr(result, "restored", "")))
         except Exception as exc:  # the database is on another disk, locked, full...
             self.main_window.notify_error(
                 f"The AI result could not be recorded in the review database {self.db_path}: {exc}")

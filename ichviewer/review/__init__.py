@@ -30,6 +30,7 @@ from ichviewer.review.panels import (
     ConsensusRule,
     Panel,
     add_member,
+    cases_hidden_from,
     cast_vote,
     close_panel,
     create_panel,
@@ -66,7 +67,7 @@ __all__ = [
     "compute_statistics", "describe_comparison",
     "create_panel", "diagnostic_metrics", "difficult_for_ai", "difficult_for_humans", "discordant",
     "evaluate_consensus", "export_json", "fleiss_kappa", "get_panel", "import_infer_json",
-    "import_labels_csv", "list_panels", "load_queue_data", "member_view", "members", "open_store", "panel_cases",
+    "cases_hidden_from", "import_labels_csv", "list_panels", "load_queue_data", "member_view", "members", "open_store", "panel_cases",
     "queue_counts", "ratings_to_counts", "read_labels_csv", "reads_csv", "record_study_result", "summarize_panel",
     "write_reads_csv",
 ]

@@ -125,15 +125,36 @@ def import_infer_json(store: ReviewStore, path: str | os.PathLike[str]) -> RunIm
     return result
 
 
-def record_study_result(store: ReviewStore, entry: dict[str, Any], *, source: str = "workstation") -> int:
+def record_study_result(store: ReviewStore, entry: dict[str, Any], *, source: str = "workstation",
+                        same_as_newest: bool = False) -> int:
     """Store one study's model run, given as one `studies` entry of the infer JSON; return the run id.
 
     The workstation calls this with `{"path": path, **StudyResult.to_dict()}` when the
     ensemble finishes, so a read can cite the AI results its reader saw (`Read.model_run_id`).
+    With `same_as_newest` (findings kept from an earlier run, not computed now), the series'
+    newest run is cited instead when it is that run: the same models, slice count, triage and
+    probabilities. Otherwise (another database, or the run was never recorded) it is recorded.
     """
     study = _parse_study(entry, "model run")
     with store.write():
+        if same_as_newest:
+            same = _same_newest_run(store, study)
+            if same is not None:
+                return same
         return _write_run(store, study, source=source)
+
+
+def _same_newest_run(store: ReviewStore, study: dict[str, Any]) -> int | None:
+    """The id of the series' newest model run when it is `study`'s run (see `record_study_result`)."""
+    run = store.latest_model_run(study["series_uid"])
+    if run is None or run["n_slices"] != study["n_slices"] or run["triage"] != study["triage"]:
+        return None
+    if sorted((m["name"], m["version"], m["sha256"]) for m in run["models"]) != sorted(study["models"]):
+        return None
+    if set(run["labels"]) != set(study["labels"]) or any(
+            abs(run["labels"][lab] - item["probability"]) > 1e-9 for lab, item in study["labels"].items()):
+        return None
+    return int(run["id"])
 
 
 def _parse_decision(value: Any, where: str) -> int | None:

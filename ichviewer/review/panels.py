@@ -231,6 +231,22 @@ def _has_voted(store: ReviewStore, panel: Panel, reader: str | Reader, series_ui
     return set(_own_votes(store, panel.id, found.id, series_uid)) >= set(panel.labels)
 
 
+def cases_hidden_from(store: ReviewStore, panel_id: int, reader: str | Reader) -> set[str]:
+    """The panel's cases whose AI output `member_view` hides from `reader` (a blinded panel, no vote
+    on every label yet), in one query; refuses a reader who is not a member, as `member_view` does."""
+    panel = _panel_row(store, panel_id)
+    member = _reader_in_panel(store, panel, reader)
+    if not panel.blinded:
+        return set()
+    voted: dict[str, set[str]] = {}
+    for uid, label in store.conn.execute(
+            "SELECT series_uid, label FROM votes WHERE panel_id = ? AND reader_id = ?", (panel.id, member.id)):
+        voted.setdefault(uid, set()).add(label)
+    need = set(panel.labels)
+    return {uid for (uid,) in store.conn.execute("SELECT series_uid FROM panel_cases WHERE panel_id = ?", (panel.id,))
+            if not voted.get(uid, set()) >= need}
+
+
 def _check_case(store: ReviewStore, panel: Panel, series_uid: str) -> None:
     if not store.conn.execute("SELECT 1 FROM panel_cases WHERE panel_id = ? AND series_uid = ?",
                               (panel.id, series_uid)).fetchone():
