@@ -645,6 +645,46 @@ def test_case_balanced_positives_give_every_bleeding_case_the_same_share():
     assert TrainConfig("m", "vgg", positive_sampling="case").fingerprint()["positive_sampling"] == "case"
 
 
+def test_thickness_matched_positives_make_thin_slices_as_common_among_positives_as_among_negatives():
+    """Departure 31: a thin series' bleed spans many slabs, so thin slices crowd the positive draws;
+    matched, their share of the positives is the negatives' share, with the same importance weights."""
+    from ichviewer.training.trainer import StratifiedSampler, thickness_matched_probabilities
+
+    # a thin SAH case (30 slabs, 24 bleeding), a thin normal case (10), three 5 mm cases with 2, 3
+    # and 1 bleeding slices, and four 5 mm normal cases (10 each): 24 of 30 positive slices thin,
+    # 16 of 80 negative slices thin
+    sizes = [(30, 24, 1.0), (10, 0, 1.0), (10, 2, 5.0), (10, 3, 5.0), (10, 1, 5.0), (10, 0, 5.0), (10, 0, 5.0), (10, 0, 5.0), (10, 0, 5.0)]
+    n = sum(size for size, _, _ in sizes)
+    lab = np.zeros((n, 6), np.float32)
+    cases, start = [], 0
+    for i, (size, bleeding, mm) in enumerate(sizes):
+        lab[start:start + bleeding, 5] = 1
+        cases.append(CaseRecord(f"c{i}", start, start + size, [0] * 5 + [int(bleeding > 0)], slice_mm=mm))
+        start += size
+    cache = SliceCache(np.zeros((n, 3, 4, 4), np.uint8), lab, np.ones_like(lab), cases, 4)
+    thin = np.zeros(n, bool)
+    thin[:40] = True
+    pos, neg = np.flatnonzero(lab[:, 5] == 1), np.flatnonzero(lab[:, 5] == 0)
+    assert thin[pos].mean() == pytest.approx(0.8) and thin[neg].mean() == pytest.approx(0.2)
+    p = thickness_matched_probabilities(cache, pos, neg)
+    assert p[thin[pos]].sum() == pytest.approx(0.2) and np.ptp(p[thin[pos]]) == 0 and np.ptp(p[~thin[pos]]) == 0
+
+    def thin_share_of_positive_draws(mode):
+        sampler = StratifiedSampler(cache, np.arange(n), 0.5, np.random.default_rng(0), positive_sampling=mode)
+        rows, w = zip(*(sampler.batch(16) for _ in range(400)))
+        rows, w = np.concatenate(rows), np.concatenate(w)
+        positive = lab[rows, 5] == 1
+        np.testing.assert_allclose(np.unique(w[positive]), (30 / n) / 0.5)  # the sampler's weights either way
+        return thin[rows[positive]].mean(), thin[rows[~positive]].mean()
+
+    as_they_come, matched = thin_share_of_positive_draws("slice"), thin_share_of_positive_draws("thickness")
+    assert as_they_come[0] == pytest.approx(0.8, abs=0.02) and as_they_come[1] == pytest.approx(0.2, abs=0.02)
+    assert matched[0] == pytest.approx(0.2, abs=0.03) and matched[1] == pytest.approx(0.2, abs=0.02)
+    # nothing to match: every positive of one thickness
+    only_thick = pos[~thin[pos]]
+    np.testing.assert_allclose(thickness_matched_probabilities(cache, only_thick, neg), 1 / only_thick.size)
+
+
 def test_hard_example_draws_follow_the_last_loss_and_the_walk_still_covers_every_slice():
     from ichviewer.training.trainer import StratifiedSampler
 

@@ -114,8 +114,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--positive-sampling",
         choices=POSITIVE_SAMPLINGS,
         default=POSITIVE_SAMPLING_DEFAULT,
-        help="draw the batch's haemorrhage slices slice by slice, or so that every bleeding case "
-        "(a punctate one as much as a large one) gets the same share (default %(default)s)",
+        help="draw the batch's haemorrhage slices slice by slice; so that every bleeding case "
+        "(a punctate one as much as a large one) gets the same share ('case'); or so that thin-series "
+        "slices are as large a share of them as of the negatives ('thickness') (default %(default)s)",
     )
     p.add_argument(
         "--precision",

@@ -249,4 +249,13 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    Eq. 4 is kept and blends whole stacks; labels are slice s's. Only the first convolution
    grows. The manifest says `input.context_slices: 3`, and every reader of the model (engine,
    attention map, atlas) builds the same stacks. Measured in models/EXPERIMENTS.md (stop 31).
+31. Thickness-matched positives (option, off by default: `--positive-sampling thickness`): Lee
+   et al. sample slices as they come. On the phantom mix a thin series' SAH spans dozens of
+   overlapping 5 mm slabs, so about half of the positive slices are thin against a third of the
+   negative ones (600 development studies: 0.49 and 0.33), and 73 % of the SAH slices are thin:
+   a thin slab's look is then evidence of haemorrhage in itself, which every normal thin series
+   inherits (their case scores, 0.79-0.95, are the highest of all negatives). The positive half
+   of each batch is drawn so that thin slices are the same share of it as of the negatives
+   (`trainer.thickness_matched_probabilities`); the importance weights are not changed, since
+   the changed training distribution is the point. Measured in models/EXPERIMENTS.md (stop 33).
 """

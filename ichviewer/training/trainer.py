@@ -40,7 +40,7 @@ INTERPOLATIONS: tuple[str, ...] = ("sample", "all")
 #: slice equally often (a 10-slice bleed ten times as often as a one-slice punctate one);
 #: "case", every positive case equally often, its positive slices sharing its turns
 #: (departure 18 in `ichviewer.training`).
-POSITIVE_SAMPLINGS: tuple[str, ...] = ("slice", "case")
+POSITIVE_SAMPLINGS: tuple[str, ...] = ("slice", "case", "thickness")
 #: Which strata hard-example mining draws from (`TrainConfig.hard_stratum`): "all", or
 #: "negative" only (the positives keep their walk; departure 29 in `ichviewer.training`).
 HARD_STRATA: tuple[str, ...] = ("all", "negative")
@@ -539,6 +539,15 @@ class StratifiedSampler:
     about a sixth of the positive cases; a case is read by its highest slice, so each case
     should count alike. The positive stratum's importance weight stays as it is: the extra
     emphasis on small bleeds is intended, not undone (as with hard examples).
+
+    Thickness-matched positives (`positive_sampling="thickness"`; departure 31): the positive
+    quota is drawn so that thin-series slices are the same share of it as of the negative
+    stratum. Slice by slice, a thin series' SAH spans dozens of overlapping slabs, so on the
+    phantom mix about half of the positive slices are thin against a third of the negative ones:
+    a thin slab's look alone is then evidence of haemorrhage, and every normal thin series is
+    lifted by it. Matched, the thickness says nothing about the label, and the positive draws it
+    frees go to the 5 mm bleeds. The importance weights stay as they are: the change of the
+    training distribution is the point, not something to undo.
     """
 
     def __init__(
@@ -573,6 +582,8 @@ class StratifiedSampler:
         self._probs: list[np.ndarray | None] = [None] * len(self.strata)
         if positive_sampling == "case" and len(self.strata) == 2:
             self._probs[0] = case_balanced_probabilities(cache, self.strata[0][0])
+        elif positive_sampling == "thickness" and len(self.strata) == 2:
+            self._probs[0] = thickness_matched_probabilities(cache, self.strata[0][0], self.strata[1][0])
         self._orders = [rng.permutation(s[0]) for s in self.strata]
         self._pos = [0] * len(self.strata)
         self.hard_fraction = float(hard_fraction)
@@ -666,6 +677,31 @@ def case_balanced_probabilities(cache: SliceCache, rows: np.ndarray) -> np.ndarr
     case_of = cache.case_of_row()[rows]
     counts = np.bincount(case_of, minlength=len(cache.cases))
     p = 1.0 / counts[case_of]
+    return p / p.sum()
+
+
+#: A series with slices thinner than this (mm) counts as thin for `thickness_matched_probabilities`.
+THIN_SLICE_MM = 3.0
+
+
+def thickness_matched_probabilities(cache: SliceCache, positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+    """Drawing probability of each of `positives` so that thin-series slices are as large a share of
+    the positive draws as they are of `negatives` (departure 31).
+
+    Within each thickness the rows keep equal probability. Uniform when either thickness has no
+    positive row (nothing to match).
+    """
+    positives = np.asarray(positives, dtype=np.int64)
+    if positives.size == 0:
+        return np.zeros(0, dtype=np.float64)
+    thin_case = np.array([0.0 < c.slice_mm < THIN_SLICE_MM for c in cache.cases], dtype=bool)
+    case_of = cache.case_of_row()
+    thin_pos = thin_case[case_of[positives]]
+    n_thin = int(thin_pos.sum())
+    if n_thin in (0, positives.size) or len(negatives) == 0:
+        return np.full(positives.size, 1.0 / positives.size)
+    share = float(thin_case[case_of[np.asarray(negatives, dtype=np.int64)]].mean())
+    p = np.where(thin_pos, share / n_thin, (1.0 - share) / (positives.size - n_thin))
     return p / p.sum()
 
 
