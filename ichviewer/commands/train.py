@@ -16,7 +16,7 @@ HARD_STRATA = ("all", "negative")
 HARD_STRATUM_DEFAULT = "all"
 PRECISIONS = ("fp32", "bf16")
 PRECISION_DEFAULT = "fp32"
-POSITIVE_SAMPLINGS = ("slice", "case")
+POSITIVE_SAMPLINGS = ("slice", "case", "thickness")
 POSITIVE_SAMPLING_DEFAULT = "slice"
 
 
