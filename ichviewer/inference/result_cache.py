@@ -37,6 +37,7 @@ from ichviewer.core.applicability import check_head_ct
 from ichviewer.core.volume import incomplete_series
 from ichviewer.inference.findings import StudyResult
 from ichviewer.inference.manifest import MANIFEST_NAME, file_sha256
+from ichviewer.inference.study import ensemble_result
 
 log = logging.getLogger(__name__)
 
@@ -108,21 +109,10 @@ class ResultCache:
             if (meta.get("format") != CACHE_FORMAT or slice_p.shape != (n, len(LABELS))
                     or member_p.shape != (n_members, n, len(LABELS)) or np.isnan(slice_p).any()):
                 raise ValueError(f"it does not fit this series ({slice_p.shape}, {member_p.shape}) or this cache format")
-            result = StudyResult(
-                study_uid=str(getattr(volume, "study_uid", "")),
-                series_uid=str(getattr(volume, "series_uid", "")),
-                slice_probabilities=slice_p,
-                member_probabilities=member_p,
-                operating_points=ensemble.manifest.operating_points,
-                aggregation=ensemble.manifest.aggregation,
-                models=ensemble.infos,
-                provider=str(meta["provider"]),
-                seconds=float(meta["seconds"]),
-                request_id=request_id,
-                complete=True,
-                head_check=check_head_ct(volume),
-                incomplete=incomplete_series(volume),
-                restored=str(meta["computed_at"]),
+            result = ensemble_result(
+                volume, ensemble, slice_p, member_p, provider=str(meta["provider"]), seconds=float(meta["seconds"]),
+                request_id=request_id, complete=True, head_check=check_head_ct(volume),
+                incomplete=incomplete_series(volume), restored=str(meta["computed_at"]),
             )
         except Exception as exc:  # damaged, truncated, from another version: run the models again
             log.warning("kept AI result %s cannot be used (%s: %s); the models run again", path, type(exc).__name__, exc)

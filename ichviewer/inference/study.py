@@ -32,6 +32,22 @@ class InferenceRequest:
     chunk: int = 8
 
 
+def ensemble_result(volume: Any, ensemble: Ensemble, slice_p: np.ndarray, member_p: np.ndarray, **fields: Any) -> StudyResult:
+    """A StudyResult of `volume` by `ensemble` (its operating points, aggregation, members and provider)
+    from these probabilities; `fields` sets the rest (seconds, complete, head_check, ...) or overrides."""
+    return StudyResult(**{
+        "study_uid": str(getattr(volume, "study_uid", "")),
+        "series_uid": str(getattr(volume, "series_uid", "")),
+        "slice_probabilities": slice_p,
+        "member_probabilities": member_p,
+        "operating_points": ensemble.manifest.operating_points,
+        "aggregation": ensemble.manifest.aggregation,
+        "models": ensemble.infos,
+        "provider": ensemble.provider,
+        **fields,
+    })
+
+
 def _chunks(n: int, chunk: int, first_chunk: int) -> list[tuple[int, int]]:
     out, a = [], 0
     size = max(1, min(first_chunk, chunk))
@@ -81,21 +97,8 @@ def run_study(
     incomplete = incomplete_series(volume)  # part of the series missing? (else triage "refer" too)
 
     def snapshot(complete: bool = False) -> StudyResult:
-        return StudyResult(
-            study_uid=str(getattr(volume, "study_uid", "")),
-            series_uid=str(getattr(volume, "series_uid", "")),
-            slice_probabilities=slice_p,
-            member_probabilities=member_p,
-            operating_points=ensemble.manifest.operating_points,
-            aggregation=ensemble.manifest.aggregation,
-            models=ensemble.infos,
-            provider=ensemble.provider,
-            seconds=time.perf_counter() - t0,
-            request_id=request_id,
-            complete=complete,
-            head_check=head_check,
-            incomplete=incomplete,
-        )
+        return ensemble_result(volume, ensemble, slice_p, member_p, seconds=time.perf_counter() - t0,
+                               request_id=request_id, complete=complete, head_check=head_check, incomplete=incomplete)
 
     def check_cancel() -> None:
         if is_cancelled is not None and is_cancelled():
