@@ -113,6 +113,28 @@ def test_infer_exit_zero_when_all_studies_run(tmp_path, models, capsys):
     assert len(report["studies"]) == 1 and report["failed"] == []
 
 
+def test_infer_gives_back_kept_results_and_says_so(tmp_path, models, capsys):
+    """`--keep-results DIR`: a second run over the same folder runs no model on the series kept, and its
+    report marks them (the same findings, with when they were computed)."""
+    rng = np.random.default_rng(8)
+    for name in ("one", "two"):
+        write_dicom_series(make_volume(rng.integers(-40, 90, (3, 16, 16)).astype(np.int16)), tmp_path / "data" / name)
+    argv = ["infer", str(tmp_path / "data"), "--models", str(models), "--quiet", "--keep-results", str(tmp_path / "kept")]
+    assert run_cli([*argv, "--json", str(tmp_path / "first.json")]) == 0
+    assert "kept from an earlier run" not in capsys.readouterr().err
+    write_dicom_series(make_volume(rng.integers(-40, 90, (3, 16, 16)).astype(np.int16)), tmp_path / "data" / "three")
+    assert run_cli([*argv, "--json", str(tmp_path / "second.json")]) == 0
+    assert "3 studies done (2 of them kept from an earlier run, not run again), 0 failed" in capsys.readouterr().err
+    first = {s["series_uid"]: s for s in json.loads((tmp_path / "first.json").read_text())["studies"]}
+    second = {s["series_uid"]: s for s in json.loads((tmp_path / "second.json").read_text())["studies"]}
+    for uid, study in second.items():
+        if uid in first:
+            assert study["restored"] and study["case"] == first[uid]["case"] and study["slices"] == first[uid]["slices"]
+            assert set(study) == STUDY_KEYS | {"restored"}
+        else:
+            assert "restored" not in study and set(study) == STUDY_KEYS
+
+
 def test_infer_reports_missing_input_and_missing_models_without_traceback(tmp_path, models, capsys, monkeypatch):
     code = run_cli(["infer", str(tmp_path / "nothing-here"), "--models", str(models), "--json", str(tmp_path / "o.json")])
     assert code == 1
@@ -138,18 +160,18 @@ def test_batch_reads_each_series_only_when_its_turn_comes(tmp_path, models, monk
         vol = make_volume(rng.integers(-40, 90, (3, 16, 16)).astype(np.int16), spacing=(5.0, 0.5, 0.5))
         write_dicom_series(vol, tmp_path / "data" / name)
     events: list[str] = []
-    real_load, real_run = io.load_series, batch.run_study
+    real_load, real_run = io.load_series, batch.run_study_kept
 
     def load(series, **kw):
         events.append("load")
         return real_load(series, **kw)
 
-    def run(volume, ensemble, **kw):
+    def run(volume, ensemble, kept, **kw):
         events.append("run")
-        return real_run(volume, ensemble, **kw)
+        return real_run(volume, ensemble, kept, **kw)
 
     monkeypatch.setattr(io, "load_series", load)
-    monkeypatch.setattr(batch, "run_study", run)
+    monkeypatch.setattr(batch, "run_study_kept", run)
     report = batch.infer_path(tmp_path / "data", load_ensemble(models))
     assert len(report.studies) == 3 and not report.failed
     assert events == ["load", "run"] * 3  # never all volumes in memory at once

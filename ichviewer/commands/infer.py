@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="OUT", required=True, dest="json_out", help="write the JSON report here")
     p.add_argument("--csv", metavar="OUT", default=None, dest="csv_out", help="also write one CSV row per study here")
     p.add_argument("--provider", default="auto", help="execution provider: auto (GPU if it works, else CPU), cpu or cuda")
+    p.add_argument("--keep-results", metavar="DIR", default=None,
+                   help="give back results kept in DIR for series already analysed by these models on this "
+                   "provider (same voxels), and keep new ones there (the workstation keeps its own in "
+                   "<settings folder>/ai-results)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -60,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
         f"ichviewer infer: ensemble '{ensemble.name}' ({len(ensemble.models)} models) on {ensemble.provider}",
         file=err,
     )
-    report = infer_path(args.path, ensemble, on_progress=None if args.quiet else TextProgress(err))
+    kept = None
+    if args.keep_results:
+        from ichviewer.inference.result_cache import ResultCache
+
+        kept = ResultCache(args.keep_results)
+    report = infer_path(args.path, ensemble, on_progress=None if args.quiet else TextProgress(err), kept=kept)
     try:
         report.write_json(args.json_out)
         if args.csv_out:
@@ -76,5 +85,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"ichviewer infer: WARNING {study['path']}: {study['incomplete']} (triage set to refer)", file=err)
     for fail in report.failed:
         print(f"ichviewer infer: FAILED {fail['path']}: {fail['reason']}", file=err)
-    print(f"ichviewer infer: {len(report.studies)} studies done, {len(report.failed)} failed", file=err)
+    restored = sum(1 for study in report.studies if study.get("restored"))
+    kept_text = f" ({restored} of them kept from an earlier run, not run again)" if restored else ""
+    print(f"ichviewer infer: {len(report.studies)} studies done{kept_text}, {len(report.failed)} failed", file=err)
     return 1 if report.failed else 0

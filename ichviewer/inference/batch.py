@@ -19,7 +19,7 @@ from ichviewer import LABELS
 from ichviewer.core.applicability import head_check_failure
 from ichviewer.inference.ensemble import Ensemble
 from ichviewer.inference.errors import Cancelled
-from ichviewer.inference.study import run_study
+from ichviewer.inference.result_cache import run_study_kept
 
 INFER_SCHEMA = "ichviewer.infer/1"
 
@@ -84,8 +84,12 @@ def infer_path(
     *,
     on_progress: BatchProgress | None = None,
     is_cancelled: Callable[[], bool] | None = None,
+    kept: Any = None,
 ) -> BatchReport:
     """Run `ensemble` on every CT series under `path`; never raises for bad input, records it in `failed`.
+
+    With `kept` (a `result_cache.ResultCache`), a series whose result by these models is kept there
+    is not run again (its entry says "restored": when it was computed), and new results are kept.
 
     Series are read one at a time (headers first, pixels when the series' turn comes) and
     released after inference, so memory does not grow with the size of the folder.
@@ -121,7 +125,7 @@ def infer_path(
                 on_progress(number, total, label, done, n)
 
         try:
-            result = run_study(volume, ensemble, progress=progress, is_cancelled=is_cancelled)
+            result = run_study_kept(volume, ensemble, kept, progress=progress, is_cancelled=is_cancelled)
         except Cancelled:
             raise
         except Exception as exc:  # one bad study must not stop the batch; the reason is recorded

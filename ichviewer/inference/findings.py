@@ -247,4 +247,5 @@ class StudyResult:
             "models": [m.to_dict() for m in self.models],
             "provider": self.provider,
             "seconds": round(float(self.seconds), 3),
+            **({"restored": self.restored} if self.restored else {}),
         }

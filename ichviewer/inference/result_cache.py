@@ -37,7 +37,7 @@ from ichviewer.core.applicability import check_head_ct
 from ichviewer.core.volume import incomplete_series
 from ichviewer.inference.findings import StudyResult
 from ichviewer.inference.manifest import MANIFEST_NAME, file_sha256
-from ichviewer.inference.study import ensemble_result
+from ichviewer.inference.study import ensemble_result, run_study
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +173,23 @@ class ResultCache:
 
     def __len__(self) -> int:
         return sum(1 for p in self.root.glob("*.npz") if not p.name.startswith(".")) if self.root.is_dir() else 0
+
+
+def run_study_kept(volume: Any, ensemble: Any, kept: ResultCache | None, *, use_kept: bool = True,
+                   **run_kwargs: Any) -> StudyResult:
+    """`run_study`, unless `kept` holds this series' result by these models (given back when `use_kept`);
+    a fresh complete result is kept. The key needs the pixel hash, computed here (off a GUI thread)."""
+    key = None
+    if kept is not None:
+        try:
+            key = kept.key(volume, ensemble)
+        except OSError as exc:  # the manifest went away under us: loading the models will say so next time
+            log.warning("no key for kept AI results: %s", exc)
+        if key is not None and use_kept:
+            restored = kept.load(key, volume, ensemble, request_id=run_kwargs.get("request_id"))
+            if restored is not None:
+                return restored
+    result = run_study(volume, ensemble, **run_kwargs)
+    if key is not None:
+        kept.store(key, result)
+    return result

@@ -170,27 +170,16 @@ def run_study_request(
     without running them (when `request.use_kept`), and a fresh complete result is kept. The key
     needs the pixel hash, which is computed here, off the GUI thread.
     """
-    from ichviewer.inference import Cancelled, InferenceRequest, run_request
+    from ichviewer.inference import Cancelled
+    from ichviewer.inference.result_cache import run_study_kept
 
     ensemble = cache.get(request.ensemble_dir)
     if on_loaded is not None:
         on_loaded(ensemble)
     if is_cancelled is not None and is_cancelled():
         raise Cancelled(None)
-    key = None
-    if kept is not None:
-        try:
-            key = kept.key(request.volume, ensemble)
-        except OSError as exc:  # the manifest went away under us: loading will say so next time
-            log.warning("no key for kept AI results: %s", exc)
-        if key is not None and request.use_kept:
-            restored = kept.load(key, request.volume, ensemble, request_id=request.request_id)
-            if restored is not None:
-                return restored
-    result = run_request(InferenceRequest(request.request_id, request.volume, ensemble, request.chunk), progress, is_cancelled)
-    if key is not None:
-        kept.store(key, result)
-    return result
+    return run_study_kept(request.volume, ensemble, kept, use_kept=request.use_kept, progress=progress,
+                          is_cancelled=is_cancelled, chunk=request.chunk, request_id=request.request_id)
 
 
 def compute_attention(request: AttentionRequest, cache: EnsembleCache) -> Any:
