@@ -382,7 +382,7 @@ class InferenceUI(QObject):
             self.main_window.statusBar().showMessage("AI results are in; hidden until your vote is cast", 8000)
             return
         self.main_window.statusBar().showMessage(
-            f"AI: {result.triage} ({run_text(result, provider=True)})", 8000
+            f"AI: {result.triage}; {run_text(result, provider=True)}", 8000
         )
 
     def _fit_findings_dock(self) -> None:
