@@ -504,6 +504,13 @@ def test_devset_scores_onnx_members_on_cache_slices_as_pytorch_does(tmp_path, ph
     assert fig["ensemble_slice_auc"] == pytest.approx(roc_auc(val.labels[:, ANY], probs[:, ANY]))
     assert sum(b["n"] for b in fig["size_bins"].values()) == int(y.sum())
     assert "member a: case AUC" in format_figures(fig)
+    # each study's score, and the AUC within the thin studies when they hold both kinds
+    assert fig["case_scores"] == {c.case_id: pytest.approx(t) for c, t in zip(val.cases, top)}
+    thin = np.asarray([c.slice_mm < 5 for c in val.cases])
+    if thin.any() and 0 < y[thin].sum() < thin.sum():
+        assert fig["thin_case_auc"] == pytest.approx(roc_auc(y[thin], top[thin]))
+    else:
+        assert fig["thin_case_auc"] is None
 
 
 def test_devset_build_makes_a_larger_set_that_starts_with_the_default_one(tmp_path):

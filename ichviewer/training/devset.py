@@ -176,6 +176,10 @@ def dev_figures(
             key = ("1 mm " if c.slice_mm < 5 else "5 mm ") + "negatives"
             kinds.setdefault(key, []).append(float(s))
     out["negative_mean_case_score"] = {k: float(np.mean(v)) for k, v in sorted(kinds.items())}
+    thin = np.asarray([c.slice_mm < 5 for c in cache.cases])
+    both = thin.any() and 0 < y_case[thin].sum() < thin.sum()
+    out["thin_case_auc"] = roc_auc(y_case[thin], case[thin, ANY]) if both else None  # within the thin studies
+    out["case_scores"] = {c.case_id: float(v) for c, v in zip(cache.cases, case[:, ANY])}
     return out
 
 
@@ -199,6 +203,8 @@ def format_figures(fig: dict) -> str:
         f"{k} {_fmt(v['auc'])} (n={v['n']})" for k, v in fig["punctate_by_subtype"].items()))
     lines.append("  mean case score of negatives: " + ", ".join(
         f"{k} {v:.2f}" for k, v in fig["negative_mean_case_score"].items()))
+    if fig.get("thin_case_auc") is not None:
+        lines.append(f"  case AUC within the thin (1 mm) studies: {_fmt(fig['thin_case_auc'])}")
     return "\n".join(lines)
 
 
