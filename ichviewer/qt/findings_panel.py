@@ -127,7 +127,7 @@ def run_text(result: Any, *, provider: bool = False) -> str:
     text = f"{result.n_slices} slices"
     if provider:
         text += f" on {provider_display_name(result.provider)}"
-    if getattr(result, "restored", ""):
+    if result.restored:
         return f"{text}, analysed {result.restored} in {result.seconds:.1f} s (kept, not run again)"
     return f"{text} in {result.seconds:.1f} s"
 
@@ -390,7 +390,7 @@ class FindingsPanel(QWidget):
         done, total = result.slices_done, result.n_slices
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
-        if getattr(result, "restored", ""):
+        if result.restored:
             self.elapsed_label.setText(f"Kept from {result.restored}")
             self.elapsed_label.setToolTip(
                 f"These findings were computed on {result.restored} ({result.seconds:.1f} s) by the same models on "

@@ -92,7 +92,6 @@ class ReviewUI(QObject):
         self.vote_panel: PanelVotePanel | None = None
         self.vote_dock = None
         self.dashboard: ReviewDashboard | None = None
-        self._pixel_hashes: dict[str, str] = {}
         # Hashing a 1 mm series' pixels takes about 0.1 s: for series analysed in the background it is
         # done off the GUI thread, so the reader's scrolling does not stall while the folder is triaged.
         self._hash_pool = QThreadPool(self)
@@ -477,7 +476,7 @@ class ReviewUI(QObject):
             else:
                 placed.append((m, text, True))
         by_index_only = [p for p in placed if p[2]]
-        other_pixels = bool(recorded) and bool(placed) and self._pixel_hash(volume) != recorded
+        other_pixels = bool(recorded) and bool(placed) and volume.pixel_sha256() != recorded
         if by_index_only and other_pixels:
             # Same series UID, other pixels (a copy with a slice missing, a re-export): slice indices
             # and voxels may not match, so a ruler or volume would land on other anatomy.
@@ -549,14 +548,9 @@ class ReviewUI(QObject):
         except Exception as exc:
             self.main_window.notify_error(f"The deletion of a measurement could not be saved in {self.db_path}: {exc}")
 
-    def _pixel_hash(self, volume: Any) -> str:
-        """The series' pixel SHA-256, computed once per series UID (hashing a thin series takes a moment)."""
-        if volume.series_uid not in self._pixel_hashes:
-            self._pixel_hashes[volume.series_uid] = volume.pixel_sha256()
-        return self._pixel_hashes[volume.series_uid]
-
     def _ensure_study(self, volume: Any) -> None:
-        self.store.add_study(volume.series_uid, volume.study_uid or None, pixel_sha256=self._pixel_hash(volume),
+        # The volume computes its pixel hash once (the AI worker usually has already, for its kept results).
+        self.store.add_study(volume.series_uid, volume.study_uid or None, pixel_sha256=volume.pixel_sha256(),
                              path=series_folder(volume))
 
     def _on_inference_finished(self, _request_id: int, result: Any) -> None:
@@ -572,12 +566,10 @@ class ReviewUI(QObject):
     def _on_background_finished(self, volume: Any, result: Any) -> None:
         """A series of the folder analysed in the background: its run is recorded like any other, so
         the difficult-case queues see the whole folder, not only the series the reader opened. Its
-        pixel hash (which the database checks a series against) is computed on a pool thread first."""
+        pixel hash (which the database checks a series against) is computed on a pool thread first,
+        unless the volume has it already (then the job returns at once)."""
         uid = getattr(volume, "series_uid", None)
         if not uid or uid != getattr(result, "series_uid", uid) or self._closed:
-            return
-        if uid in self._pixel_hashes:
-            self._record_run(volume, result)
             return
         self._hash_pool.start(WorkerJob(
             volume.pixel_sha256,
@@ -588,9 +580,7 @@ class ReviewUI(QObject):
     def _on_hash_done(self, volume: Any, result: Any, sha: Any) -> None:
         if self._closed:
             return
-        if isinstance(sha, str):
-            self._pixel_hashes.setdefault(volume.series_uid, sha)
-        else:  # cannot happen short of memory trouble; the GUI thread tries again in _record_run
+        if not isinstance(sha, str):  # cannot happen short of memory trouble; the GUI thread tries again in _record_run
             log.warning("pixel hash of %s failed off the GUI thread: %s", volume.series_uid, sha)
         self._record_run(volume, result)
 
@@ -605,7 +595,7 @@ class ReviewUI(QObject):
             self._ensure_study(volume)
             entry = {"path": series_folder(volume), **result.to_dict()}
             # Findings kept from an earlier session cite that session's run, not a new one.
-            run_id = record_study_result(self.store, entry, same_as_newest=bool(getattr(result, "restored", "")))
+            run_id = record_study_result(self.store, entry, same_as_newest=bool(result.restored))
         except Exception as exc:  # the database is on another disk, locked, full...
             self.main_window.notify_error(
                 f"The AI result could not be recorded in the review database {self.db_path}: {exc}")
