@@ -685,6 +685,46 @@ def test_thickness_matched_positives_make_thin_slices_as_common_among_positives_
     np.testing.assert_allclose(thickness_matched_probabilities(cache, only_thick, neg), 1 / only_thick.size)
 
 
+def test_thickness_weighted_positives_draw_as_they_come_and_weight_thin_positives_to_the_negatives_share():
+    """Departure 32: the same draws as "slice"; thin positives' weights scaled by the odds ratio, so the
+    weighted thin share of the positives is the negatives'; 5 mm positives and all negatives untouched."""
+    from ichviewer.training.trainer import StratifiedSampler, thin_positive_weight_factor, thin_rows
+
+    sizes = [(30, 24, 1.0), (10, 0, 1.0), (10, 2, 5.0), (10, 3, 5.0), (10, 1, 5.0), (10, 0, 5.0), (10, 0, 5.0), (10, 0, 5.0), (10, 0, 5.0)]
+    n = sum(size for size, _, _ in sizes)
+    lab = np.zeros((n, 6), np.float32)
+    cases, start = [], 0
+    for i, (size, bleeding, mm) in enumerate(sizes):
+        lab[start:start + bleeding, 5] = 1
+        cases.append(CaseRecord(f"c{i}", start, start + size, [0] * 5 + [int(bleeding > 0)], slice_mm=mm))
+        start += size
+    cache = SliceCache(np.zeros((n, 3, 4, 4), np.uint8), lab, np.ones_like(lab), cases, 4)
+    thin = thin_rows(cache)
+    assert thin[:40].all() and not thin[40:].any()
+    pos, neg = np.flatnonzero(lab[:, 5] == 1), np.flatnonzero(lab[:, 5] == 0)
+    f = thin_positive_weight_factor(thin[pos], thin[neg])
+    assert f == pytest.approx((0.2 / 0.8) / (0.8 / 0.2))  # odds of thin among negatives / among positives
+    assert f * 0.8 / (f * 0.8 + 0.2) == pytest.approx(0.2)
+
+    def draws(mode):
+        sampler = StratifiedSampler(cache, np.arange(n), 0.5, np.random.default_rng(0), positive_sampling=mode)
+        rows, w = zip(*(sampler.batch(16) for _ in range(400)))
+        return np.concatenate(rows), np.concatenate(w)
+
+    (rows_slice, w_slice), (rows, w) = draws("slice"), draws("thickness-weight")
+    np.testing.assert_array_equal(rows, rows_slice)  # draw for draw the recipe's rows
+    positive = lab[rows, 5] == 1
+    base = (30 / n) / 0.5
+    np.testing.assert_allclose(w[positive & thin[rows]], base * f, rtol=1e-6)
+    np.testing.assert_allclose(w[positive & ~thin[rows]], base, rtol=1e-6)
+    np.testing.assert_array_equal(w[~positive], w_slice[~positive])
+    weighted_thin_share = w[positive & thin[rows]].sum() / w[positive].sum()
+    assert weighted_thin_share == pytest.approx(thin[rows[~positive]].mean(), abs=0.03)
+    # nothing to match: positives (or negatives) all of one thickness
+    assert thin_positive_weight_factor(thin[pos][~thin[pos]], thin[neg]) == 1.0
+    assert thin_positive_weight_factor(thin[pos], np.zeros(5, bool)) == 1.0
+
+
 def test_hard_example_draws_follow_the_last_loss_and_the_walk_still_covers_every_slice():
     from ichviewer.training.trainer import StratifiedSampler
 

@@ -16,7 +16,7 @@ HARD_STRATA = ("all", "negative")
 HARD_STRATUM_DEFAULT = "all"
 PRECISIONS = ("fp32", "bf16")
 PRECISION_DEFAULT = "fp32"
-POSITIVE_SAMPLINGS = ("slice", "case", "thickness")
+POSITIVE_SAMPLINGS = ("slice", "case", "thickness", "thickness-weight")
 POSITIVE_SAMPLING_DEFAULT = "slice"
 
 
@@ -116,7 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=POSITIVE_SAMPLING_DEFAULT,
         help="draw the batch's haemorrhage slices slice by slice; so that every bleeding case "
         "(a punctate one as much as a large one) gets the same share ('case'); or so that thin-series "
-        "slices are as large a share of them as of the negatives ('thickness') (default %(default)s)",
+        "slices are as large a share of them as of the negatives ('thickness'); or as they come, with the thin ones' "
+        "loss weighted down to the same share ('thickness-weight') (default %(default)s)",
     )
     p.add_argument(
         "--precision",

@@ -258,4 +258,13 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    of each batch is drawn so that thin slices are the same share of it as of the negatives
    (`trainer.thickness_matched_probabilities`); the importance weights are not changed, since
    the changed training distribution is the point. Measured in models/EXPERIMENTS.md (stop 33).
+32. Thickness-weighted positives (option, off by default: `--positive-sampling thickness-weight`):
+   the same confound as 31, removed in the loss instead of the draws. The positives are drawn as
+   they come (row for row the recipe's draws), and each thin positive slice's importance weight is
+   multiplied by the odds ratio [q / (1 - q)] / [p / (1 - p)] (p, q: thin share of the positive and
+   the negative slices; about 0.51 on the phantom mix), so that in the weighted loss thin slices are
+   as large a share of the positives as of the negatives (`trainer.thin_positive_weight_factor`).
+   Unlike 31 nothing is re-drawn, so the 5 mm bleeds keep exactly the recipe's weight against the
+   5 mm negatives: with 31 the freed draws went to 5 mm blood and the 5 mm negatives rose (stop 33).
+   Measured in models/EXPERIMENTS.md (stop 34).
 """
