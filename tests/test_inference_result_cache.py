@@ -120,3 +120,17 @@ def test_the_least_recently_used_entries_go_beyond_the_limit(tmp_path, ensemble_
     assert len(cache) == 2
     assert cache.load(keys[1], volumes[1], ensemble) is None  # the least recently used went
     assert cache.load(keys[0], volumes[0], ensemble) is not None and cache.load(keys[2], volumes[2], ensemble) is not None
+
+
+def test_usage_counts_what_is_kept_and_clear_removes_it_all(tmp_path, ensemble_dir):
+    ensemble = load_ensemble(ensemble_dir)
+    cache = ResultCache(tmp_path / "kept")
+    assert cache.usage() == (0, 0) and cache.clear() == 0  # no folder yet
+    volumes = [_head(seed) for seed in range(2)]
+    paths = [cache.store(cache.key(v, ensemble), run_study(v, ensemble)) for v in volumes]
+    (tmp_path / "kept" / ".half-written.tmp.npz").write_bytes(b"x")  # a write cut short
+    count, size = cache.usage()
+    assert count == 2 and size == sum(p.stat().st_size for p in paths)
+    assert cache.clear() == 2
+    assert cache.usage() == (0, 0) and list((tmp_path / "kept").iterdir()) == []
+    assert cache.load(cache.key(volumes[0], ensemble), volumes[0], ensemble) is None

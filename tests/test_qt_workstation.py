@@ -649,6 +649,69 @@ def test_with_analysis_on_opening_off_the_folder_is_triaged_on_request(qtbot, tm
     w.close()
 
 
+def test_analyse_every_series_gives_the_series_on_screen_its_kept_result_too(qtbot, tmp_path, settings_dir):
+    """AI > Analyse every series in the folder, in a later session with analysis on opening off: the
+    series on screen gets its kept findings like the folder's others (no model run); the reader's
+    "Analyse this study" still runs the models afresh."""
+    worklist = tmp_path / "worklist"
+    uids = [_series(worklist, seed, skull=True)[1] for seed in (71, 72)]
+    first = _shown_workstation(qtbot, tmp_path, settings_dir)
+    with qtbot.waitSignal(first.sig_study_loaded, timeout=WAIT_MS):
+        first.open_path(worklist)
+    qtbot.waitUntil(lambda: all(first.browser.series_ai(u) is not None for u in uids), timeout=WAIT_MS)
+    first.close()
+
+    later = _shown_workstation(qtbot, tmp_path, settings_dir, auto_infer=False)
+    ai = later.inference
+    with qtbot.waitSignal(later.sig_study_loaded, timeout=WAIT_MS):
+        later.open_path(worklist)
+    qtbot.wait(50)
+    assert ai.controller.result_for(later.volume) is None
+    with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS) as shown:
+        ai.folder_action.trigger()
+    assert shown.args[1].restored and ai.panel.elapsed_label.text().startswith("Kept from ")
+    qtbot.waitUntil(lambda: all(later.browser.series_ai(u) is not None for u in uids), timeout=WAIT_MS)
+    with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS) as fresh:
+        ai.controller.start()  # what "Analyse this study" calls
+    assert not fresh.args[1].restored and ai.panel.elapsed_label.text().startswith("Elapsed: ")
+    later.close()
+
+
+def test_forget_kept_ai_results_asks_first_then_the_next_session_runs_the_models(qtbot, tmp_path, settings_dir, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    folder, _uid = _series(tmp_path, 3, skull=True)
+    first = _shown_workstation(qtbot, tmp_path, settings_dir)
+    with qtbot.waitSignal(first.inference.controller.sig_finished, timeout=WAIT_MS):
+        first.open_path(folder)
+    kept = first.inference.controller.kept_results
+    assert len(kept) == 1
+    asked: list[str] = []
+
+    def answer(button):
+        def question(_parent, _title, text, *args, **kwargs):
+            asked.append(text)
+            return button
+        return question
+
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
+    first.inference.forget_action.trigger()
+    assert "1 kept AI result(s)" in asked[0] and str(kept.root) in asked[0] and len(kept) == 1  # No: nothing goes
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
+    first.inference.forget_action.trigger()
+    assert len(kept) == 0 and first.statusBar().currentMessage() == "Forgot 1 kept AI result(s)"
+    assert first.inference.panel.triage_text  # the findings on screen stay
+    first.inference.forget_action.trigger()  # nothing left: says so, asks nothing
+    assert len(asked) == 2 and "No AI results are kept" in first.statusBar().currentMessage()
+    first.close()
+
+    later = _shown_workstation(qtbot, tmp_path, settings_dir)
+    with qtbot.waitSignal(later.inference.controller.sig_finished, timeout=WAIT_MS) as again:
+        later.open_path(folder)
+    assert not again.args[1].restored  # the models ran
+    later.close()
+
+
 def test_a_series_opened_again_in_a_later_session_shows_its_kept_findings_and_cites_the_same_run(qtbot, tmp_path, settings_dir):
     """Findings kept from an earlier session (same voxels, same models) come back without running the
     models, the panel says when they were computed, and the read cites the run recorded then."""

@@ -149,3 +149,20 @@ def test_real_infer_output_imports_with_decisions_and_models(tmp_path: Path, cap
                                             (run_row["id"],)).fetchall())
         assert decisions == {lab: int(f["decision"] == "positive") for lab, f in study["case"].items()}
         assert store.study(study["series_uid"])["study_uid"] == study["study_uid"]
+
+    # The same folder again with kept results: the first pass keeps, the second gives back. Importing the
+    # second JSON cites the run already recorded instead of recording the same run twice.
+    kept_dir = tmp_path / "kept"
+    for name in ("first.json", "again.json"):
+        args = parser.parse_args(["infer", str(tmp_path / "data"), "--models", str(models), "--json",
+                                  str(tmp_path / name), "--keep-results", str(kept_dir), "--quiet"])
+        assert args.func(args) == 0
+    assert "restored" in json.loads((tmp_path / "again.json").read_text())["studies"][0]
+    assert run("import-runs", str(tmp_path / "first.json"), "--db", str(db)) == 0
+    capsys.readouterr()
+    assert run("import-runs", str(tmp_path / "again.json"), "--db", str(db)) == 0
+    out = capsys.readouterr().out
+    assert "0 model run(s) imported; 1 kept result(s) were runs already recorded" in out
+    with ReviewStore(db) as store:
+        n_runs = store.query("SELECT count(*) AS n FROM model_runs WHERE series_uid = ?", (study["series_uid"],))[0]["n"]
+    assert n_runs == 2  # the first import's and first.json's (a fresh run: its own row), not again.json's

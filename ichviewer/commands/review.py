@@ -214,7 +214,9 @@ def _import_runs(args: argparse.Namespace) -> int:
 
     def body(store: Any) -> int:
         res = import_infer_json(store, args.infer_json)
-        print(f"{args.infer_json}: {len(res.run_ids)} model run(s) imported")
+        cited = (f"; {len(res.cited_ids)} kept result(s) were runs already recorded, not imported again"
+                 if res.cited_ids else "")
+        print(f"{args.infer_json}: {len(res.run_ids)} model run(s) imported{cited}")
         for f in res.failed:
             print(f"{args.infer_json}: inference had failed for {f.get('path')}: {f.get('reason')}", file=sys.stderr)
         return 0

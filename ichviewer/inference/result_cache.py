@@ -171,8 +171,39 @@ class ResultCache:
             except OSError:
                 pass
 
+    def _entries(self) -> list[Path]:
+        return [p for p in self.root.glob("*.npz") if not p.name.startswith(".")] if self.root.is_dir() else []
+
     def __len__(self) -> int:
-        return sum(1 for p in self.root.glob("*.npz") if not p.name.startswith(".")) if self.root.is_dir() else 0
+        return len(self._entries())
+
+    def usage(self) -> tuple[int, int]:
+        """(entries kept, bytes on disk)."""
+        count = size = 0
+        for p in self._entries():
+            try:
+                size += p.stat().st_size
+                count += 1
+            except OSError:  # removed meanwhile
+                pass
+        return count, size
+
+    def clear(self) -> int:
+        """Remove every kept result (and any half-written one); the number of results removed.
+
+        A result being computed now is still kept when it finishes."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for p in self.root.glob("*.npz"):
+            try:
+                p.unlink()
+            except OSError as exc:
+                log.warning("kept AI result %s could not be removed: %s", p, exc)
+                continue
+            if not p.name.startswith("."):
+                removed += 1
+        return removed
 
 
 def run_study_kept(volume: Any, ensemble: Any, kept: ResultCache | None, *, use_kept: bool = True,

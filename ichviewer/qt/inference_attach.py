@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDockWidget, QMessageBox, QVBoxLayout, QWidget
 
 from ichviewer import LABELS
 from ichviewer.inference.result_cache import RESULT_CACHE_DIR, ResultCache
@@ -97,6 +97,10 @@ class InferenceUI(QObject):
         self.folder_action.setToolTip("The series on screen first, then the folder's others in the background; "
                                       "the Series list shows each verdict")
         self.folder_action.triggered.connect(self.analyse_folder)
+        self.forget_action = QAction("Forget kept AI results\u2026", main_window)
+        self.forget_action.setToolTip("Remove the results kept from earlier sessions (the settings folder's "
+                                      "ai-results); series are analysed again when next opened")
+        self.forget_action.triggered.connect(lambda _checked=False: self.forget_kept_results())
         self.auto_action = QAction("Analyse studies when opened", main_window)
         self.auto_action.setCheckable(True)
         self.auto_action.setChecked(self.settings.auto_infer)
@@ -119,6 +123,8 @@ class InferenceUI(QObject):
         for act in (self.run_action, self.folder_action, self.auto_action, self.toggle_attention_action,
                     *self.flagged_actions.values()):
             menu.addAction(act)
+        menu.addSeparator()
+        menu.addAction(self.forget_action)
         menu.addSeparator()
         menu.addAction(self.findings_dock.toggleViewAction())
         menu.addAction(self.attention_dock.toggleViewAction())
@@ -188,15 +194,42 @@ class InferenceUI(QObject):
 
     def analyse_folder(self) -> int:
         """AI > Analyse every series in the folder: the one on screen (unless it has its findings), then
-        the others in the background, also when studies are not analysed as they are opened."""
+        the others in the background, also when studies are not analysed as they are opened. Like the
+        folder's others, the one on screen gets its result kept from an earlier session, if any."""
         volume = getattr(self.main_window, "volume", None)
         if volume is None or not self.controller.available:
             return 0
         request_id = 0
         if self.controller.result_for(volume) is None and not self.controller.is_running:
-            request_id = self.controller.start(volume)
+            request_id = self.controller.start(volume, fresh=False)
         self.queue_folder(force=True)
         return request_id
+
+    def forget_kept_results(self, *, confirm: bool = True) -> int:
+        """AI > Forget kept AI results: remove what earlier sessions kept, after the reader confirms.
+
+        Findings already shown in this session stay until their series is closed; nothing in the review
+        database changes. Returns the number of results removed."""
+        kept = self.controller.kept_results
+        if kept is None:
+            self.main_window.statusBar().showMessage(
+                'AI results are not kept ("keep_results": false in inference.json): nothing to forget', 8000)
+            return 0
+        count, size = kept.usage()
+        if count == 0:
+            self.main_window.statusBar().showMessage(f"No AI results are kept in {kept.root}", 8000)
+            return 0
+        if confirm:
+            answer = QMessageBox.question(
+                self.main_window, "Forget kept AI results",
+                f"{count} kept AI result(s), {size / 1e6:.1f} MB in {kept.root}.\n\n"
+                "Series are analysed again when next opened. Findings shown in this session and the "
+                "review database (reads, model runs) are not changed. Forget them?")
+            if answer != QMessageBox.StandardButton.Yes:
+                return 0
+        removed = kept.clear()
+        self.main_window.statusBar().showMessage(f"Forgot {removed} kept AI result(s)", 8000)
+        return removed
 
     def queue_folder(self, *, force: bool = False) -> None:
         """Analyse the opened folder's series in the browser's order, behind the one on screen (when

@@ -329,19 +329,23 @@ class InferenceController(QObject):
         return self._running
 
     # -- study jobs ----------------------------------------------------------------------
-    def open_volume(self, volume: Any, *, run: bool = True, retry: bool = False) -> int:
+    def open_volume(self, volume: Any, *, run: bool = True, retry: bool = False, use_kept: bool | None = None) -> int:
         """A study was opened: cancel the job in flight, make `volume` current and (if `run`) analyse it.
 
         A volume analysed before (same object, same models) gets its findings at once, `run` or not.
         Returns the new request id (0 when no models are available). Without `run`,
         attention maps can still be asked for and `start()` analyses it later. When the
         models already failed to load, the failure is reported to the panel again
-        (`sig_failed`) but not to the notifier, unless `retry`.
+        (`sig_failed`) but not to the notifier, unless `retry`. A result kept from an earlier session
+        is given back instead of running the models unless `use_kept` is False (default: not `retry`,
+        since the reader's "Analyse" means a fresh run).
         """
         self.cancel()
         if self._closed or volume is None or self.ensemble_dir is None:
             return 0
-        request = StudyRequest(next(self._ids), volume, self.ensemble_dir, self.chunk, use_kept=not retry)
+        if use_kept is None:
+            use_kept = not retry
+        request = StudyRequest(next(self._ids), volume, self.ensemble_dir, self.chunk, use_kept=use_kept)
         self._current = request
         self.last_result = None
         self.sig_opened.emit(request.request_id, volume)
@@ -363,13 +367,16 @@ class InferenceController(QObject):
         self._pump_background()
         return request.request_id
 
-    def start(self, volume: Any | None = None) -> int:
-        """Analyse `volume` (default: the current one, again) under a new request id; retries models that failed to load."""
+    def start(self, volume: Any | None = None, *, fresh: bool = True) -> int:
+        """Analyse `volume` (default: the current one, again) under a new request id; retries models that
+        failed to load. `fresh`: run the models even when a result is kept from an earlier session
+        (the reader's "Analyse this study"); otherwise a kept result is given back (a whole folder
+        asked for at once)."""
         if volume is None:
             if self._current is None:
                 return 0
             volume = self._current.volume
-        return self.open_volume(volume, run=True, retry=True)
+        return self.open_volume(volume, run=True, retry=True, use_kept=not fresh)
 
     def result_for(self, volume: Any) -> Any | None:
         """The finished StudyResult of `volume` by the models in use (None: not analysed yet)."""

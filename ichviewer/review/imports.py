@@ -34,6 +34,9 @@ class RunImport:
     """What `import_infer_json` did."""
 
     run_ids: list[int] = field(default_factory=list)
+    #: Runs already in the database that entries given back from kept results (`"restored"`, from
+    #: `ichviewer infer --keep-results`) were the same as: cited, not recorded again.
+    cited_ids: list[int] = field(default_factory=list)
     #: The `failed` entries of the infer JSON, passed through for the caller to report.
     failed: list[dict[str, str]] = field(default_factory=list)
 
@@ -102,7 +105,11 @@ def _require(mapping: Any, key: str, kind: type | tuple[type, ...], where: str) 
 
 
 def import_infer_json(store: ReviewStore, path: str | os.PathLike[str]) -> RunImport:
-    """Import the model runs of an `ichviewer infer` JSON file (schema ichviewer.infer/1), all or nothing."""
+    """Import the model runs of an `ichviewer infer` JSON file (schema ichviewer.infer/1), all or nothing.
+
+    An entry given back from kept results (it says `"restored"`) is the run recorded when it was computed:
+    when the series' newest run in the database is that run (`record_study_result`'s `same_as_newest`),
+    it is counted in `cited_ids` and not recorded again; otherwise it is recorded like any other."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -117,11 +124,15 @@ def import_infer_json(store: ReviewStore, path: str | os.PathLike[str]) -> RunIm
     failed = doc.get("failed", [])
     if not isinstance(failed, list):
         raise ReviewError(f"{path}: 'failed' must be a list")
-    parsed = [_parse_study(entry, f"{path}: studies[{i}]") for i, entry in enumerate(studies)]
+    parsed = [(_parse_study(entry, f"{path}: studies[{i}]"), bool(entry.get("restored"))) for i, entry in enumerate(studies)]
     result = RunImport(failed=[dict(f) for f in failed if isinstance(f, dict)])
     with store.write():
-        for study in parsed:
-            result.run_ids.append(_write_run(store, study, source=str(path)))
+        for study, restored in parsed:
+            same = _same_newest_run(store, study) if restored else None
+            if same is not None:
+                result.cited_ids.append(same)
+            else:
+                result.run_ids.append(_write_run(store, study, source=str(path)))
     return result
 
 
