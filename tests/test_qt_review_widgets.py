@@ -189,6 +189,41 @@ def test_worklist_counts_filters_and_opens_a_study_by_keyboard(qtbot, store: Rev
     assert not w.open_next()
 
 
+def test_a_narrow_worklist_keeps_p_model_and_the_reason_in_view(qtbot, store: ReviewStore, tmp_path: Path) -> None:
+    """Seen live: in the dock's default width the longest case name pushed P(model) and the reason out
+    of sight. The name column now gives way (elided in the middle, whole in its tooltip with the reason)."""
+    uids = [series_uid(i) + ".4444444444444444444444444444" for i in range(3)]
+    seed(store, tmp_path, dict(zip(uids, [1, 0, 0])), dict(zip(uids, [0.3, 0.5, 0.9])))
+    w = WorklistPanel(store)
+    _show(qtbot, w)
+    narrow = w.minimumSizeHint().width()  # about a dock's default width
+    w.resize(narrow, 400)
+    qtbot.waitUntil(lambda: w.width() == narrow)
+    assert w.shown_items()
+    t, header = w.table, w.table.horizontalHeader()
+    name_width = max(t.fontMetrics().horizontalAdvance(t.item(r, 0).text()) for r in range(t.rowCount()))
+    assert header.sectionSize(0) < name_width  # the names give way ...
+    p_col = w.COLUMNS.index("P(model)")
+    assert header.sectionViewportPosition(p_col) + header.sectionSize(p_col) <= t.viewport().width()  # ... P(model) in view
+    reason = w.COLUMNS.index("Reason")
+    assert t.viewport().width() - header.sectionViewportPosition(reason) >= w.REASON_MIN_WIDTH - 1
+    from PySide6.QtWidgets import QStyleOptionViewItem
+
+    option = QStyleOptionViewItem()
+    t.itemDelegateForColumn(0).initStyleOption(option, t.model().index(0, 0))
+    assert option.textElideMode == Qt.TextElideMode.ElideMiddle and t.itemDelegateForColumn(3) is None
+    tip = t.item(0, 0).toolTip()
+    assert t.item(0, 0).text() in tip and w.shown_items()[0].reason in tip
+    # wide again: the names whole
+    w.resize(1200, 400)
+    qtbot.waitUntil(lambda: w.width() == 1200)
+    assert header.sectionSize(0) >= name_width
+    # blinded: the tooltip does not quote the reason (it names the label and the probability)
+    w.set_ai_hidden(True)
+    w.search.setText(uids[0][-8:])
+    assert all(it.reason not in t.item(r, 0).toolTip() for r, it in enumerate(w.shown_items()))
+
+
 def test_reader_dialog_records_name_and_role(qtbot, store: ReviewStore) -> None:
     d = ReaderIdentityDialog(store)
     qtbot.addWidget(d)

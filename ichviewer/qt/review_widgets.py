@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QStyledItemDelegate,
     QComboBox,
     QCompleter,
     QDialog,
@@ -384,6 +385,15 @@ class AdjudicationPanel(QWidget):
         self.save_button.setEnabled(bool(self._series_uid))
 
 
+class MiddleElideDelegate(QStyledItemDelegate):
+    """Elides its column's text in the middle ("wl/0007_no\u2026m-hardening"): a case's folder name is told
+    apart by its start and its end; the table's other columns elide at the right as usual."""
+
+    def initStyleOption(self, option: Any, index: Any) -> None:  # noqa: N802 (Qt's name)
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideMiddle
+
+
 def case_name(item: Any) -> str:
     """What a reader recognises a worklist case by: the last two parts of its folder ("PATIENT7/SE0002":
     export folders are often named alike), else the series UID's last digits; the full path and
@@ -445,11 +455,17 @@ class WorklistPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         # One line per case, each case named whole ("wl/0007_none_5mm_beam-hardening" wrapped at the
         # slash and lost its end in the dock's width); the reason takes what is left, whole in its tooltip.
+        # In a narrow dock the longest name took the whole width and pushed P(model) and the reason out
+        # of sight: the name column is as wide as its longest name only while that leaves room for the
+        # others (`_fit_series_column`); a longer name is elided in the middle, whole in its tooltip.
         header = self.table.horizontalHeader()
-        for col in range(3):
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        for col in (1, 2):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
         self.table.setWordWrap(False)
+        self._name_delegate = MiddleElideDelegate(self.table)
+        self.table.setItemDelegateForColumn(0, self._name_delegate)
         self.table.cellActivated.connect(self._on_row_activated)
         self.table.cellDoubleClicked.connect(self._on_row_activated)
         self.status = QLabel("")
@@ -548,11 +564,31 @@ class WorklistPanel(QWidget):
             p = "" if it.probability is None else f"{it.probability:.3f}"
             for col, text in enumerate((case_name(it), ref, p, it.reason)):
                 cell = QTableWidgetItem(text)
-                cell.setToolTip(text if col else f"{it.path or '(no folder recorded)'}\n{it.series_uid}")
+                where = f"{text}\n{it.path or '(no folder recorded)'}\n{it.series_uid}"
+                cell.setToolTip(text if col else where + ("" if self._blinded else f"\n{it.reason}"))
                 self.table.setItem(row, col, cell)
+        self._fit_series_column()
         total = len(self._items.get(kind, []))
         extra = "" if kind != "discordant" or self._reader else " (choose a reader to see your discordant cases)"
         self.status.setText(f"{len(self._shown)} of {total} case(s) shown{extra}")
+
+    #: Width the reason keeps beside a long case name, at least (px), and the narrowest a name gets.
+    REASON_MIN_WIDTH = 40
+    NAME_MIN_WIDTH = 150
+
+    def _fit_series_column(self) -> None:
+        """The case names whole when the dock is wide enough; otherwise as wide as leaves the reference,
+        P(model) and some of the reason in view (names elided in the middle)."""
+        self.table.resizeColumnToContents(0)
+        wanted = self.table.columnWidth(0)
+        others = sum(self.table.columnWidth(c) for c in (1, 2) if not self.table.isColumnHidden(c))
+        reason = 0 if self.table.isColumnHidden(3) else self.REASON_MIN_WIDTH
+        room = self.table.viewport().width() - others - reason
+        self.table.setColumnWidth(0, max(min(wanted, room), self.NAME_MIN_WIDTH))
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._fit_series_column()
 
     def _on_row_activated(self, row: int, _column: int = 0) -> None:
         if 0 <= row < len(self._shown):
