@@ -134,3 +134,26 @@ def test_usage_counts_what_is_kept_and_clear_removes_it_all(tmp_path, ensemble_d
     assert cache.clear() == 2
     assert cache.usage() == (0, 0) and list((tmp_path / "kept").iterdir()) == []
     assert cache.load(cache.key(volumes[0], ensemble), volumes[0], ensemble) is None
+
+
+def test_the_folder_is_listed_only_when_the_limit_may_be_passed(tmp_path, ensemble_dir, monkeypatch):
+    """`store` counted the folder after every result; now it lists it once, then only when its count
+    passes the limit (and after `clear`)."""
+    ensemble = load_ensemble(ensemble_dir)
+    cache = ResultCache(tmp_path / "kept", max_entries=3)
+    listed = []
+    real_prune = ResultCache._prune
+    monkeypatch.setattr(ResultCache, "_prune", lambda self: (listed.append(1), real_prune(self)))
+    volumes = [_head(seed) for seed in range(5)]
+    results = [run_study(v, ensemble) for v in volumes]
+    keys = [cache.key(v, ensemble) for v in volumes]
+    for k, r in zip(keys[:3], results[:3], strict=True):
+        cache.store(k, r)
+    assert len(listed) == 1 and len(cache) == 3  # the first store counted; the next two did not list
+    cache.store(keys[0], results[0])  # the same entry again: no new file, no listing
+    assert len(listed) == 1
+    cache.store(keys[3], results[3])  # the fourth passes the limit: listed and pruned
+    assert len(listed) == 2 and len(cache) == 3
+    cache.clear()
+    cache.store(keys[4], results[4])
+    assert len(listed) == 3 and len(cache) == 1

@@ -78,6 +78,9 @@ class ResultCache:
         self.max_entries = int(max_entries)
         self._fingerprints: dict[str, tuple[tuple[int, int], str]] = {}
         self._lock = threading.Lock()
+        #: entries on disk as this object last counted them (None: not counted yet); `store` lists the
+        #: folder only when the count may pass `max_entries`, not after every result
+        self._count: int | None = None
 
     def _path(self, key: str) -> Path:
         return self.root / f"{key}.npz"
@@ -141,6 +144,7 @@ class ResultCache:
         }
         path = self._path(key)
         tmp = self.root / f".{key}.{uuid.uuid4().hex}.tmp.npz"
+        is_new = not path.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             np.savez(tmp, meta=np.array(json.dumps(meta)), slice_probabilities=result.slice_probabilities,
@@ -153,23 +157,36 @@ class ResultCache:
             except OSError:
                 pass
             return None
-        self._prune()
+        with self._lock:
+            if self._count is not None and is_new:
+                self._count += 1
+            due = self._count is None or self._count > self.max_entries
+        if due:
+            self._prune()
         return path
 
     def _prune(self) -> None:
-        """Remove the least recently used entries beyond `max_entries`."""
+        """Remove the least recently used entries beyond `max_entries` (and count what is left)."""
         try:
-            entries = [(p.stat().st_mtime, p) for p in self.root.glob("*.npz") if not p.name.startswith(".")]
+            entries = []
+            for p in self.root.glob("*.npz"):
+                if not p.name.startswith("."):
+                    try:
+                        entries.append((p.stat().st_mtime, p))
+                    except FileNotFoundError:  # removed meanwhile (another session, or Forget)
+                        pass
         except OSError:
             return
-        if len(entries) <= self.max_entries:
-            return
         entries.sort()
-        for _, p in entries[: len(entries) - self.max_entries]:
+        removed = 0
+        for _, p in entries[: max(len(entries) - self.max_entries, 0)]:
             try:
                 p.unlink()
+                removed += 1
             except OSError:
                 pass
+        with self._lock:
+            self._count = len(entries) - removed
 
     def _entries(self) -> list[Path]:
         return [p for p in self.root.glob("*.npz") if not p.name.startswith(".")] if self.root.is_dir() else []
@@ -203,6 +220,8 @@ class ResultCache:
                 continue
             if not p.name.startswith("."):
                 removed += 1
+        with self._lock:
+            self._count = None  # count again at the next store
         return removed
 
 
