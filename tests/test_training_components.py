@@ -645,14 +645,10 @@ def test_case_balanced_positives_give_every_bleeding_case_the_same_share():
     assert TrainConfig("m", "vgg", positive_sampling="case").fingerprint()["positive_sampling"] == "case"
 
 
-def test_thickness_matched_positives_make_thin_slices_as_common_among_positives_as_among_negatives():
-    """Departure 31: a thin series' bleed spans many slabs, so thin slices crowd the positive draws;
-    matched, their share of the positives is the negatives' share, with the same importance weights."""
-    from ichviewer.training.trainer import StratifiedSampler, thickness_matched_probabilities
-
-    # a thin SAH case (30 slabs, 24 bleeding), a thin normal case (10), three 5 mm cases with 2, 3
-    # and 1 bleeding slices, and four 5 mm normal cases (10 each): 24 of 30 positive slices thin,
-    # 16 of 80 negative slices thin
+def _thin_and_thick_cache():
+    """A thin SAH case (30 slabs, 24 bleeding), a thin normal case (10), three 5 mm cases with 2, 3 and 1
+    bleeding slices, and four 5 mm normal cases (10 each): 24 of 30 positive slices thin, 16 of 80
+    negative slices thin. Returns (cache, labels, number of slices)."""
     sizes = [(30, 24, 1.0), (10, 0, 1.0), (10, 2, 5.0), (10, 3, 5.0), (10, 1, 5.0), (10, 0, 5.0), (10, 0, 5.0), (10, 0, 5.0), (10, 0, 5.0)]
     n = sum(size for size, _, _ in sizes)
     lab = np.zeros((n, 6), np.float32)
@@ -662,6 +658,15 @@ def test_thickness_matched_positives_make_thin_slices_as_common_among_positives_
         cases.append(CaseRecord(f"c{i}", start, start + size, [0] * 5 + [int(bleeding > 0)], slice_mm=mm))
         start += size
     cache = SliceCache(np.zeros((n, 3, 4, 4), np.uint8), lab, np.ones_like(lab), cases, 4)
+    return cache, lab, n
+
+
+def test_thickness_matched_positives_make_thin_slices_as_common_among_positives_as_among_negatives():
+    """Departure 31: a thin series' bleed spans many slabs, so thin slices crowd the positive draws;
+    matched, their share of the positives is the negatives' share, with the same importance weights."""
+    from ichviewer.training.trainer import StratifiedSampler, thickness_matched_probabilities
+
+    cache, lab, n = _thin_and_thick_cache()
     thin = np.zeros(n, bool)
     thin[:40] = True
     pos, neg = np.flatnonzero(lab[:, 5] == 1), np.flatnonzero(lab[:, 5] == 0)
@@ -690,15 +695,7 @@ def test_thickness_weighted_positives_draw_as_they_come_and_weight_thin_positive
     weighted thin share of the positives is the negatives'; 5 mm positives and all negatives untouched."""
     from ichviewer.training.trainer import StratifiedSampler, thin_positive_weight_factor, thin_rows
 
-    sizes = [(30, 24, 1.0), (10, 0, 1.0), (10, 2, 5.0), (10, 3, 5.0), (10, 1, 5.0), (10, 0, 5.0), (10, 0, 5.0), (10, 0, 5.0), (10, 0, 5.0)]
-    n = sum(size for size, _, _ in sizes)
-    lab = np.zeros((n, 6), np.float32)
-    cases, start = [], 0
-    for i, (size, bleeding, mm) in enumerate(sizes):
-        lab[start:start + bleeding, 5] = 1
-        cases.append(CaseRecord(f"c{i}", start, start + size, [0] * 5 + [int(bleeding > 0)], slice_mm=mm))
-        start += size
-    cache = SliceCache(np.zeros((n, 3, 4, 4), np.uint8), lab, np.ones_like(lab), cases, 4)
+    cache, lab, n = _thin_and_thick_cache()
     thin = thin_rows(cache)
     assert thin[:40].all() and not thin[40:].any()
     pos, neg = np.flatnonzero(lab[:, 5] == 1), np.flatnonzero(lab[:, 5] == 0)
