@@ -11,7 +11,6 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QStyledItemDelegate,
     QComboBox,
     QCompleter,
     QDialog,
@@ -25,6 +24,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
+    QStyledItemDelegate,
     QTableWidget,
     QTableWidgetItem,
     QTabBar,
@@ -453,11 +453,11 @@ class WorklistPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
-        # One line per case, each case named whole ("wl/0007_none_5mm_beam-hardening" wrapped at the
-        # slash and lost its end in the dock's width); the reason takes what is left, whole in its tooltip.
-        # In a narrow dock the longest name took the whole width and pushed P(model) and the reason out
-        # of sight: the name column is as wide as its longest name only while that leaves room for the
-        # others (`_fit_series_column`); a longer name is elided in the middle, whole in its tooltip.
+        # One line per case ("wl/0007_none_5mm_beam-hardening" wrapped at the slash and lost its end).
+        # The name column is as wide as its longest name while that leaves the reference, P(model) and
+        # some of the reason in view (`_fit_series_column`; in a narrow dock the longest name pushed them
+        # out of sight); a longer name is elided in the middle. The reason takes what is left; name and
+        # reason are whole in the tooltips.
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
         for col in (1, 2):

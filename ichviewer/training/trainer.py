@@ -39,7 +39,9 @@ INTERPOLATIONS: tuple[str, ...] = ("sample", "all")
 #: How the positive share of a batch is drawn (`StratifiedSampler`): "slice", every positive
 #: slice equally often (a 10-slice bleed ten times as often as a one-slice punctate one);
 #: "case", every positive case equally often, its positive slices sharing its turns
-#: (departure 18 in `ichviewer.training`).
+#: (departure 18 in `ichviewer.training`); "thickness", thin-series slices as large a share of the
+#: positive draws as of the negative ones (departure 31); "thickness-weight", drawn as "slice", with
+#: the thin positive slices' loss weighted down to that share (departure 32).
 POSITIVE_SAMPLINGS: tuple[str, ...] = ("slice", "case", "thickness", "thickness-weight")
 #: Which strata hard-example mining draws from (`TrainConfig.hard_stratum`): "all", or
 #: "negative" only (the positives keep their walk; departure 29 in `ichviewer.training`).
