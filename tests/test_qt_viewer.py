@@ -350,6 +350,43 @@ def test_a_folder_of_several_studies_opens_on_the_one_listed_first(qtbot, window
     assert window.browser.series_tree.currentItem() is window.browser.series_tree.topLevelItem(0)
 
 
+def test_cine_plays_the_series_round_and_round_and_stops_on_the_key_or_another_series(qtbot, window, ct_data_dir, tmp_path, settings_dir):
+    """P plays the series at the chosen speed from the slice shown, round again after the last (as
+    OHIF's and Weasis' cine); P again, or opening another series, stops it; the speed is remembered."""
+    study = two_series_study(ct_data_dir, tmp_path)
+    with qtbot.waitSignal(window.sig_study_loaded, timeout=LOAD_TIMEOUT_MS):
+        window.open_path(study)
+    n = window.state.n_slices
+    window.state.set_slice_index(n - 3)
+    window.set_cine_fps(30)
+    assert window.cine_speed_actions[30].isChecked() and not window.cine_speed_actions[10].isChecked()
+    seen: list[int] = []
+    window.state.sig_slice_changed.connect(lambda i: seen.append(int(i)))
+    qtbot.keyClick(window, Qt.Key.Key_P)
+    assert window.cine_running and window.actions_by_name["cine_play"].isChecked()
+    assert "30 images per second" in window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: len(seen) >= 5, timeout=5000)
+    assert seen[:5] == [n - 2, n - 1, 0, 1, 2]  # round again after the last
+    np.testing.assert_array_equal(shown_pixels(window), expected_pixels(window, window.state.slice_index))
+    qtbot.keyClick(window, Qt.Key.Key_P)
+    assert not window.cine_running and not window.actions_by_name["cine_play"].isChecked()
+    stopped_at = window.state.slice_index
+    qtbot.wait(150)
+    assert window.state.slice_index == stopped_at
+    # Playing, then another series: it stops there, on that series' own slice.
+    qtbot.keyClick(window, Qt.Key.Key_P)
+    assert window.cine_running
+    with qtbot.waitSignal(window.sig_volume_opened, timeout=LOAD_TIMEOUT_MS):
+        qtbot.keyClick(window, Qt.Key.Key_PageDown)
+    assert not window.cine_running and not window.actions_by_name["cine_play"].isChecked()
+    window.close()
+    again = MainWindow(settings_dir)
+    qtbot.addWidget(again)
+    assert again.cine_fps == 30 and again.cine_speed_actions[30].isChecked()
+    assert not again.start_cine()  # nothing open: nothing to play, said so
+    assert "open a series" in again.statusBar().currentMessage() and not again.actions_by_name["cine_play"].isChecked()
+
+
 def test_pageup_pagedown_and_double_click_move_between_series(qtbot, window, ct_data_dir, tmp_path):
     study = two_series_study(ct_data_dir, tmp_path)
     with qtbot.waitSignal(window.sig_study_loaded, timeout=LOAD_TIMEOUT_MS):

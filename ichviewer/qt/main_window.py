@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QSize, Qt, Signal
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -78,6 +78,9 @@ class PanelScrollArea(QScrollArea):
         return QSize(self._width_for(inner), inner.height() + 2 * self.frameWidth())
 #: Window size, position and splitter sizes, kept in the settings folder.
 LAYOUT_FILE = "window.json"
+#: Cine speeds offered (images per second) and the first one; the reader's choice is kept in LAYOUT_FILE.
+CINE_SPEEDS_FPS: tuple[int, ...] = (5, 10, 15, 20, 30)
+CINE_DEFAULT_FPS = 10
 
 _DARK_STYLE = """
 QMainWindow, QDockWidget, QWidget { background: #1e1e1e; color: #dcdcdc; }
@@ -217,6 +220,7 @@ class MainWindow(QMainWindow):
         self.state.sig_view_reset.connect(self._on_view_reset)
         self.axial.sig_warnings_requested.connect(self.show_warnings)
         self.axial.sig_hover.connect(self._on_hover_changed)
+        self.cine_fps = CINE_DEFAULT_FPS
         self._build_actions()
         self._on_window_changed(self.state.window)
         self._restore_layout()
@@ -241,6 +245,7 @@ class MainWindow(QMainWindow):
             "toggle_crosshair": ("Show reference lines", self._toggle_crosshair),
             "slab_thicker": ("Thick slab: next thickness (off, 3, 5, 10 mm)", self.step_slab),
             "slab_mip": ("Thick slab: maximum (MIP) instead of average", self._toggle_slab_mip),
+            "cine_play": ("Cine: play / stop", self._toggle_cine),
             "tool_length": ("Ruler (length)", lambda: self.set_measure_tool(meas.LENGTH)),
             "tool_ellipse": ("ROI (mean HU)", lambda: self.set_measure_tool(meas.ELLIPSE)),
             "tool_volume": ("Volume (click a haematoma)", lambda: self.set_measure_tool(meas.VOLUME)),
@@ -260,6 +265,9 @@ class MainWindow(QMainWindow):
         self.actions_by_name["toggle_crosshair"].setCheckable(True)
         self.actions_by_name["toggle_crosshair"].setChecked(True)
         self.actions_by_name["slab_mip"].setCheckable(True)
+        self.actions_by_name["cine_play"].setCheckable(True)
+        self._cine_timer = QTimer(self)
+        self._cine_timer.timeout.connect(self._cine_step)
         self.preset_actions: list[QAction] = []
         for number, preset in enumerate(self.state.presets, start=1):
             act = QAction(f"{preset.name}  (W {preset.width:g} / L {preset.level:g})", self)
@@ -305,6 +313,20 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         for name in ("slice_next", "slice_previous", "slice_first", "slice_last", "series_next", "series_previous"):
             view_menu.addAction(a[name])
+        cine_menu = view_menu.addMenu("&Cine")
+        cine_menu.addAction(a["cine_play"])
+        cine_menu.addSeparator()
+        self.cine_speed_actions: dict[int, QAction] = {}
+        speed_group = QActionGroup(self)
+        speed_group.setExclusive(True)
+        for fps in CINE_SPEEDS_FPS:
+            act = QAction(f"{fps} images per second", self)
+            act.setCheckable(True)
+            act.setChecked(fps == self.cine_fps)
+            act.triggered.connect(lambda _checked=False, f=fps: self.set_cine_fps(f))
+            speed_group.addAction(act)
+            cine_menu.addAction(act)
+            self.cine_speed_actions[fps] = act
         view_menu.addSeparator()
         view_menu.addAction(self.browser_dock.toggleViewAction())
         view_menu.addAction(self.measurements_dock.toggleViewAction())
@@ -364,6 +386,7 @@ class MainWindow(QMainWindow):
 
     def show_volume(self, volume: CTVolume) -> None:
         """Put `volume` on screen now (axial first; reformats follow from a worker when resampling is needed)."""
+        self.stop_cine()  # a series is played on purpose, not the next one opened
         self.volume = volume
         if volume.series_uid:
             self.volumes.setdefault(volume.series_uid, volume)
@@ -580,6 +603,7 @@ class MainWindow(QMainWindow):
 
     def shutdown(self, timeout_ms: int = 10000) -> None:
         """Bounded: drop queued work, wait for the running job, close message boxes."""
+        self.stop_cine()
         self.loader.shutdown(timeout_ms)
         self.measurements.shutdown(timeout_ms)  # before the review hook saves what is unsaved
         for hook in self._shutdown_hooks:
@@ -599,6 +623,7 @@ class MainWindow(QMainWindow):
             "geometry": bytes(self.saveGeometry().toBase64()).decode("ascii"),
             "splitter": self.splitter.sizes(),
             "reformat_column": self.reformat_column.sizes(),
+            "cine_fps": self.cine_fps,
         }
         try:
             write_json_atomic(self.settings_dir / LAYOUT_FILE, data)
@@ -616,6 +641,8 @@ class MainWindow(QMainWindow):
             sizes = data.get(name)
             if isinstance(sizes, list) and len(sizes) == 2 and all(isinstance(v, int) and v >= 0 for v in sizes):
                 getattr(self, name).setSizes(sizes)
+        if data.get("cine_fps") in CINE_SPEEDS_FPS:
+            self.set_cine_fps(int(data["cine_fps"]))
 
     # -- slots -----------------------------------------------------------------------------
     def _on_study_loaded(self, request: LoadRequest, result: LoadResult) -> None:
@@ -758,6 +785,60 @@ class MainWindow(QMainWindow):
             message = (f"Thick slab {slab.thickness_mm:g} mm {'MIP' if slab.mode == MIP else 'average'}: "
                        f"{len(images)} slices per image. Measurements and the AI read the acquired slice.")
         self.statusBar().showMessage(message, 8000)
+
+    # -- cine (display only) ----------------------------------------------------------------
+    def set_cine_fps(self, fps: int) -> None:
+        """Cine speed in images per second (one of CINE_SPEEDS_FPS); a running cine changes pace at once."""
+        self.cine_fps = int(fps)
+        for value, act in getattr(self, "cine_speed_actions", {}).items():
+            act.setChecked(value == self.cine_fps)
+        self._cine_timer.setInterval(round(1000 / self.cine_fps))
+        if self.cine_running:
+            self._say_cine()
+
+    @property
+    def cine_running(self) -> bool:
+        return self._cine_timer.isActive()
+
+    def start_cine(self) -> bool:
+        """Step through the series from the slice shown, round again from the first after the last
+        (as OHIF's and Weasis' cine loop). Scrolling, window/level and measuring keep working; opening
+        another series or the cine key stops it. False when there is nothing to play."""
+        if self.state.n_slices < 2:
+            self.actions_by_name["cine_play"].setChecked(False)
+            self.statusBar().showMessage("Cine: open a series of more than one image first.", 4000)
+            return False
+        self._cine_timer.start(round(1000 / self.cine_fps))
+        self.actions_by_name["cine_play"].setChecked(True)
+        self._say_cine()
+        return True
+
+    def stop_cine(self) -> None:
+        if not hasattr(self, "_cine_timer"):
+            return
+        was = self._cine_timer.isActive()
+        self._cine_timer.stop()
+        self.actions_by_name["cine_play"].setChecked(False)
+        if was:
+            self.statusBar().showMessage("Cine stopped.", 3000)
+
+    def _toggle_cine(self) -> None:
+        if self.actions_by_name["cine_play"].isChecked():
+            self.start_cine()
+        else:
+            self.stop_cine()
+
+    def _say_cine(self) -> None:
+        keys = ", ".join(self.keymap.keys_for("cine_play")) or "View > Cine"
+        self.statusBar().showMessage(f"Cine: {self.cine_fps} images per second, round again after the last; "
+                                     f"{keys} stops it.")
+
+    def _cine_step(self) -> None:
+        n = self.state.n_slices
+        if n < 2:
+            self.stop_cine()
+            return
+        self.state.set_slice_index((self.state.slice_index + 1) % n)
 
     def _toggle_crosshair(self) -> None:
         self.axial.set_crosshair_visible(self.actions_by_name["toggle_crosshair"].isChecked())
