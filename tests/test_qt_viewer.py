@@ -365,11 +365,13 @@ def test_cine_plays_the_series_round_and_round_and_stops_on_the_key_or_another_s
     qtbot.keyClick(window, Qt.Key.Key_P)
     assert window.cine_running and window.actions_by_name["cine_play"].isChecked()
     assert "30 images per second" in window.statusBar().currentMessage()
+    assert window.status_cine.isVisible() and window.status_cine.text() == "\u25b6 Cine 30/s"
     qtbot.waitUntil(lambda: len(seen) >= 5, timeout=5000)
     assert seen[:5] == [n - 2, n - 1, 0, 1, 2]  # round again after the last
     np.testing.assert_array_equal(shown_pixels(window), expected_pixels(window, window.state.slice_index))
     qtbot.keyClick(window, Qt.Key.Key_P)
     assert not window.cine_running and not window.actions_by_name["cine_play"].isChecked()
+    assert not window.status_cine.isVisible()
     stopped_at = window.state.slice_index
     qtbot.wait(150)
     assert window.state.slice_index == stopped_at

@@ -202,6 +202,10 @@ class MainWindow(QMainWindow):
         self.status_window = QLabel("")
         self.statusBar().addPermanentWidget(self.status_series)
         self.statusBar().addPermanentWidget(self.status_window)
+        # While a cine plays, a mark that stays (the message area is taken over by the cursor's HU).
+        self.status_cine = QLabel("")
+        self.status_cine.setVisible(False)
+        self.statusBar().addPermanentWidget(self.status_cine)
         self.statusBar().showMessage("Open a folder or file (Ctrl+O) to start reading.")
 
         # -- wiring ------------------------------------------------------------------
@@ -819,6 +823,7 @@ class MainWindow(QMainWindow):
         was = self._cine_timer.isActive()
         self._cine_timer.stop()
         self.actions_by_name["cine_play"].setChecked(False)
+        self.status_cine.setVisible(False)
         if was:
             self.statusBar().showMessage("Cine stopped.", 3000)
 
@@ -830,6 +835,9 @@ class MainWindow(QMainWindow):
 
     def _say_cine(self) -> None:
         keys = ", ".join(self.keymap.keys_for("cine_play")) or "View > Cine"
+        self.status_cine.setText(f"\u25b6 Cine {self.cine_fps}/s")
+        self.status_cine.setToolTip(f"The series plays round and round; {keys} stops it")
+        self.status_cine.setVisible(True)
         self.statusBar().showMessage(f"Cine: {self.cine_fps} images per second, round again after the last; "
                                      f"{keys} stops it.")
 
