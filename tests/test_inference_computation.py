@@ -394,12 +394,12 @@ def test_attention_model_choice_and_models_without_cam(tmp_path):
 
 
 def test_request_id_travels_with_every_snapshot(tmp_path):
-    from ichviewer.inference import InferenceRequest, run_request
+    from ichviewer.inference import run_study
 
     write_manifest(tmp_path, [mean_model(tmp_path)])
     seen = []
-    request = InferenceRequest(request_id=42, volume=constant_slices_volume(SLICE_HU), ensemble=load_ensemble(tmp_path), chunk=2)
-    result = run_request(request, progress=lambda d, t, p: seen.append(p.request_id))
+    result = run_study(constant_slices_volume(SLICE_HU), load_ensemble(tmp_path), chunk=2, request_id=42,
+                       progress=lambda d, t, p: seen.append(p.request_id))
     assert result.request_id == 42 and seen == [42, 42, 42]
 
 

@@ -45,7 +45,7 @@ from ichviewer.inference.manifest import (
     load_manifest,
 )
 from ichviewer.inference.model import LoadedModel, ModelInfo
-from ichviewer.inference.study import InferenceRequest, ProgressCallback, run_request, run_study
+from ichviewer.inference.study import ProgressCallback, run_study
 
 __all__ = [
     "CONFIDENT_NEGATIVE",
@@ -60,7 +60,6 @@ __all__ = [
     "EnsembleManifest",
     "EnsembleNotFoundError",
     "InferenceError",
-    "InferenceRequest",
     "LabelFinding",
     "LoadedModel",
     "ManifestError",
@@ -79,7 +78,6 @@ __all__ = [
     "load_ensemble",
     "load_manifest",
     "map_distances",
-    "run_request",
     "run_study",
     "triage",
 ]

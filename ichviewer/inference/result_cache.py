@@ -167,16 +167,12 @@ class ResultCache:
 
     def _prune(self) -> None:
         """Remove the least recently used entries beyond `max_entries` (and count what is left)."""
-        try:
-            entries = []
-            for p in self.root.glob("*.npz"):
-                if not p.name.startswith("."):
-                    try:
-                        entries.append((p.stat().st_mtime, p))
-                    except FileNotFoundError:  # removed meanwhile (another session, or Forget)
-                        pass
-        except OSError:
-            return
+        entries = []
+        for p in self._entries():
+            try:
+                entries.append((p.stat().st_mtime, p))
+            except OSError:  # removed meanwhile (another session, or Forget)
+                pass
         entries.sort()
         removed = 0
         for _, p in entries[: max(len(entries) - self.max_entries, 0)]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,16 +19,6 @@ from ichviewer.inference.preprocessing import geometry_for, preprocess_slices, s
 
 #: progress(done_slices, total_slices, partial_result)
 ProgressCallback = Callable[[int, int, StudyResult], None]
-
-
-@dataclass(frozen=True, eq=False)
-class InferenceRequest:
-    """An immutable snapshot of what a run needs; `request_id` lets a GUI drop stale results."""
-
-    request_id: Any
-    volume: Any
-    ensemble: Ensemble
-    chunk: int = 8
 
 
 def ensemble_result(volume: Any, ensemble: Ensemble, slice_p: np.ndarray, member_p: np.ndarray, **fields: Any) -> StudyResult:
@@ -168,19 +157,3 @@ def run_study(
         if progress is not None:
             progress(b, n, snapshot())
     return snapshot(complete=True)
-
-
-def run_request(
-    request: InferenceRequest,
-    progress: ProgressCallback | None = None,
-    is_cancelled: Callable[[], bool] | None = None,
-) -> StudyResult:
-    """`run_study` for a GUI request; the result (and every partial) carries `request.request_id`."""
-    return run_study(
-        request.volume,
-        request.ensemble,
-        progress=progress,
-        is_cancelled=is_cancelled,
-        chunk=request.chunk,
-        request_id=request.request_id,
-    )

@@ -271,6 +271,7 @@ class MainWindow(QMainWindow):
         self.actions_by_name["slab_mip"].setCheckable(True)
         self.actions_by_name["cine_play"].setCheckable(True)
         self._cine_timer = QTimer(self)
+        self._cine_timer.setInterval(round(1000 / self.cine_fps))  # set_cine_fps keeps it in step
         self._cine_timer.timeout.connect(self._cine_step)
         self.preset_actions: list[QAction] = []
         for number, preset in enumerate(self.state.presets, start=1):
@@ -794,7 +795,7 @@ class MainWindow(QMainWindow):
     def set_cine_fps(self, fps: int) -> None:
         """Cine speed in images per second (one of CINE_SPEEDS_FPS); a running cine changes pace at once."""
         self.cine_fps = int(fps)
-        for value, act in getattr(self, "cine_speed_actions", {}).items():
+        for value, act in self.cine_speed_actions.items():
             act.setChecked(value == self.cine_fps)
         self._cine_timer.setInterval(round(1000 / self.cine_fps))
         if self.cine_running:
@@ -812,14 +813,12 @@ class MainWindow(QMainWindow):
             self.actions_by_name["cine_play"].setChecked(False)
             self.statusBar().showMessage("Cine: open a series of more than one image first.", 4000)
             return False
-        self._cine_timer.start(round(1000 / self.cine_fps))
+        self._cine_timer.start()
         self.actions_by_name["cine_play"].setChecked(True)
         self._say_cine()
         return True
 
     def stop_cine(self) -> None:
-        if not hasattr(self, "_cine_timer"):
-            return
         was = self._cine_timer.isActive()
         self._cine_timer.stop()
         self.actions_by_name["cine_play"].setChecked(False)
