@@ -137,6 +137,8 @@ def test_model_card_names_the_lesion_map_loss_when_it_was_used() -> None:
     assert "plus 3 x a lesion-map loss" in _loss_text({"lesion_map_weight": 3.0})
     assert "stride" not in _loss_text({"lesion_map_weight": 3.0, "lesion_map_stride": None})
     assert "block at stride 8 (8-pixel cells)" in _loss_text({"lesion_map_weight": 3.0, "lesion_map_stride": 8})
+    assert "mimic-map" not in _loss_text({"mimic_map_weight": 0.0})
+    assert "plus 1 x a mimic-map loss" in _loss_text({"mimic_map_weight": 1.0})
     assert "departure 24" in _loss_text({"ignore_invisible": True}) and "departure 24" not in _loss_text({})
 
 

@@ -249,6 +249,32 @@ def test_calcifications_are_dense_in_expected_places_without_labels():
     assert len(kinds) >= 2
 
 
+@pytest.mark.parametrize("mimic", ["calcification", "metal", "beam-hardening"])
+def test_the_mimic_mask_covers_what_the_mimic_changed_and_nothing_else(mimic):
+    """Departure 33's map target: every voxel the mimic lifted by more than the noise is in the mask, and
+    the mask is where the mimic is (the same head without it is darker there)."""
+    seeds = {"calcification": (50, 52, 53), "metal": (61,), "beam-hardening": (62,)}[mimic]
+    for seed in seeds:
+        c, plain = case(seed, "none", mimic=mimic), case(seed, "none")
+        assert plain.mimic_mask is None
+        m = c.mimic_mask
+        assert m.dtype == bool and m.shape == c.volume.shape and m.any()
+        lift = c.volume.hu.astype(float) - plain.volume.hu
+        assert not ((lift > 60) & ~m).any()  # the noise is the same draw with or without the mimic
+        assert np.median(lift[m]) > 15
+        assert m.sum() < 0.02 * m.size  # a focus or streaks, not the head
+    # the mask leaves the pixels alone: the same seed's HU with and without asking for it are one draw
+    again = case(50, "none", mimic="calcification")
+    np.testing.assert_array_equal(again.volume.hu, case(50, "none", mimic="calcification").volume.hu)
+
+
+def test_the_mimic_mask_follows_a_slice_built_from_several_planes():
+    c = generate_case(52, "none", mimic="calcification", slice_mm=5.0, matrix=96, thickness_planes=3)
+    plain = generate_case(52, "none", slice_mm=5.0, matrix=96, thickness_planes=3)
+    assert c.mimic_mask.shape == c.volume.shape
+    assert not ((c.volume.hu.astype(float) - plain.volume.hu > 60) & ~c.mimic_mask).any()
+
+
 def test_metal_saturates_with_streaks_and_sets_no_label():
     c, plain = case(61, "none", mimic="metal"), case(61, "none")
     assert c.mimic_detail.startswith("metal:")

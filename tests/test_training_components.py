@@ -25,6 +25,7 @@ from ichviewer.training.augmentation import (
 )
 from ichviewer.training.data import (
     LESION_MAP_STRIDE,
+    MAP_CHANNELS,
     SPLITS,
     add_twin_negatives,
     concat_caches,
@@ -431,6 +432,32 @@ def test_lesion_maps_mark_each_subtype_where_the_blood_is():
     assert checked >= 3
 
 
+def test_mimic_maps_add_a_sixth_channel_where_the_mimic_is():
+    """Departure 33: the mimic's map follows its mask on the input grid; the subtypes' maps are unchanged."""
+    from ichviewer.training.data import lesion_maps
+
+    size = 64
+    plans = [p for p in plan_phantom_cases(60, "train", seed=11) if p.mimic and p.slice_mm == 5.0][:3]
+    assert {p.mimic for p in plans} and len(plans) == 3
+    plain = build_phantom_cache(plans, size, matrix=128, with_maps=True)
+    cache = build_phantom_cache(plans, size, matrix=128, with_maps=True, with_mimic=True)
+    m = size // LESION_MAP_STRIDE
+    assert MAP_CHANNELS[-1] == "mimic" and cache.has_mimic_maps and not plain.has_mimic_maps
+    assert cache.maps.shape == (cache.n_slices, 6, m, m)
+    np.testing.assert_array_equal(cache.maps[:, :5], plain.maps)
+    assert cache.fingerprint() != plain.fingerprint()
+    assert plans_fingerprint(plans, size, 128, with_maps=True, with_mimic=True) != plans_fingerprint(plans, size, 128, with_maps=True)
+    for rec, plan in zip(cache.cases, plans):
+        case = plan.generate(128)
+        on = case.mimic_mask.any(axis=(1, 2))
+        # non-zero on exactly the slices the mimic is on (a grazed slice may round to 0 on the coarse grid)
+        mapped = cache.maps[rec.start : rec.stop, 5].max(axis=(1, 2)) > 0
+        assert not (mapped & ~on).any() and mapped.sum() >= max(1, on.sum() // 2)
+    # a case without a mimic has an empty mimic channel
+    clean = [p for p in plan_phantom_cases(20, "train", seed=11) if not p.mimic][:1]
+    assert lesion_maps(clean[0].generate(128), size, with_mimic=True)[:, 5].max() == 0
+
+
 def test_lesion_maps_survive_save_load_subset_and_concat(tmp_path):
     plain = _cache([2, 3])
     m = 16 // LESION_MAP_STRIDE
@@ -446,6 +473,12 @@ def test_lesion_maps_survive_save_load_subset_and_concat(tmp_path):
     assert concat_caches([cache, other]).maps is None  # a part without maps: none
     with pytest.raises(ValueError, match="maps must be uint8"):
         SliceCache(cache.images, cache.labels, cache.known, cache.cases, 16, maps=cache.maps[:, :, :1])
+    six = np.concatenate([cache.maps, cache.maps[:, :1]], axis=1)  # with the mimic channel (departure 33)
+    back = SliceCache(cache.images, cache.labels, cache.known, cache.cases, 16, maps=six)
+    back.save(tmp_path / "m.npz")
+    assert SliceCache.load(tmp_path / "m.npz").has_mimic_maps and not cache.has_mimic_maps
+    with pytest.raises(ValueError, match="maps must be uint8"):
+        SliceCache(cache.images, cache.labels, cache.known, cache.cases, 16, maps=np.concatenate([six, six], axis=1))
 
 
 def test_a_lesion_map_moves_with_its_image_under_augmentation():
@@ -485,6 +518,28 @@ def test_lesion_map_loss_weighs_blood_and_background_equally_and_any_is_the_unio
     z2 = z.clone()
     z2[0, 2, 0, 0] = 20.0
     assert float(lesion_map_loss(z, t) - lesion_map_loss(z2, t)) == pytest.approx(ln2 / 6, rel=1e-3)
+
+
+def test_the_mimic_map_loss_reads_the_head_s_last_channel_against_the_mimic_map():
+    from ichviewer.training.trainer import TrainConfig, auxiliary_map_loss, lesion_map_loss, lesion_map_targets
+
+    maps = torch.zeros(2, 6, 4, 4)
+    maps[0, 2, 1, 1] = 1.0  # one SDH cell
+    maps[1, 5, 2, 2] = 1.0  # one calcification cell
+    z = torch.randn(2, 7, 2, 2)
+    base = dict(name="t", family="resnet", width=4, input_size=32)
+    both = TrainConfig(**base, lesion_map_weight=3.0, mimic_map_weight=0.5)
+    mimic = torch.nn.functional.adaptive_max_pool2d(maps[:, 5:], (2, 2))
+    expected = 3.0 * lesion_map_loss(z[:, :6], lesion_map_targets(maps[:, :5], (2, 2))) + 0.5 * lesion_map_loss(z[:, 6:], mimic)
+    assert float(auxiliary_map_loss(z, maps, both)) == pytest.approx(float(expected), rel=1e-6)
+    only = TrainConfig(**base, mimic_map_weight=2.0)  # a head of one channel, the mimic's
+    assert float(auxiliary_map_loss(z[:, 6:], maps, only)) == pytest.approx(float(2.0 * lesion_map_loss(z[:, 6:], mimic)), rel=1e-6)
+    assert float(mimic[1, 0, 1, 1]) == 1.0 and float(mimic[0].sum()) == 0.0
+    assert only.uses_maps and not TrainConfig(**base).uses_maps
+    assert "mimic_map_weight" not in TrainConfig(**base).fingerprint()  # older checkpoints still resume
+    with pytest.raises(ValueError, match="mimic map weight"):
+        TrainConfig(**base, mimic_map_weight=-1.0)
+    TrainConfig(**base, mimic_map_weight=1.0, input_stem=True, lesion_map_stride=8)  # a stride needs either weight
 
 
 # --------------------------------------------------------------------------- DICOM + CSV

@@ -159,6 +159,20 @@ def test_lesion_map_loss_trains_a_head_beside_the_network_and_needs_maps(phantom
     assert _config(lesion_map_weight=0.5).fingerprint()["lesion_map_weight"] == 0.5
 
 
+def test_mimic_map_loss_trains_a_head_beside_the_network_and_needs_mimic_maps(phantom_caches):
+    train, val = phantom_caches
+    m = train.input_size // 8
+    six = replace(train, maps=np.concatenate([train.maps, np.zeros((train.n_slices, 1, m, m), np.uint8)], axis=1))
+    six.maps[::5, 5, 1, 1] = 255  # a mimic cell on every fifth slice
+    with_mimic = train_member(_config(mimic_map_weight=1.0, epochs=1, steps_per_epoch=2, seed=9), six, val)
+    without = train_member(_config(epochs=1, steps_per_epoch=2, seed=9), six, val)
+    assert with_mimic.model.state_dict().keys() == without.model.state_dict().keys()  # not exported
+    assert any(not torch.equal(v, without.model.state_dict()[k]) for k, v in with_mimic.model.state_dict().items())
+    with pytest.raises(ValueError, match="mimic maps"):
+        train_member(_config(mimic_map_weight=1.0, epochs=1, steps_per_epoch=1), train, val)  # five channels only
+    train_member(_config(mimic_map_weight=1.0, lesion_map_weight=1.0, epochs=1, steps_per_epoch=1), six, val)
+
+
 def test_lesion_map_stride_puts_the_head_on_the_finer_block_and_leaves_no_hook(tmp_path, phantom_caches):
     train, val = phantom_caches
     config = _config(input_stem=True, lesion_map_weight=1.0, lesion_map_stride=8, epochs=1, steps_per_epoch=2)
@@ -173,7 +187,7 @@ def test_lesion_map_stride_puts_the_head_on_the_finer_block_and_leaves_no_hook(t
     assert config.fingerprint()["lesion_map_stride"] == 8 and "lesion_map_stride" not in coarse.config.fingerprint()
     with pytest.raises(ValueError, match="no block at lesion-map stride 32; choose one of \\[8, 16\\]"):
         train_member(replace(config, lesion_map_stride=32), train, val)
-    with pytest.raises(ValueError, match="needs a lesion-map weight"):
+    with pytest.raises(ValueError, match="needs a lesion-map or mimic-map weight"):
         _config(lesion_map_stride=8)
     with pytest.raises(ValueError, match="at least 8"):
         _config(lesion_map_weight=1.0, lesion_map_stride=4)

@@ -155,6 +155,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "masks (phantoms only; not exported; 0: off, the default)",
     )
     p.add_argument(
+        "--mimic-map-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="weight of an auxiliary loss that teaches each network where a mimic's dense or streaked voxels are "
+        "(calcification, metal, beam hardening), from the phantoms' mimic masks (phantoms only; not exported; "
+        "0: off, the default)",
+    )
+    p.add_argument(
         "--noisy-or-any-weight",
         type=float,
         default=0.0,
@@ -274,6 +283,7 @@ def recipe_config_from_args(args: argparse.Namespace):
         wide_stem=args.wide_stem,
         pooling=args.pooling,
         lesion_map_weight=args.lesion_map_weight,
+        mimic_map_weight=args.mimic_map_weight,
         ignore_invisible=args.ignore_invisible_positives,
         lesion_map_stride=args.lesion_map_stride,
         noisy_or_any_weight=args.noisy_or_any_weight,

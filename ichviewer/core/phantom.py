@@ -65,6 +65,9 @@ from ichviewer.core.volume import DENSE_HU, CTVolume
 SUBTYPE_CHOICES: tuple[str, ...] = (*SUBTYPES, "mixed", "none")
 #: Accepted values of `mimic` besides None.
 MIMIC_KINDS: tuple[str, ...] = ("calcification", "metal", "beam-hardening")
+#: A streak pixel counts as the mimic's (`PhantomCase.mimic_mask`) once it adds this many HU: enough
+#: to lift brain (20-45 HU) into the blood range (50-90 HU) on its own or with the noise.
+MIMIC_STREAK_HU = 20.0
 #: Subtype pairs drawn for `subtype="mixed"` (REFERENCE.md: IPH+IVH, SAH+IVH, SDH+SAH).
 MIXED_COMBOS: tuple[tuple[str, str], ...] = (("IPH", "IVH"), ("SAH", "IVH"), ("SDH", "SAH"))
 AGES: tuple[str, ...] = ("adult", "child")
@@ -119,6 +122,8 @@ class PhantomCase:
     tissue: np.ndarray | None = None
     #: int8 (y, x): +1 on the patient's left of the midsagittal plane, -1 on the right, 0 within 1 mm of it.
     hemisphere: np.ndarray | None = None
+    #: bool (z, y, x): the voxels the mimic made blood-like or dense (`mimic_mask_voxels`); None without a mimic.
+    mimic_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         shape = self.volume.shape
@@ -129,6 +134,8 @@ class PhantomCase:
                 raise ValueError(f"mask {name} must be bool with shape {shape}, got {m.dtype} {m.shape}")
         if len(self.slice_labels) != shape[0]:
             raise ValueError(f"need one label mapping per slice ({shape[0]}), got {len(self.slice_labels)}")
+        if self.mimic_mask is not None and (self.mimic_mask.shape != shape or self.mimic_mask.dtype != bool):
+            raise ValueError(f"mimic_mask must be bool with shape {shape}, got {self.mimic_mask.dtype} {self.mimic_mask.shape}")
 
     @property
     def present(self) -> tuple[str, ...]:
@@ -340,6 +347,12 @@ class _Canvas:
         """Atlas (X, Y, Z) of a box, broadcastable; `fixed` ignores mass effect (skull, face)."""
         X2 = self.X2 if fixed else self.X2_inner
         return X2[b[1], b[2]][None], self.Y2[b[1], b[2]][None], self.Z[b[0]][:, None, None]
+
+    def mark_mimic(self, b, where: np.ndarray) -> None:
+        """Add `where` (bool, the shape of box `b`) to the mimic's voxels (`PhantomCase.mimic_mask`)."""
+        if getattr(self, "mimic", None) is None:
+            self.mimic = np.zeros(self.hu.shape, dtype=bool)
+        self.mimic[b] |= where
 
     def paint(self, b, sdf: np.ndarray, value, code: int | None = None, opacity: float | np.ndarray = 1.0) -> None:
         if b is None:
@@ -875,18 +888,24 @@ def _paint_mimic(cv: _Canvas, kind: str, rng: np.random.Generator, p: _Params, a
                 c = a + np.array([s * rng.uniform(-1, 1), rng.uniform(-1, 2), rng.uniform(-2, 1)], dtype=np.float32)
                 r = rng.uniform(2.5, 4.0, size=3)
                 b = cv.around(c, r + 2)
-                cv.paint(b, _ellipsoid_sdf(*cv.coords(b), c, r), rng.uniform(250, 600))
+                sdf = _ellipsoid_sdf(*cv.coords(b), c, r)
+                cv.paint(b, sdf, rng.uniform(250, 600))
+                cv.mark_mimic(b, sdf < 0.5 * cv.aa)
         elif which == "pineal":
             c = np.array([0.0, rng.uniform(16, 19), rng.uniform(1, 4)], dtype=np.float32)
             r = rng.uniform(2.5, 4.0, size=3)
             b = cv.around(c, r + 2)
-            cv.paint(b, _ellipsoid_sdf(*cv.coords(b), c, r), rng.uniform(250, 700))
+            sdf = _ellipsoid_sdf(*cv.coords(b), c, r)
+            cv.paint(b, sdf, rng.uniform(250, 700))
+            cv.mark_mimic(b, sdf < 0.5 * cv.aa)
         else:
             for _ in range(int(rng.integers(1, 3))):
                 c = np.array([0.0, rng.uniform(-50, -15), rng.uniform(35, 55)], dtype=np.float32)
                 r = np.array([1.0, rng.uniform(5, 10), rng.uniform(2.5, 5)], dtype=np.float32)
                 b = cv.around(c, r + 2)
-                cv.paint(b, _ellipsoid_sdf(*cv.coords(b), c, r), rng.uniform(400, 900))
+                sdf = _ellipsoid_sdf(*cv.coords(b), c, r)
+                cv.paint(b, sdf, rng.uniform(400, 900))
+                cv.mark_mimic(b, sdf < 0.5 * cv.aa)
         return f"calcification:{which}"
     if kind == "metal":
         which = str(rng.choice(["clip", "coil", "shunt"]))
@@ -906,7 +925,9 @@ def _paint_mimic(cv: _Canvas, kind: str, rng: np.random.Generator, p: _Params, a
             valve = (hole + d * (p.skull + 0.5 * p.scalp) / p.scale).astype(np.float32)
             # Catheter: barium-impregnated silicone, dense but not metal.
             b = cv.around((tip + hole) / 2, np.abs(hole - tip) / 2 + 3)
-            cv.paint(b, _capsule_sdf(*cv.coords(b), tip, hole, 1.1, 1.1), 700.0)
+            sdf = _capsule_sdf(*cv.coords(b), tip, hole, 1.1, 1.1)
+            cv.paint(b, sdf, 700.0)
+            cv.mark_mimic(b, sdf < 0.5 * cv.aa)
             parts.append((valve - 2.0 * d, valve + 2.0 * d, 5.0))
         for a, c, r in parts:
             a = np.asarray(a, dtype=np.float32)
@@ -928,7 +949,9 @@ def _paint_mimic(cv: _Canvas, kind: str, rng: np.random.Generator, p: _Params, a
                 streak = (260.0 * amount) * pat / (1.0 + rad / 8.0) - (40.0 * amount) / (1.0 + rad / 20.0)
                 sl = cv.hu[k]
                 sl += np.where(head[k] & ~metal[k], streak, 0.0).astype(np.float32)
+                cv.mark_mimic((k,), head[k] & (streak >= MIMIC_STREAK_HU))
         cv.metal = metal
+        cv.mark_mimic(cv.full, metal)
         return f"metal:{which}"
     # Beam hardening between the petrous bones: a dark Hounsfield bar and bright streaks.
     zk = np.nonzero((Zs > -60.0) & (Zs < -26.0))[0]
@@ -951,6 +974,7 @@ def _paint_mimic(cv: _Canvas, kind: str, rng: np.random.Generator, p: _Params, a
                 add += amp * 240.0 * pat / (1.0 + rad / 10.0)
             sl = cv.hu[k]
             sl += np.where(inside[k], add, 0.0).astype(np.float32)
+            cv.mark_mimic((k,), inside[k] & (add >= MIMIC_STREAK_HU))
     return "beam-hardening"
 
 
@@ -1110,6 +1134,9 @@ def generate_case(
         union |= masks[s]
     vols["total"] = float(union.sum()) * voxel_ml
     metal = getattr(cv, "metal", None)
+    mimic_mask = getattr(cv, "mimic", None) if mimic else None
+    if mimic and mimic_mask is None:
+        mimic_mask = np.zeros(cv.hu.shape, dtype=bool)  # a mimic that fell outside the scanned slices
     tissue = cv.tissue
     if planes > 1:
         # Each slice integrates its planes (partial volume across the slice thickness).
@@ -1119,6 +1146,8 @@ def generate_case(
         union = union.reshape(n_slices, planes, *shape2).any(axis=1)
         if metal is not None:
             metal = metal.reshape(n_slices, planes, *shape2).any(axis=1)
+        if mimic_mask is not None:
+            mimic_mask = mimic_mask.reshape(n_slices, planes, *shape2).any(axis=1)
         tissue = tissue.reshape(n_slices, planes, *shape2)[:, planes // 2]  # the centre plane's tissue
 
     # Noise: slightly correlated in plane, larger on thin slices (fewer photons per voxel).
@@ -1196,6 +1225,7 @@ def generate_case(
         sites=sites,
         tissue=tissue,
         hemisphere=(np.sign(X2) * (np.abs(X2) * p.sx > 1.0)).astype(np.int8),
+        mimic_mask=mimic_mask,
     )
 
 

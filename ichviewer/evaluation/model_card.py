@@ -100,7 +100,7 @@ def _thickness_text(cfg: Mapping[str, Any]) -> str:
 
 
 def _loss_text(cfg: Mapping[str, Any]) -> str:
-    """The training loss: Eq. 2, plus the lesion-map loss when `--lesion-map-weight` was given."""
+    """The training loss: Eq. 2, plus the auxiliary losses the run was given (lesion and mimic maps, noisy-OR, twins)."""
     text = "class-weighted binary cross-entropy of the slice labels (Lee et al. Eq. 2-3)"
     weight = float(cfg.get("lesion_map_weight") or 0.0)
     if weight > 0:
@@ -111,6 +111,12 @@ def _loss_text(cfg: Mapping[str, Any]) -> str:
         stride = cfg.get("lesion_map_stride")
         if stride:
             text += f", read from each network's block at stride {int(stride)} ({int(stride)}-pixel cells)"
+    mimic = float(cfg.get("mimic_map_weight") or 0.0)
+    if mimic > 0:
+        text += (
+            f", plus {mimic:g} x a mimic-map loss: the same auxiliary head learns where the mimics' dense or "
+            "streaked voxels are (calcification, metal, beam hardening) from the phantoms' mimic masks (departure 33)"
+        )
     noisy_or = float(cfg.get("noisy_or_any_weight") or 0.0)
     if noisy_or > 0:
         text += (

@@ -267,4 +267,16 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    Unlike 31 nothing is re-drawn, so the 5 mm bleeds keep exactly the recipe's weight against the
    5 mm negatives: with 31 the freed draws went to 5 mm blood and the 5 mm negatives rose (stop 33).
    Measured in models/EXPERIMENTS.md (stop 34).
+33. Mimic-map loss (option, off by default: `--mimic-map-weight W`, phantoms only): Lee et al.
+   train on labels alone, and so did 19 for the blood; neither tells a network what a dense
+   non-blood focus is, only that it is not blood. The 5 mm calcification mimics are 90 of the
+   300 development negatives and hold a third of the shipped ensemble's discordant pairs (stop
+   34). The generator knows the mimic's voxels (`PhantomCase.mimic_mask`: a calcification's or
+   catheter's focus with its partial-volume rim, the metal, and streak pixels lifted by at least
+   `phantom.MIMIC_STREAK_HU`), so the training cache keeps them as a sixth map channel
+   (`data.MAP_CHANNELS`), moved and blended with its slice like the lesion maps, and the
+   auxiliary head (a 1x1 convolution on the last features, not exported) learns it with the
+   same balanced cross-entropy (`trainer.auxiliary_map_loss`). The pixels are unchanged: the
+   mask is read from the shapes the mimic is painted with, no random draw is added.
+   Measured in models/EXPERIMENTS.md (stop 35).
 """

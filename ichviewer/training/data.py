@@ -35,6 +35,8 @@ ProgressFn = Callable[[int, int], None]
 
 #: Lesion maps (`SliceCache.maps`) are stored at the model input size divided by this.
 LESION_MAP_STRIDE = 8
+#: The channels `SliceCache.maps` may hold: one per subtype, then (departure 33) the mimic's voxels.
+MAP_CHANNELS: tuple[str, ...] = (*SUBTYPES, "mimic")
 
 
 class TrainingDataError(ValueError):
@@ -217,6 +219,7 @@ class SliceCache:
     `maps` (N, 5, m, m) uint8, optional: where each subtype's blood is on the slice, in the
     model input's frame at 1/LESION_MAP_STRIDE of its size (0-255 = the highest fraction of
     a map cell's input pixels covered). Phantoms know their masks; DICOM studies have none.
+    A sixth channel, when present (`has_mimic_maps`), is where a mimic is (departure 33).
     """
 
     images: np.ndarray
@@ -242,8 +245,16 @@ class SliceCache:
             raise ValueError(f"cases cover {expected} rows, the arrays have {n}")
         if self.maps is not None:
             m = self.input_size // LESION_MAP_STRIDE
-            if self.maps.dtype != np.uint8 or self.maps.shape != (n, len(SUBTYPES), m, m):
-                raise ValueError(f"maps must be uint8 ({n}, {len(SUBTYPES)}, {m}, {m}), got {self.maps.dtype} {self.maps.shape}")
+            ok = self.maps.ndim == 4 and self.maps.shape[1] in (len(SUBTYPES), len(MAP_CHANNELS))
+            if self.maps.dtype != np.uint8 or not ok or self.maps.shape[::2] != (n, m) or self.maps.shape[3] != m:
+                raise ValueError(
+                    f"maps must be uint8 ({n}, {len(SUBTYPES)} or {len(MAP_CHANNELS)}, {m}, {m}), got {self.maps.dtype} {self.maps.shape}"
+                )
+
+    @property
+    def has_mimic_maps(self) -> bool:
+        """True when `maps` holds the mimic channel (departure 33) after the subtypes'."""
+        return self.maps is not None and self.maps.shape[1] == len(MAP_CHANNELS)
 
     @property
     def n_slices(self) -> int:
@@ -261,6 +272,8 @@ class SliceCache:
 
         h = hashlib.sha256()
         h.update(repr((self.images.shape, self.input_size, self.maps is not None)).encode())
+        if self.has_mimic_maps:  # (keeps the fingerprints of caches made before departure 33)
+            h.update(b"mimic-maps")
         h.update(repr([(c.case_id, c.start, c.stop) for c in self.cases]).encode())
         h.update(np.ascontiguousarray(self.labels).tobytes())
         h.update(np.ascontiguousarray(self.known).tobytes())
@@ -337,7 +350,7 @@ class SliceCache:
 _PHANTOM_HEAD_MM = 150.0
 
 
-def estimate_cache_bytes(plans: Sequence[CasePlan], input_size: int, with_maps: bool = False) -> int:
+def estimate_cache_bytes(plans: Sequence[CasePlan], input_size: int, with_maps: bool = False, with_mimic: bool = False) -> int:
     """About how many bytes `build_phantom_cache(plans, input_size, with_maps=...)` keeps and saves.
 
     Each slice is three uint8 window channels at the input size (plus five uint8 lesion maps at
@@ -346,7 +359,7 @@ def estimate_cache_bytes(plans: Sequence[CasePlan], input_size: int, with_maps: 
     """
     per_slice = 3 * input_size * input_size + len(LABELS) * 4
     if with_maps:
-        per_slice += (len(LABELS) - 1) * (input_size // LESION_MAP_STRIDE) ** 2
+        per_slice += (len(MAP_CHANNELS) if with_mimic else len(SUBTYPES)) * (input_size // LESION_MAP_STRIDE) ** 2
     n_slices = sum(int(math.ceil(_PHANTOM_HEAD_MM / float(p.slice_mm))) + 1 for p in plans)
     return n_slices * per_slice
 
@@ -388,23 +401,27 @@ def volume_to_inputs(volume, input_size: int, windows=None, crop: str = "none", 
 # --------------------------------------------------------------------------- phantoms
 
 
-def lesion_maps(case, input_size: int, crop: str = "none") -> np.ndarray:
+def lesion_maps(case, input_size: int, crop: str = "none", with_mimic: bool = False) -> np.ndarray:
     """Where each subtype's blood is on every slice of a PhantomCase, in the model input's frame (`SliceCache.maps`).
 
     Each slice's own mask (the one its labels come from, also when the model sees a slab)
     is resampled onto the input grid like the pixels (`preprocess_slices`), and each block of
     LESION_MAP_STRIDE x LESION_MAP_STRIDE input pixels keeps its highest coverage. Only
-    slices and subtypes with blood are resampled.
+    slices and subtypes with blood are resampled. `with_mimic` adds a sixth channel, the
+    mimic's voxels (`PhantomCase.mimic_mask`; departure 33), resampled the same way.
     """
     from ichviewer.inference.preprocessing import apply_taps, geometry_for
 
     n = case.volume.hu.shape[0]
     m = int(input_size) // LESION_MAP_STRIDE
-    out = np.zeros((n, len(SUBTYPES), m, m), dtype=np.uint8)
+    channels = MAP_CHANNELS if with_mimic else SUBTYPES
+    out = np.zeros((n, len(channels), m, m), dtype=np.uint8)
     geom = geometry_for(case.volume, (int(input_size), int(input_size)), crop)
     ty, tx = geom.input_taps()
-    for j, sub in enumerate(SUBTYPES):
-        mask = case.masks[sub]
+    for j, sub in enumerate(channels):
+        mask = case.mimic_mask if sub == "mimic" else case.masks[sub]
+        if mask is None:  # no mimic in this case
+            continue
         rows = np.nonzero(mask.any(axis=(1, 2)))[0]
         if rows.size == 0:
             continue
@@ -428,7 +445,7 @@ def invisible_positive_mask(labels: np.ndarray, visible: np.ndarray) -> np.ndarr
 def _phantom_part(args: tuple) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None, np.ndarray]:
     from ichviewer.core.phantom import visible_blood_by_slice
 
-    plan, input_size, matrix, windows, crop, slab_mm, with_maps, ignore_invisible = args
+    plan, input_size, matrix, windows, crop, slab_mm, with_maps, ignore_invisible, with_mimic = args
     case = plan.generate(matrix)
     images = volume_to_inputs(case.volume, input_size, windows, crop, slab_mm)
     labels = np.asarray([[int(d[lab]) for lab in LABELS] for d in case.slice_labels], dtype=np.float32)
@@ -444,7 +461,7 @@ def _phantom_part(args: tuple) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray
     known = np.ones_like(labels)
     if ignore_invisible and labels.any():
         known[invisible_positive_mask(labels, visible_blood_by_slice(case))] = 0.0
-    return images, labels, info, (lesion_maps(case, input_size, crop) if with_maps else None), known
+    return images, labels, info, (lesion_maps(case, input_size, crop, with_mimic) if with_maps else None), known
 
 
 def build_phantom_cache(
@@ -458,20 +475,23 @@ def build_phantom_cache(
     slab_mm: float | None = None,
     with_maps: bool = False,
     ignore_invisible: bool = False,
+    with_mimic: bool = False,
 ) -> SliceCache:
     """Generate every planned phantom, convert its slices to model inputs and keep only those.
 
     `matrix` is the phantom's in-plane size; the field of view is the same at every
     matrix, so at a model input of 128-192 pixels a 256 matrix gives nearly the same
     inputs as 512 at a quarter of the generation time. `workers` > 1 generates in
-    separate processes. `with_maps` keeps each slice's lesion maps too (`lesion_maps`).
+    separate processes. `with_maps` keeps each slice's lesion maps too (`lesion_maps`), and
+    `with_mimic` the mimic's map after them (departure 33; needs `with_maps`).
     `ignore_invisible` marks positive slice labels whose blood no reader could see as unknown
     (`invisible_positive_mask`; the labels themselves are kept, so case labels do not change).
     """
     if not plans:
         raise ValueError("no cases planned")
     jobs = [
-        (p, int(input_size), int(matrix), tuple(windows) if windows else None, crop, slab_mm, with_maps, bool(ignore_invisible))
+        (p, int(input_size), int(matrix), tuple(windows) if windows else None, crop, slab_mm, with_maps, bool(ignore_invisible),
+         bool(with_mimic))
         for p in plans
     ]
     results: list = []
@@ -514,6 +534,7 @@ def plans_fingerprint(
     plans: Sequence[CasePlan], input_size: int, matrix: int, windows=None, crop: str = "none", slab_mm: float | None = None,
     with_maps: bool = False,
     ignore_invisible: bool = False,
+    with_mimic: bool = False,
 ) -> str:
     """Cache key: the plans, sizes, windows, framing, and the code that makes the pixels (phantom, preprocessing, windows)."""
     from ichviewer.core import phantom, windowing
@@ -524,7 +545,7 @@ def plans_fingerprint(
     if windows or crop != "none" or slab_mm:  # (keeps the keys of older caches made with the defaults)
         text += f"|{[(w.width, w.level) for w in windows or ()]}|{crop}|{slab_mm}"
     if with_maps:
-        text += f"|maps{LESION_MAP_STRIDE}"
+        text += f"|maps{LESION_MAP_STRIDE}" + ("|mimic" if with_mimic else "")
     if ignore_invisible:
         text += "|ignore-invisible"
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -90,6 +90,7 @@ class RecipeConfig:
     pooling: str = "avg"  # departure 26: the head's pooling of per-cell logits ("avg" = Lee et al.'s GAP)
     lesion_map_weight: float = 0.0
     lesion_map_stride: int | None = None
+    mimic_map_weight: float = 0.0  # departure 33: the auxiliary head also learns where the mimics are
     noisy_or_any_weight: float = 0.0  # departure 22: train the subtypes' noisy-OR against the ANY label
     twin_rank_weight: float = 0.0  # departure 27: rank each paired twin below its bleeding slice (needs pair_twins)
     context_slices: int = 1  # departure 30: 3 reads each slice with its neighbours as channels (2.5D)
@@ -123,6 +124,8 @@ class RecipeConfig:
             raise ValueError("calibration cases are planned phantoms; a DICOM site fits its operating points on its validation split")
         if self.lesion_map_weight > 0 and self.source != "phantoms":
             raise ValueError("the lesion-map loss needs phantoms (DICOM studies come without blood masks)")
+        if self.mimic_map_weight > 0 and self.source != "phantoms":
+            raise ValueError("the mimic-map loss needs phantoms (DICOM studies come without mimic masks)")
         if self.ignore_invisible and self.source != "phantoms":
             raise ValueError("--ignore-invisible-positives needs phantoms (DICOM studies come without blood masks)")
         from ichviewer.core.windowing import INPUT_WINDOW_SETS
@@ -141,7 +144,7 @@ class RecipeConfig:
             lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
             input_stem=self.input_stem, wide_stem=self.wide_stem, pooling=self.pooling,
             twin_rank_weight=self.twin_rank_weight, pair_twins=self.twins and self.pair_twins,
-            context_slices=self.context_slices,
+            context_slices=self.context_slices, mimic_map_weight=self.mimic_map_weight,
         )
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
@@ -253,25 +256,30 @@ def phantom_caches(
     for split, plans in phantom_split_plans(config).items():
         if splits is not None and split not in splits:
             continue
-        with_maps = split == "train" and config.lesion_map_weight > 0  # departure 19
+        with_mimic = split == "train" and config.mimic_map_weight > 0  # departure 33
+        with_maps = with_mimic or (split == "train" and config.lesion_map_weight > 0)  # departure 19
         ignore = split == "train" and config.ignore_invisible  # departure 24: validation is scored as the test set
         key = plans_fingerprint(
-            plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm, with_maps, ignore
+            plans, config.input_size, config.matrix, config.window_set, config.crop, config.slab_mm, with_maps, ignore,
+            with_mimic,
         )
-        planned[split] = (plans, with_maps, ignore, cache_dir / f"{split}-{key}.npz")
+        planned[split] = (plans, with_maps, with_mimic, ignore, cache_dir / f"{split}-{key}.npz")
     check_free_disk(
         cache_dir,
-        sum(estimate_cache_bytes(p, config.input_size, m) for p, m, _ignore, path in planned.values() if not path.exists()),
+        sum(
+            estimate_cache_bytes(p, config.input_size, m, mim)
+            for p, m, mim, _ignore, path in planned.values() if not path.exists()
+        ),
     )
     out = {}
-    for split, (plans, with_maps, ignore, path) in planned.items():
+    for split, (plans, with_maps, with_mimic, ignore, path) in planned.items():
         if path.exists():
             cache = SliceCache.load(path)
         else:
             cache = build_phantom_cache(
                 plans, config.input_size, config.matrix, config.workers, _progress_fn(f"phantoms ({split})", stream),
                 windows=config.window_set, crop=config.crop, slab_mm=config.slab_mm, with_maps=with_maps,
-                ignore_invisible=ignore,
+                ignore_invisible=ignore, with_mimic=with_mimic,
             )
             cache.save(path)
         out[split] = (cache, plans, ignore)
@@ -356,7 +364,7 @@ def member_train_config(config: RecipeConfig, index: int, name: str, family: str
         pair_twins=config.twins and config.pair_twins,
         hard_fraction=config.hard_fraction, hard_stratum=config.hard_stratum, positive_sampling=config.positive_sampling,
         precision=config.precision, input_stem=config.input_stem, wide_stem=config.wide_stem,
-        lesion_map_weight=config.lesion_map_weight,
+        lesion_map_weight=config.lesion_map_weight, mimic_map_weight=config.mimic_map_weight,
         lesion_map_stride=config.lesion_map_stride, noisy_or_any_weight=config.noisy_or_any_weight,
         pooling=config.pooling, twin_rank_weight=config.twin_rank_weight, context_slices=config.context_slices,
     )

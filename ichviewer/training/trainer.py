@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ichviewer import LABELS
+from ichviewer import LABELS, SUBTYPES
 from ichviewer.inference.findings import ANY_COLUMN, SUBTYPE_COLUMNS
 from ichviewer.training.augmentation import (
     affine_warp,
@@ -62,6 +62,7 @@ def check_batch_options(
     lesion_map_stride: int | None = None,
     noisy_or_any_weight: float | None = None,
     input_stem: bool | None = None,
+    mimic_map_weight: float | None = None,
     wide_stem: bool | None = None,
     pooling: str | None = None,
     twin_rank_weight: float | None = None,
@@ -99,6 +100,8 @@ def check_batch_options(
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if lesion_map_weight is not None and not (math.isfinite(lesion_map_weight) and lesion_map_weight >= 0):
         raise ValueError(f"lesion map weight must be >= 0, got {lesion_map_weight}")
+    if mimic_map_weight is not None and not (math.isfinite(mimic_map_weight) and mimic_map_weight >= 0):
+        raise ValueError(f"mimic map weight must be >= 0, got {mimic_map_weight}")
     if noisy_or_any_weight is not None and not (math.isfinite(noisy_or_any_weight) and noisy_or_any_weight >= 0):
         raise ValueError(f"noisy-OR ANY loss weight must be >= 0, got {noisy_or_any_weight}")
     if twin_rank_weight is not None:
@@ -109,8 +112,8 @@ def check_batch_options(
     if lesion_map_stride is not None:
         from ichviewer.training.data import LESION_MAP_STRIDE
 
-        if not lesion_map_weight:
-            raise ValueError("a lesion-map stride needs a lesion-map weight above 0")
+        if not lesion_map_weight and not mimic_map_weight:
+            raise ValueError("a lesion-map stride needs a lesion-map or mimic-map weight above 0")
         if lesion_map_stride < LESION_MAP_STRIDE:
             raise ValueError(
                 f"lesion map stride must be at least {LESION_MAP_STRIDE} (the cache keeps maps at 1/{LESION_MAP_STRIDE} "
@@ -174,6 +177,11 @@ class TrainConfig:
     #: stride (`networks.body_taps`). None: the last features (stride 16 with the input stem).
     #: A finer grid gives a punctate bleed a cell of its own.
     lesion_map_stride: int | None = None
+    #: Weight of the mimic-map loss (departure 33 in `ichviewer.training`): the same auxiliary head
+    #: (one more output channel, or a head of its own without the lesion maps) learns where a
+    #: mimic's dense or streaked voxels are (`PhantomCase.mimic_mask`), so the shared features
+    #: name a dense non-blood focus instead of only not calling it blood. 0 (default): none.
+    mimic_map_weight: float = 0.0
     #: Weight of the noisy-OR ANY loss (`losses.noisy_or_any_bce_per_sample`; departure 22 in
     #: `ichviewer.training`): the five subtype heads are also trained so that their noisy-OR,
     #: the ANY a `--any-rule noisy-or` manifest reads, matches the ANY label. 0 (default): Eq. 2 alone.
@@ -200,8 +208,13 @@ class TrainConfig:
             lesion_map_stride=self.lesion_map_stride, noisy_or_any_weight=self.noisy_or_any_weight,
             input_stem=self.input_stem, wide_stem=self.wide_stem, pooling=self.pooling,
             twin_rank_weight=self.twin_rank_weight, pair_twins=self.pair_twins,
-            context_slices=self.context_slices,
+            context_slices=self.context_slices, mimic_map_weight=self.mimic_map_weight,
         )
+
+    @property
+    def uses_maps(self) -> bool:
+        """True when the auxiliary map head trains (lesion maps, mimic maps or both)."""
+        return self.lesion_map_weight > 0 or self.mimic_map_weight > 0
 
     @property
     def images_per_slice(self) -> int:
@@ -212,7 +225,8 @@ class TrainConfig:
         d.pop("threads")
         if d["positive_sampling"] == "slice":  # options added later leave out their default,
             d.pop("positive_sampling")  # so checkpoints made before them still resume
-        for key in ("lesion_map_weight", "lesion_map_stride", "noisy_or_any_weight", "wide_stem", "twin_rank_weight"):
+        for key in ("lesion_map_weight", "lesion_map_stride", "noisy_or_any_weight", "wide_stem", "twin_rank_weight",
+                    "mimic_map_weight"):
             if not d[key]:
                 d.pop(key)
         if d["pooling"] == "avg":
@@ -457,6 +471,28 @@ def lesion_map_loss(map_logits, targets):
     pos = (targets * -F.logsigmoid(map_logits)).sum(dims) / targets.sum(dims).clamp_min(1.0)
     neg = ((1.0 - targets) * -F.logsigmoid(-map_logits)).sum(dims) / (1.0 - targets).sum(dims).clamp_min(1.0)
     return (pos + neg).mean()
+
+
+def auxiliary_map_loss(map_logits, maps, config: "TrainConfig"):
+    """The weighted map losses of the auxiliary head's output (n, c, h, w) against the batch's maps.
+
+    Lesion maps (departure 19): the first six channels against `lesion_map_targets`, times
+    `lesion_map_weight`. Mimic map (departure 33): the last channel against the mimic's own map
+    channel (`data.MAP_CHANNELS`), pooled to the grid the same way, times `mimic_map_weight`;
+    both with the balanced `lesion_map_loss`, so a grazed calcification's one cell weighs as much
+    as the rest of the batch's mimic-free cells.
+    """
+    import torch.nn.functional as F
+
+    grid = tuple(map_logits.shape[-2:])
+    loss = map_logits.new_zeros(())
+    if config.lesion_map_weight > 0:
+        targets = lesion_map_targets(maps[:, : len(SUBTYPES)], grid)
+        loss = loss + config.lesion_map_weight * lesion_map_loss(map_logits[:, : len(LABELS)], targets)
+    if config.mimic_map_weight > 0:
+        mimic = F.adaptive_max_pool2d(maps[:, len(SUBTYPES) :], grid)
+        loss = loss + config.mimic_map_weight * lesion_map_loss(map_logits[:, -1:], mimic)
+    return loss
 
 
 class _BlockTap:
@@ -832,14 +868,18 @@ def train_member(
     ).to(memory_format=torch.channels_last)
     rows = specialist_rows(train, config.specialist)
     mil = not train.slice_labelled
-    use_maps = config.lesion_map_weight > 0
+    use_maps = config.uses_maps
     if use_maps and (mil or train.maps is None):
         raise ValueError("the lesion-map loss needs slice-labelled training data with lesion maps (phantoms)")
-    # The auxiliary lesion-map head (departure 19) lives beside the network, never in it: export is unchanged.
+    if config.mimic_map_weight > 0 and not train.has_mimic_maps:
+        raise ValueError("the mimic-map loss needs training data with mimic maps (phantoms built with_mimic)")
+    # The auxiliary map head (departures 19 and 33) lives beside the network, never in it: export is unchanged.
+    # Its channels: the six labels' lesion maps (with a lesion-map weight), then the mimic's (with a mimic-map weight).
     map_head, map_tap = None, None
     if use_maps:
         map_tap = lesion_map_tap(model, config)
-        map_head = torch.nn.Conv2d(map_tap.channels if map_tap else model.n_features, len(LABELS), 1)
+        n_out = (len(LABELS) if config.lesion_map_weight > 0 else 0) + (1 if config.mimic_map_weight > 0 else 0)
+        map_head = torch.nn.Conv2d(map_tap.channels if map_tap else model.n_features, n_out, 1)
     study_labels = train.case_labels().astype(np.float32)
     if mil:
         ap, an = class_weights(train.case_labels())  # Eq. 3 from study counts
@@ -960,8 +1000,7 @@ def train_member(
                     loss = loss + config.twin_rank_weight * rank.mean()
                 if map_head is not None:
                     feats = (map_tap.output if map_tap else feats).float()
-                    map_loss = lesion_map_loss(map_head(feats), lesion_map_targets(mt, tuple(feats.shape[-2:])))
-                    loss = loss + config.lesion_map_weight * map_loss
+                    loss = loss + auxiliary_map_loss(map_head(feats), mt, config)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
