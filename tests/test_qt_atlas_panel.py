@@ -107,8 +107,14 @@ def test_browser_by_subtype_and_self_test_kept_in_the_review_database(qtbot, win
         page = browser.self_test
         page.subtype.setCurrentIndex(page.subtype.findData("SDH"))
         assert "Which subtype" in page.view.info.text()  # the label is hidden until answered
+        assert not page.view.heat_shown and not page.show_heat.isChecked()  # and the heat, which points at it
+        page.show_heat.setChecked(True)  # unless asked for as a hint
+        assert page.view.heat_shown and "Which subtype" in page.view.info.text()
+        page.show_heat.setChecked(False)
+        assert not page.view.heat_shown
         right = page.answer("SDH")
         assert right.correct and page.feedback.text().startswith("Correct")
+        assert page.view.heat_shown  # the answer brings the heat map with the label
         assert "SDH" in page.view.info.text() and not page.answer_buttons["SDH"].isEnabled()
         page.next_question()
         wrong = page.answer("EDH")

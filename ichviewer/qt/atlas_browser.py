@@ -102,8 +102,11 @@ class AtlasSelfTestPage(QWidget):
         self.subtype.addItem("All subtypes", None)
         for s in SUBTYPES:
             self.subtype.addItem(s, s)
-        self.show_heat = QCheckBox("Show the heat map")
-        self.show_heat.setChecked(True)
+        # The self-test is a blind read: the attention heat points at the finding, so it comes with the
+        # answer unless the resident asks for it as a hint.
+        self.show_heat = QCheckBox("Heat map before answering (a hint)")
+        self.show_heat.setChecked(False)
+        self.show_heat.setToolTip("The model's attention heat map is always shown once you have answered.")
         self.view = AtlasExampleView()
         self.buttons = QButtonGroup(self)
         row = QHBoxLayout()
@@ -169,7 +172,8 @@ class AtlasSelfTestPage(QWidget):
 
     def _show(self, reveal: bool) -> None:
         entry = self.question.entry
-        self.view.show_entry(entry, self.quiz.atlas.context(entry.image_id), heat=self.show_heat.isChecked(), reveal=reveal)
+        heat = reveal or self.show_heat.isChecked()
+        self.view.show_entry(entry, self.quiz.atlas.context(entry.image_id), heat=heat, reveal=reveal)
 
     def next_question(self) -> None:
         if self.quiz is None:

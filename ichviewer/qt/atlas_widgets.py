@@ -210,10 +210,12 @@ class AtlasExampleView(QWidget):
         layout.addWidget(self.info)
         layout.addStretch(1)
         self.entry: Any = None
+        self.heat_shown = False  # whether the patch on show carries its heat map
 
     def show_entry(self, entry: Any, context: np.ndarray | None, *, distance: float | None = None, heat: bool = True, window: Window = PATCH_WINDOW, reveal: bool = True) -> None:
         """Show `entry`; `reveal=False` hides its labels and feature (self-test)."""
         self.entry = entry
+        self.heat_shown = bool(heat and entry.heat is not None)
         self.patch.setPixmap(to_pixmap(overlay_rgb(entry.patch, entry.heat if heat else None, window), ENLARGED_PX))
         if context is not None:
             self.context.show_context(context, entry.box, window)
