@@ -381,6 +381,10 @@ def test_cine_plays_the_series_round_and_round_and_stops_on_the_key_or_another_s
     with qtbot.waitSignal(window.sig_volume_opened, timeout=LOAD_TIMEOUT_MS):
         qtbot.keyClick(window, Qt.Key.Key_PageDown)
     assert not window.cine_running and not window.actions_by_name["cine_play"].isChecked()
+    # A click on the status bar's mark stops it too (a text field with the keys takes P).
+    window.start_cine()
+    qtbot.mouseClick(window.status_cine, Qt.MouseButton.LeftButton)
+    assert not window.cine_running and not window.status_cine.isVisible()
     window.close()
     again = MainWindow(settings_dir)
     qtbot.addWidget(again)

@@ -203,8 +203,11 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.status_series)
         self.statusBar().addPermanentWidget(self.status_window)
         # While a cine plays, a mark that stays (the message area is taken over by the cursor's HU).
-        self.status_cine = QLabel("")
+        # A click on it stops the cine from anywhere, also while a text field has the keys.
+        self.status_cine = QToolButton()
+        self.status_cine.setAutoRaise(True)
         self.status_cine.setVisible(False)
+        self.status_cine.clicked.connect(self.stop_cine)
         self.statusBar().addPermanentWidget(self.status_cine)
         self.statusBar().showMessage("Open a folder or file (Ctrl+O) to start reading.")
 
@@ -835,7 +838,7 @@ class MainWindow(QMainWindow):
     def _say_cine(self) -> None:
         keys = ", ".join(self.keymap.keys_for("cine_play")) or "View > Cine"
         self.status_cine.setText(f"\u25b6 Cine {self.cine_fps}/s")
-        self.status_cine.setToolTip(f"The series plays round and round; {keys} stops it")
+        self.status_cine.setToolTip(f"The series plays round and round; click here or press {keys} to stop it")
         self.status_cine.setVisible(True)
         self.statusBar().showMessage(f"Cine: {self.cine_fps} images per second, round again after the last; "
                                      f"{keys} stops it.")
