@@ -415,6 +415,12 @@ def test_subtypes_are_named_only_when_the_study_is_positive_for_haemorrhage(qtbo
             "No haemorrhage found by the AI (IPH, IVH, SDH, EDH, SAH reach their own thresholds, ANY does not)"
         )
         assert "ANY" in ui.panel.table.item(LABELS.index("SDH"), 2).toolTip()
+        # the call reads "negative" in the negative colour; the number that reached its threshold is marked
+        sdh_row = LABELS.index("SDH")
+        assert ui.panel.table.item(sdh_row, 2).foreground().color() == ui.panel.table.item(LABELS.index("ANY"), 2).foreground().color()
+        assert ui.panel.table.item(sdh_row, 1).text().endswith("\u25b4")
+        assert "not named" in ui.panel.table.item(sdh_row, 1).toolTip()
+        assert not ui.panel.table.item(LABELS.index("ANY"), 1).text().endswith("\u25b4")
         # the report text says so too, instead of a bare "negative"
         sdh = result.case["SDH"]
         assert (f"SDH {sdh.probability:.2f} negative (reaches its own threshold; not named, ANY is below its threshold)"

@@ -48,7 +48,9 @@ _IDLE_BADGE = ("#3a3a3a", "#bbbbbb")
 CALL_COLOURS = {"positive": "#ff6b6b", "possible": "#ffab70", "negative": "#9ccc9c"}
 _POSITIVE_TEXT = QColor(CALL_COLOURS["positive"])
 _NEGATIVE_TEXT = QColor(CALL_COLOURS["negative"])
-_HELD_BACK_TEXT = QColor("#e0b050")  # a subtype over its own threshold in a study negative for haemorrhage
+# A subtype's probability over its own threshold in a study negative for haemorrhage: the number is
+# marked, the call stays "negative" in the negative colour (an amber call read as "possible").
+_HELD_BACK_TEXT = QColor("#e0b050")
 _POSSIBLE_TEXT = QColor(CALL_COLOURS["possible"])  # a subtype called below its specific threshold
 
 
@@ -379,12 +381,14 @@ class FindingsPanel(QWidget):
                 prob_item.setText("\u2013")
                 dec_item.setText("")
                 continue
-            prob_item.setText(f"{p:.2f}")
-            prob_item.setToolTip(f"{p:.4f} (threshold {finding.threshold:.2f})")
+            prob_item.setText(f"{p:.2f}" + (" \u25b4" if finding.held_back else ""))
+            prob_item.setToolTip(f"{p:.4f} (threshold {finding.threshold:.2f})" + (
+                "; reaches its own threshold, but ANY does not, so the study is negative and it is not named"
+                if finding.held_back else ""))
+            prob_item.setForeground(_HELD_BACK_TEXT if finding.held_back else self.table.palette().text())
             dec_item.setText(finding.tier)  # "positive" / "possible" / "negative" (decision refined by tier)
             dec_item.setForeground(
-                _POSSIBLE_TEXT if finding.possible else _POSITIVE_TEXT if finding.positive
-                else _HELD_BACK_TEXT if finding.held_back else _NEGATIVE_TEXT
+                _POSSIBLE_TEXT if finding.possible else _POSITIVE_TEXT if finding.positive else _NEGATIVE_TEXT
             )
             dec_item.setToolTip(decision_tooltip(finding, result.case["ANY"]))
         done, total = result.slices_done, result.n_slices
@@ -450,6 +454,7 @@ class FindingsPanel(QWidget):
         for row in range(len(LABELS)):
             self.table.item(row, 1).setText("\u2013")
             self.table.item(row, 1).setToolTip("")
+            self.table.item(row, 1).setForeground(self.table.palette().text())
             self.table.item(row, 2).setText("")
         self.progress.setVisible(False)
         self.models_label.setText("")
