@@ -423,3 +423,26 @@ def test_generated_cases_report_visible_blood():
     # A 0.03 mL SDH is a few voxels along the inner table: at most a couple of them clear of its edge.
     sdh = generate_case(11, subtype="SDH", volume_ml=0.03, matrix=256)
     assert 0 <= visible_blood_voxels(sdh) <= int(sdh.masks["SDH"].sum()) // 2
+
+
+# Pixel statistics of pinned cases, as the generator made them when the shipped ensemble was trained
+# (models/default). A change to the generator that moves them changes every recipe's training data:
+# retrain and re-measure (models/EXPERIMENTS.md), then update these figures in the same commit.
+PINNED_CASES = [
+    ((1, "IPH", "calcification", 5.0), (28, 128, 128), -305645324, 27512, 26658, 0.5435),
+    ((3, "SDH", "metal", 5.0), (27, 128, 128), -307836738, 23710, 22664, 0.0689),
+    ((4, "none", "beam-hardening", 5.0), (30, 128, 128), -311413942, 31206, 28797, 0.0),
+    ((6, "SAH", None, 1.0), (137, 128, 128), -1453858273, 147308, 135359, 6.2926),
+]
+
+
+@pytest.mark.parametrize("pinned", PINNED_CASES, ids=lambda p: "-".join(str(v) for v in p[0]))
+def test_the_generator_still_makes_the_pixels_the_shipped_ensemble_was_trained_on(pinned):
+    (seed, subtype, mimic, slice_mm), shape, hu_sum, n_50, n_100, total_ml = pinned
+    c = case(seed, subtype, mimic=mimic, slice_mm=slice_mm)
+    hu = c.volume.hu.astype(np.int64)
+    assert hu.shape == shape
+    # a rounding difference of a library's last bit may move a few voxels by 1 HU, no more
+    assert abs(int(hu.sum()) - hu_sum) <= 1e-6 * abs(hu_sum)
+    assert abs(int((hu >= 50).sum()) - n_50) <= 5 and abs(int((hu >= 100).sum()) - n_100) <= 5
+    assert c.volume_ml["total"] == pytest.approx(total_ml, abs=1e-4)
