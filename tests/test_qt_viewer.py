@@ -697,3 +697,35 @@ def test_ctrl_shift_s_saves_the_view_without_its_corner_text_for_a_teaching_file
     assert plain.pixelColor(side) == with_text.pixelColor(side)
     assert all(lab.isVisible() for lab in corners) and window.axial.badge.isVisible()
     assert "without corner text" in window.statusBar().currentMessage()
+
+
+def test_an_unticked_checkbox_is_visible_on_the_dark_theme(qtbot, window):
+    """On the #1e1e1e background the platform's unticked box was a near-black square nobody could see
+    (the self-test's hint box, "Analyse studies when opened"): the theme draws it with a light border,
+    and a ticked one filled in blue."""
+    from PySide6.QtWidgets import QCheckBox, QVBoxLayout, QWidget
+
+    host = QWidget()
+    QVBoxLayout(host)
+    box = QCheckBox("Heat map before answering (a hint)")
+    host.layout().addWidget(box)
+    window.add_panel(host, "Theme check")
+    qtbot.waitUntil(box.isVisible)
+
+    def colours() -> np.ndarray:
+        img = box.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+        w, h = img.width(), img.height()
+        arr = np.frombuffer(img.constBits(), np.uint8, img.bytesPerLine() * h).reshape(h, img.bytesPerLine())
+        from PySide6.QtWidgets import QStyle, QStyleOptionButton
+
+        opt = QStyleOptionButton()
+        box.initStyleOption(opt)
+        r = box.style().subElementRect(QStyle.SubElement.SE_CheckBoxIndicator, opt, box)
+        return arr[:, : 3 * w].reshape(h, w, 3)[r.top() : r.bottom() + 1, r.left() : r.right() + 1].astype(int)
+
+    unticked = colours()
+    assert unticked.max(axis=2).max() >= 140  # a light border, not near-black on near-black
+    box.setChecked(True)
+    ticked = colours()
+    blue = (ticked[..., 2] >= 180) & (ticked[..., 0] <= 110)
+    assert blue.sum() >= 20

@@ -94,6 +94,11 @@ QMenuBar, QMenu { background: #202020; color: #dcdcdc; }
 QMenu::item:selected, QMenuBar::item:selected { background: #2d4f73; }
 QSplitter::handle { background: #333; }
 QDockWidget::title { background: #262626; padding: 3px; }
+QCheckBox::indicator, QRadioButton::indicator { width: 12px; height: 12px; border: 1px solid #9a9a9a; background: #141414; }
+QRadioButton::indicator { border-radius: 7px; }
+QCheckBox::indicator:checked, QRadioButton::indicator:checked { background: #4a90d9; border: 1px solid #8fc0f0; }
+QCheckBox::indicator:disabled, QRadioButton::indicator:disabled { border: 1px solid #505050; }
+QCheckBox::indicator:checked:disabled, QRadioButton::indicator:checked:disabled { background: #34506b; }
 """
 
 
