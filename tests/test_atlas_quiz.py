@@ -73,3 +73,37 @@ def test_a_subtype_without_examples_is_refused_with_a_clear_message(tmp_path):
         reader = store.add_reader("Dr Res", "resident")
         with pytest.raises(ReviewError, match="no examples of IVH"):
             AtlasQuiz(atlas, store, reader, subtypes=("IVH",))
+
+
+def test_an_example_that_shows_too_little_brain_is_left_out_of_the_self_test(tmp_path):
+    """An atlas patch of skull and air (where an extra-axial feature fired) cannot be named: the self-test
+    skips it for the session and says how many it left out; with nothing answerable left it says why."""
+    from ichviewer.atlas.quiz import MIN_BRAIN_FRACTION, answerable
+
+    images = [dict(study_uid=f"1.{i}", series_uid=f"1.{i}.1", source=f"case {i}", slice_index=i, labels=("SDH",), rows=10,
+                   cols=10, pixel_dy=1.0, pixel_dx=1.0, context=np.zeros((10, 10), np.int16), pooled=np.ones(2, np.float32))
+              for i in range(2)]
+    air = np.full((10, 10), -1000, np.int16)
+    air[:, :1] = 40  # a sliver of brain: 10 %
+    air[:, 1:4] = 1200  # and the skull
+    brain = np.full((10, 10), 35, np.int16)
+    brain[:, :3] = 1200
+    features = [dict(block="features", channel=0, label="SDH", relevance=3, label_rank=0)]
+    entries = [dict(feature=0, image=i, rank=i, max_activation=1.0, box=(0, 0, 1, 1), patch=p, heat=np.zeros((10, 10), np.uint8))
+               for i, p in enumerate((air, brain))]
+    header = dict(model_name="m", model_sha256="a" * 64, labels=list(SUBTYPES), blocks={"features": [1, 1, 1]})
+    store = ReviewStore(tmp_path / "review.sqlite")
+    resident = store.add_reader("Dr Res", "resident")
+    try:
+        with open_atlas(write_atlas(tmp_path / "m.atlas.sqlite", header, images, features, entries)) as atlas:
+            by_rank = {atlas.entry(i).rank: atlas.entry(i) for i in (0, 1)}
+            assert not answerable(by_rank[0]) and answerable(by_rank[1]) and MIN_BRAIN_FRACTION == 0.2
+            quiz = AtlasQuiz(atlas, store, resident, seed=3)
+            drawn = {quiz.next_question().entry.entry_id for _ in range(20)}
+            assert drawn == {by_rank[1].entry_id} and quiz.left_out == 1
+        with open_atlas(write_atlas(tmp_path / "air.atlas.sqlite", header, images[:1], features, entries[:1])) as atlas:
+            quiz = AtlasQuiz(atlas, store, resident, seed=3)
+            with pytest.raises(ReviewError, match="shows enough brain to be named \\(1 left out"):
+                quiz.next_question()
+    finally:
+        store.close()

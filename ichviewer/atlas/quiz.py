@@ -13,6 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from sqlite_utils import Database
 
 from ichviewer import SUBTYPES
@@ -53,6 +54,19 @@ def ensure_quiz_table(store: ReviewStore) -> list[str]:
         applied = [m.name for m in quiz_migrations.pending(store.db)]
         quiz_migrations.apply(store.db)
     return applied
+
+
+#: A self-test example must show at least this share of brain-density pixels (0-100 HU) to be
+#: answerable. An atlas patch sits where its feature fired most, and for a few extra-axial examples
+#: that is the skull and the air outside it (4 of the shipped atlas's 134: 9-15 % brain, more than
+#: 70 % air): no reader can name a subtype there. They stay in the browser, where the label is shown.
+MIN_BRAIN_FRACTION = 0.2
+
+
+def answerable(entry: AtlasEntry) -> bool:
+    """True when the entry's patch shows enough brain for a subtype to be named (`MIN_BRAIN_FRACTION`)."""
+    patch = np.asarray(entry.patch, dtype=np.float32)
+    return bool(patch.size) and float(((patch >= 0) & (patch <= 100)).mean()) >= MIN_BRAIN_FRACTION
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,8 @@ class AtlasQuiz:
         if not pool:
             raise ReviewError(f"the atlas {atlas.path.name} has no examples of {', '.join(self.subtypes)}")
         self._pool = pool
+        #: Examples drawn and left out of this self-test: too little brain in the patch (`answerable`).
+        self.left_out = 0
         self._session_start = self._last_id()
 
     def _last_id(self) -> int:
@@ -134,7 +150,18 @@ class AtlasQuiz:
         return int(row[0])
 
     def next_question(self) -> QuizQuestion:
-        return QuizQuestion(self.atlas.entry(self._rng.choice(self._pool)))
+        """A random answerable example; one that shows too little brain is left out for the rest of the session."""
+        while self._pool:
+            entry_id = self._rng.choice(self._pool)
+            entry = self.atlas.entry(entry_id)
+            if answerable(entry):
+                return QuizQuestion(entry)
+            self._pool.remove(entry_id)
+            self.left_out += 1
+        raise ReviewError(
+            f"no example of {', '.join(self.subtypes)} in the atlas {self.atlas.path.name} shows enough brain to be named "
+            f"({self.left_out} left out: less than {MIN_BRAIN_FRACTION:.0%} of the patch is 0-100 HU)"
+        )
 
     def answer(self, question: QuizQuestion, answer: str) -> QuizAnswer:
         """Record the answer (on disk before this returns) and say whether it was right."""

@@ -159,7 +159,6 @@ class AtlasSelfTestPage(QWidget):
             self.view.info.setText("No self-test: " + str(exc))
             self._set_answerable(False)
             return
-        self.status.setText(f"Answers are kept in the review database as {self.quiz.reader.name}.")
         self.next_question()
 
     def _on_show_heat_changed(self, _on: bool) -> None:
@@ -178,7 +177,21 @@ class AtlasSelfTestPage(QWidget):
     def next_question(self) -> None:
         if self.quiz is None:
             return
-        self.question = self.quiz.next_question()
+        try:
+            self.question = self.quiz.next_question()
+        except Exception as exc:  # ReviewError: every example left shows too little brain to be named
+            self.question = None
+            self.status.setText(str(exc))
+            self.view.patch.clear()
+            self.view.context.clear()
+            self.view.info.setText("No self-test: " + str(exc))
+            self._set_answerable(False)
+            return
+        status = f"Answers are kept in the review database as {self.quiz.reader.name}."
+        if self.quiz.left_out:
+            status += (f" {self.quiz.left_out} example(s) left out: their patch shows too little brain to name a "
+                       "subtype (they are in Browse).")
+        self.status.setText(status)
         self._answered = False
         self.feedback.setText("")
         self.teaching.setText("")
