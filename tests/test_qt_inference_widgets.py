@@ -15,7 +15,7 @@ from ichviewer.qt.attention_overlay import ALPHA_FLOOR, attention_rgba, colormap
 from ichviewer.qt.findings_panel import FindingsPanel
 from ichviewer.qt.inference_controller import InferenceController, describe_inference_error, provider_display_name
 from ichviewer.qt.inference_settings import INFERENCE_SETTINGS_FILE, InferenceSettings
-from ichviewer.qt.slice_plot import PositiveSliceStrip
+from ichviewer.qt.slice_plot import PositiveSliceStrip, SliceProbabilityPlot
 
 pytestmark = pytest.mark.gui
 WAIT_MS = 20000
@@ -287,3 +287,16 @@ def test_a_series_analysed_in_an_earlier_session_shows_its_kept_findings_without
     assert not again.args[1].restored and chunks[:1] == [0]
     assert later.shutdown(5000)
     assert len(ResultCache(tmp_path / "kept")) == 2
+
+
+def test_the_probability_plot_numbers_its_axis_only_when_a_study_is_open(qtbot):
+    """With nothing open the empty axis read 0.2-0.8 "Image"; it now shows no numbers and no current-image line."""
+    plot = SliceProbabilityPlot()
+    qtbot.addWidget(plot)
+    axis = plot.plot_item.getAxis("bottom")
+    assert not axis.style["showValues"] and not plot.current_line.isVisible()
+    plot.set_n_slices(28)
+    assert axis.style["showValues"] and plot.current_line.isVisible()
+    assert plot.view_box.viewRange()[0] == pytest.approx([0.5, 28.5])
+    plot.clear()
+    assert not axis.style["showValues"] and not plot.current_line.isVisible()

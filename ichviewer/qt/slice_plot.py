@@ -85,7 +85,7 @@ class SliceProbabilityPlot(QWidget):
         self._study_positive: bool | None = None  # the study's ANY decision, None while unknown
         self.plot_widget.scene().sigMouseClicked.connect(self._on_scene_clicked)
         self.view_box.sigResized.connect(self._on_resized)
-        self._refresh()
+        self.set_n_slices(0)
 
     # -- data ----------------------------------------------------------------------------
     def set_n_slices(self, n: int) -> None:
@@ -94,6 +94,9 @@ class SliceProbabilityPlot(QWidget):
         self._study_positive = None
         self._probs = np.full((self.n_slices, len(LABELS)), np.nan) if n else None
         self.view_box.setXRange(0.5, max(1, self.n_slices) + 0.5, padding=0.0)
+        # No study: no image numbers (an empty axis read 0.2-0.8) and no current-image line.
+        self.plot_item.getAxis("bottom").setStyle(showValues=self.n_slices > 0)
+        self.current_line.setVisible(self.n_slices > 0)
         self._refresh()
 
     def set_thresholds(self, thresholds: dict[str, float]) -> None:
