@@ -324,6 +324,8 @@ def test_statistics_dashboard_opens_visible(qtbot, workstation):
     axial_size = workstation.axial.size()
     dashboard = workstation.review.show_dashboard()
     assert dashboard.isVisible() and dashboard.statistics() is not None
+    # nothing labelled yet: it says where reference labels come from instead of an empty chart alone
+    assert "review import-labels" in dashboard.summary.text() and "consensus" in dashboard.summary.text()
     # over the window, not docked into it: the image keeps its size
     dock = workstation.review.dashboard_dock
     assert dock.isFloating() and workstation.geometry().contains(dock.geometry().center())

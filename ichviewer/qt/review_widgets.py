@@ -840,6 +840,11 @@ class ReviewDashboard(QWidget):
         if i <= 0:
             text = (f"{st['n_labelled']} labelled series, {st['n_amended']} amended. "
                     f"Grey: before amendment, blue: after.")
+            if not st["n_labelled"]:
+                # An empty chart says nothing of where the figures would come from.
+                text = ("No series has a reference label yet, so there is nothing to score. Reference labels come "
+                        "from `ichviewer review import-labels LABELS.csv` (a phantom set writes its labels.csv) or "
+                        "from a panel's consensus (Review › Close a panel and apply consensus).")
         else:
             p = st["panels"][i - 1]
             fk = p.get("fleiss_kappa")
