@@ -189,6 +189,19 @@ def test_worklist_counts_filters_and_opens_a_study_by_keyboard(qtbot, store: Rev
     assert not w.open_next()
 
 
+def test_an_empty_worklist_says_what_would_fill_it(qtbot, store: ReviewStore) -> None:
+    w = WorklistPanel(store)
+    _show(qtbot, w)
+    assert w.counts() == {"ai": 0, "human": 0, "discordant": 0}
+    assert w.status.text().startswith("No cases. A case joins this queue when it has a reference label")
+    w.set_kind("human")
+    assert "saved reads of it disagree" in w.status.text()
+    w.set_kind("discordant")  # without a reader it asks for one first
+    assert "choose a reader" in w.status.text()
+    w.set_reader(store.add_reader("Dr Me", "resident"))
+    assert "your saved read differs" in w.status.text()
+
+
 def test_a_narrow_worklist_keeps_p_model_and_the_reason_in_view(qtbot, store: ReviewStore, tmp_path: Path) -> None:
     """Seen live: in the dock's default width the longest case name pushed P(model) and the reason out
     of sight. The name column now gives way (elided in the middle, whole in its tooltip with the reason)."""

@@ -52,6 +52,13 @@ _NOT_SET = "—"
 _ERROR_CSS = "QLabel { color: #ff6b6b; font-weight: bold; }"
 _OK_CSS = "QLabel { color: #9ccc9c; }"
 QUEUE_TITLES = {"ai": "Difficult for AI", "human": "Difficult for humans", "discordant": "AI vs me"}
+#: What fills each queue, said when it is empty (an empty table alone does not say whether anything is wrong).
+QUEUE_EMPTY_HINTS = {
+    "ai": "A case joins this queue when it has a reference label (ichviewer review import-labels, or a panel's "
+          "consensus) and the AI's newest run on it is wrong or unsure at its operating point (Kang et al.).",
+    "human": "A case joins this queue when saved reads of it disagree with each other or with its reference label.",
+    "discordant": "A case joins this queue when your saved read differs from the AI's call on it.",
+}
 
 
 class AdjudicationPanel(QWidget):
@@ -469,6 +476,7 @@ class WorklistPanel(QWidget):
         self.table.cellActivated.connect(self._on_row_activated)
         self.table.cellDoubleClicked.connect(self._on_row_activated)
         self.status = QLabel("")
+        self.status.setWordWrap(True)
 
         filters = QHBoxLayout()
         filters.addWidget(QLabel("Label"))
@@ -571,6 +579,8 @@ class WorklistPanel(QWidget):
         total = len(self._items.get(kind, []))
         extra = "" if kind != "discordant" or self._reader else " (choose a reader to see your discordant cases)"
         self.status.setText(f"{len(self._shown)} of {total} case(s) shown{extra}")
+        if not total and not extra:
+            self.status.setText(f"No cases. {QUEUE_EMPTY_HINTS[kind]}")
 
     #: Width the reason keeps beside a long case name, at least (px), and the narrowest a name gets.
     REASON_MIN_WIDTH = 40
