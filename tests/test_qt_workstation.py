@@ -333,6 +333,34 @@ def test_statistics_dashboard_opens_visible(qtbot, workstation):
     assert workstation.axial.size() == axial_size
 
 
+def test_reference_labels_imported_from_the_review_menu_fill_the_worklist(qtbot, workstation, tmp_path, monkeypatch):
+    """Review › Import reference labels…: the CSV `review import-labels` reads; the queues update at once, and a
+    bad file is named with its problem and changes nothing."""
+    from PySide6.QtWidgets import QFileDialog
+
+    folder, uid = _series(tmp_path, 31)
+    ai, review = workstation.inference, workstation.review
+    with qtbot.waitSignal(ai.controller.sig_finished, timeout=WAIT_MS):
+        workstation.open_path(folder)
+    qtbot.waitUntil(lambda: review.adjudication.ai_labels["ANY"].text().startswith("p = "), timeout=WAIT_MS)
+    called = ai.controller.last_result.case["ANY"].positive
+    good = tmp_path / "labels.csv"
+    good.write_text(f"series_uid,any\n{uid},{0 if called else 1}\n")  # the opposite of the AI's call
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"series_uid,iph\n{uid},1\n")  # no `any` column
+    errors: list[str] = []
+    workstation.sig_error.connect(errors.append)
+    assert review.import_labels_action in workstation.menuBar().actions()[-1].menu().actions()
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(bad), ""))
+    review.import_labels_action.trigger()
+    assert errors and str(bad) in errors[-1] and "any" in errors[-1].lower()
+    assert review.worklist.counts()["ai"] == 0
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(good), ""))
+    review.import_labels_action.trigger()
+    assert workstation.statusBar().currentMessage().startswith("labels.csv: 1 series labelled, 1 label version(s) added")
+    assert review.worklist.counts()["ai"] == 1  # wrong at its operating point: difficult for the AI
+
+
 def _difficult_for_ai_cases(qtbot, workstation, tmp_path: Path, folders: list[tuple[Path, str]]) -> None:
     """Open each case (the AI run is recorded), then label it against its model output so it is
     difficult for the AI (Kang et al.: labelled positive with p <= 0.6, or negative with p >= 0.4)."""

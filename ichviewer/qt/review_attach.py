@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QFormLayout,
     QInputDialog,
     QLabel,
@@ -254,8 +255,10 @@ class ReviewUI(QObject):
         self.create_panel_action.triggered.connect(self.ask_create_panel)
         self.close_panel_action = QAction("Close a panel and apply consensus\u2026", self.main_window)
         self.close_panel_action.triggered.connect(self.ask_close_panel)
+        self.import_labels_action = QAction("Import reference labels\u2026", self.main_window)
+        self.import_labels_action.triggered.connect(self.ask_import_labels)
         for act in (self.change_reader_action, self.dashboard_action, self.vote_action,
-                    self.create_panel_action, self.close_panel_action):
+                    self.create_panel_action, self.close_panel_action, self.import_labels_action):
             menu.addAction(act)
         menu.addSeparator()
         # Off by default: feedback after each case would teach a reader during a reader study.
@@ -330,6 +333,35 @@ class ReviewUI(QObject):
         buttons.accepted.connect(accept)
         buttons.rejected.connect(dialog.reject)
         dialog.exec()
+
+    def import_labels(self, path: str | os.PathLike[str]) -> Any:
+        """Reference labels from a labels CSV, as `ichviewer review import-labels` imports them (one
+        transaction: a bad file changes nothing); the worklist and the dashboard are brought up to date."""
+        from ichviewer.review import import_labels_csv
+
+        result = import_labels_csv(self.store, path)
+        self.worklist.refresh()
+        if self.dashboard is not None:
+            self.dashboard.refresh()
+        return result
+
+    def ask_import_labels(self) -> None:
+        """Review › Import reference labels…: the CSV the evaluation reads (study_uid or series_uid, any, subtypes)."""
+        path, _ = QFileDialog.getOpenFileName(
+            self.main_window, "Import reference labels", "", "Labels CSV (*.csv);;All files (*)")
+        if not path:
+            return
+        try:
+            res = self.import_labels(path)
+        except Exception as exc:  # ReviewError naming the row or column; OSError
+            self.main_window.notify_error(f"Reference labels not imported from {path}: {exc}")
+            return
+        message = (f"{Path(path).name}: {res.series} series labelled, {res.versions_added} label version(s) added, "
+                   f"{res.unchanged} unchanged")
+        if res.unknown_studies:
+            message += (f"; {len(res.unknown_studies)} study UID(s) match no series here yet (open and analyse those "
+                        "studies first, or key the CSV by series_uid)")
+        self.main_window.statusBar().showMessage(message, 15000)
 
     def ask_close_panel(self) -> None:
         from ichviewer.review import close_panel, evaluate_consensus, list_panels
