@@ -347,8 +347,9 @@ class ReviewUI(QObject):
 
     def ask_import_labels(self) -> None:
         """Review › Import reference labels…: the CSV the evaluation reads (study_uid or series_uid, any, subtypes)."""
+        start = getattr(self.main_window, "study_path", None) or str(Path.home())  # a phantom set's labels.csv is there
         path, _ = QFileDialog.getOpenFileName(
-            self.main_window, "Import reference labels", "", "Labels CSV (*.csv);;All files (*)")
+            self.main_window, "Import reference labels", start, "Labels CSV (*.csv);;All files (*)")
         if not path:
             return
         try:
