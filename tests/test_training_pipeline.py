@@ -536,6 +536,10 @@ def test_devset_build_makes_a_larger_set_that_starts_with_the_default_one(tmp_pa
     cases = SliceCache.load(out).cases
     planned = plan_phantom_cases(3, DEV_SPLIT, seed=DEV_SEED)[:2]
     assert len(cases) == 2 and [c.kind for c in cases] == [p.kind for p in planned]
+    four = tmp_path / "dev4.npz"
+    assert main(["build", str(four), "--n", "1", "--input-size", "32", "--windows", "brain-blood-subdural-bone"]) == 0
+    cache = SliceCache.load(four)
+    assert cache.images.shape[1] == 4 and cache.meta["windows"][1] == [40.0, 60.0]  # the blood window, second
 
 
 def test_devset_reads_slices_with_eq4_interpolation_as_the_engine_does(tmp_path, phantom_caches):
@@ -570,8 +574,9 @@ def test_devset_reads_slices_with_eq4_interpolation_as_the_engine_does(tmp_path,
     assert error < 0.05 * change  # matches Eq. 4 far more closely than the slice alone does
     # `score` takes each member's degree from the manifest beside it, and 1 without one
     EnsembleManifest(name="t", models=(replace(spec, interpolation_degree=3, weight=0.4),), directory=tmp_path).write()
+    windows = [[w.width, w.level] for w in spec.windows]
     assert manifest_members([tmp_path / spec.file]) == {
-        str(tmp_path / spec.file): {"degree": 3, "weight": 0.4, "context_slices": 1}
+        str(tmp_path / spec.file): {"degree": 3, "weight": 0.4, "context_slices": 1, "windows": windows}
     }
     elsewhere = tmp_path / "elsewhere" / "x.onnx"
     assert manifest_members([elsewhere]) == {str(elsewhere): {"degree": 1, "weight": 1.0, "context_slices": 1}}
@@ -582,6 +587,9 @@ def test_devset_reads_slices_with_eq4_interpolation_as_the_engine_does(tmp_path,
         assert main(["score", str(cache_path), str(tmp_path / spec.file), "--json", str(out), "--degree", degree]) == 0
         fig = json.loads(out.read_text())
         assert fig["interpolation_degrees"] == {spec.file.removesuffix(".onnx"): 3 if degree == "manifest" else 1}
+    # a cache built with other windows than the member's manifest is refused, not scored
+    replace(val, meta={**val.meta, "windows": [[80.0, 40.0], [40.0, 60.0], [200.0, 80.0], [2800.0, 600.0]]}).save(cache_path)
+    assert main(["score", str(cache_path), str(tmp_path / spec.file)]) == 2
 
 
 _TRAIN_AND_HASH = """

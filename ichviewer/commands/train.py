@@ -56,9 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, default=128, help="model input in pixels, square (default 128)")
     p.add_argument(
         "--windows",
-        choices=("brain-subdural-bone", "lee"),
+        choices=("brain-subdural-bone", "lee", "brain-blood-subdural-bone"),
         default="brain-subdural-bone",
-        help="input channel windows: brain/subdural/bone, or Lee et al.'s tissue/brain/blood (default brain-subdural-bone)",
+        help="input channel windows: brain/subdural/bone, Lee et al.'s tissue/brain/blood, or brain/blood/subdural/bone "
+        "(four channels: Lee et al.'s narrow blood window added; default brain-subdural-bone)",
     )
     p.add_argument(
         "--crop", choices=("head", "none"), default="head", help="input framing: a square around the head, or the whole slice (default head)"

@@ -53,10 +53,22 @@ BRAIN_SUBDURAL_BONE_WINDOWS: tuple[Window, ...] = (
     Window(2800, 600, "bone"),
 )
 
+#: Brain/subdural/bone with Lee et al.'s narrow blood window (WL 60, WW 40) as a fourth channel
+#: (departure 34 in `ichviewer.training`): acute blood (50-90 HU) against brain (25-45 HU) spans half
+#: its 8-bit range instead of a quarter of the brain window's, for the punctate bleeds the target
+#: turns on, while the bone window still keeps the mimics apart.
+BRAIN_BLOOD_SUBDURAL_BONE_WINDOWS: tuple[Window, ...] = (
+    Window(80, 40, "brain"),
+    Window(40, 60, "blood"),
+    Window(200, 80, "subdural"),
+    Window(2800, 600, "bone"),
+)
+
 #: Channel window sets a training run can choose (`ichviewer train --windows`).
 INPUT_WINDOW_SETS: dict[str, tuple[Window, ...]] = {
     "lee": LEE_WINDOWS,
     "brain-subdural-bone": BRAIN_SUBDURAL_BONE_WINDOWS,
+    "brain-blood-subdural-bone": BRAIN_BLOOD_SUBDURAL_BONE_WINDOWS,
 }
 
 

@@ -279,4 +279,12 @@ Where this recipe departs from Lee et al. 2019 (Methods) and why:
    same balanced cross-entropy (`trainer.auxiliary_map_loss`). The pixels are unchanged: the
    mask is read from the shapes the mimic is painted with, no random draw is added.
    Measured in models/EXPERIMENTS.md (stop 35).
+34. A fourth input window (option, off by default: `--windows brain-blood-subdural-bone`): Lee
+   et al. feed three windows including a narrow blood window (WL 60, WW 40); departure 11 replaced
+   theirs with brain/subdural/bone so that the mimics stay apart from blood. This set keeps those
+   three and adds Lee et al.'s blood window as a fourth channel: acute blood against brain spans
+   about half of its 8-bit range, twice the brain window's contrast, for the punctate bleeds the
+   target turns on (`windowing.BRAIN_BLOOD_SUBDURAL_BONE_WINDOWS`). The input stem takes any number
+   of channels; the manifest records the windows, so the engine feeds the same four.
+   Measured in models/EXPERIMENTS.md (stop 35).
 """

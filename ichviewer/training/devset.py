@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ichviewer import LABELS, SUBTYPES
+from ichviewer.core.windowing import INPUT_WINDOW_SETS
 from ichviewer.evaluation.metrics import roc_auc
 from ichviewer.inference.manifest import ANY_RULES, INTERPOLATION_BETAS
 from ichviewer.training.data import SliceCache, build_phantom_cache, plan_phantom_cases
@@ -41,15 +42,20 @@ SIZE_BINS = (("punctate", 0.0, 0.1), ("0.1-5 mL", 0.1, 5.0), ("> 5 mL", 5.0, flo
 ANY = LABELS.index("ANY")
 
 
-def build_dev_cache(input_size: int = 256, workers: int = 1, n: int = DEV_CASES) -> SliceCache:
-    """The development cache, built as the recipe builds its own (recipe.RecipeConfig defaults)."""
+def build_dev_cache(
+    input_size: int = 256, workers: int = 1, n: int = DEV_CASES, windows: str = "brain-subdural-bone"
+) -> SliceCache:
+    """The development cache, built as the recipe builds its own (recipe.RecipeConfig defaults; `windows`
+    names an `INPUT_WINDOW_SETS` entry, kept in the cache's meta so members of other windows are refused)."""
     from ichviewer.core.windowing import INPUT_WINDOW_SETS
 
     plans = plan_phantom_cases(n, DEV_SPLIT, seed=DEV_SEED)
-    return build_phantom_cache(
+    cache = build_phantom_cache(
         plans, input_size, 256, workers=workers,
-        windows=INPUT_WINDOW_SETS["brain-subdural-bone"], crop="head", slab_mm=5.0,
+        windows=INPUT_WINDOW_SETS[windows], crop="head", slab_mm=5.0,
     )
+    cache.meta["windows"] = [[w.width, w.level] for w in INPUT_WINDOW_SETS[windows]]
+    return cache
 
 
 def case_neighbours(cache: SliceCache) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +128,8 @@ def manifest_members(models: Sequence[str | Path]) -> dict[str, dict]:
         spec = manifests[path.parent].get(path.name)
         out[str(path)] = (
             {"degree": 1, "weight": 1.0, "context_slices": 1} if spec is None
-            else {"degree": spec.interpolation_degree, "weight": spec.weight, "context_slices": spec.context_slices}
+            else {"degree": spec.interpolation_degree, "weight": spec.weight, "context_slices": spec.context_slices,
+                  "windows": [[w.width, w.level] for w in spec.windows]}
         )
     return out
 
@@ -217,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--workers", type=int, default=1)
     b.add_argument("--n", type=int, default=DEV_CASES,
                    help=f"cases (default {DEV_CASES}); a larger set starts with the same {DEV_CASES}")
+    b.add_argument("--windows", default="brain-subdural-bone", choices=sorted(INPUT_WINDOW_SETS),
+                   help="input channel windows, as the recipe's --windows (default brain-subdural-bone)")
     s = sub.add_parser("score", help="score ONNX members on the development cache")
     s.add_argument("cache")
     s.add_argument("models", nargs="+")
@@ -232,12 +241,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "without a manifest) or equal")
     args = ap.parse_args(argv)
     if args.cmd == "build":
-        cache = build_dev_cache(args.input_size, args.workers, args.n)
+        cache = build_dev_cache(args.input_size, args.workers, args.n, args.windows)
         cache.save(args.out)
         print(f"wrote {args.out}: {len(cache.cases)} cases, {cache.n_slices} slices")
         return 0
     cache = SliceCache.load(args.cache)
     members = manifest_members(args.models)
+    kept = cache.meta.get("windows")  # recorded by `build` since stop 35 (brain-subdural-bone before)
+    for path, m in members.items():
+        if kept is not None and "windows" in m and [list(map(float, w)) for w in m["windows"]] != [list(map(float, w)) for w in kept]:
+            print(f"{path}: its manifest's input windows {m['windows']} are not the cache's {kept}; build a cache "
+                  "with the same --windows", file=sys.stderr)
+            return 2
     degrees = {p: m["degree"] for p, m in members.items()} if args.degree == "manifest" else {p: int(args.degree) for p in args.models}
     weights = {Path(p).stem: m["weight"] for p, m in members.items()} if args.weights == "manifest" else None
     probs = {}
