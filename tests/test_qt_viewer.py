@@ -729,3 +729,9 @@ def test_an_unticked_checkbox_is_visible_on_the_dark_theme(qtbot, window):
     ticked = colours()
     blue = (ticked[..., 2] >= 180) & (ticked[..., 0] <= 110)
     assert blue.sum() >= 20
+
+
+def test_about_box_of_the_viewer_alone(window, settings_dir):
+    text = window.about_text()
+    assert "not for clinical use" in text and f"Settings folder: {settings_dir}" in text
+    assert "AI models:" not in text and "Review database" not in text  # neither is attached

@@ -320,6 +320,19 @@ def test_voting_with_no_panel_says_where_to_make_one(qtbot, workstation):
     assert workstation.review.create_panel_action.text().startswith("Create a panel from the worklist queue")
 
 
+def test_about_box_says_what_it_is_for_and_where_the_reader_s_data_is(qtbot, workstation, tmp_path):
+    from ichviewer import __version__
+
+    box = workstation.show_about()
+    text = box.text()
+    assert box.isVisible() and f"ICH Viewer {__version__}" in text and "not for clinical use" in text
+    assert str(workstation.review.db_path) in text and str(workstation.settings_dir) in text
+    assert f"AI models: {workstation.inference.controller.ensemble_dir}" in text
+    assert "CPUExecutionProvider" in text and "ONNX Runtime" in text
+    assert workstation.about_action.text().startswith("About ICH Viewer")
+    box.close()
+
+
 def test_statistics_dashboard_opens_visible(qtbot, workstation):
     axial_size = workstation.axial.size()
     dashboard = workstation.review.show_dashboard()

@@ -379,6 +379,9 @@ class MainWindow(QMainWindow):
         keys_action = QAction("Keys and mouse\u2026", self)
         keys_action.triggered.connect(self.show_bindings)
         help_menu.addAction(keys_action)
+        self.about_action = QAction("About ICH Viewer\u2026", self)
+        self.about_action.triggered.connect(self.show_about)
+        help_menu.addAction(self.about_action)
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -533,6 +536,52 @@ class MainWindow(QMainWindow):
             self._warnings_box.setWindowModality(Qt.WindowModality.NonModal)
         self._warnings_box.setText("\n\n".join(f"\u2022 {w}" for w in warnings))
         self._warnings_box.show()
+
+    def about_text(self) -> str:
+        """What the About box says: version and intended use, and where the reader's data and the models are."""
+        import html
+        import platform
+
+        import numpy
+        import pydicom
+        import pyqtgraph
+        import PySide6
+
+        from ichviewer import __version__
+
+        lines = [
+            f"<b>ICH Viewer {__version__}</b>",
+            "Reads non-contrast head CT for intracranial haemorrhage. For research, teaching and workflow "
+            "demonstration; <b>not for clinical use</b>: the bundled AI models were trained on synthetic phantoms "
+            "only (models/MODEL_CARD.md).",
+        ]
+        where = [f"Settings folder: {self.settings_dir}"]
+        review = getattr(self, "review", None)
+        if review is not None:
+            where.insert(0, f"Review database (reads, measurements, labels, panels): {review.db_path}")
+        ai = getattr(self, "inference", None)
+        versions = (f"Python {platform.python_version()}, PySide6 {PySide6.__version__}, pyqtgraph "
+                    f"{pyqtgraph.__version__}, pydicom {pydicom.__version__}, NumPy {numpy.__version__}")
+        if ai is not None:
+            import onnxruntime
+
+            models = ai.controller.ensemble_dir
+            where.append(f"AI models: {models if models else 'none found (reading continues without AI)'}")
+            ran = ai.panel.provider
+            versions += (f", ONNX Runtime {onnxruntime.__version__} (providers here: "
+                         f"{', '.join(onnxruntime.get_available_providers())}"
+                         + (f"; the last analysis ran on {ran}" if ran else "") + ")")
+        lines += [html.escape(w) for w in where] + [html.escape(versions),
+                                                    "Licence: BSD-3-Clause (LICENSE); third-party licences in README.md."]
+        return "<br>".join(lines)
+
+    def show_about(self) -> QMessageBox:
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "About ICH Viewer", "", QMessageBox.StandardButton.Ok, self)
+        box.setText(self.about_text())
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)  # paths can be copied
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.show()
+        return box
 
     def show_bindings(self) -> None:
         km = self.keymap
