@@ -328,7 +328,8 @@ def test_about_box_says_what_it_is_for_and_where_the_reader_s_data_is(qtbot, wor
     assert box.isVisible() and f"ICH Viewer {__version__}" in text and "not for clinical use" in text
     assert str(workstation.review.db_path) in text and str(workstation.settings_dir) in text
     assert f"AI models: {workstation.inference.controller.ensemble_dir}" in text
-    assert "CPUExecutionProvider" in text and "ONNX Runtime" in text
+    assert "ONNX Runtime" in text and "built with" in text and "CPUExecutionProvider" in text
+    assert "no analysis has run yet" in text  # a GPU provider it was built with is not one that ran
     assert workstation.about_action.text().startswith("About ICH Viewer")
     box.close()
 

@@ -567,10 +567,12 @@ class MainWindow(QMainWindow):
 
             models = ai.controller.ensemble_dir
             where.append(f"AI models: {models if models else 'none found (reading continues without AI)'}")
+            # onnxruntime-gpu lists the GPU providers it was built with even on a machine without a GPU:
+            # say so, and say what the last analysis really ran on.
             ran = ai.panel.provider
-            versions += (f", ONNX Runtime {onnxruntime.__version__} (providers here: "
-                         f"{', '.join(onnxruntime.get_available_providers())}"
-                         + (f"; the last analysis ran on {ran}" if ran else "") + ")")
+            versions += (f", ONNX Runtime {onnxruntime.__version__} (built with "
+                         f"{', '.join(onnxruntime.get_available_providers())}; "
+                         + (f"the last analysis ran on {ran})" if ran else "no analysis has run yet this session)"))
         lines += [html.escape(w) for w in where] + [html.escape(versions),
                                                     "Licence: BSD-3-Clause (LICENSE); third-party licences in README.md."]
         return "<br>".join(lines)
