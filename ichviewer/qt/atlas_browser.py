@@ -152,14 +152,18 @@ class AtlasSelfTestPage(QWidget):
             self.quiz = self._quiz_factory((subtype,) if subtype else None)
         except Exception as exc:  # ReviewError: no reader, no examples of the subtype, database trouble
             self.quiz = None
-            self.question = None
-            self.status.setText(str(exc))
-            self.view.patch.clear()
-            self.view.context.clear()
-            self.view.info.setText("No self-test: " + str(exc))
-            self._set_answerable(False)
+            self._no_self_test(exc)
             return
         self.next_question()
+
+    def _no_self_test(self, exc: Exception) -> None:
+        """Nothing to ask: say why, where the example and the status would be, and disable the answers."""
+        self.question = None
+        self.status.setText(str(exc))
+        self.view.patch.clear()
+        self.view.context.clear()
+        self.view.info.setText("No self-test: " + str(exc))
+        self._set_answerable(False)
 
     def _on_show_heat_changed(self, _on: bool) -> None:
         if self.question is not None:
@@ -180,12 +184,7 @@ class AtlasSelfTestPage(QWidget):
         try:
             self.question = self.quiz.next_question()
         except Exception as exc:  # ReviewError: every example left shows too little brain to be named
-            self.question = None
-            self.status.setText(str(exc))
-            self.view.patch.clear()
-            self.view.context.clear()
-            self.view.info.setText("No self-test: " + str(exc))
-            self._set_answerable(False)
+            self._no_self_test(exc)
             return
         status = f"Answers are kept in the review database as {self.quiz.reader.name}."
         if self.quiz.left_out:
