@@ -224,6 +224,9 @@ def test_cache_size_estimate_covers_the_built_cache(phantom_caches):
                                (val, plan_phantom_cases(4, "validation", seed=3), False)):
         built = cache.images.nbytes + cache.labels.nbytes + (cache.maps.nbytes if maps else 0)
         assert built <= estimate_cache_bytes(plans, SIZE, maps) <= 1.5 * built
+    # a four-window cache (--windows brain-blood-subdural-bone) holds a third more pixels
+    built_four = val.images.nbytes * 4 // 3 + val.labels.nbytes
+    assert built_four <= estimate_cache_bytes(plans, SIZE, False, channels=4) <= 1.5 * built_four
 
 
 def test_recipe_refuses_to_start_without_disk_for_its_caches(tmp_path, monkeypatch):

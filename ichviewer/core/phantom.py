@@ -122,7 +122,7 @@ class PhantomCase:
     tissue: np.ndarray | None = None
     #: int8 (y, x): +1 on the patient's left of the midsagittal plane, -1 on the right, 0 within 1 mm of it.
     hemisphere: np.ndarray | None = None
-    #: bool (z, y, x): the voxels the mimic made blood-like or dense (`mimic_mask_voxels`); None without a mimic.
+    #: bool (z, y, x): the voxels the mimic made dense or blood-like (`_Canvas.mark_mimic`); None without a mimic.
     mimic_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -315,6 +315,7 @@ class _Canvas:
         self.hu = np.full(shape, -1000.0, dtype=np.float32) if hu is None else hu
         self.tissue = np.zeros(shape, dtype=np.int8) if tissue is None else tissue
         self.aa = np.float32(aa_mm)  # one output pixel in atlas mm: the anti-aliasing ramp
+        self.mimic: np.ndarray | None = None  # the mimic's voxels, once one is painted (`mark_mimic`)
         self.full = (slice(None), slice(None), slice(None))
 
     def box(self, lo, hi):
@@ -350,7 +351,7 @@ class _Canvas:
 
     def mark_mimic(self, b, where: np.ndarray) -> None:
         """Add `where` (bool, the shape of box `b`) to the mimic's voxels (`PhantomCase.mimic_mask`)."""
-        if getattr(self, "mimic", None) is None:
+        if self.mimic is None:
             self.mimic = np.zeros(self.hu.shape, dtype=bool)
         self.mimic[b] |= where
 
@@ -1134,7 +1135,7 @@ def generate_case(
         union |= masks[s]
     vols["total"] = float(union.sum()) * voxel_ml
     metal = getattr(cv, "metal", None)
-    mimic_mask = getattr(cv, "mimic", None) if mimic else None
+    mimic_mask = cv.mimic if mimic else None
     if mimic and mimic_mask is None:
         mimic_mask = np.zeros(cv.hu.shape, dtype=bool)  # a mimic that fell outside the scanned slices
     tissue = cv.tissue

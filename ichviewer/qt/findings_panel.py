@@ -48,8 +48,9 @@ _IDLE_BADGE = ("#3a3a3a", "#bbbbbb")
 CALL_COLOURS = {"positive": "#ff6b6b", "possible": "#ffab70", "negative": "#9ccc9c"}
 _POSITIVE_TEXT = QColor(CALL_COLOURS["positive"])
 _NEGATIVE_TEXT = QColor(CALL_COLOURS["negative"])
-# A subtype's probability over its own threshold in a study negative for haemorrhage: the number is
-# marked, the call stays "negative" in the negative colour (an amber call read as "possible").
+# Amber: a subtype's probability over its own threshold in a study negative for haemorrhage (the
+# number is marked; the call stays "negative" in the negative colour, an amber call read as
+# "possible"), and the warnings put before the verdict.
 _HELD_BACK_TEXT = QColor("#e0b050")
 _POSSIBLE_TEXT = QColor(CALL_COLOURS["possible"])  # a subtype called below its specific threshold
 

@@ -578,9 +578,10 @@ class WorklistPanel(QWidget):
         self._fit_series_column()
         total = len(self._items.get(kind, []))
         extra = "" if kind != "discordant" or self._reader else " (choose a reader to see your discordant cases)"
-        self.status.setText(f"{len(self._shown)} of {total} case(s) shown{extra}")
         if not total and not extra:
             self.status.setText(f"No cases. {QUEUE_EMPTY_HINTS[kind]}")
+        else:
+            self.status.setText(f"{len(self._shown)} of {total} case(s) shown{extra}")
 
     #: Width the reason keeps beside a long case name, at least (px), and the narrowest a name gets.
     REASON_MIN_WIDTH = 40

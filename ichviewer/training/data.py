@@ -350,14 +350,17 @@ class SliceCache:
 _PHANTOM_HEAD_MM = 150.0
 
 
-def estimate_cache_bytes(plans: Sequence[CasePlan], input_size: int, with_maps: bool = False, with_mimic: bool = False) -> int:
+def estimate_cache_bytes(
+    plans: Sequence[CasePlan], input_size: int, with_maps: bool = False, with_mimic: bool = False, channels: int = 3
+) -> int:
     """About how many bytes `build_phantom_cache(plans, input_size, with_maps=...)` keeps and saves.
 
-    Each slice is three uint8 window channels at the input size (plus five uint8 lesion maps at
-    1/LESION_MAP_STRIDE of it); a case has about _PHANTOM_HEAD_MM / slice_mm slices. Used to
-    refuse a run before minutes of generation when its work folder's disk cannot hold the cache.
+    Each slice is `channels` uint8 window channels at the input size (plus five uint8 lesion maps,
+    six with the mimic's, at 1/LESION_MAP_STRIDE of it); a case has about _PHANTOM_HEAD_MM / slice_mm
+    slices. Used to refuse a run before minutes of generation when its work folder's disk cannot hold
+    the cache.
     """
-    per_slice = 3 * input_size * input_size + len(LABELS) * 4
+    per_slice = int(channels) * input_size * input_size + len(LABELS) * 4
     if with_maps:
         per_slice += (len(MAP_CHANNELS) if with_mimic else len(SUBTYPES)) * (input_size // LESION_MAP_STRIDE) ** 2
     n_slices = sum(int(math.ceil(_PHANTOM_HEAD_MM / float(p.slice_mm))) + 1 for p in plans)

@@ -47,8 +47,6 @@ def build_dev_cache(
 ) -> SliceCache:
     """The development cache, built as the recipe builds its own (recipe.RecipeConfig defaults; `windows`
     names an `INPUT_WINDOW_SETS` entry, kept in the cache's meta so members of other windows are refused)."""
-    from ichviewer.core.windowing import INPUT_WINDOW_SETS
-
     plans = plan_phantom_cases(n, DEV_SPLIT, seed=DEV_SEED)
     cache = build_phantom_cache(
         plans, input_size, 256, workers=workers,
@@ -248,8 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = SliceCache.load(args.cache)
     members = manifest_members(args.models)
     kept = cache.meta.get("windows")  # recorded by `build` since stop 35 (brain-subdural-bone before)
+    as_floats = lambda windows: [[float(width), float(level)] for width, level in windows]  # noqa: E731
     for path, m in members.items():
-        if kept is not None and "windows" in m and [list(map(float, w)) for w in m["windows"]] != [list(map(float, w)) for w in kept]:
+        if kept is not None and "windows" in m and as_floats(m["windows"]) != as_floats(kept):
             print(f"{path}: its manifest's input windows {m['windows']} are not the cache's {kept}; build a cache "
                   "with the same --windows", file=sys.stderr)
             return 2

@@ -267,7 +267,7 @@ def phantom_caches(
     check_free_disk(
         cache_dir,
         sum(
-            estimate_cache_bytes(p, config.input_size, m, mim)
+            estimate_cache_bytes(p, config.input_size, m, mim, channels=len(config.window_set))
             for p, m, mim, _ignore, path in planned.values() if not path.exists()
         ),
     )
