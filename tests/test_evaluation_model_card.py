@@ -60,6 +60,11 @@ def test_model_card_input_line_names_the_stem_and_precision() -> None:
                         "input_stem": True, "precision": "bf16"})
     assert "256 x 256 pixels of a square around the head, through a learned 2x downsampling stem" in stem
     assert "128 x 128" in stem and "bfloat16" in stem and "16 channels" not in stem
+    # the channel count and names come from the run's window set, not a fixed "three"
+    four = _input_text({"input_size": 256, "crop": "head", "windows": "brain-blood-subdural-bone"})
+    assert "four channels (brain, blood, subdural and bone windows)" in four and "three" not in four
+    lee = _input_text({"input_size": 128, "windows": "lee", "context_slices": 3})
+    assert "nine channels (Lee et al.'s tissue, brain and blood windows of the slice and its neighbours)" in lee
     wide = _input_text({"input_size": 256, "input_stem": True, "wide_stem": True})
     assert "stem of 16 channels, all fed to the network (every later layer works at 128 x 128)" in wide
 

@@ -76,16 +76,29 @@ def _target_verdict(any_: Mapping[str, Any]) -> str:
 def _input_text(cfg: Mapping[str, Any]) -> str:
     size = cfg.get("input_size", "?")
     crop = "a square around the head" if cfg.get("crop") == "head" else "the whole slice"
-    windows = {"lee": "Lee et al.'s tissue/brain/blood windows", "brain-subdural-bone": "brain, subdural and bone windows"}.get(
-        str(cfg.get("windows", "lee")), str(cfg.get("windows"))
-    )
+    from ichviewer.core.windowing import INPUT_WINDOW_SETS
+
+    set_name = str(cfg.get("windows", "lee"))
+    window_set = INPUT_WINDOW_SETS.get(set_name)
+    if window_set is None:
+        windows, n_channels = set_name, None
+    else:
+        names = [w.name for w in window_set]
+        windows = ("Lee et al.'s " if set_name == "lee" else "") + ", ".join(names[:-1]) + " and " + names[-1] + " windows"
+        n_channels = len(window_set) * int(cfg.get("context_slices", 1) or 1)
+    if cfg.get("context_slices", 1) and int(cfg.get("context_slices", 1)) > 1:
+        windows += " of the slice and its neighbours"
     slab = f"; thin slices averaged into {cfg['slab_mm']:g} mm slabs" if cfg.get("slab_mm") else ""
     stem = ""
     if cfg.get("input_stem") and isinstance(size, int):
         kind = " of 16 channels, all fed to the network" if cfg.get("wide_stem") else ""
         stem = f", through a learned 2x downsampling stem{kind} (every later layer works at {size // 2} x {size // 2})"
     precision = "; trained with bfloat16 autocast (weights and ONNX float32)" if cfg.get("precision") == "bf16" else ""
-    return f"{size} x {size} pixels of {crop}{stem}, three channels ({windows}){slab}{precision}"
+    count = _CHANNEL_WORDS.get(n_channels, str(n_channels)) if n_channels else "the"
+    return f"{size} x {size} pixels of {crop}{stem}, {count} channels ({windows}){slab}{precision}"
+
+
+_CHANNEL_WORDS = {3: "three", 4: "four", 9: "nine", 12: "twelve"}
 
 
 def _thickness_text(cfg: Mapping[str, Any]) -> str:
