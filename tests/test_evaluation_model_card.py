@@ -213,3 +213,14 @@ def test_model_card_quotes_operating_points_chosen_again_from_the_log_record() -
     rec["added_options"] = {"min_specificity": 0.95}
     text = "\n".join(_replaced_lines({"operating_points_replaced": [rec]}))
     assert "triage prevalence 0.1; newly chosen: min specificity 0.95 (the subtypes' \"positive\"" in text
+
+
+def test_model_card_names_the_explaining_member_and_how_it_was_chosen() -> None:
+    from ichviewer.evaluation.model_card import _explainer_lines
+
+    assert _explainer_lines({}) == []
+    rec = {"chosen": "inception", "validation_studies": 100,
+           "members": {"vgg": {"found": 29, "n": 55}, "resnet": {"found": 20, "n": 55}, "inception": {"found": 40, "n": 55}}}
+    (line,) = _explainer_lines({"explaining_model_choice": rec})
+    assert line.startswith("- Attention maps and prediction basis: inception, the member whose maps found the most")
+    assert "vgg 29/55, resnet 20/55, inception 40/55" in line

@@ -305,7 +305,16 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
         assert sums[m["file"]] == file_sha256(out / m["file"]) == m["sha256"]
         tail = m["block_outputs"][0]["tail"]
         assert sums[tail["file"]] == tail["sha256"]
-    assert manifest["explaining_model"] == manifest["attention_model"] == "resnet"
+    # the explaining member is chosen as Lee et al. chose theirs: by how often its maps find the
+    # validation phantoms' lesions (ties: the tighter map, then member order), and the choice is logged
+    log_choice = json.loads((out / "training_log.json").read_text())["explaining_model_choice"]
+    figs = log_choice["members"]
+    assert set(figs) == {"vgg", "resnet", "inception", "mobilenet"} and log_choice["previous"] == "resnet"
+    best = max(f["found"] for f in figs.values())
+    assert figs[log_choice["chosen"]]["found"] == best and all(f["n"] == figs["vgg"]["n"] > 0 for f in figs.values())
+    assert manifest["explaining_model"] == manifest["attention_model"] == log_choice["chosen"]
+    assert sums["manifest.json"] == file_sha256(out / "manifest.json")
+    assert sums["training_log.json"] == file_sha256(out / "training_log.json")
     # the recipe's input: a square around the head, brain/subdural/bone windows, thin slices in 5 mm slabs
     inp = manifest["models"][0]["input"]
     assert inp["crop"] == "head" and inp["slab_mm"] == 5.0
@@ -397,6 +406,23 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
     assert m2.operating_points.triage_prevalence == 0.2 and log2["operating_points"]["triage"]["prevalence"] == 0.2
     assert m2.operating_points.thresholds == pytest.approx(load_manifest(out / "manifest.json").operating_points.thresholds, abs=0.005)
     load_ensemble(copy, providers="cpu")  # checksums rewritten and true
+
+    # The explaining member chosen again on a folder written before the choice existed
+    # (`python -m ichviewer.training.explainer`): the same manifest bytes as the recipe's own step.
+    from ichviewer.training.explainer import main as explainer_main
+
+    old = tmp_path / "before-choice"
+    shutil.copytree(out, old, ignore=shutil.ignore_patterns("work"))
+    m_old = json.loads((old / "manifest.json").read_text())
+    m_old["attention_model"] = m_old["explaining_model"] = "resnet"
+    (old / "manifest.json").write_text(json.dumps(m_old, indent=2) + "\n")
+    log_old = json.loads((old / "training_log.json").read_text())
+    del log_old["explaining_model_choice"]
+    (old / "training_log.json").write_text(json.dumps(log_old, indent=2) + "\n")
+    assert explainer_main([str(old)]) == 0
+    assert (old / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
+    assert json.loads((old / "training_log.json").read_text())["explaining_model_choice"] == log_choice
+    load_ensemble(old, providers="cpu")  # SHA256SUMS rewritten for the new manifest and log
     # A log the rebuilt validation does not match: refused, nothing written.
     log2["ensemble"]["validation_case_auc_any"] = 0.123
     (copy / "training_log.json").write_text(json.dumps(log2))
@@ -760,9 +786,26 @@ def test_a_manifest_whose_context_slices_do_not_fit_the_model_is_refused_by_name
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["models"][0]["input"]["context_slices"] = 3
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelContractError, match=r"has 3 channels, the manifest lists 3 windows x 3 context slices = 9 channels"):
+    w = len(manifest["models"][0]["input"]["windows"])  # the bundled ensemble's window count (4 since stop 36)
+    with pytest.raises(ModelContractError, match=rf"has {w} channels, the manifest lists {w} windows x 3 context slices = {3 * w} channels"):
         load_ensemble(copy, providers="cpu")
     manifest["models"][0]["input"]["context_slices"] = 5
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(Exception, match=r"context_slices must be one of \[1, 3\], got 5"):
         load_ensemble(copy, providers="cpu")
+
+
+def test_the_explaining_member_is_the_one_whose_maps_find_the_most_lesions():
+    from ichviewer.training.explainer import ExplainerChoiceError, choose_explaining_member
+
+    order = ["vgg", "resnet", "inception", "mobilenet"]
+    figs = {"vgg": {"found": 29, "n": 55, "mean_area_fraction": 0.43}, "resnet": {"found": 20, "n": 55, "mean_area_fraction": 0.36},
+            "inception": {"found": 40, "n": 55, "mean_area_fraction": 0.38}, "mobilenet": {"found": 28, "n": 55, "mean_area_fraction": 0.30}}
+    assert choose_explaining_member(figs, order) == "inception"
+    # a tie on lesions found goes to the tighter map, then to the manifest's member order
+    figs["mobilenet"]["found"] = 40
+    assert choose_explaining_member(figs, order) == "mobilenet"
+    figs["mobilenet"]["mean_area_fraction"] = 0.38
+    assert choose_explaining_member(figs, order) == "inception"
+    with pytest.raises(ExplainerChoiceError):
+        choose_explaining_member({}, order)

@@ -73,6 +73,17 @@ def _target_verdict(any_: Mapping[str, Any]) -> str:
     return "met" if not misses else "NOT met (" + "; ".join(misses) + ")"
 
 
+def _explainer_lines(log: Mapping[str, Any]) -> list[str]:
+    """The explaining member and how it was chosen (`ichviewer.training.explainer`), when the log records it."""
+    rec = log.get("explaining_model_choice")
+    if not rec:
+        return []
+    figs = rec.get("members", {})
+    found = ", ".join(f"{name} {f['found']}/{f['n']}" for name, f in figs.items())
+    return [f"- Attention maps and prediction basis: {rec['chosen']}, the member whose maps found the most lesions of the "
+            f"{rec.get('validation_studies', '?')} validation studies' bleeds (Lee et al.'s criterion; {found})."]
+
+
 def _input_text(cfg: Mapping[str, Any]) -> str:
     size = cfg.get("input_size", "?")
     crop = "a square around the head" if cfg.get("crop") == "head" else "the whole slice"
@@ -395,6 +406,7 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         + f" and {log.get('data', {}).get('validation', {}).get('cases', '?')} validation studies (case-level split by seed)"
         + _calibration_text(log)
         + _thickness_text(log.get("command_config", {})) + ".",
+        *_explainer_lines(log),
         f"- Training time: {minutes:.0f} minutes on {hw.get('processor', '?')} CPU, {hw.get('torch_threads', '?')} threads "
         f"(PyTorch {hw.get('torch', '?')}), no GPU.",
         "",
