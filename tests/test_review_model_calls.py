@@ -23,7 +23,7 @@ from ichviewer.review import (
 
 
 def shipped_like_entry(uid: str, p_any: float, p_sah: float) -> dict:
-    """An infer entry as the bundled ensemble writes it: ANY called at 0.684, SAH at 0.12 / specific 0.90."""
+    """An infer entry as the stop-21 bundled ensemble wrote it (ANY called at 0.684, SAH at 0.12 / specific 0.90); the rule under test does not depend on those values."""
     entry = infer_entry(uid, p_any, subtypes={"SAH": p_sah})
     called = p_any >= 0.684
     entry["case"]["ANY"].update(decision="positive" if called else "negative", threshold=0.684)
