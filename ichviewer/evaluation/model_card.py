@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ichviewer import LABELS
+from ichviewer.core.windowing import INPUT_WINDOW_SETS
 from ichviewer.evaluation.summary import size_decomposition_text
 
 
@@ -84,20 +85,24 @@ def _explainer_lines(log: Mapping[str, Any]) -> list[str]:
             f"{rec.get('validation_studies', '?')} validation studies' bleeds (Lee et al.'s criterion; {found})."]
 
 
+#: Input channel counts the recipe can make (window sets x context slices), in words.
+_CHANNEL_WORDS = {3: "three", 4: "four", 9: "nine", 12: "twelve"}
+
+
 def _input_text(cfg: Mapping[str, Any]) -> str:
     size = cfg.get("input_size", "?")
     crop = "a square around the head" if cfg.get("crop") == "head" else "the whole slice"
-    from ichviewer.core.windowing import INPUT_WINDOW_SETS
-
     set_name = str(cfg.get("windows", "lee"))
+    context = int(cfg.get("context_slices") or 1)
     window_set = INPUT_WINDOW_SETS.get(set_name)
-    if window_set is None:
-        windows, n_channels = set_name, None
+    if window_set is None:  # a set this version does not know: name it, without a count
+        windows, count = set_name, "the"
     else:
         names = [w.name for w in window_set]
         windows = ("Lee et al.'s " if set_name == "lee" else "") + ", ".join(names[:-1]) + " and " + names[-1] + " windows"
-        n_channels = len(window_set) * int(cfg.get("context_slices", 1) or 1)
-    if cfg.get("context_slices", 1) and int(cfg.get("context_slices", 1)) > 1:
+        n = len(window_set) * context
+        count = _CHANNEL_WORDS.get(n, str(n))
+    if context > 1:
         windows += " of the slice and its neighbours"
     slab = f"; thin slices averaged into {cfg['slab_mm']:g} mm slabs" if cfg.get("slab_mm") else ""
     stem = ""
@@ -105,11 +110,7 @@ def _input_text(cfg: Mapping[str, Any]) -> str:
         kind = " of 16 channels, all fed to the network" if cfg.get("wide_stem") else ""
         stem = f", through a learned 2x downsampling stem{kind} (every later layer works at {size // 2} x {size // 2})"
     precision = "; trained with bfloat16 autocast (weights and ONNX float32)" if cfg.get("precision") == "bf16" else ""
-    count = _CHANNEL_WORDS.get(n_channels, str(n_channels)) if n_channels else "the"
     return f"{size} x {size} pixels of {crop}{stem}, {count} channels ({windows}){slab}{precision}"
-
-
-_CHANNEL_WORDS = {3: "three", 4: "four", 9: "nine", 12: "twelve"}
 
 
 def _thickness_text(cfg: Mapping[str, Any]) -> str:
