@@ -298,9 +298,15 @@ def test_atlas_error_names_the_file(tmp_path):
 
 
 def test_bundle_command_builds_next_to_the_model_and_reports_held_out_agreement(tmp_path, capsys):
+    import subprocess
+
     ens_dir = build_explaining_ensemble(tmp_path / "ens")
+    subprocess.run("sha256sum manifest.json > SHA256SUMS", shell=True, cwd=ens_dir, check=True)
     code = main(["atlas", "bundle", "--models", str(ens_dir), "--train-seeds", "0-6", "--heldout-seeds", "100-102", "--matrix", str(PHANTOM_MATRIX), "--quiet"])
     assert code == 0
+    # the atlas joins the folder's checksums, which still verify
+    assert (ens_dir / "SHA256SUMS").read_text().splitlines()[0].endswith("  explainer.atlas.sqlite")
+    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=ens_dir, capture_output=True).returncode == 0
     report = json.loads(capsys.readouterr().out)
     assert report["atlas"] == str(ens_dir / "explainer.atlas.sqlite") and (ens_dir / "explainer.atlas.sqlite").is_file()
     held = report["heldout"]
@@ -330,6 +336,40 @@ def test_dicom_data_accepts_the_training_labels_csv_by_series_uid(tmp_path, caps
     (data / "labels.csv").write_text("series_uid,any\n1.2.3,1\n")  # case-level labels cannot make an atlas
     assert main(["atlas", "build", "--models", str(ens_dir), "--data", str(data), "--out", str(out)]) == 1
     assert "need a series column" in capsys.readouterr().err
+
+
+def test_dicom_data_accepts_the_rsna_challenge_csv_by_image(tmp_path, capsys):
+    # The RSNA challenge's `ID,Label` file names each image by its SOP Instance UID; the atlas
+    # finds the series holding them and labels each slice from its image's rows.
+    from ichviewer.atlas.sources import DicomSource
+    from ichviewer.io import load_path
+
+    ens_dir = build_explaining_ensemble(tmp_path / "ens")
+    data = tmp_path / "data"
+    rows, expected = [], {}
+    names = (("epidural", "EDH"), ("intraparenchymal", "IPH"), ("intraventricular", "IVH"), ("subarachnoid", "SAH"), ("subdural", "SDH"), ("any", "ANY"))
+    for seed, subtype in ((1, "SDH"), (2, "none")):
+        case = generate_case(seed, subtype=subtype, matrix=PHANTOM_MATRIX, volume_ml=30.0 if subtype != "none" else None)
+        write_dicom_series(case.volume, data / f"case{seed}")
+        vol = load_path(data / f"case{seed}").volumes[0]
+        for uid, r in zip(vol.metadata["sop_instance_uids"], case.slice_labels):
+            rows += [f"{uid}_{n},{r[lab]}" for n, lab in names]
+        expected[vol.series_uid] = np.asarray([[r[s] for s in SUBTYPES] for r in case.slice_labels], dtype=bool)
+    csv_path = tmp_path / "stage_2_train.csv"
+    csv_path.write_text("ID,Label\n" + "\n".join(rows) + "\n")
+    source = DicomSource(data, csv_path)
+    assert source.keys() == sorted(expected)
+    for key, labels in expected.items():
+        np.testing.assert_array_equal(source.load(key).labels, labels)
+    out = tmp_path / "rsna.atlas.sqlite"
+    assert main(["atlas", "build", "--models", str(ens_dir), "--data", str(data), "--labels", str(csv_path), "--out", str(out), "--fraction", "0.1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["atlas", "info", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["training_images"] == sum(len(v) for v in expected.values()) and info["features_per_label"]["SDH"] >= 1
+    csv_path.write_text("ID,Label\nID_nowhere_any,1\nID_nowhere_subdural,1\n")
+    assert main(["atlas", "build", "--models", str(ens_dir), "--data", str(data), "--labels", str(csv_path), "--out", str(out)]) == 1
+    assert "none of its 1 images is under" in capsys.readouterr().err
 
 
 def test_a_cancelled_build_writes_nothing_and_a_newer_atlas_format_is_refused(tmp_path):

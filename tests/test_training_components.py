@@ -942,3 +942,91 @@ def test_one_interpolation_per_slice_equals_picking_from_all_three():
     one_x, one_y = interpolate_one_per_slice(x, y, partner, ypartner, which, edge, beta, beta2)
     assert np.array_equal(one_x, all_x[take]) and np.array_equal(one_y, all_y[take])
     assert one_x.dtype == np.float32 and one_y.dtype == np.float32
+
+
+# The RSNA Intracranial Hemorrhage Detection challenge's names, in its CSV's order per image.
+RSNA_ORDER = (("epidural", "EDH"), ("intraparenchymal", "IPH"), ("intraventricular", "IVH"),
+              ("subarachnoid", "SAH"), ("subdural", "SDH"), ("any", "ANY"))
+
+
+def _sop_uids(root: Path, series_uid: str) -> list[str]:
+    from ichviewer.io import load_path
+
+    vol = next(v for v in load_path(root).volumes if v.series_uid == series_uid)
+    return list(vol.metadata["sop_instance_uids"])
+
+
+def test_dicom_folder_with_the_rsna_challenge_csv_trains_on_image_labels(tmp_path):
+    # The challenge's own form: `ID,Label`, one row per image and label, `ID_<SOPInstanceUID>_<subtype>`.
+    # Rows are written in shuffled order with one image repeated (the challenge's file repeats a few).
+    root, cases = _write_studies(tmp_path, [(41, "SDH"), (42, "IVH")])
+    rows = []
+    for case in cases:
+        for uid, d in zip(_sop_uids(root, case.volume.series_uid), case.slice_labels):
+            rows += [f"{uid}_{name},{d[lab]}" for name, lab in RSNA_ORDER]
+    rows.append(rows[0])
+    np.random.default_rng(0).shuffle(rows)
+    csv_path = tmp_path / "stage_2_train.csv"
+    csv_path.write_text("ID,Label\n" + "\n".join(rows) + "\n")
+    table = read_training_labels(csv_path)
+    assert table.key == "sop_instance_uid" and table.per_slice and table.labels_present == LABELS
+    cache = build_dicom_cache(root, csv_path, input_size=32)
+    assert cache.slice_labelled and len(cache.cases) == 2 and cache.meta["labels_key"] == "sop_instance_uid"
+    by_uid = {c.case_id: c for c in cache.cases}
+    for case in cases:
+        rec = by_uid[case.volume.series_uid]
+        expected = np.array([[d[lab] for lab in LABELS] for d in case.slice_labels])
+        assert expected[:, LABELS.index("ANY")].any()
+        np.testing.assert_array_equal(cache.labels[rec.start : rec.stop], expected)
+    # Each phantom is its own patient (PatientID PHANTOM<seed>), which the split unit follows.
+    assert sorted(c.patient_id for c in cache.cases) == ["PatientID PHANTOM41", "PatientID PHANTOM42"]
+
+
+def test_per_image_csv_with_rsna_column_names_and_partly_listed_series(tmp_path):
+    root, cases = _write_studies(tmp_path, [(43, "EDH")])
+    case = cases[0]
+    uids = _sop_uids(root, case.volume.series_uid)
+    header = "SOPInstanceUID," + ",".join(name for name, _ in RSNA_ORDER)
+    lines = [header] + [u + "," + ",".join(str(d[lab]) for _, lab in RSNA_ORDER) for u, d in zip(uids, case.slice_labels)]
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    cache = build_dicom_cache(root, csv_path, input_size=32)
+    np.testing.assert_array_equal(cache.labels, np.array([[d[lab] for lab in LABELS] for d in case.slice_labels]))
+    # A series the CSV names only in part is refused, naming the series and an unlisted image.
+    csv_path.write_text("\n".join(lines[:-2]) + "\n")
+    with pytest.raises(TrainingDataError, match=rf"series {case.volume.series_uid} .* 2 of them are not in the CSV \(the first: {uids[-2]}\)"):
+        build_dicom_cache(root, csv_path, input_size=32)
+
+
+def test_rsna_csv_errors_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "r.csv"
+    bad.write_text("ID,Label\nID_a_any,1\nID_a_subdurall,0\n")
+    with pytest.raises(TrainingDataError, match=r"r\.csv, line 3: ID 'ID_a_subdurall' is not <image>_<label>"):
+        read_training_labels(bad)
+    bad.write_text("ID,Label\nID_a_any,1\nID_a_subdural,1\nID_a_subdural,0\n")
+    with pytest.raises(TrainingDataError, match=r"line 4: ID_a_subdural is 0 here and 1 on line 3"):
+        read_training_labels(bad)
+    bad.write_text("ID,Label\nID_a_any,1\nID_a_subdural,1\nID_b_any,0\n")
+    with pytest.raises(TrainingDataError, match="image ID_b has no row for subdural"):
+        read_training_labels(bad)
+    bad.write_text("ID,Label\nID_a_subdural,1\n")
+    with pytest.raises(TrainingDataError, match="no '_any' rows"):
+        read_training_labels(bad)
+    bad.write_text("ID,Label\nID_a_any,0.5\n")
+    with pytest.raises(TrainingDataError, match=r"line 2, column Label: expected 0 or 1, got '0\.5'"):
+        read_training_labels(bad)
+    bad.write_text("series_uid,any,sdh,subdural\n1.2,1,1,1\n")
+    with pytest.raises(TrainingDataError, match="columns 'sdh' and 'subdural' both give SDH"):
+        read_training_labels(bad)
+
+
+def test_one_patient_id_for_every_study_leaves_each_study_its_own_split_unit(tmp_path):
+    from ichviewer.training.data import _dicom_patient_ids
+
+    class V:
+        def __init__(self, study, patient):
+            self.study_uid, self.metadata = study, {"patient_id": patient}
+
+    assert _dicom_patient_ids([V("s1", "ANON"), V("s2", "ANON")]) == {}
+    assert _dicom_patient_ids([V("s1", ""), V("s2", "")]) == {}
+    assert _dicom_patient_ids([V("s1", "P1"), V("s2", "P1"), V("s3", "P2")]) == {"s1": "P1", "s2": "P1", "s3": "P2"}

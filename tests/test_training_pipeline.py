@@ -809,3 +809,18 @@ def test_the_explaining_member_is_the_one_whose_maps_find_the_most_lesions():
     assert choose_explaining_member(figs, order) == "inception"
     with pytest.raises(ExplainerChoiceError):
         choose_explaining_member({}, order)
+
+
+def test_the_bundled_folder_checksums_cover_every_file_it_runs_and_explains_with():
+    import subprocess
+
+    from ichviewer.evaluation.site_operating_points import ensemble_files
+    from ichviewer.inference.manifest import checksummed_names
+
+    default = Path(__file__).resolve().parents[1] / "models" / "default"
+    listed = set(checksummed_names(default))
+    needed = set(ensemble_files(default)) - {"SHA256SUMS"}
+    assert needed <= listed, f"not in SHA256SUMS: {sorted(needed - listed)}"
+    assert any(n.endswith(".atlas.sqlite") for n in listed)
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=default, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr

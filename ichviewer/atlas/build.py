@@ -56,6 +56,16 @@ class AtlasSummary:
     size_bytes: int
 
 
+def _checksum_beside_the_models(ensemble: Any, path: Path) -> None:
+    """An atlas written into its ensemble's folder joins the folder's SHA256SUMS (when it has
+    one), so the shipped atlas is checked with the networks it explains."""
+    from ichviewer.inference.manifest import refresh_checksums
+
+    directory = getattr(ensemble, "directory", None)
+    if directory is not None and Path(directory).resolve() == path.resolve().parent:
+        refresh_checksums(directory, add=(path.name,))
+
+
 def explaining_member(ensemble: Any, name: str | None = None) -> LoadedModel:
     """The member that builds the atlas: `name`, else the manifest's `explaining_model`, else its attention model."""
     if name:
@@ -233,6 +243,7 @@ def build_atlas(
         "data": source.description,
     }
     path = write_atlas(out, header, images, features, entries)
+    _checksum_beside_the_models(ensemble, path)
     report("writing", 1, 1)
     per_label = {s: sum(1 for f in features if f["label"] == s) for s in SUBTYPES}
     return AtlasSummary(

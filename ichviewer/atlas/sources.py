@@ -144,6 +144,11 @@ class DicomSource:
     as `ichviewer phantom-set` writes) each series folder must hold the `labels.json`
     that `ichviewer phantom` writes beside it, whose per-slice labels are used. Slices of
     a listed series without a row are negative for every subtype.
+
+    Per-image files, as `ichviewer train` reads them, work too: a `sop_instance_uid` column
+    (or `SOPInstanceUID`, `image_id`) with the label columns (ours or RSNA's names), or the RSNA
+    challenge's own `ID,Label` file; each series holding a listed image is a study, and its
+    images without a row are negative.
     """
 
     def __init__(self, folder: str | Path, labels_csv: str | Path | None = None) -> None:
@@ -162,6 +167,10 @@ class DicomSource:
             raise AtlasDataError(f"{csv_path}: empty file")
         col = {h.strip().lower(): i for i, h in enumerate(rows[0])}
         self.key = next((k for k in ("series", "series_uid", "study_uid") if k in col), None)
+        self._image_labels: dict[str, np.ndarray] | None = None
+        if self.key is None and _is_per_image(col):
+            self._read_per_image(csv_path)
+            return
         slice_col = next((k for k in ("slice", "slice_index") if k in col), None)
         present = [s for s in SUBTYPES if s.lower() in col]
         if self.key is None or not present:
@@ -185,6 +194,33 @@ class DicomSource:
         if not self._rows:
             raise AtlasDataError(f"{csv_path}: no labelled slices")
         self.description = f"DICOM studies in {self.folder} labelled by {csv_path.name} ({len(self._rows)} series)"
+
+    def _read_per_image(self, csv_path: Path) -> None:
+        """A per-image CSV (RSNA style): images are found by SOP Instance UID in one header scan."""
+        from ichviewer.io import scan_path
+        from ichviewer.training.data import TrainingDataError, read_training_labels
+
+        try:
+            table = read_training_labels(csv_path)
+        except TrainingDataError as exc:
+            raise AtlasDataError(str(exc)) from None
+        present = [s for s in SUBTYPES if s in table.labels_present]
+        if not present:
+            raise AtlasDataError(f"{csv_path}: no subtype column or rows ({', '.join(s.lower() for s in SUBTYPES)} or RSNA's names)")
+        self.key, self.per_slice = "series_uid", True
+        self._image_labels = {
+            uid: np.asarray([v[-1][table.labels_present.index(s)] if s in present else 0 for s in SUBTYPES]) > 0
+            for uid, v in table.rows.items()
+        }
+        self._folders = {}
+        for series in scan_path(self.folder).series:
+            if any(str(ds.get("SOPInstanceUID", "")) in self._image_labels for ds in series.datasets):
+                self._rows[series.series_uid] = {}
+                self._folders.setdefault(series.series_uid, Path(series.folder))
+            series.datasets = []
+        if not self._rows:
+            raise AtlasDataError(f"{csv_path}: none of its {len(self._image_labels)} images is under {self.folder}")
+        self.description = f"DICOM studies in {self.folder} labelled by {csv_path.name} per image ({len(self._rows)} series)"
 
     def keys(self) -> list[str]:
         return sorted(self._rows)
@@ -220,6 +256,11 @@ class DicomSource:
         labels = np.zeros((volume.n_slices, len(SUBTYPES)), dtype=bool)
         if not self.per_slice:
             return LabelledStudy(key, volume, self._phantom_slice_labels(where, key, volume.n_slices), str(where))
+        if self._image_labels is not None:
+            for idx, uid in enumerate(volume.metadata.get("sop_instance_uids") or ()):
+                if uid in self._image_labels:
+                    labels[idx] = self._image_labels[uid]
+            return LabelledStudy(key, volume, labels, str(where))
         for idx, flags in self._rows[key].items():
             if not 0 <= idx < volume.n_slices:
                 raise AtlasDataError(f"{self.csv_path}: {self.key} {key!r} has {volume.n_slices} slices, the CSV labels slice {idx}")
@@ -242,6 +283,12 @@ class DicomSource:
         if labels.shape[0] != n:
             raise AtlasDataError(f"{path}: {labels.shape[0]} slice labels for a series of {n} slices")
         return labels
+
+
+def _is_per_image(col: dict[str, int]) -> bool:
+    from ichviewer.training.data import IMAGE_KEY_COLUMNS
+
+    return list(col) == ["id", "label"] or any(k in col for k in IMAGE_KEY_COLUMNS)
 
 
 def source_from_spec(data: str, labels_csv: str | None = None, *, matrix: int = 128, volume_ml: float | None = None) -> TrainingSource:

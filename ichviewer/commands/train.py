@@ -40,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CSV",
         help="labels for --source dicom: series_uid or study_uid, optional slice_index (per-slice, ascending along "
         "the slice normal as `ichviewer info` lists them) and patient_id, 0/1 columns any (required), iph, ivh, "
-        "sdh, edh, sah (case-insensitive)",
+        "sdh, edh, sah or RSNA's names (subdural, epidural, ...; case-insensitive); or per image, sop_instance_uid "
+        "and those columns; or the RSNA challenge's own ID,Label file (ID_<SOPInstanceUID>_<subtype>). Without "
+        "patient_id the split unit is the DICOM PatientID (when the studies carry more than one), else the study",
     )
     p.add_argument("--epochs", type=int, default=10, help="epochs per member (default 10)")
     p.add_argument("--seed", type=int, default=0, help="run seed: phantom seeds, splits, initialisation (default 0)")

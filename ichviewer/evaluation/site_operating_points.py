@@ -153,7 +153,7 @@ def site_operating_points(
 def ensemble_files(models_dir: Path) -> list[str]:
     """What an ensemble folder needs to run and explain: the manifest, every file it names, the
     atlases next to the members, the checksummed files and the training log."""
-    from ichviewer.inference.manifest import MANIFEST_NAME, load_manifest
+    from ichviewer.inference.manifest import CHECKSUMS_NAME, MANIFEST_NAME, checksummed_names, load_manifest
 
     manifest = load_manifest(models_dir / MANIFEST_NAME)
     names = {MANIFEST_NAME}
@@ -161,10 +161,8 @@ def ensemble_files(models_dir: Path) -> list[str]:
         names.add(spec.file)
         names.update(f for f in (spec.cam_weights_file, *(b.tail_file for b in spec.block_outputs)) if f)
     names.update(p.name for p in models_dir.glob("*.atlas.sqlite"))
-    sums = models_dir / "SHA256SUMS"
-    if sums.is_file():
-        names.add(sums.name)
-        names.update(line.split(None, 1)[1].strip() for line in sums.read_text(encoding="utf-8").splitlines() if line.strip())
+    names.add(CHECKSUMS_NAME)
+    names.update(checksummed_names(models_dir))
     names.update(n for n in ("training_log.json",) if (models_dir / n).is_file())
     return sorted(n for n in names if (models_dir / n).is_file())
 
@@ -177,7 +175,7 @@ def write_site_ensemble(models_dir: str | Path, out_dir: str | Path, chosen: Sit
     field; its description says where the thresholds came from; `operating_points.json` keeps
     the whole account; `SHA256SUMS` is rewritten for the changed and added files.
     """
-    from ichviewer.inference.manifest import MANIFEST_NAME, file_sha256
+    from ichviewer.inference.manifest import MANIFEST_NAME, refresh_checksums
 
     src, out = Path(models_dir), Path(out_dir)
     if out.exists():
@@ -206,11 +204,7 @@ def write_site_ensemble(models_dir: str | Path, out_dir: str | Path, chosen: Sit
             **chosen.report,
         }
         (out / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        sums = out / "SHA256SUMS"
-        if sums.is_file():
-            names = [line.split(None, 1)[1].strip() for line in sums.read_text(encoding="utf-8").splitlines() if line.strip()]
-            names = sorted(set(names) | {SOURCE_FILE})
-            sums.write_text("".join(f"{file_sha256(out / n)}  {n}\n" for n in names), encoding="utf-8")
+        refresh_checksums(out, add=(SOURCE_FILE,))
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written ensemble folder left behind
         raise

@@ -84,6 +84,36 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+#: An ensemble folder's checksums, in the `sha256sum -c` format.
+CHECKSUMS_NAME = "SHA256SUMS"
+
+
+def checksummed_names(directory: str | Path) -> list[str]:
+    """The file names `<directory>/SHA256SUMS` lists (none when there is no such file)."""
+    sums = Path(directory) / CHECKSUMS_NAME
+    if not sums.is_file():
+        return []
+    return [line.split(None, 1)[1].strip() for line in sums.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_checksums(directory: str | Path, names) -> Path:
+    """Write `<directory>/SHA256SUMS` (`sha256sum -c` format, sorted) for the named files."""
+    directory = Path(directory)
+    out = directory / CHECKSUMS_NAME
+    out.write_text("".join(f"{file_sha256(directory / n)}  {n}\n" for n in sorted(set(names))), encoding="utf-8")
+    return out
+
+
+def refresh_checksums(directory: str | Path, add=()) -> Path | None:
+    """Rewrite `SHA256SUMS` for the files it lists plus `add`, after a step changed or added some
+    (operating points chosen again, the explaining member, the atlas); None, and nothing
+    written, when the folder has no checksums file."""
+    names = checksummed_names(directory)
+    if not names:
+        return None
+    return write_checksums(directory, [*names, *add])
+
+
 @dataclass(frozen=True)
 class BlockOutput:
     """An intermediate convolutional block exposed as an extra ONNX output (for the atlas, Lee et al. 2019 Methods).

@@ -561,26 +561,64 @@ def _file_digest(path: str) -> str:
 # --------------------------------------------------------------------------- DICOM + CSV
 
 
+#: The RSNA Intracranial Hemorrhage Detection challenge's names for the labels (its CSV, and the
+#: per-image tables sites pivot from it), by the label each means here.
+RSNA_LABEL_NAMES = {
+    "epidural": "EDH", "intraparenchymal": "IPH", "intraventricular": "IVH",
+    "subarachnoid": "SAH", "subdural": "SDH", "any": "ANY",
+}
+#: Columns that key a per-image labels CSV by each image's SOP Instance UID (case-insensitive).
+IMAGE_KEY_COLUMNS = ("sop_instance_uid", "sopinstanceuid", "image_id")
+#: How many unfound series or images a training log lists (the count is always given).
+MISSING_LISTED = 50
+
+
 @dataclass(frozen=True)
 class LabelRows:
-    """A labels CSV read for training: per-slice rows or per-study rows."""
+    """A labels CSV read for training: per-slice, per-image or per-study rows."""
 
     path: str
-    key: str  # "series_uid" or "study_uid"
+    key: str  # "series_uid", "study_uid" or "sop_instance_uid" (per image, RSNA style)
     per_slice: bool
     labels_present: tuple[str, ...]  # LABELS with a column (ANY always)
-    # per_slice: {uid: {slice_index: [0/1 per present label]}}; per study: {uid: {-1: [...]}}
+    # per slice: {series_uid: {slice_index: [0/1 per present label]}}; per image: {sop_instance_uid: {-1: [...]}};
+    # per study: {uid: {-1: [...]}}
     rows: dict[str, dict[int, list[int]]]
     patient: dict[str, str]
 
 
-def read_training_labels(path: str | Path) -> LabelRows:
-    """Read `series_uid` or `study_uid`, optional `slice_index`, `patient_id`, and 0/1 label columns.
+def _label_of_column(name: str) -> str | None:
+    """The label a CSV column names: ours (`any`, `iph`, ..., any case) or RSNA's (`subdural`, ...)."""
+    n = name.strip().lower()
+    if n.upper() in LABELS:
+        return n.upper()
+    return RSNA_LABEL_NAMES.get(n)
 
-    Columns are case-insensitive; `any` is required, subtype columns (`iph`, `ivh`,
-    `sdh`, `edh`, `sah`) are optional. With `slice_index` the file is per slice
-    (RSNA style; indices count from 0 in ascending order along the slice normal, as
-    `ichviewer info` lists slices), otherwise per study.
+
+def _zero_one(path: Path, line: int, column: str, raw: str) -> int:
+    try:
+        v = float(raw.strip())
+    except ValueError:
+        v = math.nan
+    if v not in (0.0, 1.0):
+        raise TrainingDataError(f"{path}, line {line}, column {column}: expected 0 or 1, got {raw.strip()!r}")
+    return int(v)
+
+
+def read_training_labels(path: str | Path) -> LabelRows:
+    """Read a training labels CSV in one of four forms (column names case-insensitive):
+
+    - per study: `series_uid` or `study_uid`, optional `patient_id`, and 0/1 label columns;
+    - per slice: the same with `slice_index` (indices count from 0 in ascending order along
+      the slice normal, as `ichviewer info` lists slices);
+    - per image, RSNA style: `sop_instance_uid` (or `SOPInstanceUID`, `image_id`) and the label
+      columns, so a slice is named by its image whatever its place in the series;
+    - the RSNA challenge's own CSV: the header `ID,Label` and one row per image and label,
+      `ID_<image>_<subtype>,0|1`, where `ID_<image>` is the image's SOP Instance UID.
+
+    Label columns are ours (`any`, `iph`, `ivh`, `sdh`, `edh`, `sah`) or RSNA's names
+    (`any`, `intraparenchymal`, `intraventricular`, `subdural`, `epidural`, `subarachnoid`);
+    `any` is required, subtypes are optional.
     """
     path = Path(path)
     try:
@@ -593,23 +631,38 @@ def read_training_labels(path: str | Path) -> LabelRows:
     if len(rows) < 2:
         raise TrainingDataError(f"{path}: needs a header and at least one row")
     header = [h.strip().lower() for h in rows[0]]
+    if header == ["id", "label"]:
+        return _read_rsna_long_labels(path, rows)
     col = {h: i for i, h in enumerate(header)}
-    key = "series_uid" if "series_uid" in col else "study_uid" if "study_uid" in col else None
+    image_key = next((k for k in IMAGE_KEY_COLUMNS if k in col), None)
+    key = "series_uid" if "series_uid" in col else "study_uid" if "study_uid" in col else image_key
     if key is None:
-        raise TrainingDataError(f"{path}: no 'series_uid' or 'study_uid' column (columns: {', '.join(header)})")
-    if "any" not in col:
+        raise TrainingDataError(
+            f"{path}: no 'series_uid', 'study_uid' or 'sop_instance_uid' column, and not the RSNA 'ID,Label' form "
+            f"(columns: {', '.join(header)})"
+        )
+    label_col: dict[str, int] = {}
+    for i, h in enumerate(header):
+        lab = _label_of_column(h)
+        if lab is None:
+            continue
+        if lab in label_col:
+            raise TrainingDataError(f"{path}: columns {rows[0][label_col[lab]].strip()!r} and {rows[0][i].strip()!r} both give {lab}")
+        label_col[lab] = i
+    if "ANY" not in label_col:
         raise TrainingDataError(f"{path}: no 'any' column; it is required (columns: {', '.join(header)})")
-    present = tuple(lab for lab in LABELS if lab.lower() in col)
-    per_slice = "slice_index" in col
+    present = tuple(lab for lab in LABELS if lab in label_col)
+    per_image = key == image_key
+    per_slice = per_image or "slice_index" in col
     out: dict[str, dict[int, list[int]]] = {}
     patient: dict[str, str] = {}
     for line, row in enumerate(rows[1:], start=2):
         row = row + [""] * (len(header) - len(row))
         uid = row[col[key]].strip()
         if not uid:
-            raise TrainingDataError(f"{path}, line {line}: empty {key}")
+            raise TrainingDataError(f"{path}, line {line}: empty {rows[0][col[key]].strip()}")
         idx = -1
-        if per_slice:
+        if per_slice and not per_image:
             raw = row[col["slice_index"]].strip()
             try:
                 idx = int(raw)
@@ -617,23 +670,50 @@ def read_training_labels(path: str | Path) -> LabelRows:
                 raise TrainingDataError(f"{path}, line {line}, column slice_index: not an integer: {raw!r}") from None
             if idx < 0:
                 raise TrainingDataError(f"{path}, line {line}, column slice_index: must be >= 0, got {idx}")
-        values = []
-        for lab in present:
-            raw = row[col[lab.lower()]].strip()
-            try:
-                v = float(raw)
-            except ValueError:
-                v = math.nan
-            if v not in (0.0, 1.0):
-                raise TrainingDataError(f"{path}, line {line}, column {lab.lower()}: expected 0 or 1, got {raw!r}")
-            values.append(int(v))
+        values = [_zero_one(path, line, header[label_col[lab]], row[label_col[lab]]) for lab in present]
         if idx in out.setdefault(uid, {}):
-            what = f"slice {idx} of {uid}" if per_slice else f"{key} {uid}"
+            what = f"slice {idx} of {uid}" if per_slice and not per_image else f"{key} {uid}"
             raise TrainingDataError(f"{path}, line {line}: {what} is listed twice")
         out[uid][idx] = values
         if "patient_id" in col and row[col["patient_id"]].strip():
             patient[uid] = row[col["patient_id"]].strip()
-    return LabelRows(str(path), key, per_slice, present, out, patient)
+    return LabelRows(str(path), "sop_instance_uid" if per_image else key, per_slice, present, out, patient)
+
+
+def _read_rsna_long_labels(path: Path, rows: list[list[str]]) -> LabelRows:
+    """The RSNA challenge's `ID,Label` CSV: `ID_<image>_<subtype>` rows, six per image.
+
+    The challenge's own file repeats a few images with the same labels; a repeat that agrees is
+    taken once, one that disagrees is refused with both lines named."""
+    labels: dict[str, dict[str, int]] = {}
+    seen: dict[tuple[str, str], int] = {}
+    names = ", ".join(RSNA_LABEL_NAMES)
+    for line, row in enumerate(rows[1:], start=2):
+        row = row + ["", ""]
+        rid = row[0].strip()
+        stem, sep, name = rid.rpartition("_")
+        lab = RSNA_LABEL_NAMES.get(name.lower()) if sep else None
+        if not stem or lab is None:
+            raise TrainingDataError(f"{path}, line {line}: ID {rid!r} is not <image>_<label> with a label among {names}")
+        value = _zero_one(path, line, "Label", row[1])
+        before = labels.setdefault(stem, {}).get(lab)
+        if before is not None and before != value:
+            raise TrainingDataError(
+                f"{path}, line {line}: {rid} is {value} here and {before} on line {seen[(stem, lab)]}"
+            )
+        labels[stem][lab] = value
+        seen.setdefault((stem, lab), line)
+    present = tuple(lab for lab in LABELS if any(lab in v for v in labels.values()))
+    if "ANY" not in present:
+        raise TrainingDataError(f"{path}: no '_any' rows; ANY is required")
+    out: dict[str, dict[int, list[int]]] = {}
+    for stem, v in labels.items():
+        lacking = [lab for lab in present if lab not in v]
+        if lacking:
+            inverse = {lab: n for n, lab in RSNA_LABEL_NAMES.items()}
+            raise TrainingDataError(f"{path}: image {stem} has no row for {', '.join(inverse[lab] for lab in lacking)}")
+        out[stem] = {-1: [v[lab] for lab in present]}
+    return LabelRows(str(path), "sop_instance_uid", True, present, out, {})
 
 
 def build_dicom_cache(
@@ -642,10 +722,14 @@ def build_dicom_cache(
 ) -> SliceCache:
     """Load every CT series under `data_dir` that the labels CSV names and cache its model inputs.
 
-    Per-slice files must label every slice of a series (0..n-1); per-study files give
-    the same labels to the whole series and the cache is marked study-labelled, which
-    the trainer handles by multiple-instance learning (max over slices). Series of one
-    study (or one `patient_id`) share a split unit. Labels without a column are unknown.
+    Per-slice files must label every slice of a series (0..n-1), per-image files (RSNA
+    style) every image of a series they name; per-study files give the same labels to the
+    whole series and the cache is marked study-labelled, which the trainer handles by
+    multiple-instance learning (max over slices). Labels without a column are unknown.
+
+    The split unit (`split_by_patient`) is the CSV's `patient_id`, else the DICOM PatientID
+    when the folder's studies carry more than one, else the study: a patient's studies never
+    straddle training and validation.
     """
     from ichviewer.io import DicomInputError, load_path
 
@@ -658,13 +742,29 @@ def build_dicom_cache(
     images, labels, knowns, cases, start = [], [], [], [], 0
     used: set[str] = set()
     volumes = list(result.volumes)
+    dicom_patients = _dicom_patient_ids(volumes)
     for i, vol in enumerate(volumes):
-        uid = vol.series_uid if table.key == "series_uid" else vol.study_uid
-        if uid not in table.rows or (table.key == "study_uid" and uid in used):
-            continue  # unlabelled series; with study keys only the largest series (listed first) is used
-        used.add(uid)
-        entries = table.rows[uid]
         n = vol.n_slices
+        if table.key == "sop_instance_uid":
+            sops = [str(u) for u in (vol.metadata.get("sop_instance_uids") or ())]
+            listed = [u in table.rows for u in sops]
+            if not any(listed):
+                continue  # a series the CSV does not name
+            if not all(listed):
+                absent = [u for u, ok in zip(sops, listed) if not ok]
+                raise TrainingDataError(
+                    f"{table.path}: series {vol.series_uid} ({Path(vol.source_files[0]).parent if vol.source_files else data_dir}) has {n} images and {len(absent)} of them "
+                    f"are not in the CSV (the first: {absent[0]}); label every image of a series it names"
+                )
+            uid = vol.series_uid
+            used.update(sops)
+            entries = {s: table.rows[u][-1] for s, u in enumerate(sops)}
+        else:
+            uid = vol.series_uid if table.key == "series_uid" else vol.study_uid
+            if uid not in table.rows or (table.key == "study_uid" and uid in used):
+                continue  # unlabelled series; with study keys only the largest series (listed first) is used
+            used.add(uid)
+            entries = table.rows[uid]
         lab = np.zeros((n, len(LABELS)), dtype=np.float32)
         if table.per_slice:
             missing = sorted(set(range(n)) - set(entries))
@@ -691,7 +791,8 @@ def build_dicom_cache(
         cases.append(
             CaseRecord(
                 case_id=uid, start=start, stop=start + n, labels=[int(v) for v in lab.max(axis=0)],
-                slice_labelled=table.per_slice, patient_id=table.patient.get(uid, vol.study_uid or uid),
+                slice_labelled=table.per_slice,
+                patient_id=_patient_of(table, uid, entries, vol, dicom_patients),
                 kind="dicom", slice_mm=float(vol.spacing[0]),
             )
         )
@@ -700,11 +801,39 @@ def build_dicom_cache(
             progress(i + 1, len(volumes))
     missing = sorted(set(table.rows) - used)
     if not cases:
-        raise TrainingDataError(f"{data_dir}: none of the series named in {table.path} was found ({len(table.rows)} listed)")
+        what = "images" if table.key == "sop_instance_uid" else "series"
+        raise TrainingDataError(f"{data_dir}: none of the {what} named in {table.path} was found ({len(table.rows)} listed)")
     lab_all = np.concatenate(labels)
     cache = SliceCache(np.concatenate(images), lab_all, np.concatenate(knowns), cases, int(input_size), {"source": "dicom"})
-    cache.meta["missing_in_folder"] = missing
+    cache.meta["missing_in_folder"] = missing[:MISSING_LISTED]
+    cache.meta["missing_in_folder_count"] = len(missing)
+    cache.meta["labels_key"] = table.key
     return cache
+
+
+def _dicom_patient_ids(volumes) -> dict[str, str]:
+    """Each study's DICOM PatientID, when they tell patients apart: at least two distinct
+    non-empty IDs across the folder's studies (an anonymiser that writes one ID for all, or
+    none, leaves each study its own unit). Empty otherwise."""
+    ids = {v.study_uid: str(v.metadata.get("patient_id") or "").strip() for v in volumes}
+    distinct = {p for p in ids.values() if p}
+    if len(ids) < 2 or len(distinct) < 2:
+        return {}
+    return {study: p for study, p in ids.items() if p}
+
+
+def _patient_of(table: LabelRows, uid: str, entries: dict, vol, dicom_patients: dict[str, str]) -> str:
+    """The split unit of a labelled series: the CSV's patient_id (per image: its first image's),
+    else the DICOM PatientID (`_dicom_patient_ids`), else the study."""
+    if table.key == "sop_instance_uid":
+        first = (vol.metadata.get("sop_instance_uids") or [""])[0]
+        named = table.patient.get(str(first))
+    else:
+        named = table.patient.get(uid)
+    if named:
+        return named
+    patient = dicom_patients.get(vol.study_uid)
+    return f"PatientID {patient}" if patient else (vol.study_uid or uid)
 
 
 def split_by_patient(cache: SliceCache, seed: int, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> dict[str, SliceCache]:

@@ -67,7 +67,7 @@ def apply_explainer_choice(models_dir: str | Path, plans: Sequence[Any], matrix:
     SHA256SUMS. Returns the record."""
     from ichviewer.evaluation.localization import evaluate_localization
     from ichviewer.inference import load_ensemble
-    from ichviewer.training.export import write_checksums
+    from ichviewer.inference.manifest import refresh_checksums
     from ichviewer.training.recipe import LOG_NAME
 
     models_dir = Path(models_dir)
@@ -106,9 +106,7 @@ def apply_explainer_choice(models_dir: str | Path, plans: Sequence[Any], matrix:
     log = json.loads(log_path.read_text("utf-8"))
     log[LOG_KEY] = record
     log_path.write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
-    sums = models_dir / "SHA256SUMS"
-    listed = [line.split("  ", 1)[1] for line in sums.read_text("utf-8").splitlines() if "  " in line]
-    write_checksums(models_dir, sorted(set(listed) | {"manifest.json", LOG_NAME}))
+    refresh_checksums(models_dir, add=("manifest.json", LOG_NAME))
     if stream is not None:
         stream.write("explaining member: " + ", ".join(
             f"{n} {figures[n]['found']}/{figures[n]['n']}" for n in figures) + f" -> {chosen}\n")

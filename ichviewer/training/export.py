@@ -213,10 +213,6 @@ def export_member(
 
 def write_checksums(directory: str | Path, files: list[str]) -> Path:
     """`SHA256SUMS` in the `sha256sum -c` format for the listed files (relative names)."""
-    from ichviewer.inference.manifest import file_sha256
+    from ichviewer.inference.manifest import write_checksums as write
 
-    directory = Path(directory)
-    lines = [f"{file_sha256(directory / f)}  {f}" for f in sorted(files)]
-    out = directory / "SHA256SUMS"
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
+    return write(directory, files)

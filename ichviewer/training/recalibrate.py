@@ -90,7 +90,7 @@ def recalibrate(
     from ichviewer.training.data import concat_caches
     from ichviewer.training.devset import member_slice_probabilities
     from ichviewer.training.ensembling import choose_operating_points, combine_members
-    from ichviewer.training.export import write_checksums
+    from ichviewer.inference.manifest import refresh_checksums
     from ichviewer.training.trainer import case_auc
 
     t0 = time.perf_counter()
@@ -194,10 +194,7 @@ def recalibrate(
     }}
     log.setdefault("operating_points_replaced", []).append(record)
     log_path.write_text(json.dumps(_jsonable(log), indent=2) + "\n", encoding="utf-8")
-    sums = models_dir / "SHA256SUMS"
-    if sums.is_file():
-        names = [line.split(None, 1)[1].strip() for line in sums.read_text(encoding="utf-8").splitlines() if line.strip()]
-        write_checksums(models_dir, names)
+    refresh_checksums(models_dir)
     return record
 
 

@@ -338,7 +338,9 @@ def load_data(
         info.update(
             {
                 "per_slice_labels": cache.slice_labelled,
+                "labels_key": cache.meta.get("labels_key"),
                 "missing_in_folder": cache.meta.get("missing_in_folder", []),
+                "missing_in_folder_count": cache.meta.get("missing_in_folder_count", len(cache.meta.get("missing_in_folder", []))),
                 **{s: {"cases": len(c.cases), "slices": c.n_slices} for s, c in splits.items() if c is not None},
                 "test_case_ids": [c.case_id for c in splits["test"].cases] if splits["test"] is not None else [],
             }
