@@ -329,6 +329,9 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
 
     assert Path(src["package_dir"]) == Path(ichviewer.__file__).resolve().parent
     assert src["commit"] is None or (len(src["commit"]) == 40 and isinstance(src["dirty"], bool))
+    from ichviewer.training.recipe import package_digest
+
+    assert src["package_sha256"] == package_digest()
     # `ichviewer train` keeps freed memory in the process (allocator.py) and says so in its log
     assert log["hardware"]["allocator"]["applied"] is (platform.libc_ver()[0] == "glibc")
     # ANY from the subtypes (noisy-OR): in the manifest, so the engine computes what the thresholds were chosen on
@@ -658,8 +661,14 @@ def test_source_code_revision_names_no_commit_for_a_package_outside_its_checkout
     fake = tmp_path / "venv" / "lib" / "site-packages" / "ichviewer" / "training" / "recipe.py"
     fake.parent.mkdir(parents=True)
     monkeypatch.setattr(recipe, "__file__", str(fake))
+    (fake.parent / "data.py").write_text("x = 1\n")
     src = recipe.source_code_revision()
+    digest = src.pop("package_sha256")
     assert src == {"package_dir": str(fake.parents[1]), "commit": None, "dirty": None}
+    # the source digest names the code even so, and changes with any byte of it
+    assert digest == recipe.package_digest(fake.parents[1]) and len(digest) == 64
+    (fake.parent / "data.py").write_text("x = 2\n")
+    assert recipe.package_digest(fake.parents[1]) != digest
 
 
 @pytest.mark.parametrize("pooling", ["lse", "max"])

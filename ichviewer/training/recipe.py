@@ -378,8 +378,25 @@ def _git(root: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
 
 
+def package_digest(package: Path | None = None) -> str:
+    """SHA-256 over the package's source (every `.py` and `.json` file under `ichviewer/`, by
+    relative path and bytes, in path order): names the code that trained an ensemble also when
+    it ran from a copy outside git. `python -c "from ichviewer.training.recipe import
+    package_digest; print(package_digest())"` in a checkout gives the figure to compare."""
+    import hashlib
+
+    package = Path(package) if package is not None else Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".json") and p.is_file() and "__pycache__" not in p.parts):
+        rel = f.relative_to(package).as_posix().encode()
+        data = f.read_bytes()
+        h.update(len(rel).to_bytes(4, "big") + rel + len(data).to_bytes(8, "big") + data)
+    return h.hexdigest()
+
+
 def source_code_revision() -> dict[str, Any]:
-    """Which code trained the ensemble: the package folder and, when it is a git checkout, its commit.
+    """Which code trained the ensemble: the package folder, a digest of its source
+    (`package_digest`) and, when it is a git checkout, its commit.
 
     `commit` and `dirty` (uncommitted changes to tracked files) are None where git is missing
     or the package is not the checkout's own source (an installed wheel, also one inside a
@@ -389,7 +406,7 @@ def source_code_revision() -> dict[str, Any]:
 
     package = Path(__file__).resolve().parents[1]
     root = package.parent
-    out: dict[str, Any] = {"package_dir": str(package), "commit": None, "dirty": None}
+    out: dict[str, Any] = {"package_dir": str(package), "commit": None, "dirty": None, "package_sha256": package_digest(package)}
     try:
         if Path(_git(root, "rev-parse", "--show-toplevel")).resolve() != root:
             return out
