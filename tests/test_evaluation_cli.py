@@ -174,6 +174,10 @@ def test_bad_predictions_give_a_clear_error(tmp_path: Path, capsys: pytest.Captu
     missing = tmp_path / "nope.json"
     assert run(["evaluate", "--predictions", str(missing), "--labels", str(labels), "--json", str(tmp_path / "m.json")]) == 2
     assert "nope.json: no such predictions file" in capsys.readouterr().err
+    not_gzip = tmp_path / "infer.json.gz"
+    not_gzip.write_text("{}")
+    assert run(["evaluate", "--predictions", str(not_gzip), "--labels", str(labels), "--json", str(tmp_path / "m.json")]) == 2
+    assert "infer.json.gz: cannot read predictions" in capsys.readouterr().err
 
 
 def test_compare_two_ensembles_with_delong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ichviewer.evaluation import evaluate_cases
 from ichviewer.evaluation.report import write_json
@@ -224,3 +225,41 @@ def test_model_card_names_the_explaining_member_and_how_it_was_chosen() -> None:
     (line,) = _explainer_lines({"explaining_model_choice": rec})
     assert line.startswith("- Attention maps and prediction basis: inception, the member whose maps found the most")
     assert "vgg 29/55, resnet 20/55, inception 40/55" in line
+
+
+def test_the_committed_held_out_predictions_give_the_committed_evaluation(tmp_path) -> None:
+    # models/default keeps the held-out predictions (`ichviewer infer` output, gzip) and labels, so every
+    # figure of the card can be derived again in seconds; evaluating them must give evaluation.json.
+    default = Path(__file__).resolve().parents[1] / "models" / "default"
+    out = tmp_path / "evaluation.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "ichviewer", "evaluate", "--predictions", str(default / "heldout_infer.json.gz"),
+         "--labels", str(default / "heldout_labels.csv"), "--json", str(out)],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    shipped = json.loads((default / "evaluation.json").read_text("utf-8"))
+    again = json.loads(out.read_text("utf-8"))
+    flat_a, flat_b = {}, {}
+
+    def flatten(x, path, into):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                flatten(v, f"{path}/{k}", into)
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                flatten(v, f"{path}[{i}]", into)
+        else:
+            into[path] = x
+
+    flatten(shipped, "", flat_a)
+    flatten(again, "", flat_b)
+    assert flat_a.keys() == flat_b.keys()
+    for key in ("/inputs/predictions", "/inputs/labels"):  # the files' names as the card's command gives them
+        assert Path(flat_b.pop(key)).name in ("heldout_infer.json.gz", "heldout_labels.csv")
+        flat_a.pop(key)
+    for key, value in flat_a.items():
+        if isinstance(value, float):
+            assert flat_b[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        else:
+            assert flat_b[key] == value, key

@@ -110,13 +110,19 @@ def _number(value: object, where: str) -> float:
 
 
 def read_predictions(path: str | Path) -> Predictions:
-    """Read the JSON written by `ichviewer infer`, checking every field evaluation relies on."""
+    """Read the JSON written by `ichviewer infer` (gzip-compressed when the name ends `.gz`, as the
+    bundled ensemble's held-out predictions are kept), checking every field evaluation relies on."""
+    import gzip
+
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        raw_bytes = path.read_bytes()
+        if path.suffix.lower() == ".gz":
+            raw_bytes = gzip.decompress(raw_bytes)
+        doc = json.loads(raw_bytes.decode("utf-8"))
     except FileNotFoundError:
         raise EvaluationInputError(f"{path}: no such predictions file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise EvaluationInputError(f"{path}: cannot read predictions ({exc})") from None
     except json.JSONDecodeError as exc:
         raise EvaluationInputError(f"{path}: not valid JSON ({exc})") from None

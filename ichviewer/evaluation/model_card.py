@@ -362,12 +362,30 @@ def localization_lines(loc: Mapping[str, Any], command: str | None = None) -> li
     return lines
 
 
+def _kept_predictions_lines(commands: Mapping[str, str]) -> list[str]:
+    """With `commands["again"]`: the held-out predictions and labels kept beside the models, and the
+    command that evaluates them again (a test checks that it gives the committed evaluation)."""
+    again = commands.get("again")
+    if not again:
+        return []
+    return [
+        "The infer output and the labels are kept beside the models (`heldout_infer.json.gz`,",
+        "`heldout_labels.csv`), so the figures can be derived again in seconds without the 200 studies:",
+        "",
+        "```bash",
+        again,
+        "```",
+        "",
+    ]
+
+
 def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, Any], *,
                       commands: Mapping[str, str], atlas: Mapping[str, Any] | None = None,
                       extra_evaluations: Sequence[tuple[str, Mapping[str, Any]]] = (),
                       normal_series: Mapping[str, Any] | None = None,
                       localization: Mapping[str, Any] | None = None) -> str:
-    """The model card text. `commands` maps "train", "test set", "infer", "evaluate" (and "atlas") to the exact commands run.
+    """The model card text. `commands` maps "train", "test set", "infer", "evaluate" (and "atlas") to the exact commands
+    run, and optionally "again" to the command that evaluates the kept held-out predictions.
 
     `extra_evaluations`: (name, evaluation JSON) of the same models on other test sets, shown beside the held-out
     figures with `commands[name]`; `normal_series`: an `ichviewer infer` JSON of real series without haemorrhage,
@@ -430,6 +448,7 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         commands.get("evaluate", ""),
         "```",
         "",
+        *_kept_predictions_lines(commands),
         "Every figure below is copied by `ichviewer model-card` from the evaluation JSON written by",
         "the last command. AUC and average-precision intervals: case-level percentile bootstrap,",
         f"{ev.get('settings', {}).get('n_boot', 2000)} resamples, seed {ev.get('settings', {}).get('seed', 0)}; "
