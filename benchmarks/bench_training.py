@@ -53,7 +53,7 @@ def _child(extra: str, cache_path: Path, family: str, steps: int) -> None:
     import resource
     import time
 
-    from ichviewer.training.allocator import tune_allocator_for_training
+    from ichviewer.training.allocator import peak_resident_mb, tune_allocator_for_training
     from ichviewer.training.data import SliceCache
     from ichviewer.training.recipe import member_train_config
     from ichviewer.training.trainer import train_member
@@ -75,7 +75,7 @@ def _child(extra: str, cache_path: Path, family: str, steps: int) -> None:
         "step_ms": 1000 * result.step_seconds / result.steps,
         "sys_ms": 1000 * (usage.ru_stime - sys0) / result.steps,
         "wall_s": wall,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb": peak_resident_mb(),  # this child's own peak (ru_maxrss would carry the parent's over)
     }))
 
 

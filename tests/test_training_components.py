@@ -1023,10 +1023,43 @@ def test_rsna_csv_errors_name_the_file_and_line(tmp_path):
 def test_one_patient_id_for_every_study_leaves_each_study_its_own_split_unit(tmp_path):
     from ichviewer.training.data import _dicom_patient_ids
 
-    class V:
+    class V:  # a scanned series: its study and its first header
         def __init__(self, study, patient):
-            self.study_uid, self.metadata = study, {"patient_id": patient}
+            self.study_uid, self.datasets = study, [{"PatientID": patient}]
 
     assert _dicom_patient_ids([V("s1", "ANON"), V("s2", "ANON")]) == {}
     assert _dicom_patient_ids([V("s1", ""), V("s2", "")]) == {}
     assert _dicom_patient_ids([V("s1", "P1"), V("s2", "P1"), V("s3", "P2")]) == {"s1": "P1", "s2": "P1", "s3": "P2"}
+
+
+def test_model_inputs_made_a_few_slices_at_a_time_equal_the_whole_series_at_once():
+    from ichviewer.core.windowing import INPUT_WINDOW_SETS
+    from ichviewer.inference.preprocessing import geometry_for, preprocess_slices, slab_slices
+    from ichviewer.training.data import INPUT_CHUNK_SLICES, volume_to_inputs
+
+    windows = INPUT_WINDOW_SETS["brain-blood-subdural-bone"]
+    vol = generate_case(7, subtype="SDH", slice_mm=1.0, matrix=64).volume
+    assert vol.n_slices > 2 * INPUT_CHUNK_SLICES and vol.n_slices % INPUT_CHUNK_SLICES  # several chunks, a short last one
+    for slab in (5.0, None):
+        geom = geometry_for(vol, (32, 32), "head")
+        hu = slab_slices(vol, np.arange(vol.n_slices), slab) if slab else vol.hu
+        whole = np.rint(np.clip(preprocess_slices(hu, geom, windows), 0.0, 1.0) * 255.0).astype(np.uint8)
+        np.testing.assert_array_equal(volume_to_inputs(vol, 32, windows, "head", slab), whole)
+
+
+def test_a_series_that_cannot_be_read_is_reported_and_the_others_are_cached(tmp_path):
+    import pydicom
+
+    root, cases = _write_studies(tmp_path, [(51, "SDH"), (52, "none")])
+    for f in (tmp_path / "dicom" / "case52").rglob("*"):  # one series is not CT (as if an MR slipped in)
+        if f.is_file() and f.name != "labels.json":
+            ds = pydicom.dcmread(f)
+            ds.Modality = "MR"
+            ds.save_as(f)
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("series_uid,any\n" + "".join(f"{c.volume.series_uid},{i == 0:d}\n" for i, c in enumerate(cases)))
+    cache = build_dicom_cache(root, csv_path, input_size=32)
+    assert [c.case_id for c in cache.cases] == [cases[0].volume.series_uid]
+    assert cache.images.shape[0] == cases[0].volume.n_slices
+    assert cache.meta["missing_in_folder"] == [cases[1].volume.series_uid]
+    assert cache.meta["failed_series_count"] == 1 and "is not CT" in cache.meta["failed_series"][0]["reason"]

@@ -833,3 +833,17 @@ def test_the_bundled_folder_checksums_cover_every_file_it_runs_and_explains_with
     assert any(n.endswith(".atlas.sqlite") for n in listed)
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=default, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is read from Linux /proc")
+def test_peak_resident_memory_is_the_child_process_own_not_its_parents():
+    # A parent holding 400 MB starts a small child: ru_maxrss in the child reports the parent's
+    # figure (it survives fork and exec); peak_resident_mb, which the benchmarks print, does not.
+    from ichviewer.training.allocator import peak_resident_mb
+
+    held = np.ones(400 * 2**20 // 8)  # noqa: F841 (kept alive while the child runs)
+    code = ("import json, resource; from ichviewer.training.allocator import peak_resident_mb; "
+            "print(json.dumps([peak_resident_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))")
+    own, inherited = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert inherited > 400 and own < inherited - 200
+    assert peak_resident_mb() > 400  # this process's own peak holds the array

@@ -440,7 +440,6 @@ def load_series(series: SeriesFiles, *, min_slices: int = 2) -> CTVolume:
         "slice_thickness_mm": float(first.get("SliceThickness") or 0) or None,
         "kvp": float(first.get("KVP") or 0) or None,
         "patient_age": str(first.get("PatientAge", "") or ""),
-        "patient_id": str(first.get("PatientID", "") or ""),
         "patient_position": str(first.get("PatientPosition", "") or ""),
         "study_date": str(first.get("StudyDate", "") or ""),
         "study_description": str(first.get("StudyDescription", "") or ""),

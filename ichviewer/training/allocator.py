@@ -68,3 +68,18 @@ def tune_allocator_for_training() -> dict:
         "glibc": libc.gnu_get_libc_version().decode(),
         "settings": {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": trim},
     }
+
+
+def peak_resident_mb() -> float | None:
+    """This process image's peak resident memory in MB (Linux `VmHWM`), None where /proc is missing.
+
+    Not `getrusage(...).ru_maxrss`: that high-water mark survives fork and exec, so a benchmark's
+    child process started by a parent holding gigabytes reports the parent's figure."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None

@@ -386,6 +386,10 @@ def concat_caches(parts: Sequence[SliceCache]) -> SliceCache:
     )
 
 
+#: Slices `volume_to_inputs` windows and resamples at once.
+INPUT_CHUNK_SLICES = 16
+
+
 def volume_to_inputs(volume, input_size: int, windows=None, crop: str = "none", slab_mm: float | None = None) -> np.ndarray:
     """A CTVolume's slices as the inference engine feeds them, quantised to uint8 (n, C, S, S).
 
@@ -396,9 +400,20 @@ def volume_to_inputs(volume, input_size: int, windows=None, crop: str = "none", 
     from ichviewer.inference.preprocessing import geometry_for, preprocess_slices, slab_slices
 
     geom = geometry_for(volume, (input_size, input_size), crop)
-    hu = slab_slices(volume, np.arange(volume.hu.shape[0]), slab_mm) if slab_mm else volume.hu
-    x = preprocess_slices(hu, geom, tuple(windows) if windows else LEE_WINDOWS)
-    return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+    wins = tuple(windows) if windows else LEE_WINDOWS
+    n = volume.hu.shape[0]
+    out: np.ndarray | None = None
+    # A few slices at a time: the windowed float channels of a whole thin series at full
+    # resolution would take several times the volume's own memory (benchmarks/bench_dicom_cache.py).
+    for lo in range(0, n, INPUT_CHUNK_SLICES):
+        idx = np.arange(lo, min(n, lo + INPUT_CHUNK_SLICES))
+        hu = slab_slices(volume, idx, slab_mm) if slab_mm else volume.hu[idx]
+        q = np.rint(np.clip(preprocess_slices(hu, geom, wins), 0.0, 1.0) * 255.0).astype(np.uint8)
+        if out is None:
+            out = np.empty((n, *q.shape[1:]), dtype=np.uint8)
+        out[lo : lo + idx.size] = q
+    assert out is not None
+    return out
 
 
 # --------------------------------------------------------------------------- phantoms
@@ -731,29 +746,45 @@ def build_dicom_cache(
     when the folder's studies carry more than one, else the study: a patient's studies never
     straddle training and validation.
     """
-    from ichviewer.io import DicomInputError, load_path
+    from ichviewer.io import DicomInputError, scan_path
 
     table = read_training_labels(labels_csv)
     try:
-        result = load_path(data_dir)
+        # Headers only: a series' pixels are read when it is cached, then let go, so memory holds
+        # one CT volume and the model inputs, however many studies the folder has.
+        scan = scan_path(data_dir, defer_pixels=True)
     except DicomInputError as exc:
         raise TrainingDataError(str(exc)) from None
     known_row = np.asarray([1.0 if lab in table.labels_present else 0.0 for lab in LABELS], dtype=np.float32)
-    images, labels, knowns, cases, start = [], [], [], [], 0
+    labels, knowns, cases, start = [], [], [], 0
     used: set[str] = set()
-    volumes = list(result.volumes)
-    dicom_patients = _dicom_patient_ids(volumes)
-    for i, vol in enumerate(volumes):
+    failed: list[dict[str, str]] = []
+    # Largest series of each study first, as `load_path` orders volumes (a study key takes the first that loads).
+    candidates = sorted(scan.series, key=lambda sr: (sr.study_uid, -sr.n_files))
+    # The model inputs go straight into one array sized from the headers (grown in the rare case a
+    # series loads more slices than it has files), never a list concatenated at the end: the
+    # cache is held once, not twice.
+    images = _InputRows(_slices_named(candidates, table))
+    dicom_patients = _dicom_patient_ids(candidates)
+    for i, series in enumerate(candidates):
+        try:
+            vol = _load_named_series(series, table, used)
+        except DicomInputError as exc:
+            failed.append({"path": series.folder or series.series_uid, "reason": str(exc)})
+            vol = None
+        finally:
+            series.datasets = []  # the parsed headers (and any pixels) are let go
+        if vol is None:
+            if progress:
+                progress(i + 1, len(candidates))
+            continue
         n = vol.n_slices
         if table.key == "sop_instance_uid":
             sops = [str(u) for u in (vol.metadata.get("sop_instance_uids") or ())]
-            listed = [u in table.rows for u in sops]
-            if not any(listed):
-                continue  # a series the CSV does not name
-            if not all(listed):
-                absent = [u for u, ok in zip(sops, listed) if not ok]
+            absent = [u for u in sops if u not in table.rows]
+            if absent:
                 raise TrainingDataError(
-                    f"{table.path}: series {vol.series_uid} ({Path(vol.source_files[0]).parent if vol.source_files else data_dir}) has {n} images and {len(absent)} of them "
+                    f"{table.path}: series {vol.series_uid} ({series.folder or data_dir}) has {n} images and {len(absent)} of them "
                     f"are not in the CSV (the first: {absent[0]}); label every image of a series it names"
                 )
             uid = vol.series_uid
@@ -761,8 +792,6 @@ def build_dicom_cache(
             entries = {s: table.rows[u][-1] for s, u in enumerate(sops)}
         else:
             uid = vol.series_uid if table.key == "series_uid" else vol.study_uid
-            if uid not in table.rows or (table.key == "study_uid" and uid in used):
-                continue  # unlabelled series; with study keys only the largest series (listed first) is used
             used.add(uid)
             entries = table.rows[uid]
         lab = np.zeros((n, len(LABELS)), dtype=np.float32)
@@ -784,8 +813,7 @@ def build_dicom_cache(
         sub_cols = [LABELS.index(s) for s in SUBTYPES if s in table.labels_present]
         if sub_cols and table.per_slice:
             lab[:, LABELS.index("ANY")] = np.maximum(lab[:, LABELS.index("ANY")], lab[:, sub_cols].max(axis=1))
-        im = volume_to_inputs(vol, input_size, windows, crop, slab_mm)
-        images.append(im)
+        images.put(start, volume_to_inputs(vol, input_size, windows, crop, slab_mm))
         labels.append(lab)
         knowns.append(np.tile(known_row, (n, 1)))
         cases.append(
@@ -797,25 +825,87 @@ def build_dicom_cache(
             )
         )
         start += n
+        del vol
         if progress:
-            progress(i + 1, len(volumes))
+            progress(i + 1, len(candidates))
     missing = sorted(set(table.rows) - used)
     if not cases:
         what = "images" if table.key == "sop_instance_uid" else "series"
         raise TrainingDataError(f"{data_dir}: none of the {what} named in {table.path} was found ({len(table.rows)} listed)")
     lab_all = np.concatenate(labels)
-    cache = SliceCache(np.concatenate(images), lab_all, np.concatenate(knowns), cases, int(input_size), {"source": "dicom"})
+    cache = SliceCache(images.rows(start), lab_all, np.concatenate(knowns), cases, int(input_size), {"source": "dicom"})
     cache.meta["missing_in_folder"] = missing[:MISSING_LISTED]
     cache.meta["missing_in_folder_count"] = len(missing)
     cache.meta["labels_key"] = table.key
+    cache.meta["failed_series"] = failed[:MISSING_LISTED]
+    cache.meta["failed_series_count"] = len(failed)
     return cache
 
 
-def _dicom_patient_ids(volumes) -> dict[str, str]:
-    """Each study's DICOM PatientID, when they tell patients apart: at least two distinct
-    non-empty IDs across the folder's studies (an anonymiser that writes one ID for all, or
-    none, leaves each study its own unit). Empty otherwise."""
-    ids = {v.study_uid: str(v.metadata.get("patient_id") or "").strip() for v in volumes}
+class _InputRows:
+    """Model-input rows written in place into one uint8 array of `capacity` rows (allocated at the
+    first write, when the row shape is known; doubled if a write goes past it)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, int(capacity))
+        self.array: np.ndarray | None = None
+
+    def put(self, start: int, rows: np.ndarray) -> None:
+        if self.array is None:
+            self.array = np.empty((self.capacity, *rows.shape[1:]), dtype=np.uint8)
+        stop = start + rows.shape[0]
+        if stop > self.array.shape[0]:
+            grown = np.empty((max(stop, 2 * self.array.shape[0]), *self.array.shape[1:]), dtype=np.uint8)
+            grown[:start] = self.array[:start]
+            self.array = grown
+        self.array[start:stop] = rows
+
+    def rows(self, n: int) -> np.ndarray:
+        """The first n rows (a view: rows never written were never touched, so take no memory)."""
+        assert self.array is not None
+        return self.array[:n]
+
+
+def _slices_named(candidates, table: LabelRows) -> int:
+    """How many images the series the labels name hold, from the headers (an upper bound of the
+    slices cached: a study key counts its largest series only)."""
+    total, studies = 0, set()
+    for sr in candidates:
+        if table.key == "sop_instance_uid":
+            named = any(str(ds.get("SOPInstanceUID", "")) in table.rows for ds in sr.datasets)
+        elif table.key == "series_uid":
+            named = sr.series_uid in table.rows
+        else:
+            named = sr.study_uid in table.rows and sr.study_uid not in studies
+            studies.add(sr.study_uid)
+        total += sr.n_files if named else 0
+    return total
+
+
+def _load_named_series(series, table: LabelRows, used: set[str]):
+    """The series' CTVolume when the labels name it (None otherwise), judged from its headers
+    before any pixel is read. With a study key only the study's first loadable series counts."""
+    from ichviewer.io import load_series
+
+    if table.key == "sop_instance_uid":
+        if not any(str(ds.get("SOPInstanceUID", "")) in table.rows for ds in series.datasets):
+            return None
+    elif table.key == "series_uid":
+        if series.series_uid not in table.rows:
+            return None
+    elif series.study_uid not in table.rows or series.study_uid in used:
+        return None
+    return load_series(series)
+
+
+def _dicom_patient_ids(series_list) -> dict[str, str]:
+    """Each study's DICOM PatientID (from its series' headers), when they tell patients apart: at
+    least two distinct non-empty IDs across the folder's studies (an anonymiser that writes one ID
+    for all, or none, leaves each study its own unit). Empty otherwise."""
+    ids: dict[str, str] = {}
+    for sr in series_list:
+        head = sr.datasets[0] if sr.datasets else None
+        ids.setdefault(sr.study_uid, str(head.get("PatientID", "") or "").strip() if head is not None else "")
     distinct = {p for p in ids.values() if p}
     if len(ids) < 2 or len(distinct) < 2:
         return {}

@@ -341,6 +341,8 @@ def load_data(
                 "labels_key": cache.meta.get("labels_key"),
                 "missing_in_folder": cache.meta.get("missing_in_folder", []),
                 "missing_in_folder_count": cache.meta.get("missing_in_folder_count", len(cache.meta.get("missing_in_folder", []))),
+                "failed_series": cache.meta.get("failed_series", []),
+                "failed_series_count": cache.meta.get("failed_series_count", 0),
                 **{s: {"cases": len(c.cases), "slices": c.n_slices} for s, c in splits.items() if c is not None},
                 "test_case_ids": [c.case_id for c in splits["test"].cases] if splits["test"] is not None else [],
             }
@@ -452,6 +454,12 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
             + (f", {len(calibration.cases)} calibration cases ({calibration.n_slices} slices)" if calibration else "")
             + f", {data_info['seconds']:.0f} s\n"
         )
+        for what, count, listed in (
+            ("series could not be read", data_info.get("failed_series_count", 0), [f"{f['path']}: {f['reason']}" for f in data_info.get("failed_series", [])]),
+            ("labelled series or images are not in the folder", data_info.get("missing_in_folder_count", 0), data_info.get("missing_in_folder", [])),
+        ):
+            if count:
+                stream.write(f"warning: {count} {what} (left out; the training log lists them): {'; '.join(listed[:3])}\n")
     members_log = []
     trained = []
     for i, (name, family, specialist) in enumerate(config.members()):
