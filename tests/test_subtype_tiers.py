@@ -204,3 +204,33 @@ def test_recipe_chooses_specific_thresholds_on_validation():
     assert "ANY" not in ops.specific_thresholds
     one_tier, _ = choose_operating_points(cache, probs, 0.95, 0.01, 0.1, min_specificity=None)
     assert one_tier.specific_thresholds is None
+
+
+def test_probability_decimals_keep_each_figure_on_its_side_of_its_threshold():
+    from ichviewer.core.decisions import probability_and_threshold_text, probability_decimals
+
+    assert probability_and_threshold_text(0.97553, 0.97672) == ("0.976", "0.977")  # seen live: "0.98 negative"
+    assert probability_and_threshold_text(0.97690, 0.97672) == ("0.98", "0.98")  # reached: equal figures read as >=
+    assert probability_and_threshold_text(0.41, 0.76) == ("0.41", "0.76")
+    assert probability_decimals(0.764353, 0.764354) == 4  # never more than four decimals
+    assert probability_and_threshold_text(0.5, None) == ("0.50", "")
+    assert probability_decimals(float("nan"), 0.5) == 2
+
+
+@pytest.mark.gui
+def test_the_findings_table_never_shows_a_negative_call_at_its_threshold_figure(qtbot, tmp_path):
+    from ichviewer.qt.findings_panel import FindingsPanel, decision_tooltip, findings_summary
+
+    probs = np.array([0.9, 0.3, 0.1, 0.97553, 0.4, 0.95])  # IPH IVH SDH EDH SAH ANY
+    thresholds = {"IPH": 0.5, "IVH": 0.2, "SDH": 0.2, "EDH": 0.97672, "SAH": 0.1, "ANY": 0.5}
+    result = _study(tmp_path / "a", probs, thresholds, {})
+    edh = result.case["EDH"]
+    assert edh.tier == "negative"
+    panel = FindingsPanel()
+    qtbot.addWidget(panel)
+    panel.finish(result)
+    row = LABELS.index("EDH")
+    assert panel.table.item(row, 1).text() == "0.976" and "threshold 0.977" in panel.table.item(row, 1).toolTip()
+    assert panel.table.item(LABELS.index("IPH"), 1).text() == "0.90"
+    assert decision_tooltip(edh, result.case["ANY"]).startswith("0.976: positive when probability \u2265 0.977")
+    assert "EDH 0.976 negative" in findings_summary(result)

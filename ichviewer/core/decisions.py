@@ -31,6 +31,7 @@ and positive are both calls at the sensitive threshold); the tier is extra infor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -49,6 +50,26 @@ TIER_RULE = (
     "a called subtype is 'positive' when its probability also reaches its specific threshold, "
     "'possible' when it does not; without a specific threshold every call is 'positive'"
 )
+
+
+def probability_decimals(probability: float, threshold: float | None, least: int = 2, most: int = 4) -> int:
+    """The decimals to show a probability and its threshold with: the fewest from `least` at which
+    the rounded figures compare as the exact ones do, so a reader never sees a call contradicted by
+    its own numbers (EDH 0.9755 under a threshold of 0.9767 reads 0.976 against 0.977, not 0.98
+    "negative" against 0.98). `most` when even that does not separate them."""
+    if threshold is None or not (math.isfinite(probability) and math.isfinite(threshold)):
+        return least
+    reached = probability >= threshold
+    for d in range(least, most + 1):
+        if (round(probability, d) >= round(threshold, d)) == reached:
+            return d
+    return most
+
+
+def probability_and_threshold_text(probability: float, threshold: float | None) -> tuple[str, str]:
+    """A probability and its threshold as text, with `probability_decimals` decimals each."""
+    d = probability_decimals(probability, threshold)
+    return f"{probability:.{d}f}", "" if threshold is None else f"{threshold:.{d}f}"
 
 
 def own_threshold_reached(probability: ArrayLike, threshold: ArrayLike) -> NDArray[np.bool_]:

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from ichviewer import LABELS, SUBTYPES
-from ichviewer.core.decisions import POSITIVE_TIER, POSSIBLE_TIER
+from ichviewer.core.decisions import POSITIVE_TIER, POSSIBLE_TIER, probability_and_threshold_text
 from ichviewer.qt.browser import SeriesAI
 from ichviewer.qt.inference_controller import provider_display_name
 
@@ -57,22 +57,24 @@ _POSSIBLE_TEXT = QColor(CALL_COLOURS["possible"])  # a subtype called below its 
 
 def decision_tooltip(finding: Any, any_finding: Any) -> str:
     """Why a label's decision is what it is (the case rule of `ichviewer.core.decisions`)."""
-    own = f"positive when probability \u2265 {finding.threshold:.2f} (manifest operating point)"
+    p, t = probability_and_threshold_text(finding.probability, finding.threshold)
+    own = f"{p}: positive when probability \u2265 {t} (manifest operating point)"
     if finding.label == "ANY":
         return own + "; decides whether the study is positive for haemorrhage"
     if finding.held_back:
+        ap, at = probability_and_threshold_text(any_finding.probability, any_finding.threshold)
         return (
-            f"{finding.label} {finding.probability:.2f} reaches its own threshold {finding.threshold:.2f}, but a subtype "
-            f"is named only in a study positive for haemorrhage, and ANY {any_finding.probability:.2f} is below "
-            f"its threshold {any_finding.threshold:.2f}"
+            f"{finding.label} {p} reaches its own threshold {t}, but a subtype "
+            f"is named only in a study positive for haemorrhage, and ANY {ap} is below its threshold {at}"
         )
     if finding.specific_threshold is None:
         return own + ", and only in a study positive for haemorrhage (ANY)"
+    sp, st = probability_and_threshold_text(finding.probability, finding.specific_threshold)
     return (
-        f"called when probability \u2265 {finding.threshold:.2f} (manifest operating point, chosen for sensitivity), "
+        f"{p}: called when probability \u2265 {t} (manifest operating point, chosen for sensitivity), "
         "and only in a study positive for haemorrhage (ANY);\n"
-        f"a call is \"positive\" from {finding.specific_threshold:.2f} (chosen on validation for specificity), "
-        "\"possible\" below it"
+        f"a call is \"positive\" from {st} (chosen on validation for specificity), \"possible\" below it"
+        + (f" ({sp})" if sp != p else "")
     )
 
 
@@ -115,10 +117,10 @@ def series_ai(result: Any) -> SeriesAI:
     if not result.applicable:
         text = "not head\nCT?"
     else:
-        text = ("ICH" if any_finding.positive else "no ICH") + f"\n{any_finding.probability:.2f}"
+        text = ("ICH" if any_finding.positive else "no ICH") + f"\n{probability_and_threshold_text(any_finding.probability, any_finding.threshold)[0]}"
     bg, fg = TRIAGE_STYLE.get(result.triage, _IDLE_BADGE)
-    tooltip = (f"AI: {verdict_text(result.case)}.\n{triage_line(result)}\n"
-               f"ANY {any_finding.probability:.2f} (threshold {any_finding.threshold:.2f}).")
+    ap, at = probability_and_threshold_text(any_finding.probability, any_finding.threshold)
+    tooltip = f"AI: {verdict_text(result.case)}.\n{triage_line(result)}\nANY {ap} (threshold {at})."
     return SeriesAI(text=text, tooltip=tooltip, background=bg, foreground=fg, priority=float(any_finding.probability))
 
 
@@ -145,8 +147,9 @@ def findings_summary(result: Any, about: str = "") -> str:
     for label in LABELS:
         f = result.case[label]
         note = " (reaches its own threshold; not named, ANY is below its threshold)" if f.held_back else ""
-        calls.append(f"{label} {f.probability:.2f} {f.tier}{note}")
-    lines.append("; ".join(calls) + f" (ANY threshold {result.case['ANY'].threshold:.2f}).")
+        calls.append(f"{label} {probability_and_threshold_text(f.probability, f.threshold)[0]} {f.tier}{note}")
+    any_ = result.case["ANY"]
+    lines.append("; ".join(calls) + f" (ANY threshold {probability_and_threshold_text(any_.probability, any_.threshold)[1]}).")
     lines.append(f"{models_text(result.models)}; {run_text(result, provider=True)}.")
     if about.strip():
         lines.append(about.strip())
@@ -382,8 +385,9 @@ class FindingsPanel(QWidget):
                 prob_item.setText("\u2013")
                 dec_item.setText("")
                 continue
-            prob_item.setText(f"{p:.2f}" + (" \u25b4" if finding.held_back else ""))
-            prob_item.setToolTip(f"{p:.4f} (threshold {finding.threshold:.2f})" + (
+            shown, threshold = probability_and_threshold_text(p, finding.threshold)
+            prob_item.setText(shown + (" \u25b4" if finding.held_back else ""))
+            prob_item.setToolTip(f"{p:.4f} (threshold {threshold})" + (
                 "; reaches its own threshold, but ANY does not, so the study is negative and it is not named"
                 if finding.held_back else ""))
             prob_item.setForeground(_HELD_BACK_TEXT if finding.held_back else self.table.palette().text())

@@ -594,7 +594,8 @@ class ReviewUI(QObject):
         if run_id is not None and volume.series_uid == self._current_series:
             case = result.case
             self.adjudication.set_ai_findings({label: case[label].probability for label in LABELS}, run_id,
-                                              calls={label: case[label].tier for label in LABELS})
+                                              calls={label: case[label].tier for label in LABELS},
+                                              thresholds={label: case[label].threshold for label in LABELS})
 
     def _on_background_finished(self, volume: Any, result: Any) -> None:
         """A series of the folder analysed in the background: its run is recorded like any other, so

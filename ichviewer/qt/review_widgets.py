@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from ichviewer import LABELS
+from ichviewer.core.decisions import probability_and_threshold_text
 from ichviewer.qt.findings_panel import CALL_COLOURS
 from ichviewer.review import (
     AI_ACTIONS,
@@ -215,14 +216,15 @@ class AdjudicationPanel(QWidget):
 
     def set_ai_findings(
         self, ai_findings: Mapping[str, float] | None, model_run_id: int | None = None,
-        calls: Mapping[str, str] | None = None,
+        calls: Mapping[str, str] | None = None, thresholds: Mapping[str, float] | None = None,
     ) -> None:
         """Fill in the AI column when the model's results arrive after the case was opened.
 
         `calls` ({LABEL: "positive" / "possible" / "negative"}, the findings' tiers of
         `ichviewer.core.decisions`) colour each probability as the findings panel colours the
         decision and name it in the tooltip, so the reader judging the AI sees what it called, not
-        only how sure it was, without widening the form.
+        only how sure it was, without widening the form. With `thresholds` a probability is shown
+        with the decimals that keep it on its side of its threshold (`probability_decimals`).
         """
         self._model_run_id = model_run_id
         findings = dict(ai_findings or {})
@@ -233,10 +235,12 @@ class AdjudicationPanel(QWidget):
             if p is None:
                 self.ai_boxes[label].setCurrentIndex(0)
             text = self.ai_labels[label]
-            text.setText("" if p is None else f"p = {p:.2f}")
+            limit = (thresholds or {}).get(label)
+            shown, limit_text = probability_and_threshold_text(p, limit) if p is not None else ("", "")
+            text.setText("" if p is None else f"p = {shown}")
             call = said.get(label) if p is not None else None
             text.setStyleSheet(f"color: {CALL_COLOURS[call]};" if call in CALL_COLOURS else "")
-            text.setToolTip(f"The AI called {label} {call}" if call else "")
+            text.setToolTip((f"The AI called {label} {call}" + (f" (threshold {limit_text})" if limit_text else "")) if call else "")
 
     def show_last_read_feedback(self, text: str, agrees: bool | None) -> None:
         """The reference, against the read just saved (teaching); stays while the next case is read."""
