@@ -998,25 +998,18 @@ def test_per_image_csv_with_rsna_column_names_and_partly_listed_series(tmp_path)
         build_dicom_cache(root, csv_path, input_size=32)
 
 
-def test_rsna_csv_errors_name_the_file_and_line(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("ID,Label\nID_a_any,1\nID_a_subdurall,0\n", r"r\.csv, line 3: ID 'ID_a_subdurall' is not <image>_<label>"),
+    ("ID,Label\nID_a_any,1\nID_a_subdural,1\nID_a_subdural,0\n", r"r\.csv, line 4: ID_a_subdural is 0 here and 1 on line 3"),
+    ("ID,Label\nID_a_any,1\nID_a_subdural,1\nID_b_any,0\n", "image ID_b has no row for subdural"),
+    ("ID,Label\nID_a_subdural,1\n", "no '_any' rows"),
+    ("ID,Label\nID_a_any,0.5\n", r"line 2, column Label: expected 0 or 1, got '0\.5'"),
+    ("series_uid,any,sdh,subdural\n1.2,1,1,1\n", "columns 'sdh' and 'subdural' both give SDH"),
+])
+def test_rsna_csv_errors_name_the_file_and_line(tmp_path, text, message):
     bad = tmp_path / "r.csv"
-    bad.write_text("ID,Label\nID_a_any,1\nID_a_subdurall,0\n")
-    with pytest.raises(TrainingDataError, match=r"r\.csv, line 3: ID 'ID_a_subdurall' is not <image>_<label>"):
-        read_training_labels(bad)
-    bad.write_text("ID,Label\nID_a_any,1\nID_a_subdural,1\nID_a_subdural,0\n")
-    with pytest.raises(TrainingDataError, match=r"line 4: ID_a_subdural is 0 here and 1 on line 3"):
-        read_training_labels(bad)
-    bad.write_text("ID,Label\nID_a_any,1\nID_a_subdural,1\nID_b_any,0\n")
-    with pytest.raises(TrainingDataError, match="image ID_b has no row for subdural"):
-        read_training_labels(bad)
-    bad.write_text("ID,Label\nID_a_subdural,1\n")
-    with pytest.raises(TrainingDataError, match="no '_any' rows"):
-        read_training_labels(bad)
-    bad.write_text("ID,Label\nID_a_any,0.5\n")
-    with pytest.raises(TrainingDataError, match=r"line 2, column Label: expected 0 or 1, got '0\.5'"):
-        read_training_labels(bad)
-    bad.write_text("series_uid,any,sdh,subdural\n1.2,1,1,1\n")
-    with pytest.raises(TrainingDataError, match="columns 'sdh' and 'subdural' both give SDH"):
+    bad.write_text(text)
+    with pytest.raises(TrainingDataError, match=message):
         read_training_labels(bad)
 
 
