@@ -820,7 +820,7 @@ def build_dicom_cache(
             CaseRecord(
                 case_id=uid, start=start, stop=start + n, labels=[int(v) for v in lab.max(axis=0)],
                 slice_labelled=table.per_slice,
-                patient_id=_patient_of(table, uid, entries, vol, dicom_patients),
+                patient_id=_patient_of(table, uid, vol, dicom_patients),
                 kind="dicom", slice_mm=float(vol.spacing[0]),
             )
         )
@@ -912,7 +912,7 @@ def _dicom_patient_ids(series_list) -> dict[str, str]:
     return {study: p for study, p in ids.items() if p}
 
 
-def _patient_of(table: LabelRows, uid: str, entries: dict, vol, dicom_patients: dict[str, str]) -> str:
+def _patient_of(table: LabelRows, uid: str, vol, dicom_patients: dict[str, str]) -> str:
     """The split unit of a labelled series: the CSV's patient_id (per image: its first image's),
     else the DICOM PatientID (`_dicom_patient_ids`), else the study."""
     if table.key == "sop_instance_uid":
