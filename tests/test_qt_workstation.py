@@ -86,10 +86,13 @@ def test_a_read_entered_by_keyboard_is_on_disk_with_the_ai_run_it_saw(qtbot, wor
     qtbot.waitUntil(lambda: review.adjudication.ai_labels["ANY"].text().startswith("p = "), timeout=WAIT_MS)
     # the AI column says what the AI called, beside how sure it was (ichviewer.core.decisions' tiers)
     case = ai.controller.last_result.case
+    from ichviewer.core.decisions import probability_and_threshold_text
+
     for label in ("IPH", "ANY"):
         shown = review.adjudication.ai_labels[label]
-        assert shown.text() == f"p = {case[label].probability:.2f}"
-        assert shown.toolTip() == f"The AI called {label} {case[label].tier}" and "color: #" in shown.styleSheet()
+        p, t = probability_and_threshold_text(case[label].probability, case[label].threshold)
+        assert shown.text() == f"p = {p}"
+        assert shown.toolTip() == f"The AI called {label} {case[label].tier} (threshold {t})" and "color: #" in shown.styleSheet()
 
     panel = review.adjudication
     panel.set_status("ANY", "present")
