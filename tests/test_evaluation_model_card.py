@@ -263,3 +263,14 @@ def test_the_committed_held_out_predictions_give_the_committed_evaluation(tmp_pa
             assert flat_b[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
         else:
             assert flat_b[key] == value, key
+
+
+def test_each_threshold_says_how_many_validation_positives_it_was_chosen_on() -> None:
+    from ichviewer.evaluation.model_card import _chosen_on
+
+    # five of five found: an exact 95 % interval from 0.478, so such a threshold is uncertain
+    assert _chosen_on({"n_positive": 5, "sensitivity": 1.0}) == "5 positives: 1.000 (0.478–1.000)"
+    assert _chosen_on({"n_positive": 50, "sensitivity": 0.96}).startswith("50 positives: 0.960 (0.863")
+    assert _chosen_on(None) == "–" and _chosen_on({"n_positive": 0}) == "–"
+    card = (Path(__file__).resolve().parents[1] / "models" / "MODEL_CARD.md").read_text("utf-8")
+    assert "| chosen on |" in card and "positives: " in card

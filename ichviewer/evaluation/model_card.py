@@ -362,6 +362,19 @@ def localization_lines(loc: Mapping[str, Any], command: str | None = None) -> li
     return lines
 
 
+def _chosen_on(op: Mapping[str, Any] | None) -> str:
+    """'5 positives: 1.000 (0.478–1.000)': the validation positives a threshold was chosen on (training
+    log), the sensitivity it reached there and its exact 95 % interval."""
+    if not op or not op.get("n_positive"):
+        return "–"
+    from ichviewer.evaluation.metrics import clopper_pearson
+
+    n = int(op["n_positive"])
+    k = int(round(float(op.get("sensitivity", 0.0)) * n))
+    lo, hi = clopper_pearson(k, n)
+    return f"{n} positives: {k / n:.3f} ({lo:.3f}–{hi:.3f})"
+
+
 def _kept_predictions_lines(commands: Mapping[str, str]) -> list[str]:
     """With `commands["again"]`: the held-out predictions and labels kept beside the models, and the
     command that evaluates them again (a test checks that it gives the committed evaluation)."""
@@ -469,11 +482,14 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         "",
         f"Decisions as the workstation makes them ({ev.get('settings', {}).get('decision_rule', 'positive when probability >= threshold')}). "
         "The last column is each label's probability against its threshold alone, which is what the threshold was chosen "
-        "for on validation; for a subtype the two differ where the study's ANY is negative.",
+        "for on validation; for a subtype the two differ where the study's ANY is negative. The column \"chosen on\" is how "
+        "many validation positives the threshold was chosen on, with the validation sensitivity it reached and that "
+        "figure's exact 95 % interval: a threshold chosen on few positives is uncertain, whatever it reached.",
         "",
-        "| label | n positive / negative | AUC (95 % CI) | AP | threshold | sensitivity | specificity | threshold alone: sensitivity / specificity |",
-        "|---|---|---|---|---|---|---|---|",
+        "| label | n positive / negative | AUC (95 % CI) | AP | threshold | sensitivity | specificity | threshold alone: sensitivity / specificity | chosen on |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    chosen = (log.get("operating_points") or {}).get("labels") or {}
     for label in LABELS:
         e = labels.get(label)
         if not e:
@@ -487,7 +503,7 @@ def render_model_card(evaluation: Mapping[str, Any], training_log: Mapping[str, 
         lines.append(
             f"| {label} | {e.get('n_positive')} / {e.get('n_negative')} | {_ci(e.get('auc'))} | "
             f"{_fmt((e.get('average_precision') or {}).get('value'))} | {_fmt(e.get('threshold'))} | "
-            f"{_prop(o.get('sensitivity'))} | {_prop(o.get('specificity'))} | {alone_text} |"
+            f"{_prop(o.get('sensitivity'))} | {_prop(o.get('specificity'))} | {alone_text} | {_chosen_on(chosen.get(label))} |"
         )
     lines += positive_tier_lines(ev)
     size = ev.get("by_size")
