@@ -47,6 +47,19 @@ def test_tilted_human_head_loads_with_tilt_and_uneven_spacing(ct_data_dir: Path)
     assert 20 <= float(np.median(brain)) <= 45
 
 
+def test_a_folder_of_links_to_studies_is_read_like_copies_and_a_link_loop_ends(ct_data_dir: Path, tmp_path: Path) -> None:
+    # A dataset put together from symbolic links to study folders (as a site assembles one for
+    # training), with a link back up the tree that must not make the scan go round for ever.
+    root = tmp_path / "dataset"
+    root.mkdir()
+    (root / "head").symlink_to(ct_data_dir / "ge-head-tilted", target_is_directory=True)
+    (root / "phantom").symlink_to(ct_data_dir / "philips-phantom-5mm", target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    result = load_path(root)
+    assert sorted(v.n_slices for v in result.volumes) == [28, 28]
+    assert not result.failed
+
+
 def test_philips_phantom_series_load_with_even_spacing(ct_data_dir: Path) -> None:
     for name, n, dz in (("philips-phantom-5mm", 28, 5.0), ("philips-phantom-1mm", 140, 1.0)):
         result = load_path(ct_data_dir / name)

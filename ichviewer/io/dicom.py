@@ -92,7 +92,16 @@ class LoadResult:
 # -- scanning ---------------------------------------------------------------------------
 
 def _iter_files(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
+    """Every file under `root`, in name order, following symbolic links to folders (a dataset put
+    together from links to studies is read like copies), each real folder once, so a link back up
+    the tree does not loop."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames.sort()
         for name in sorted(filenames):
             yield Path(dirpath) / name
