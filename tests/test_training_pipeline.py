@@ -409,6 +409,17 @@ def test_cli_trains_an_ensemble_that_the_inference_engine_loads_and_runs(tmp_pat
     assert m2.operating_points.triage_prevalence == 0.2 and log2["operating_points"]["triage"]["prevalence"] == 0.2
     assert m2.operating_points.thresholds == pytest.approx(load_manifest(out / "manifest.json").operating_points.thresholds, abs=0.005)
     load_ensemble(copy, providers="cpu")  # checksums rewritten and true
+    # More calibration cases (--calibration-cases): the run's own choice (validation + its 3) is
+    # reproduced first, then the thresholds are chosen on validation + 6 and the log says so.
+    more = tmp_path / "more-calibration"
+    shutil.copytree(out, more, ignore=shutil.ignore_patterns("work"))
+    assert recalibrate_main([str(more), "--calibration-cases", "6", "--workers", "1", "--threads", "1"]) == 0
+    log3 = json.loads((more / "training_log.json").read_text())
+    rec3 = log3["operating_points_replaced"][-1]
+    assert all(abs(d) <= 0.005 for d in rec3["reproduction_check"]["threshold_differences"].values())
+    assert log3["operating_points"]["fitted_on"]["calibration_cases"] == 6 and log3["command_config"]["calibration_cases"] == 6
+    assert rec3["changed_options"]["calibration_cases"] == 6 and "plus 6 calibration cases" in rec3["reason"]
+    load_ensemble(more, providers="cpu")
 
     # The explaining member chosen again on a folder written before the choice existed
     # (`python -m ichviewer.training.explainer`): the same manifest bytes as the recipe's own step.

@@ -18,7 +18,7 @@ networks are not touched. A site with its own labelled studies uses `ichviewer
 operating-points` instead.
 
     python -m ichviewer.training.recalibrate models/default [--triage-prevalence 0.1]
-        [--target-miss-rate 0.01] [--min-sensitivity 0.95] [--min-specificity 0.95] [--work build/train-work]
+        [--target-miss-rate 0.01] [--min-sensitivity 0.95] [--min-specificity 0.95] [--calibration-cases N] [--work build/train-work]
         [--workers 2]
 
 A log written before a newer rule's option (say the subtypes' specific thresholds, stop 26) takes
@@ -45,7 +45,7 @@ from ichviewer.training.recipe import LOG_NAME, RecipeConfig, _jsonable, phantom
 #: Largest difference allowed between the training run's validation figures and the rebuilt ones.
 TOLERANCE = 0.005
 #: The recipe options that place the operating points (and only them): what a recalibration may change.
-OPERATING_POINT_OPTIONS = ("triage_prevalence", "target_miss_rate", "min_sensitivity", "min_specificity")
+OPERATING_POINT_OPTIONS = ("triage_prevalence", "target_miss_rate", "min_sensitivity", "min_specificity", "calibration_cases")
 
 
 class RecalibrationError(ValueError):
@@ -79,6 +79,7 @@ def recalibrate(
     target_miss_rate: float | None = None,
     min_sensitivity: float | None = None,
     min_specificity: float | None = None,
+    calibration_cases: int | None = None,
     work: str | Path | None = None,
     workers: int = 2,
     threads: int = 2,
@@ -109,6 +110,8 @@ def recalibrate(
         changes["min_sensitivity"] = min_sensitivity
     if min_specificity is not None:
         changes["min_specificity"] = min_specificity
+    if calibration_cases is not None:
+        changes["calibration_cases"] = int(calibration_cases)
     if work is not None:
         changes["work_dir"] = Path(work)
     config = recipe_config_from_log(log, models_dir, **changes)
@@ -123,20 +126,35 @@ def recalibrate(
     caches = {split: cache for split, (cache, _plans, _ignore) in loaded.items()}
     val = caches["validation"]
     op_cache = concat_caches([val, caches["calibration"]]) if "calibration" in caches else val
-    member_probs = []
-    for spec in manifest.models:
-        if stream is not None:
-            stream.write(f"scoring {op_cache.n_slices} slices with {spec.file} (degree {spec.interpolation_degree})\n")
-        member_probs.append(
-            member_slice_probabilities(
-                models_dir / spec.file, op_cache, threads=threads, degree=spec.interpolation_degree,
-                context_slices=spec.context_slices,
-            )
-        )
     weights = [spec.weight for spec in manifest.models]
     any_rule = manifest.aggregation.any_rule
-    op_probs = combine_members(member_probs, weights, any_rule)
+
+    def ensemble_probabilities(cache):
+        member_probs = []
+        for spec in manifest.models:
+            if stream is not None:
+                stream.write(f"scoring {cache.n_slices} slices with {spec.file} (degree {spec.interpolation_degree})\n")
+            member_probs.append(
+                member_slice_probabilities(
+                    models_dir / spec.file, cache, threads=threads, degree=spec.interpolation_degree,
+                    context_slices=spec.context_slices,
+                )
+            )
+        return combine_members(member_probs, weights, any_rule)
+
+    op_probs = ensemble_probabilities(op_cache)
     val_probs = op_probs[: val.n_slices]
+    # The cases the training run chose its thresholds on, when a new calibration count changes them:
+    # validation plus the run's own calibration cases, so the check below still compares like with like.
+    logged_calibration = int((log.get("command_config") or {}).get("calibration_cases") or 0)
+    check_cache, check_probs = op_cache, op_probs
+    if config.calibration_cases != logged_calibration:
+        check_cache, check_probs = val, val_probs
+        if logged_calibration:
+            logged = recipe_config_from_log(log, models_dir, **{k: v for k, v in changes.items() if k != "calibration_cases"})
+            old_cal = phantom_caches(logged, stream, ("calibration",))["calibration"][0]
+            check_cache = concat_caches([val, old_cal])
+            check_probs = np.concatenate([val_probs, ensemble_probabilities(old_cal)])
 
     # Reproduced? The ensemble's validation AUC, and (same sensitivity target) every label's threshold.
     old_ops = log.get("operating_points") or {}
@@ -151,13 +169,19 @@ def recalibrate(
         op_cache, op_probs, config.min_sensitivity, config.target_miss_rate, config.triage_prevalence,
         min_specificity=config.min_specificity,
     )
+    check_report = report
+    if check_cache is not op_cache:
+        _ops, check_report = choose_operating_points(
+            check_cache, check_probs, config.min_sensitivity, config.target_miss_rate, config.triage_prevalence,
+            min_specificity=config.min_specificity,
+        )
     if "calibration" in caches:
         report["fitted_on"] = {"validation_cases": len(val.cases), "calibration_cases": len(caches["calibration"].cases)}
     same_target = old_ops.get("min_sensitivity") == config.min_sensitivity
     diffs = {}
     for lab in LABELS:
         old = ((old_ops.get("labels") or {}).get(lab) or {}).get("threshold")
-        new = report["labels"][lab].get("threshold")
+        new = check_report["labels"][lab].get("threshold")
         if old is not None and new is not None:
             diffs[lab] = float(new) - float(old)
     check["threshold_differences"] = diffs
@@ -174,7 +198,8 @@ def recalibrate(
     record = {
         "replaced_on": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": list(argv) if argv is not None else list(sys.argv),
-        "reason": "operating points chosen again on the same validation cases with the recipe's current rule",
+        "reason": ("operating points chosen again with the recipe's current rule on the same validation cases"
+                   + (f" plus {config.calibration_cases} calibration cases" if config.calibration_cases else "")),
         "changed_options": {k: v for k, v in changes.items() if k not in ("workers", "work_dir")},
         # options of a newer rule that the training run did not have, at the values used now (e.g. the
         # subtypes' specific thresholds, stop 26)
@@ -211,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min-sensitivity", type=float, help="default: the training log's")
     p.add_argument("--min-specificity", type=float, help="subtypes' specific thresholds (default: the training log's, "
                    "else the recipe's 0.95)")
+    p.add_argument("--calibration-cases", type=int, metavar="N",
+                   help="choose the thresholds on the validation cases plus N further validation-split phantoms "
+                   "(departure 21; default: the training log's). The training run's own choice is still reproduced first")
     p.add_argument("--work", metavar="DIR", help="where the validation cache is kept (default: the training log's)")
     p.add_argument("--workers", type=int, default=2, help="processes generating phantoms (default 2)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
@@ -218,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         record = recalibrate(
             args.models, triage_prevalence=args.triage_prevalence, target_miss_rate=args.target_miss_rate,
-            min_sensitivity=args.min_sensitivity, min_specificity=args.min_specificity, work=args.work, workers=args.workers, threads=args.threads,
+            min_sensitivity=args.min_sensitivity, min_specificity=args.min_specificity,
+            calibration_cases=args.calibration_cases, work=args.work, workers=args.workers, threads=args.threads,
             stream=sys.stderr, argv=["python", "-m", "ichviewer.training.recalibrate", *(argv if argv is not None else sys.argv[1:])],
         )
     except (RecalibrationError, ValueError, OSError) as exc:
