@@ -215,6 +215,8 @@ def test_probability_decimals_keep_each_figure_on_its_side_of_its_threshold():
     assert probability_decimals(0.764353, 0.764354) == 4  # never more than four decimals
     assert probability_and_threshold_text(0.5, None) == ("0.50", "")
     assert probability_decimals(float("nan"), 0.5) == 2
+    # a subtype's specific threshold counts too: "possible" at 0.9836 under 0.9842 reads 0.9836 against 0.9842
+    assert probability_decimals(0.9836, 0.4, 0.9842) == 4 and probability_decimals(0.9836, 0.4) == 2
 
 
 @pytest.mark.gui

@@ -168,7 +168,9 @@ class DicomSource:
         col = {h.strip().lower(): i for i, h in enumerate(rows[0])}
         self.key = next((k for k in ("series", "series_uid", "study_uid") if k in col), None)
         self._image_labels: dict[str, np.ndarray] | None = None
-        if self.key is None and _is_per_image(col):
+        from ichviewer.training.data import is_per_image_header
+
+        if self.key is None and is_per_image_header(list(col)):
             self._read_per_image(csv_path)
             return
         slice_col = next((k for k in ("slice", "slice_index") if k in col), None)
@@ -198,7 +200,7 @@ class DicomSource:
     def _read_per_image(self, csv_path: Path) -> None:
         """A per-image CSV (RSNA style): images are found by SOP Instance UID in one header scan."""
         from ichviewer.io import scan_path
-        from ichviewer.training.data import TrainingDataError, read_training_labels
+        from ichviewer.training.data import TrainingDataError, read_training_labels, series_holds_listed_image
 
         try:
             table = read_training_labels(csv_path)
@@ -214,7 +216,7 @@ class DicomSource:
         }
         self._folders = {}
         for series in scan_path(self.folder).series:
-            if any(str(ds.get("SOPInstanceUID", "")) in self._image_labels for ds in series.datasets):
+            if series_holds_listed_image(series, self._image_labels):
                 self._rows[series.series_uid] = {}
                 self._folders.setdefault(series.series_uid, Path(series.folder))
             series.datasets = []
@@ -283,12 +285,6 @@ class DicomSource:
         if labels.shape[0] != n:
             raise AtlasDataError(f"{path}: {labels.shape[0]} slice labels for a series of {n} slices")
         return labels
-
-
-def _is_per_image(col: dict[str, int]) -> bool:
-    from ichviewer.training.data import IMAGE_KEY_COLUMNS
-
-    return list(col) == ["id", "label"] or any(k in col for k in IMAGE_KEY_COLUMNS)
 
 
 def source_from_spec(data: str, labels_csv: str | None = None, *, matrix: int = 128, volume_ml: float | None = None) -> TrainingSource:

@@ -52,16 +52,18 @@ TIER_RULE = (
 )
 
 
-def probability_decimals(probability: float, threshold: float | None, least: int = 2, most: int = 4) -> int:
-    """The decimals to show a probability and its threshold with: the fewest from `least` at which
-    the rounded figures compare as the exact ones do, so a reader never sees a call contradicted by
-    its own numbers (EDH 0.9755 under a threshold of 0.9767 reads 0.976 against 0.977, not 0.98
-    "negative" against 0.98). `most` when even that does not separate them."""
-    if threshold is None or not (math.isfinite(probability) and math.isfinite(threshold)):
+def probability_decimals(probability: float, *thresholds: float | None, least: int = 2, most: int = 4) -> int:
+    """The decimals to show a probability and its thresholds with: the fewest from `least` at which
+    the rounded figures compare as the exact ones do against every threshold given, so a reader never
+    sees a call contradicted by its own numbers (EDH 0.9755 under a threshold of 0.9767 reads 0.976
+    against 0.977, not 0.98 "negative" against 0.98; a subtype's specific threshold, which makes a
+    call "positive" rather than "possible", counts the same). `most` when even that does not
+    separate them; None thresholds are ignored."""
+    if not math.isfinite(probability):
         return least
-    reached = probability >= threshold
+    limits = [t for t in thresholds if t is not None and math.isfinite(t)]
     for d in range(least, most + 1):
-        if (round(probability, d) >= round(threshold, d)) == reached:
+        if all((round(probability, d) >= round(t, d)) == (probability >= t) for t in limits):
             return d
     return most
 

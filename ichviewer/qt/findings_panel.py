@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from ichviewer import LABELS, SUBTYPES
-from ichviewer.core.decisions import POSITIVE_TIER, POSSIBLE_TIER, probability_and_threshold_text
+from ichviewer.core.decisions import POSITIVE_TIER, POSSIBLE_TIER, probability_and_threshold_text, probability_decimals
 from ichviewer.qt.browser import SeriesAI
 from ichviewer.qt.inference_controller import provider_display_name
 
@@ -57,7 +57,8 @@ _POSSIBLE_TEXT = QColor(CALL_COLOURS["possible"])  # a subtype called below its 
 
 def decision_tooltip(finding: Any, any_finding: Any) -> str:
     """Why a label's decision is what it is (the case rule of `ichviewer.core.decisions`)."""
-    p, t = probability_and_threshold_text(finding.probability, finding.threshold)
+    d = probability_decimals(finding.probability, finding.threshold, finding.specific_threshold)
+    p, t = f"{finding.probability:.{d}f}", f"{finding.threshold:.{d}f}"
     own = f"{p}: positive when probability \u2265 {t} (manifest operating point)"
     if finding.label == "ANY":
         return own + "; decides whether the study is positive for haemorrhage"
@@ -69,12 +70,11 @@ def decision_tooltip(finding: Any, any_finding: Any) -> str:
         )
     if finding.specific_threshold is None:
         return own + ", and only in a study positive for haemorrhage (ANY)"
-    sp, st = probability_and_threshold_text(finding.probability, finding.specific_threshold)
     return (
         f"{p}: called when probability \u2265 {t} (manifest operating point, chosen for sensitivity), "
         "and only in a study positive for haemorrhage (ANY);\n"
-        f"a call is \"positive\" from {st} (chosen on validation for specificity), \"possible\" below it"
-        + (f" ({sp})" if sp != p else "")
+        f"a call is \"positive\" from {finding.specific_threshold:.{d}f} (chosen on validation for specificity), "
+        "\"possible\" below it"
     )
 
 
@@ -114,12 +114,12 @@ def series_ai(result: Any) -> SeriesAI:
     probability, on the triage badge's colour (`TRIAGE_STYLE`: an incomplete series is on "refer"),
     the verdict and triage lines as its tooltip."""
     any_finding = result.case["ANY"]
+    ap, at = probability_and_threshold_text(any_finding.probability, any_finding.threshold)
     if not result.applicable:
         text = "not head\nCT?"
     else:
-        text = ("ICH" if any_finding.positive else "no ICH") + f"\n{probability_and_threshold_text(any_finding.probability, any_finding.threshold)[0]}"
+        text = ("ICH" if any_finding.positive else "no ICH") + f"\n{ap}"
     bg, fg = TRIAGE_STYLE.get(result.triage, _IDLE_BADGE)
-    ap, at = probability_and_threshold_text(any_finding.probability, any_finding.threshold)
     tooltip = f"AI: {verdict_text(result.case)}.\n{triage_line(result)}\nANY {ap} (threshold {at})."
     return SeriesAI(text=text, tooltip=tooltip, background=bg, foreground=fg, priority=float(any_finding.probability))
 
@@ -385,9 +385,9 @@ class FindingsPanel(QWidget):
                 prob_item.setText("\u2013")
                 dec_item.setText("")
                 continue
-            shown, threshold = probability_and_threshold_text(p, finding.threshold)
-            prob_item.setText(shown + (" \u25b4" if finding.held_back else ""))
-            prob_item.setToolTip(f"{p:.4f} (threshold {threshold})" + (
+            d = probability_decimals(p, finding.threshold, finding.specific_threshold)
+            prob_item.setText(f"{p:.{d}f}" + (" \u25b4" if finding.held_back else ""))
+            prob_item.setToolTip(f"{p:.4f} (threshold {finding.threshold:.{d}f})" + (
                 "; reaches its own threshold, but ANY does not, so the study is negative and it is not named"
                 if finding.held_back else ""))
             prob_item.setForeground(_HELD_BACK_TEXT if finding.held_back else self.table.palette().text())

@@ -602,6 +602,22 @@ class LabelRows:
     patient: dict[str, str]
 
 
+def is_rsna_long_header(header: Sequence[str]) -> bool:
+    """The RSNA challenge's own `ID,Label` CSV (lower-cased, stripped header cells)."""
+    return list(header) == ["id", "label"]
+
+
+def is_per_image_header(header: Sequence[str]) -> bool:
+    """A labels CSV that names images by SOP Instance UID: RSNA's `ID,Label` or an image key column."""
+    return is_rsna_long_header(header) or any(k in header for k in IMAGE_KEY_COLUMNS)
+
+
+def series_holds_listed_image(series, image_uids) -> bool:
+    """Whether a scanned series (`ichviewer.io.scan_path`, headers still held) has an image whose SOP
+    Instance UID is in `image_uids`: how per-image labels find their series before any pixel is read."""
+    return any(str(ds.get("SOPInstanceUID", "")) in image_uids for ds in series.datasets)
+
+
 def _label_of_column(name: str) -> str | None:
     """The label a CSV column names: ours (`any`, `iph`, ..., any case) or RSNA's (`subdural`, ...)."""
     n = name.strip().lower()
@@ -646,7 +662,7 @@ def read_training_labels(path: str | Path) -> LabelRows:
     if len(rows) < 2:
         raise TrainingDataError(f"{path}: needs a header and at least one row")
     header = [h.strip().lower() for h in rows[0]]
-    if header == ["id", "label"]:
+    if is_rsna_long_header(header):
         return _read_rsna_long_labels(path, rows)
     col = {h: i for i, h in enumerate(header)}
     image_key = next((k for k in IMAGE_KEY_COLUMNS if k in col), None)
@@ -668,7 +684,8 @@ def read_training_labels(path: str | Path) -> LabelRows:
         raise TrainingDataError(f"{path}: no 'any' column; it is required (columns: {', '.join(header)})")
     present = tuple(lab for lab in LABELS if lab in label_col)
     per_image = key == image_key
-    per_slice = per_image or "slice_index" in col
+    slice_indexed = not per_image and "slice_index" in col
+    per_slice = per_image or slice_indexed
     out: dict[str, dict[int, list[int]]] = {}
     patient: dict[str, str] = {}
     for line, row in enumerate(rows[1:], start=2):
@@ -677,7 +694,7 @@ def read_training_labels(path: str | Path) -> LabelRows:
         if not uid:
             raise TrainingDataError(f"{path}, line {line}: empty {rows[0][col[key]].strip()}")
         idx = -1
-        if per_slice and not per_image:
+        if slice_indexed:
             raw = row[col["slice_index"]].strip()
             try:
                 idx = int(raw)
@@ -687,7 +704,7 @@ def read_training_labels(path: str | Path) -> LabelRows:
                 raise TrainingDataError(f"{path}, line {line}, column slice_index: must be >= 0, got {idx}")
         values = [_zero_one(path, line, header[label_col[lab]], row[label_col[lab]]) for lab in present]
         if idx in out.setdefault(uid, {}):
-            what = f"slice {idx} of {uid}" if per_slice and not per_image else f"{key} {uid}"
+            what = f"slice {idx} of {uid}" if slice_indexed else f"{key} {uid}"
             raise TrainingDataError(f"{path}, line {line}: {what} is listed twice")
         out[uid][idx] = values
         if "patient_id" in col and row[col["patient_id"]].strip():
@@ -866,19 +883,23 @@ class _InputRows:
         return self.array[:n]
 
 
+def _named(series, table: LabelRows, studies_taken: set[str]) -> bool:
+    """Whether the labels name a scanned series, from its headers alone. With a study key only
+    one series per study counts: none once its study is in `studies_taken`."""
+    if table.key == "sop_instance_uid":
+        return series_holds_listed_image(series, table.rows)
+    if table.key == "series_uid":
+        return series.series_uid in table.rows
+    return series.study_uid in table.rows and series.study_uid not in studies_taken
+
+
 def _slices_named(candidates, table: LabelRows) -> int:
     """How many images the series the labels name hold, from the headers (an upper bound of the
     slices cached: a study key counts its largest series only)."""
     total, studies = 0, set()
     for sr in candidates:
-        if table.key == "sop_instance_uid":
-            named = any(str(ds.get("SOPInstanceUID", "")) in table.rows for ds in sr.datasets)
-        elif table.key == "series_uid":
-            named = sr.series_uid in table.rows
-        else:
-            named = sr.study_uid in table.rows and sr.study_uid not in studies
-            studies.add(sr.study_uid)
-        total += sr.n_files if named else 0
+        total += sr.n_files if _named(sr, table, studies) else 0
+        studies.add(sr.study_uid)
     return total
 
 
@@ -887,15 +908,7 @@ def _load_named_series(series, table: LabelRows, used: set[str]):
     before any pixel is read. With a study key only the study's first loadable series counts."""
     from ichviewer.io import load_series
 
-    if table.key == "sop_instance_uid":
-        if not any(str(ds.get("SOPInstanceUID", "")) in table.rows for ds in series.datasets):
-            return None
-    elif table.key == "series_uid":
-        if series.series_uid not in table.rows:
-            return None
-    elif series.study_uid not in table.rows or series.study_uid in used:
-        return None
-    return load_series(series)
+    return load_series(series) if _named(series, table, used) else None
 
 
 def _dicom_patient_ids(series_list) -> dict[str, str]:

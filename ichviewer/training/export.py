@@ -209,10 +209,3 @@ def export_member(
         head_pooling=getattr(model, "pooling", "avg"),
     )
     return spec, check
-
-
-def write_checksums(directory: str | Path, files: list[str]) -> Path:
-    """`SHA256SUMS` in the `sha256sum -c` format for the listed files (relative names)."""
-    from ichviewer.inference.manifest import write_checksums as write
-
-    return write(directory, files)

@@ -87,11 +87,10 @@ def recalibrate(
     argv: Sequence[str] | None = None,
 ) -> dict:
     """Choose the operating points of the ensemble in `models_dir` again (module docstring); returns the record."""
-    from ichviewer.inference.manifest import MANIFEST_NAME, load_manifest
+    from ichviewer.inference.manifest import MANIFEST_NAME, load_manifest, refresh_checksums
     from ichviewer.training.data import concat_caches
     from ichviewer.training.devset import member_slice_probabilities
     from ichviewer.training.ensembling import choose_operating_points, combine_members
-    from ichviewer.inference.manifest import refresh_checksums
     from ichviewer.training.trainer import case_auc
 
     t0 = time.perf_counter()

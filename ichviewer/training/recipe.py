@@ -428,10 +428,10 @@ def run_recipe(config: RecipeConfig, stream: TextIO | None = sys.stderr) -> Reci
     """
     import torch
 
-    from ichviewer.inference.manifest import Aggregation, EnsembleManifest
+    from ichviewer.inference.manifest import Aggregation, EnsembleManifest, write_checksums
     from ichviewer.training.allocator import tune_allocator_for_training
     from ichviewer.training.ensembling import choose_operating_points, combine_members, fit_ensemble_weights
-    from ichviewer.training.export import export_member, write_checksums
+    from ichviewer.training.export import export_member
     from ichviewer.training.trainer import (
         case_auc,
         choose_interpolation_degree,
